@@ -1,0 +1,1 @@
+"""llmproxy: an LLM gateway whose data plane is Envoy and whose control plane is Python gRPC."""

@@ -1,0 +1,1 @@
+"""Code every llmproxy service shares: configuration, server bootstrap, logging, metrics."""

@@ -1,0 +1,115 @@
+"""Prometheus metrics shared by every service: per-RPC counters and latency histograms."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_STARTED = Counter(
+    "llmproxy_grpc_server_started_total", "RPCs started.", ["service", "method"]
+)
+RPC_HANDLED = Counter(
+    "llmproxy_grpc_server_handled_total",
+    "RPCs completed, by gRPC status code.",
+    ["service", "method", "code"],
+)
+RPC_SECONDS = Histogram(
+    "llmproxy_grpc_server_handling_seconds",
+    "Time to complete an RPC, streams included.",
+    ["service", "method"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def start_metrics_server(host: str, port: int) -> int:
+    """Serve /metrics on host:port in a background thread; returns the bound port."""
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_address[1])
+
+
+def _split(method: str) -> tuple[str, str]:
+    _, service, name = method.split("/", 2)
+    return service, name
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    return str(code.name) if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every unary and server-streaming RPC the server handles."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, name = _split(handler_call_details.method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _timed_unary(handler.unary_unary, service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _timed_stream(handler.unary_stream, service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _timed_unary(behavior: Any, service: str, name: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        RPC_STARTED.labels(service, name).inc()
+        start = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            response = await behavior(request, context)
+            code = _code_of(context)
+            return response
+        except grpc.aio.AbortError:
+            code = _code_of(context)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+            RPC_HANDLED.labels(service, name, code).inc()
+
+    return wrapper
+
+
+def _timed_stream(behavior: Any, service: str, name: str) -> Any:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        RPC_STARTED.labels(service, name).inc()
+        start = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            async for item in behavior(request, context):
+                yield item
+            code = _code_of(context)
+        except grpc.aio.AbortError:
+            code = _code_of(context)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+            RPC_HANDLED.labels(service, name, code).inc()
+
+    return wrapper

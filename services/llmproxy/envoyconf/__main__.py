@@ -1,0 +1,45 @@
+"""`python -m llmproxy.envoyconf`: write Envoy's config and our descriptor set into a folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from llmproxy.common.descriptors import descriptor_set
+from llmproxy.common.errors import ConfigError
+from llmproxy.config import load_config
+from llmproxy.envoyconf.build import build_bootstrap
+
+ENVOY_FILE = "envoy.yaml"
+PROTOSET_FILE = "llmproxy.protoset"
+
+
+def write(out_dir: Path, bootstrap: dict[str, object], descriptor: bytes) -> Path:
+    """Write envoy.yaml and llmproxy.protoset (for grpcurl) into out_dir; returns envoy.yaml."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PROTOSET_FILE).write_bytes(descriptor)
+    path = out_dir / ENVOY_FILE
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m llmproxy.envoyconf", description=__doc__)
+    parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
+    parser.add_argument("--out", type=Path, default=Path("build"), help="output folder")
+    args = parser.parse_args()
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"llmproxy.envoyconf: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    descriptor = descriptor_set().SerializeToString(deterministic=True)
+    print(write(args.out, build_bootstrap(config, descriptor), descriptor))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Builds Envoy's bootstrap configuration from the stack configuration: a pure function."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmproxy.config import StackConfig
+from llmproxy.envoyconf.clusters import service_cluster, socket_address
+from llmproxy.envoyconf.listeners import SERVICES, client_listener, control_listener
+
+
+def build_bootstrap(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
+    """Envoy's bootstrap for config; descriptor is the serialized FileDescriptorSet of our APIs."""
+    services = config.services
+    return {
+        "node": {"id": "llmproxy", "cluster": "llmproxy"},
+        "admin": {"address": socket_address(config.envoy.host, config.envoy.admin_port)},
+        "static_resources": {
+            "listeners": [client_listener(config, descriptor), control_listener(config)],
+            "clusters": [service_cluster(name, getattr(services, name)) for name in SERVICES],
+        },
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
+        },
+    }

@@ -1,0 +1,62 @@
+"""Envoy clusters: one HTTP/2 cluster per control-plane service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmproxy.common.settings import ServiceSettings
+
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def socket_address(host: str, port: int) -> dict[str, Any]:
+    """An Envoy address for host:port."""
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def service_cluster_name(service: str) -> str:
+    """The name of the cluster that reaches one of our services."""
+    return f"llmproxy_{service}"
+
+
+def grpc_service(service: str, timeout_s: float) -> dict[str, Any]:
+    """A GrpcService reaching one of our services through its cluster."""
+    return {
+        "envoy_grpc": {"cluster_name": service_cluster_name(service)},
+        "timeout": f"{timeout_s}s",
+    }
+
+
+def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
+    """A gRPC (HTTP/2) cluster for one service, health-checked with the gRPC health protocol."""
+    return {
+        "name": service_cluster_name(service),
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "lb_policy": "LEAST_REQUEST",
+        "typed_extension_protocol_options": {
+            HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": service_cluster_name(service),
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": socket_address(settings.host, settings.grpc_port)}}
+                    ]
+                }
+            ],
+        },
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+    }

@@ -1,0 +1,210 @@
+"""Envoy listeners: the client (OpenAI API) listener and the control gRPC listener."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from llmproxy.authz.service import IDENTITY_HEADERS, TENANT_HEADER
+from llmproxy.config import StackConfig
+from llmproxy.envoyconf.clusters import grpc_service, service_cluster_name, socket_address
+from llmproxy.router.errors import InvalidRequestError
+
+HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
+LUA_STATUS_FILTER = Path(__file__).resolve().parents[3] / "envoy" / "openai_status.lua"
+SERVICES = ("router", "ratelimit", "authz", "health", "fault")
+
+_ACCESS_LOG_FORMAT = {
+    "ts": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_CLUSTER%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+}
+
+
+def typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    """A typed_config with its @type."""
+    return {"@type": f"type.googleapis.com/{type_name}", **fields}
+
+
+def _access_log() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "envoy.access_loggers.stdout",
+            "typed_config": typed(
+                "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                log_format={"json_format": _ACCESS_LOG_FORMAT},
+            ),
+        }
+    ]
+
+
+def _not_found_route() -> dict[str, Any]:
+    error = InvalidRequestError(
+        "Unknown request URL. See the README for the supported endpoints.", code="unknown_url"
+    )
+    return {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": error.body().decode()}},
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"}}
+        ],
+    }
+
+
+def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[str, Any]]:
+    envoy = config.envoy
+    return [
+        {
+            # Identity headers are set by the authz service only; a client's copies are dropped
+            # before ext_authz runs so they can never be spoofed.
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                mutations={"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]},
+            ),
+        },
+        {
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                grpc_service=grpc_service("authz", envoy.ext_authz_timeout_s),
+                transport_api_version="V3",
+                # Fail closed: without a verdict no request may spend provider money.
+                failure_mode_allow=False,
+                status_on_error={"code": "ServiceUnavailable"},
+            ),
+        },
+        {
+            "name": "envoy.filters.http.ratelimit",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                domain=config.services.ratelimit.domain,
+                timeout=f"{envoy.ratelimit_timeout_s}s",
+                # Fail open: a limiter outage must not take the gateway down with it; the
+                # limiter itself degrades to local limits before it ever errors.
+                failure_mode_deny=False,
+                enable_x_ratelimit_headers="DRAFT_VERSION_03",
+                rate_limit_service={
+                    "grpc_service": grpc_service("ratelimit", envoy.ratelimit_timeout_s),
+                    "transport_api_version": "V3",
+                },
+            ),
+        },
+        {
+            # Before the transcoder, so that on the response path it sees the transcoded headers.
+            "name": "envoy.filters.http.lua",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": LUA_STATUS_FILTER.read_text()},
+            ),
+        },
+        {
+            "name": "envoy.filters.http.grpc_json_transcoder",
+            "typed_config": typed(
+                "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+                proto_descriptor_bin=base64.b64encode(descriptor).decode(),
+                services=[OPENAI_SERVICE],
+                print_options={"preserve_proto_field_names": True},
+                max_request_body_size=envoy.max_request_bytes,
+                convert_grpc_status=True,
+            ),
+        },
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+        },
+    ]
+
+
+def _hcm(stat_prefix: str, route_config: dict[str, Any], filters: list[dict[str, Any]],
+         idle_timeout_s: float) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": typed(
+            HCM,
+            stat_prefix=stat_prefix,
+            codec_type="AUTO",
+            stream_idle_timeout=f"{idle_timeout_s}s",
+            access_log=_access_log(),
+            route_config=route_config,
+            http_filters=filters,
+        ),
+    }
+
+
+def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
+    """The OpenAI-compatible API: authz, rate limit, transcoding to the router."""
+    envoy = config.envoy
+    timeout = f"{envoy.request_timeout_s}s"
+    route_config = {
+        "name": "openai",
+        "virtual_hosts": [
+            {
+                "name": "openai",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        # Transcoded requests (and gRPC clients) reach the router by method path.
+                        "match": {"prefix": f"/{OPENAI_SERVICE}/", "grpc": {}},
+                        "route": {
+                            "cluster": service_cluster_name("router"),
+                            "timeout": timeout,
+                            "rate_limits": [
+                                {"actions": [{"generic_key": {"descriptor_key": "route",
+                                                              "descriptor_value": "openai"}}]},
+                                {"actions": [{"request_headers": {
+                                    "header_name": TENANT_HEADER, "descriptor_key": "tenant",
+                                    "skip_if_absent": True}}]},
+                            ],
+                        },
+                    },
+                    _not_found_route(),
+                ],
+            }
+        ],
+    }
+    return {
+        "name": "client",
+        "address": socket_address(envoy.host, envoy.listener_port),
+        "per_connection_buffer_limit_bytes": 1024 * 1024,
+        "filter_chains": [
+            {
+                "filters": [
+                    _hcm("client", route_config, _client_http_filters(config, descriptor),
+                         envoy.request_timeout_s)
+                ]
+            }
+        ],
+    }
+
+
+def control_listener(config: StackConfig) -> dict[str, Any]:
+    """Routes control gRPC calls to each service by the package in the method path."""
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {"prefix": f"/llmproxy.{service}.v1.", "grpc": {}},
+            "route": {"cluster": service_cluster_name(service), "timeout": "30s"},
+        }
+        for service in SERVICES
+    ]
+    route_config = {
+        "name": "control",
+        "virtual_hosts": [{"name": "control", "domains": ["*"], "routes": routes}],
+    }
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+    }
+    return {
+        "name": "control",
+        "address": socket_address(config.envoy.host, config.envoy.control_port),
+        "filter_chains": [{"filters": [_hcm("control", route_config, [router], 300)]}],
+    }
+

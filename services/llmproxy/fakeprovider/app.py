@@ -1,0 +1,440 @@
+"""The fake provider's aiohttp application: OpenAI and Anthropic routes plus controls.
+
+API routes (``/v1/...``) go through the fault knobs; ``/healthz`` and the control
+routes (``/_fake/...``) never do, so a supervisor or a test can always reach them.
+
+Errors: a refused request raises `RequestError` inside a handler; the middleware
+renders it in the calling API's error shape (OpenAI's, or Anthropic's on
+``/v1/messages``). Nothing else is raised on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from llmproxy.fakeprovider import responses
+from llmproxy.fakeprovider.knobs import Knobs, apply_update
+from llmproxy.fakeprovider.responses import ChatRequest, Message
+
+_ANTHROPIC_PATH = "/v1/messages"
+_HANG_POLL_S = 0.05
+_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_ANTHROPIC_ROLES = frozenset({"user", "assistant"})
+_JSON_TYPE_NAMES: Mapping[type, str] = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+class RequestError(Exception):
+    """A request the fake provider refuses, with the HTTP status and the error details."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass
+class Stats:
+    """What the fake provider has seen since start or the last reset."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests per path (control routes excluded)."""
+    injected_errors: Counter[str] = field(default_factory=Counter)
+    """Faults injected per kind: error_rate, outage_503, outage_hang, outage_reset."""
+    with_credentials: int = 0
+    """Requests carrying an ``authorization`` or ``x-api-key`` header; values are never kept."""
+
+    def to_dict(self) -> dict[str, object]:
+        """The stats as ``GET /_fake/stats`` returns them."""
+        return {
+            "requests": dict(self.requests),
+            "injected_errors": dict(self.injected_errors),
+            "injected_errors_total": self.injected_errors.total(),
+            "requests_with_credentials": self.with_credentials,
+        }
+
+
+@dataclass
+class _State:
+    knobs: Knobs
+    models: tuple[str, ...]
+    rng: random.Random
+    stats: Stats = field(default_factory=Stats)
+    closing: bool = False
+
+
+_STATE = web.AppKey("fakeprovider_state", _State)
+
+
+def build_app(knobs: Knobs, models: list[str]) -> web.Application:
+    """The fake provider serving `models`, misbehaving as `knobs` say.
+
+    `knobs` is shared, not copied: ``PUT /_fake/knobs`` changes it in place, and so
+    may an embedding process.
+    """
+    app = web.Application(middlewares=[_api_middleware])
+    # Not for security: a seeded generator makes the injected error sequence reproducible.
+    rng = random.Random(knobs.seed)  # noqa: S311
+    app[_STATE] = _State(knobs=knobs, models=tuple(models), rng=rng)
+    app.on_shutdown.append(_release_hung_requests)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/v1/models", _list_models)
+    app.router.add_get("/v1/models/{model}", _get_model)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/embeddings", _embeddings)
+    app.router.add_post(_ANTHROPIC_PATH, _anthropic_messages)
+    app.router.add_get("/_fake/knobs", _get_knobs)
+    app.router.add_put("/_fake/knobs", _put_knobs)
+    app.router.add_get("/_fake/stats", _get_stats)
+    app.router.add_post("/_fake/stats/reset", _reset_stats)
+    return app
+
+
+async def _release_hung_requests(app: web.Application) -> None:
+    # Without this, a request held by outage="hang" would stall shutdown until timeout.
+    app[_STATE].closing = True
+
+
+# --- middleware: stats, faults, error rendering ----------------------------------------
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _api_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    state = request.app[_STATE]
+    if request.path.startswith("/_fake/"):
+        return await handler(request)
+    state.stats.requests[request.path] += 1
+    if "authorization" in request.headers or "x-api-key" in request.headers:
+        state.stats.with_credentials += 1
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    try:
+        cut = await _inject_faults(request, state)
+        return cut if cut is not None else await handler(request)
+    except RequestError as exc:
+        return _error_response(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Unknown URL or method: answer in the API's error shape, as the real ones do.
+        message = f"Invalid URL ({request.method} {request.path})"
+        return _error_response(request, RequestError(exc.status, message))
+
+
+async def _inject_faults(request: web.Request, state: _State) -> web.StreamResponse | None:
+    """Apply the knobs; return a response that replaces the answer, or None to go on."""
+    knobs = state.knobs
+    if knobs.outage == "hang":
+        state.stats.injected_errors["outage_hang"] += 1
+        while knobs.outage == "hang":
+            if state.closing or request.transport is None or request.transport.is_closing():
+                return _reset(request)
+            await asyncio.sleep(_HANG_POLL_S)
+    if knobs.outage == "reset":
+        state.stats.injected_errors["outage_reset"] += 1
+        return _reset(request)
+    if knobs.outage == "503":
+        state.stats.injected_errors["outage_503"] += 1
+        raise RequestError(503, "The fake provider is in a simulated outage.")
+    if knobs.latency_ms > 0:
+        await asyncio.sleep(knobs.latency_ms / 1000)
+    if knobs.error_rate > 0 and state.rng.random() < knobs.error_rate:
+        state.stats.injected_errors["error_rate"] += 1
+        raise RequestError(knobs.error_status, "The fake provider injected this error.")
+    return None
+
+
+def _reset(request: web.Request) -> web.StreamResponse:
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0 makes close() send a TCP RST, which is what "reset" promises.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    # Never sent: aiohttp finds the transport gone and drops it as a client disconnect.
+    return web.Response(status=499)
+
+
+def _error_response(request: web.Request, exc: RequestError) -> web.Response:
+    if request.path == _ANTHROPIC_PATH:
+        body = responses.anthropic_error(_anthropic_error_type(exc.status), exc.message)
+    else:
+        error_type, code = _openai_error_type(exc.status)
+        body = responses.openai_error(
+            exc.message, error_type=error_type, param=exc.param, code=exc.code or code
+        )
+    return web.json_response(body, status=exc.status)
+
+
+def _openai_error_type(status: int) -> tuple[str, str | None]:
+    if status == 429:
+        return "requests", "rate_limit_exceeded"
+    if status >= 500:
+        return "server_error", None
+    return "invalid_request_error", None
+
+
+def _anthropic_error_type(status: int) -> str:
+    named = {
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+        529: "overloaded_error",
+    }
+    return named.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+# --- OpenAI routes ---------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _list_models(request: web.Request) -> web.Response:
+    return web.json_response(responses.models_list(request.app[_STATE].models))
+
+
+async def _get_model(request: web.Request) -> web.Response:
+    model = request.match_info["model"]
+    _check_model(model, request.app[_STATE])
+    return web.json_response(responses.models_list([model])["data"][0])
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await _json_body(request)
+    chat, stream = _parse_chat(body)
+    _check_model(chat.model, state)
+    created = int(time.time())
+    if not stream:
+        return web.json_response(responses.chat_completion(chat, created=created))
+    chunks = responses.chat_completion_chunks(chat, created=created)
+    events = [responses.sse_data(chunk) for chunk in chunks] + [responses.sse_data("[DONE]")]
+    return await _stream(request, events, state.knobs)
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    body = await _json_body(request)
+    model = _get(body, "model", str, required=True)
+    raw_input = _get(body, "input", (str, list), required=True)
+    inputs = [raw_input] if isinstance(raw_input, str) else raw_input
+    if not inputs or not all(isinstance(item, str) for item in inputs):
+        raise RequestError(400, "'input' must be a string or a non-empty array of strings.")
+    encoding = _get(body, "encoding_format", str) or "float"
+    if encoding not in ("float", "base64"):
+        raise RequestError(
+            400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
+        )
+    _check_model(model, state)
+    return web.json_response(responses.embeddings(model, inputs, encoding_format=encoding))
+
+
+def _parse_chat(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
+    model = _get(body, "model", str, required=True)
+    raw_messages = _get(body, "messages", list, required=True)
+    if not raw_messages:
+        raise RequestError(400, "'messages' must contain at least one message.", param="messages")
+    messages = tuple(
+        _parse_message(raw, f"messages[{i}]", _OPENAI_ROLES) for i, raw in enumerate(raw_messages)
+    )
+    stream = _get(body, "stream", bool) or False
+    options = _get(body, "stream_options", dict)
+    if options is not None and not stream:
+        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        raise RequestError(400, message, param="stream_options")
+    include_usage = _get(options or {}, "include_usage", bool, prefix="stream_options.") or False
+    max_tokens = _max_tokens(body, "max_completion_tokens") or _max_tokens(body, "max_tokens")
+    chat = ChatRequest(model, messages, max_tokens=max_tokens, include_usage=include_usage)
+    return chat, stream
+
+
+# --- Anthropic route -------------------------------------------------------------------
+
+
+async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    if "x-api-key" not in request.headers and "authorization" not in request.headers:
+        raise RequestError(401, "x-api-key header is required")
+    if "anthropic-version" not in request.headers:
+        raise RequestError(400, "anthropic-version: header is required")
+    body = await _json_body(request)
+    model = _get(body, "model", str, required=True)
+    max_tokens = _max_tokens(body, "max_tokens", required=True)
+    raw_messages = _get(body, "messages", list, required=True)
+    messages = [
+        _parse_message(raw, f"messages.{i}", _ANTHROPIC_ROLES) for i, raw in enumerate(raw_messages)
+    ]
+    system = _get(body, "system", (str, list))
+    if system is not None:
+        messages.insert(0, Message("system", _content_text(system, "system")))
+    stream = _get(body, "stream", bool) or False
+    if model not in state.models:
+        raise RequestError(404, f"model: {model}")
+    chat = ChatRequest(model, tuple(messages), max_tokens=max_tokens)
+    if not stream:
+        return web.json_response(responses.anthropic_message(chat))
+    events = [responses.sse_event(kind, data) for kind, data in responses.anthropic_events(chat)]
+    return await _stream(request, events, state.knobs)
+
+
+# --- controls --------------------------------------------------------------------------
+
+
+async def _get_knobs(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE].knobs.to_dict())
+
+
+async def _put_knobs(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    try:
+        update = await _json_body(request)
+        apply_update(state.knobs, update)
+    except (RequestError, ValueError) as exc:
+        return web.json_response(responses.openai_error(str(exc)), status=400)
+    if "seed" in update:
+        state.rng.seed(state.knobs.seed)
+    return web.json_response(state.knobs.to_dict())
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE].stats.to_dict())
+
+
+async def _reset_stats(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    state.stats = Stats()
+    return web.json_response(state.stats.to_dict())
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+async def _stream(
+    request: web.Request, events: Iterable[bytes], knobs: Knobs
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        for index, event in enumerate(events):
+            if index and knobs.chunk_delay_ms > 0:
+                await asyncio.sleep(knobs.chunk_delay_ms / 1000)
+            await response.write(event)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass  # the client stopped reading; nothing is left to tell it
+    return response
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        message = (
+            "We could not parse the JSON body of your request. The API expects a JSON payload"
+            f" ({exc})."
+        )
+        raise RequestError(400, message) from None
+    if not isinstance(body, dict):
+        raise RequestError(400, f"The request body must be a JSON object, not {_json_type(body)}.")
+    return body
+
+
+def _get(
+    body: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = False,
+    prefix: str = "",
+) -> Any:
+    value = body.get(name)
+    param = prefix + name
+    if value is None:
+        if required:
+            message = f"Missing required parameter: '{param}'."
+            raise RequestError(400, message, param=param, code="missing_required_parameter")
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int subclass; JSON true is never a valid integer.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        expected = " or ".join(_JSON_TYPE_NAMES[k] for k in kinds)
+        message = (
+            f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead."
+        )
+        raise RequestError(400, message, param=param, code="invalid_type")
+    return value
+
+
+def _max_tokens(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
+    value: int | None = _get(body, name, int, required=required)
+    if value is not None and value < 1:
+        raise RequestError(400, f"'{name}' must be at least 1, got {value}.", param=name)
+    return value
+
+
+def _parse_message(raw: object, param: str, roles: frozenset[str]) -> Message:
+    if not isinstance(raw, dict):
+        message = f"Invalid type for '{param}': expected an object, but got {_json_type(raw)}."
+        raise RequestError(400, message, param=param, code="invalid_type")
+    role = _get(raw, "role", str, required=True, prefix=f"{param}.")
+    if role not in roles:
+        message = f"Invalid value for '{param}.role': {role!r} is not one of {sorted(roles)}."
+        raise RequestError(400, message, param=f"{param}.role", code="invalid_value")
+    content = _get(raw, "content", (str, list), prefix=f"{param}.")
+    return Message(role, _content_text(content, f"{param}.content"))
+
+
+def _content_text(content: str | list[Any] | None, param: str) -> str:
+    """The text of a message content: a string, or a list of parts of which text ones count."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            message = f"Invalid content part at '{param}[{index}]': expected an object with a type."
+            raise RequestError(400, message, param=f"{param}[{index}]", code="invalid_type")
+        if part["type"] == "text":
+            texts.append(_get(part, "text", str, required=True, prefix=f"{param}[{index}]."))
+    return " ".join(texts)
+
+
+def _check_model(model: str, state: _State) -> None:
+    if model not in state.models:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        raise RequestError(404, message, param="model", code="model_not_found")
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)

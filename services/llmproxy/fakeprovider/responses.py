@@ -1,0 +1,318 @@
+"""Deterministic answers of the fake provider, as pure functions of the request.
+
+The same request always gets the same text, ids, token counts and vectors, so tests
+can assert on them and usage stays consistent between streamed and whole answers.
+Only ``created`` timestamps come from the caller. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+JSON = dict[str, Any]
+"""A JSON object, ready for `json.dumps`."""
+
+DEFAULT_MODELS: tuple[str, ...] = ("fake-gpt", "fake-claude", "fake-embed")
+"""Model ids served when none are configured."""
+
+MODELS_CREATED = 1_700_000_000
+"""Fixed ``created`` of every listed model, so the models list never changes."""
+
+EMBEDDING_DIMENSIONS = 8
+"""Length of every embedding vector."""
+
+ANSWER_PREFIX = "This is a fake answer to: "
+"""Start of every completion; the rest is the start of the last user message."""
+
+_QUOTED_CHARS = 60
+_WORDS_PER_CHUNK = 3
+_WORD = re.compile(r"\S+\s*")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a conversation, reduced to its role and its text parts."""
+
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request, OpenAI's or Anthropic's (whose system prompt is a message)."""
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    include_usage: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The completion for a request and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: bool
+    """True when ``max_tokens`` cut the text short."""
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def count_tokens(text: str) -> int:
+    """The fake tokenizer: whitespace-separated words, at least 1."""
+    return max(1, len(text.split()))
+
+
+def answer(request: ChatRequest) -> Answer:
+    """The completion for `request`: a fixed prefix quoting the last user message."""
+    last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+    words = _WORD.findall(ANSWER_PREFIX + last_user[:_QUOTED_CHARS].strip())
+    truncated = request.max_tokens is not None and len(words) > request.max_tokens
+    if truncated:
+        words = words[: request.max_tokens]
+    text = "".join(words).rstrip()
+    return Answer(
+        text=text,
+        prompt_tokens=count_tokens(" ".join(m.text for m in request.messages)),
+        completion_tokens=count_tokens(text),
+        truncated=truncated,
+    )
+
+
+def text_pieces(text: str) -> list[str]:
+    """`text` cut into stream deltas of a few words; joined, they give `text` back."""
+    words = _WORD.findall(text)
+    return [
+        "".join(words[i : i + _WORDS_PER_CHUNK]) for i in range(0, len(words), _WORDS_PER_CHUNK)
+    ]
+
+
+def _digest(*parts: object) -> str:
+    canonical = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _request_digest(request: ChatRequest) -> str:
+    return _digest(request.model, [(m.role, m.text) for m in request.messages], request.max_tokens)[
+        :24
+    ]
+
+
+# --- OpenAI -------------------------------------------------------------------------
+
+
+def openai_error(
+    message: str,
+    *,
+    error_type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> JSON:
+    """An error body in OpenAI's shape."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def models_list(models: Sequence[str]) -> JSON:
+    """The ``GET /v1/models`` body for `models`."""
+    return {
+        "object": "list",
+        "data": [
+            {"id": model, "object": "model", "created": MODELS_CREATED, "owned_by": "llmproxy-fake"}
+            for model in models
+        ],
+    }
+
+
+def chat_completion(request: ChatRequest, *, created: int) -> JSON:
+    """The non-streamed ``chat.completion`` object for `request`."""
+    result = answer(request)
+    return {
+        "id": f"chatcmpl-{_request_digest(request)}",
+        "object": "chat.completion",
+        "created": created,
+        "model": request.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length" if result.truncated else "stop",
+            }
+        ],
+        "usage": _openai_usage(result),
+        "system_fingerprint": "fp_llmproxy_fake",
+    }
+
+
+def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
+    """The ``chat.completion.chunk`` objects of a streamed answer, in order.
+
+    A role chunk, content chunks of a few words, a chunk with the finish reason and,
+    if the request asked for it, a last chunk with empty choices and the usage.
+    """
+    result = answer(request)
+    base: JSON = {
+        "id": f"chatcmpl-{_request_digest(request)}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": request.model,
+        "system_fingerprint": "fp_llmproxy_fake",
+    }
+    if request.include_usage:
+        # OpenAI sends an explicit null usage on every chunk but the last when asked.
+        base["usage"] = None
+
+    def chunk(delta: JSON, finish_reason: str | None = None) -> JSON:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**base, "choices": [choice]}
+
+    chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    chunks += [chunk({"content": piece}) for piece in text_pieces(result.text)]
+    chunks.append(chunk({}, "length" if result.truncated else "stop"))
+    if request.include_usage:
+        chunks.append({**base, "choices": [], "usage": _openai_usage(result)})
+    return chunks
+
+
+def _openai_usage(result: Answer) -> JSON:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.total_tokens,
+    }
+
+
+def embedding_vector(text: str) -> list[float]:
+    """A unit vector of `EMBEDDING_DIMENSIONS` floats derived from a hash of `text`.
+
+    The values are exactly representable as float32, so the ``base64`` encoding (packed
+    float32, which the openai SDK asks for by default) decodes to the same numbers.
+    """
+    raw = hashlib.sha256(text.encode()).digest()
+    values = [b / 127.5 - 1.0 for b in raw[:EMBEDDING_DIMENSIONS]]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    packed = struct.pack(f"<{EMBEDDING_DIMENSIONS}f", *(v / norm for v in values))
+    return list(struct.unpack(f"<{EMBEDDING_DIMENSIONS}f", packed))
+
+
+def embeddings(model: str, inputs: Sequence[str], *, encoding_format: str = "float") -> JSON:
+    """The ``POST /v1/embeddings`` body: one vector per input, as floats or base64."""
+    data: list[JSON] = []
+    for index, text in enumerate(inputs):
+        vector = embedding_vector(text)
+        encoded: list[float] | str = vector
+        if encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = sum(count_tokens(text) for text in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def sse_data(payload: JSON | str) -> bytes:
+    """One OpenAI server-sent event: ``data: <json>`` (or a literal like ``[DONE]``)."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+# --- Anthropic ----------------------------------------------------------------------
+
+
+def anthropic_error(error_type: str, message: str) -> JSON:
+    """An error body in Anthropic's shape."""
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def anthropic_message(request: ChatRequest) -> JSON:
+    """The non-streamed Messages API response for `request`."""
+    result = answer(request)
+    return {
+        **_anthropic_message_head(request),
+        "content": [{"type": "text", "text": result.text}],
+        "stop_reason": _stop_reason(result),
+        "stop_sequence": None,
+        "usage": {"input_tokens": result.prompt_tokens, "output_tokens": result.completion_tokens},
+    }
+
+
+def anthropic_events(request: ChatRequest) -> list[tuple[str, JSON]]:
+    """The ``(event type, data)`` pairs of a streamed Messages API response, in order."""
+    result = answer(request)
+    start = {
+        **_anthropic_message_head(request),
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        # Anthropic reports a provisional output count at the start, the real one at the end.
+        "usage": {"input_tokens": result.prompt_tokens, "output_tokens": 1},
+    }
+    events: list[tuple[str, JSON]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    events += [
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            },
+        )
+        for piece in text_pieces(result.text)
+    ]
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": _stop_reason(result), "stop_sequence": None},
+                "usage": {"output_tokens": result.completion_tokens},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def sse_event(event_type: str, payload: JSON) -> bytes:
+    """One Anthropic server-sent event: ``event: <type>`` then ``data: <json>``."""
+    return f"event: {event_type}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def _anthropic_message_head(request: ChatRequest) -> JSON:
+    return {
+        "id": f"msg_{_request_digest(request)}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.model,
+    }
+
+
+def _stop_reason(result: Answer) -> str:
+    return "max_tokens" if result.truncated else "end_turn"

@@ -1,0 +1,1 @@
+"""The fault service: chaos experiments that Envoy applies through RTDS."""

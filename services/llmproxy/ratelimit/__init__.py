@@ -1,0 +1,1 @@
+"""The rate limit service: Envoy's external rate limit API backed by Redis."""

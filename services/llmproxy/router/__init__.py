@@ -1,0 +1,1 @@
+"""The router: answers OpenAI-style requests from the best available provider."""

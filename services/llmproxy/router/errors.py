@@ -1,0 +1,61 @@
+"""Errors the router answers clients with, in OpenAI's error format.
+
+RouterError (carries the HTTP status and OpenAI error type)
+ ├─ InvalidRequestError: 400, the body is not a valid request
+ ├─ ModelNotFoundError: 404, no such model is served
+ └─ ProviderError: 502/503/504, every provider target failed
+"""
+
+from __future__ import annotations
+
+import json
+
+
+class RouterError(Exception):
+    """An error answered to the client with an HTTP status and an OpenAI-style JSON body."""
+
+    status: int = 500
+    error_type: str = "api_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> bytes:
+        """The OpenAI error object, as the SDKs parse it."""
+        error = {"message": self.message, "type": self.error_type, "param": self.param,
+                 "code": self.code}
+        return json.dumps({"error": error}).encode()
+
+
+class InvalidRequestError(RouterError):
+    """The request body is not a valid request."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(RouterError):
+    """The requested model is not served by this gateway."""
+
+    status = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(
+            f"The model {model!r} does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class ProviderError(RouterError):
+    """No provider target answered; status is 502 (bad answer), 503 (down) or 504 (timeout)."""
+
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message, code="upstream_error")
+        self.status = status
