@@ -60,11 +60,11 @@ class FakeProviderSettings(StrictModel):
 class ServicesSettings(StrictModel):
     """Where each control-plane service listens."""
 
-    router: RouterSettings = RouterSettings()  # type: ignore[call-arg]
-    ratelimit: RateLimitSettings = RateLimitSettings()  # type: ignore[call-arg]
-    authz: AuthzSettings = AuthzSettings()  # type: ignore[call-arg]
-    health: HealthSettings = HealthSettings()  # type: ignore[call-arg]
-    fault: FaultSettings = FaultSettings()  # type: ignore[call-arg]
+    router: RouterSettings = RouterSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
+    authz: AuthzSettings = AuthzSettings()
+    health: HealthSettings = HealthSettings()
+    fault: FaultSettings = FaultSettings()
 
 
 class StackConfig(StrictModel):
@@ -122,9 +122,7 @@ class StackConfig(StrictModel):
                 m.name: [ModelTarget(provider=DEMO_PROVIDER, model=m.name)] for m in self.models
             }
         enabled = {p.name for p in self.enabled_providers(environ)}
-        table = {
-            m.name: [t for t in m.targets if t.provider in enabled] for m in self.models
-        }
+        table = {m.name: [t for t in m.targets if t.provider in enabled] for m in self.models}
         return {name: targets for name, targets in table.items() if targets}
 
     def provider_endpoints(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
@@ -132,9 +130,7 @@ class StackConfig(StrictModel):
         if self.demo_mode(environ):
             fake = self.fake_provider
             return [
-                ProviderSettings(
-                    name=DEMO_PROVIDER, base_url=f"http://{fake.host}:{fake.port}/v1"
-                )
+                ProviderSettings(name=DEMO_PROVIDER, base_url=f"http://{fake.host}:{fake.port}/v1")
             ]
         return self.enabled_providers(environ)
 

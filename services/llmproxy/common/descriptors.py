@@ -44,4 +44,3 @@ def descriptor_set(files: Iterable[FileDescriptor] = API_FILES) -> descriptor_pb
     for file in files:
         add(file)
     return result
-

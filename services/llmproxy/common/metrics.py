@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
-RPC_STARTED = Counter(
-    "llmproxy_grpc_server_started_total", "RPCs started.", ["service", "method"]
-)
+from llmproxy.common.grpc_types import Context
+
+RPC_STARTED = Counter("llmproxy_grpc_server_started_total", "RPCs started.", ["service", "method"])
 RPC_HANDLED = Counter(
     "llmproxy_grpc_server_handled_total",
     "RPCs completed, by gRPC status code.",
@@ -37,7 +37,7 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-def _code_of(context: grpc.aio.ServicerContext) -> str:
+def _code_of(context: Context) -> str:
     code = context.code()
     if code is None:
         return "OK"
@@ -49,9 +49,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -72,20 +74,21 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _timed_unary(behavior: Any, service: str, name: str) -> Any:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(request: Any, context: Context) -> Any:
         RPC_STARTED.labels(service, name).inc()
         start = time.perf_counter()
         code = "UNKNOWN"
         try:
             response = await behavior(request, context)
-            code = _code_of(context)
-            return response
         except grpc.aio.AbortError:
             code = _code_of(context)
             raise
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
+        else:
+            code = _code_of(context)
+            return response
         finally:
             RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
             RPC_HANDLED.labels(service, name, code).inc()
@@ -94,7 +97,7 @@ def _timed_unary(behavior: Any, service: str, name: str) -> Any:
 
 
 def _timed_stream(behavior: Any, service: str, name: str) -> Any:
-    async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
         RPC_STARTED.labels(service, name).inc()
         start = time.perf_counter()
         code = "UNKNOWN"

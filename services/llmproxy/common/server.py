@@ -54,11 +54,14 @@ async def start_server(settings: ServiceSettings, register: Registrar) -> Runnin
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    port = server.add_insecure_port(f"{settings.listen_host}:{settings.grpc_port}")
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -100,7 +103,7 @@ def run_service(
     settings = settings_of(config)
 
     async def main() -> None:
-        metrics_port = start_metrics_server(settings.host, settings.metrics_port)
+        metrics_port = start_metrics_server(settings.listen_host, settings.metrics_port)
         running = await serve(config)
         log.info(
             "serving",

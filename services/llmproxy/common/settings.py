@@ -17,7 +17,14 @@ Port = Field(ge=1, le=65535)
 class ServiceSettings(StrictModel):
     """Where one service listens."""
 
-    host: str = Field("127.0.0.1", description="Address the gRPC and metrics servers bind to.")
+    host: str = Field(
+        "127.0.0.1", description="Address Envoy and other services reach this service at."
+    )
+    bind_host: str | None = Field(
+        None,
+        description="Address the gRPC and metrics servers bind to; null means `host`. "
+        "Containers set 0.0.0.0 here and their service name as `host`.",
+    )
     grpc_port: int = Field(ge=0, le=65535, description="gRPC port; 0 picks a free one (tests).")
     metrics_port: int = Field(
         ge=0, le=65535, description="Prometheus /metrics port; 0 picks a free one."
@@ -25,6 +32,11 @@ class ServiceSettings(StrictModel):
     shutdown_grace_s: float = Field(
         5.0, gt=0, le=300, description="How long in-flight RPCs may run after SIGTERM."
     )
+
+    @property
+    def listen_host(self) -> str:
+        """The address to bind to."""
+        return self.bind_host or self.host
 
 
 class RedisSettings(StrictModel):

@@ -21,8 +21,11 @@ def banner(stack: Stack) -> str:
     envoy = config.envoy
     base = f"http://{envoy.host}:{envoy.listener_port}"
     model = config.models[0].name if config.models else "MODEL"
-    mode = "demo (fake provider; set a provider key to go live)" if config.demo_mode(
-        stack.environ) else "live providers"
+    mode = (
+        "demo (fake provider; set a provider key to go live)"
+        if config.demo_mode(stack.environ)
+        else "live providers"
+    )
     return f"""
 llmproxy is up ({mode}).
   OpenAI API      {base}/v1   (Envoy)

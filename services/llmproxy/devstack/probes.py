@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import httpx
 import redis.asyncio as aioredis
@@ -20,7 +22,8 @@ async def http_ok(url: str) -> bool:
 async def grpc_serving(target: str, service: str = "") -> bool:
     """True when the gRPC health service at target reports service as SERVING."""
     async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # types-grpcio-health-checking declares HealthStub without its methods.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
         except grpc.aio.AioRpcError:

@@ -49,7 +49,10 @@ class ManagedProcess:
             # A new session: Ctrl-C in the terminal reaches the supervisor only, which then
             # stops the children in order.
             self._popen = subprocess.Popen(  # noqa: S603 - our own binaries, argv from config
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=self._env,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
                 start_new_session=True,
             )
 

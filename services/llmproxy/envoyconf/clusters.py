@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from llmproxy.common.settings import ServiceSettings
@@ -27,11 +28,20 @@ def grpc_service(service: str, timeout_s: float) -> dict[str, Any]:
     }
 
 
+def _discovery_type(host: str) -> str:
+    # An IP literal is STATIC; a name (a compose or Kubernetes service) is resolved by DNS.
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "STRICT_DNS"
+    return "STATIC"
+
+
 def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
     """A gRPC (HTTP/2) cluster for one service, health-checked with the gRPC health protocol."""
     return {
         "name": service_cluster_name(service),
-        "type": "STATIC",
+        "type": _discovery_type(settings.host),
         "connect_timeout": "1s",
         "lb_policy": "LEAST_REQUEST",
         "typed_extension_protocol_options": {

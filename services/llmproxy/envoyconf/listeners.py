@@ -58,6 +58,47 @@ def _not_found_route() -> dict[str, Any]:
     }
 
 
+# Envoy's own answers (body too large, upstream down or timed out, over limit) in OpenAI's error
+# shape, so SDKs raise their typed errors with a message. Denials from the authz service are
+# not listed: they carry their own JSON body.
+_LOCAL_REPLY_TYPES = {
+    413: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
+
+
+def _local_reply_config() -> dict[str, Any]:
+    return {
+        "mappers": [
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": status, "runtime_key": "unused"},
+                        }
+                    }
+                },
+                "body_format_override": {
+                    "json_format": {
+                        "error": {
+                            "message": "%LOCAL_REPLY_BODY%",
+                            "type": error_type,
+                            "param": None,
+                            "code": error_type,
+                        }
+                    },
+                    "content_type": "application/json",
+                },
+            }
+            for status, error_type in _LOCAL_REPLY_TYPES.items()
+        ]
+    }
+
+
 def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[str, Any]]:
     envoy = config.envoy
     return [
@@ -123,8 +164,13 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
     ]
 
 
-def _hcm(stat_prefix: str, route_config: dict[str, Any], filters: list[dict[str, Any]],
-         idle_timeout_s: float) -> dict[str, Any]:
+def _hcm(
+    stat_prefix: str,
+    route_config: dict[str, Any],
+    filters: list[dict[str, Any]],
+    idle_timeout_s: float,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": typed(
@@ -135,6 +181,7 @@ def _hcm(stat_prefix: str, route_config: dict[str, Any], filters: list[dict[str,
             access_log=_access_log(),
             route_config=route_config,
             http_filters=filters,
+            **extra,
         ),
     }
 
@@ -157,11 +204,27 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                             "cluster": service_cluster_name("router"),
                             "timeout": timeout,
                             "rate_limits": [
-                                {"actions": [{"generic_key": {"descriptor_key": "route",
-                                                              "descriptor_value": "openai"}}]},
-                                {"actions": [{"request_headers": {
-                                    "header_name": TENANT_HEADER, "descriptor_key": "tenant",
-                                    "skip_if_absent": True}}]},
+                                {
+                                    "actions": [
+                                        {
+                                            "generic_key": {
+                                                "descriptor_key": "route",
+                                                "descriptor_value": "openai",
+                                            }
+                                        }
+                                    ]
+                                },
+                                {
+                                    "actions": [
+                                        {
+                                            "request_headers": {
+                                                "header_name": TENANT_HEADER,
+                                                "descriptor_key": "tenant",
+                                                "skip_if_absent": True,
+                                            }
+                                        }
+                                    ]
+                                },
                             ],
                         },
                     },
@@ -177,8 +240,13 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
         "filter_chains": [
             {
                 "filters": [
-                    _hcm("client", route_config, _client_http_filters(config, descriptor),
-                         envoy.request_timeout_s)
+                    _hcm(
+                        "client",
+                        route_config,
+                        _client_http_filters(config, descriptor),
+                        envoy.request_timeout_s,
+                        local_reply_config=_local_reply_config(),
+                    )
                 ]
             }
         ],
@@ -207,4 +275,3 @@ def control_listener(config: StackConfig) -> dict[str, Any]:
         "address": socket_address(config.envoy.host, config.envoy.control_port),
         "filter_chains": [{"filters": [_hcm("control", route_config, [router], 300)]}],
     }
-

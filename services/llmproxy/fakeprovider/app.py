@@ -81,6 +81,8 @@ class _State:
     knobs: Knobs
     models: tuple[str, ...]
     rng: random.Random
+    rng_seed: int
+    """The seed `rng` last started from; a different `knobs.seed` restarts it."""
     stats: Stats = field(default_factory=Stats)
     closing: bool = False
 
@@ -97,7 +99,7 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app = web.Application(middlewares=[_api_middleware])
     # Not for security: a seeded generator makes the injected error sequence reproducible.
     rng = random.Random(knobs.seed)  # noqa: S311
-    app[_STATE] = _State(knobs=knobs, models=tuple(models), rng=rng)
+    app[_STATE] = _State(knobs=knobs, models=tuple(models), rng=rng, rng_seed=knobs.seed)
     app.on_shutdown.append(_release_hung_requests)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/v1/models", _list_models)
@@ -162,6 +164,8 @@ async def _inject_faults(request: web.Request, state: _State) -> web.StreamRespo
         raise RequestError(503, "The fake provider is in a simulated outage.")
     if knobs.latency_ms > 0:
         await asyncio.sleep(knobs.latency_ms / 1000)
+    if knobs.seed != state.rng_seed:  # the knobs were changed in place, not through PUT
+        _reseed(state)
     if knobs.error_rate > 0 and state.rng.random() < knobs.error_rate:
         state.stats.injected_errors["error_rate"] += 1
         raise RequestError(knobs.error_status, "The fake provider injected this error.")
@@ -178,6 +182,11 @@ def _reset(request: web.Request) -> web.StreamResponse:
         transport.abort()
     # Never sent: aiohttp finds the transport gone and drops it as a client disconnect.
     return web.Response(status=499)
+
+
+def _reseed(state: _State) -> None:
+    state.rng.seed(state.knobs.seed)
+    state.rng_seed = state.knobs.seed
 
 
 def _error_response(request: web.Request, exc: RequestError) -> web.Response:
@@ -291,6 +300,8 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     model = _get(body, "model", str, required=True)
     max_tokens = _max_tokens(body, "max_tokens", required=True)
     raw_messages = _get(body, "messages", list, required=True)
+    if not raw_messages:
+        raise RequestError(400, "messages: at least one message is required", param="messages")
     messages = [
         _parse_message(raw, f"messages.{i}", _ANTHROPIC_ROLES) for i, raw in enumerate(raw_messages)
     ]
@@ -322,7 +333,7 @@ async def _put_knobs(request: web.Request) -> web.Response:
     except (RequestError, ValueError) as exc:
         return web.json_response(responses.openai_error(str(exc)), status=400)
     if "seed" in update:
-        state.rng.seed(state.knobs.seed)
+        _reseed(state)
     return web.json_response(state.knobs.to_dict())
 
 

@@ -41,7 +41,8 @@ class Knobs:
 
     seed: int = 0
     """Seed of the random generator that picks which calls `error_rate` fails, so that
-    runs are reproducible; setting it (even to the same value) restarts the sequence."""
+    runs are reproducible. A new value restarts the sequence; so does sending the same
+    value again through ``PUT /_fake/knobs``."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
-
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.grpc_types import Context
 from llmproxy.router.settings import ProviderSettings
 
 
@@ -19,8 +18,8 @@ class ProviderHealthServicer(health_pb2_grpc.ProviderHealthServiceServicer):
     def __init__(self, providers: Sequence[ProviderSettings]) -> None:
         self._providers = providers
 
-    async def ListProviders(  # noqa: N802 - the gRPC method name
-        self, request: health_pb2.ListProvidersRequest, context: grpc.aio.ServicerContext
+    async def ListProviders(
+        self, request: health_pb2.ListProvidersRequest, context: Context
     ) -> health_pb2.ListProvidersResponse:
         """List every provider with its last known state."""
         return health_pb2.ListProvidersResponse(

@@ -5,10 +5,10 @@ No limits are configured yet (a later issue brings them), so every descriptor is
 
 from __future__ import annotations
 
-import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from llmproxy.common.grpc_types import Context
 
 OK = rls_pb2.RateLimitResponse.OK
 
@@ -16,8 +16,8 @@ OK = rls_pb2.RateLimitResponse.OK
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
     """Envoy's rate limit decision: every descriptor is allowed while no limit is configured."""
 
-    async def ShouldRateLimit(  # noqa: N802 - the gRPC method name
-        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    async def ShouldRateLimit(
+        self, request: rls_pb2.RateLimitRequest, context: Context
     ) -> rls_pb2.RateLimitResponse:
         """Answer OK overall and for each descriptor, in the order Envoy sent them."""
         return rls_pb2.RateLimitResponse(
@@ -34,8 +34,8 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
     def __init__(self, domain: str) -> None:
         self._domain = domain
 
-    async def GetLimits(  # noqa: N802 - the gRPC method name
-        self, request: ratelimit_pb2.GetLimitsRequest, context: grpc.aio.ServicerContext
+    async def GetLimits(
+        self, request: ratelimit_pb2.GetLimitsRequest, context: Context
     ) -> ratelimit_pb2.GetLimitsResponse:
         """Report the limits in force: none yet."""
         return ratelimit_pb2.GetLimitsResponse(domain=self._domain)

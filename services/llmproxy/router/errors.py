@@ -25,8 +25,12 @@ class RouterError(Exception):
 
     def body(self) -> bytes:
         """The OpenAI error object, as the SDKs parse it."""
-        error = {"message": self.message, "type": self.error_type, "param": self.param,
-                 "code": self.code}
+        error = {
+            "message": self.message,
+            "type": self.error_type,
+            "param": self.param,
+            "code": self.code,
+        }
         return json.dumps({"error": error}).encode()
 
 

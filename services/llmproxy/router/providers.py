@@ -50,7 +50,9 @@ def _failure(provider: Provider, response: httpx.Response, body: bytes) -> Provi
     # 429 and 5xx are the provider's trouble: another target may answer. A 4xx is the request's.
     retryable = status == 429 or status >= 500
     return ProviderCallError(
-        f"provider {provider.name!r} answered {status}", status=status, retryable=retryable,
+        f"provider {provider.name!r} answered {status}",
+        status=status,
+        retryable=retryable,
         body=body,
     )
 
@@ -58,7 +60,8 @@ def _failure(provider: Provider, response: httpx.Response, body: bytes) -> Provi
 def _transport_failure(provider: Provider, exc: httpx.HTTPError) -> ProviderCallError:
     status = 504 if isinstance(exc, httpx.TimeoutException) else 503
     return ProviderCallError(
-        f"provider {provider.name!r} unreachable: {type(exc).__name__}", status=status,
+        f"provider {provider.name!r} unreachable: {type(exc).__name__}",
+        status=status,
         retryable=True,
     )
 
@@ -96,9 +99,7 @@ class ProviderClient:
         abandoning it) closes the upstream connection.
         """
         try:
-            response = await self._http.send(
-                self._request("/chat/completions", body), stream=True
-            )
+            response = await self._http.send(self._request("/chat/completions", body), stream=True)
         except httpx.HTTPError as exc:
             raise _transport_failure(self.provider, exc) from exc
         if response.status_code != 200:

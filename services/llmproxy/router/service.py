@@ -6,12 +6,11 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-import grpc
 from google.api import httpbody_pb2
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
-from llmproxy.router.errors import ProviderError, RouterError
-from llmproxy.router.errors import ModelNotFoundError
+from llmproxy.common.grpc_types import Context
+from llmproxy.router.errors import ModelNotFoundError, ProviderError, RouterError
 from llmproxy.router.providers import ProviderCallError, ProviderClient
 from llmproxy.router.requests import parse_chat_request
 from llmproxy.router.settings import ModelTarget
@@ -46,10 +45,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             raise ModelNotFoundError(model)
         return targets
 
-    async def CreateChatCompletion(  # noqa: N802 - the gRPC method name
+    async def CreateChatCompletion(
         self,
         request: openai_pb2.CreateChatCompletionRequest,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """Answer with one JSON body, or with the provider's SSE chunks as they arrive."""
         try:
@@ -137,8 +136,8 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
     def __init__(self, routes: Mapping[str, Sequence[ModelTarget]]) -> None:
         self._routes = routes
 
-    async def ListModels(  # noqa: N802 - the gRPC method name
-        self, request: router_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    async def ListModels(
+        self, request: router_pb2.ListModelsRequest, context: Context
     ) -> router_pb2.ListModelsResponse:
         """List every served model and its targets."""
         return router_pb2.ListModelsResponse(

@@ -16,9 +16,7 @@ class ProviderSettings(StrictModel):
     kind: Literal["openai"] = Field(
         "openai", description="API flavour: 'openai' for any OpenAI-compatible endpoint."
     )
-    base_url: str = Field(
-        pattern=r"^https?://", description="Base URL, up to and including /v1."
-    )
+    base_url: str = Field(pattern=r"^https?://", description="Base URL, up to and including /v1.")
     api_key_env: str | None = Field(
         None,
         description="Environment variable holding the API key. The provider is enabled only "

@@ -73,8 +73,19 @@ async def test_stream_events_come_in_protocol_order(http: httpx.AsyncClient) -> 
         ({"anthropic-version": "2023-06-01"}, BODY, 401, "authentication_error"),
         ({"x-api-key": "k"}, BODY, 400, "invalid_request_error"),
         (HEADERS, {**BODY, "model": "claude-nonexistent"}, 404, "not_found_error"),
-        (HEADERS, {k: v for k, v in BODY.items() if k != "max_tokens"}, 400, "invalid_request_error"),
-        (HEADERS, {**BODY, "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error"),
+        (HEADERS, {**BODY, "messages": []}, 400, "invalid_request_error"),
+        (
+            HEADERS,
+            {k: v for k, v in BODY.items() if k != "max_tokens"},
+            400,
+            "invalid_request_error",
+        ),
+        (
+            HEADERS,
+            {**BODY, "messages": [{"role": "system", "content": "x"}]},
+            400,
+            "invalid_request_error",
+        ),
     ],
 )
 async def test_errors_use_anthropic_shape(

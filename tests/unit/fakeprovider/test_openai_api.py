@@ -32,7 +32,9 @@ async def test_sdk_chat_completion(sdk: openai.AsyncOpenAI) -> None:
 
     assert completion.object == "chat.completion"
     assert completion.model == "fake-gpt"
-    assert completion.choices[0].message.content == "This is a fake answer to: Hello there, fake model"
+    assert (
+        completion.choices[0].message.content == "This is a fake answer to: Hello there, fake model"
+    )
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
     assert completion.usage.prompt_tokens == 4

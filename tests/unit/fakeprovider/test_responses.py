@@ -27,7 +27,10 @@ REQUEST = ChatRequest(
 def test_answer_quotes_the_last_user_message() -> None:
     result = responses.answer(REQUEST)
 
-    assert result.text == "This is a fake answer to: What is   the capital of France, and why is it that city?"
+    assert (
+        result.text
+        == "This is a fake answer to: What is   the capital of France, and why is it that city?"
+    )
     assert result.completion_tokens == len(result.text.split())
     assert result.prompt_tokens == 3 + 2 + 2 + 12
     assert not result.truncated
@@ -132,7 +135,9 @@ def test_anthropic_events_follow_the_messages_stream_protocol() -> None:
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert set(kinds[2:-3]) == {"content_block_delta"}
     assert all(kind == data["type"] for kind, data in events)
-    deltas = "".join(data["delta"]["text"] for kind, data in events if kind == "content_block_delta")
+    deltas = "".join(
+        data["delta"]["text"] for kind, data in events if kind == "content_block_delta"
+    )
     assert deltas == whole["content"][0]["text"]
     assert events[-2][1]["usage"]["output_tokens"] == whole["usage"]["output_tokens"]
 
@@ -140,4 +145,6 @@ def test_anthropic_events_follow_the_messages_stream_protocol() -> None:
 def test_sse_framing() -> None:
     assert responses.sse_data("[DONE]") == b"data: [DONE]\n\n"
     assert responses.sse_data({"a": 1}) == b'data: {"a":1}\n\n'
-    assert responses.sse_event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
+    assert (
+        responses.sse_event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
+    )

@@ -1,0 +1,26 @@
+# The two commands: `make up` runs the whole stack, `make test` runs the whole suite.
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: up test bootstrap proto envoy-config lint clean
+
+up: bootstrap  ## Start Redis, the services, the demo provider and Envoy; Ctrl-C stops all.
+	$(PY) -m llmproxy.devstack up
+
+test: bootstrap  ## Run the whole test suite with a coverage report of services/.
+	$(VENV)/bin/pytest
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+proto: bootstrap  ## Regenerate the Python stubs from proto/.
+	$(PY) scripts/gen_protos.py
+
+envoy-config: bootstrap  ## Write build/envoy.yaml and build/llmproxy.protoset.
+	$(PY) -m llmproxy.envoyconf --out build
+
+lint: bootstrap  ## What pre-commit runs, plus buf.
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/buf lint
+
+clean:
+	rm -rf .run build .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

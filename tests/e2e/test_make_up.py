@@ -1,0 +1,90 @@
+"""`make up`'s program: brings the stack up, serves a request, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness.configs import stack_config_data, write_config
+
+pytestmark = pytest.mark.e2e
+
+
+def processes_mentioning(text: str) -> list[str]:
+    listing = subprocess.run(
+        ["ps", "-ww", "-eo", "pid,args"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in listing.splitlines() if text in line and "ps -ww" not in line]
+
+
+def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    path, config = write_config(tmp_path, stack_config_data())
+    workdir = tmp_path / "run"
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmproxy.devstack",
+            "up",
+            "--config",
+            str(path),
+            "--workdir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ,
+    )
+    assert up.stdout is not None
+    banner: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            banner.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        text = "".join(banner)
+        assert "llmproxy is up" in text, text
+        assert "curl -s" in text
+        envoy = config.envoy
+        answer = httpx.post(
+            f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]},
+            timeout=10,
+        )
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == (
+            "This is a fake answer to: Hello!"
+        )
+        assert processes_mentioning(str(tmp_path))  # the children run while the stack is up
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, "".join(banner) + rest
+    assert "stopped." in rest
+    assert processes_mentioning(str(tmp_path)) == []
+    assert (workdir / "envoy.yaml").exists()
+    assert {p.name for p in (workdir / "logs").iterdir()} == {
+        "redis.log",
+        "fakeprovider.log",
+        "router.log",
+        "ratelimit.log",
+        "authz.log",
+        "health.log",
+        "fault.log",
+        "envoy.log",
+    }

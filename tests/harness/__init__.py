@@ -1,0 +1,1 @@
+"""The test harness: real binaries started as local processes on loopback ports."""

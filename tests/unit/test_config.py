@@ -1,0 +1,148 @@
+"""The stack configuration: defaults, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmproxy.common.errors import ConfigError
+from llmproxy.config import DEFAULT_CONFIG, load_config
+
+pytestmark = pytest.mark.unit
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(DEFAULT_CONFIG, environ={})
+    assert config.envoy.listener_port == 8080
+    assert config.envoy.admin_port == 9901
+    assert config.services.router.grpc_port == 50051
+
+
+def test_environment_overrides_keep_types() -> None:
+    config = load_config(
+        DEFAULT_CONFIG,
+        environ={
+            "LLMPROXY__ENVOY__LISTENER_PORT": "8088",
+            "LLMPROXY__REDIS__MANAGED": "false",
+            "LLMPROXY__SERVICES__ROUTER__BIND_HOST": "0.0.0.0",
+            "LLMPROXY__LOG_LEVEL": "DEBUG",
+        },
+    )
+    assert config.envoy.listener_port == 8088
+    assert config.redis.managed is False
+    assert config.services.router.listen_host == "0.0.0.0"
+    assert config.services.router.host == "127.0.0.1"
+    assert config.log_level == "DEBUG"
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    config = load_config(path, environ={})
+    assert config.services.fault.grpc_port == 50055
+    assert config.models == []
+
+
+@pytest.mark.parametrize(
+    ("data", "environ", "expected"),
+    [
+        ({"envoy": {"listener_port": 70000}}, {}, "envoy.listener_port: Input should be less"),
+        ({"envoy": {"listener_port": "x"}}, {}, "envoy.listener_port: Input should be a valid"),
+        ({"envoy": {"listnr_port": 1}}, {}, "envoy.listnr_port: Extra inputs are not permitted"),
+        ({}, {"LLMPROXY__SERVICES__ROUTER__GRPC_PORT": "-1"}, "services.router.grpc_port"),
+        ({"redis": {"url": "http://x"}}, {}, "redis.url: String should match pattern"),
+        ({"log_level": "LOUD"}, {}, "log_level"),
+        (
+            {"providers": [{"name": "a", "base_url": "ftp://x"}]},
+            {},
+            "providers.0.base_url",
+        ),
+        (
+            {
+                "providers": [{"name": "a", "base_url": "http://x"}],
+                "models": [{"name": "m", "targets": [{"provider": "b", "model": "x"}]}],
+            },
+            {},
+            "targets unknown provider 'b'",
+        ),
+        (
+            {
+                "providers": [
+                    {"name": "a", "base_url": "http://x"},
+                    {"name": "a", "base_url": "http://y"},
+                ]
+            },
+            {},
+            "duplicate names ['a']",
+        ),
+        ({"models": [{"name": "m", "targets": []}]}, {}, "models.0.targets"),
+    ],
+)
+def test_invalid_values_name_the_field(
+    tmp_path: Path, data: object, environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, data), environ=environ)
+    assert expected in str(raised.value)
+
+
+def test_not_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("envoy: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path, environ={})
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(write(tmp_path, [1, 2]), environ={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(tmp_path / "absent.yaml", environ={})
+
+
+def test_override_through_a_scalar_is_refused() -> None:
+    with pytest.raises(ConfigError, match="does not name a nested field"):
+        load_config(DEFAULT_CONFIG, environ={"LLMPROXY__LOG_LEVEL__X": "1"})
+
+
+def test_demo_mode_routes_every_model_to_the_fake_provider() -> None:
+    config = load_config(DEFAULT_CONFIG, environ={})
+    assert config.demo_mode({})
+    table = config.routing_table({})
+    assert set(table) == {m.name for m in config.models}
+    assert all(t.provider == "demo" for targets in table.values() for t in targets)
+    (endpoint,) = config.provider_endpoints({})
+    assert endpoint.base_url == f"http://127.0.0.1:{config.fake_provider.port}/v1"
+
+
+def test_a_key_enables_its_provider_and_only_its_models() -> None:
+    config = load_config(DEFAULT_CONFIG, environ={})
+    environ = {"OPENAI_API_KEY": "sk-test"}
+    assert not config.demo_mode(environ)
+    assert [p.name for p in config.provider_endpoints(environ)] == ["openai"]
+    table = config.routing_table(environ)
+    assert list(table) == ["gpt-4o-mini"]
+    assert table["gpt-4o-mini"][0].provider == "openai"
+
+
+def test_keyless_provider_is_always_enabled(tmp_path: Path) -> None:
+    data = {
+        "providers": [
+            {"name": "vllm", "base_url": "http://127.0.0.1:8000/v1/", "api_key_env": None}
+        ],
+        "models": [{"name": "llama", "targets": [{"provider": "vllm", "model": "meta/llama"}]}],
+    }
+    config = load_config(write(tmp_path, data), environ={})
+    assert not config.demo_mode({})
+    assert config.providers[0].base_url == "http://127.0.0.1:8000/v1"

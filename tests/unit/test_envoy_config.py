@@ -1,0 +1,132 @@
+"""Envoy's generated configuration: what it wires, and that Envoy itself accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmproxy.common.descriptors import descriptor_set
+from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
+from llmproxy.envoyconf.__main__ import write
+from llmproxy.envoyconf.build import build_bootstrap
+from tests.harness.configs import stack_config_data, write_config
+
+pytestmark = pytest.mark.unit
+
+ENVOY = str(Path(sys.executable).parent / "envoy")
+DESCRIPTOR = descriptor_set().SerializeToString(deterministic=True)
+
+
+def http_filters(bootstrap: dict[str, Any], listener: str) -> dict[str, dict[str, Any]]:
+    (found,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == listener]
+    hcm = found["filter_chains"][0]["filters"][0]["typed_config"]
+    return {
+        f["name"].removeprefix("envoy.filters.http."): f["typed_config"]
+        for f in hcm["http_filters"]
+    }
+
+
+def validate(tmp_path: Path, config: StackConfig) -> subprocess.CompletedProcess[str]:
+    path = write(tmp_path, build_bootstrap(config, DESCRIPTOR), DESCRIPTOR)
+    return subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("source", ["shipped", "test ports"])
+def test_envoy_accepts_the_generated_config(tmp_path: Path, source: str) -> None:
+    if source == "shipped":
+        config = load_config(DEFAULT_CONFIG, environ={})
+    else:
+        _, config = write_config(tmp_path, stack_config_data())
+    done = validate(tmp_path, config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK" in done.stdout
+
+
+def test_envoy_rejects_a_broken_config(tmp_path: Path) -> None:
+    """The validation above is real: a cluster pointing nowhere valid is refused."""
+    bootstrap = build_bootstrap(load_config(DEFAULT_CONFIG, environ={}), DESCRIPTOR)
+    bootstrap["static_resources"]["clusters"][0]["lb_policy"] = "NO_SUCH_POLICY"
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    done = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
+
+
+def test_ports_and_clusters_follow_the_config() -> None:
+    config = load_config(DEFAULT_CONFIG, environ={"LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "6001"})
+    bootstrap = build_bootstrap(config, DESCRIPTOR)
+    resources = bootstrap["static_resources"]
+    ports = {
+        x["name"]: x["address"]["socket_address"]["port_value"] for x in resources["listeners"]
+    }
+    assert ports == {"client": 8080, "control": 8081}
+    assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == 9901
+    endpoints = {
+        c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"
+        ]["port_value"]
+        for c in resources["clusters"]
+    }
+    assert endpoints == {
+        "llmproxy_router": 50051,
+        "llmproxy_ratelimit": 50052,
+        "llmproxy_authz": 6001,
+        "llmproxy_health": 50054,
+        "llmproxy_fault": 50055,
+    }
+    assert all(
+        "http2_protocol_options" in str(c["typed_extension_protocol_options"])
+        for c in resources["clusters"]
+    )
+
+
+def test_client_filters_fail_the_right_way() -> None:
+    filters = http_filters(
+        build_bootstrap(load_config(DEFAULT_CONFIG, environ={}), DESCRIPTOR), "client"
+    )
+    assert list(filters) == [
+        "header_mutation",
+        "ext_authz",
+        "ratelimit",
+        "lua",
+        "grpc_json_transcoder",
+        "router",
+    ]
+    assert filters["ext_authz"]["failure_mode_allow"] is False
+    assert filters["ext_authz"]["grpc_service"]["timeout"] == "0.5s"
+    assert filters["ratelimit"]["failure_mode_deny"] is False
+    assert filters["ratelimit"]["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+    removed = {m["remove"] for m in filters["header_mutation"]["mutations"]["request_mutations"]}
+    assert removed == {
+        "x-llmproxy-tenant",
+        "x-llmproxy-user",
+        "x-llmproxy-key-id",
+        "x-llmproxy-tier",
+    }
+    assert filters["grpc_json_transcoder"]["services"] == ["llmproxy.router.v1.OpenAIService"]
+
+
+def test_descriptor_set_holds_our_apis_and_their_imports() -> None:
+    names = [f.name for f in descriptor_set().file]
+    for expected in (
+        "llmproxy/router/v1/openai.proto",
+        "llmproxy/fault/v1/fault.proto",
+        "google/api/httpbody.proto",
+        "google/api/annotations.proto",
+    ):
+        assert expected in names
+    # Dependencies come before the files that import them, as protoc writes them.
+    assert names.index("google/api/httpbody.proto") < names.index("llmproxy/router/v1/openai.proto")
+    assert len(names) == len(set(names))
