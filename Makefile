@@ -16,8 +16,8 @@ bootstrap:
 proto: bootstrap  ## Regenerate the Python stubs from proto/.
 	$(PY) scripts/gen_protos.py
 
-envoy-config: bootstrap  ## Write build/envoy.yaml and build/llmproxy.protoset.
-	$(PY) -m llmproxy.envoyconf --out build
+envoy-config: bootstrap  ## Regenerate envoy/envoy.yaml and envoy/llmproxy.protoset from deploy/llmproxy.yaml.
+	$(PY) -m llmproxy.envoyconf --config deploy/llmproxy.yaml --out envoy
 
 lint: bootstrap  ## What pre-commit runs, plus buf.
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/buf lint

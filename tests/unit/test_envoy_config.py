@@ -130,3 +130,14 @@ def test_descriptor_set_holds_our_apis_and_their_imports() -> None:
     # Dependencies come before the files that import them, as protoc writes them.
     assert names.index("google/api/httpbody.proto") < names.index("llmproxy/router/v1/openai.proto")
     assert len(names) == len(set(names))
+
+
+def test_committed_reference_config_is_fresh(tmp_path: Path) -> None:
+    """envoy/ holds the config generated from deploy/llmproxy.yaml (`make envoy-config`)."""
+    reference = Path(__file__).resolve().parents[2] / "envoy"
+    config = load_config(DEFAULT_CONFIG, environ={})
+    write(tmp_path, build_bootstrap(config, DESCRIPTOR), DESCRIPTOR)
+    for name in ("envoy.yaml", "llmproxy.protoset"):
+        assert (reference / name).read_bytes() == (tmp_path / name).read_bytes(), (
+            f"envoy/{name} is stale: run `make envoy-config`"
+        )

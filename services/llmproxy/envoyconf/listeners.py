@@ -13,7 +13,7 @@ from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
-LUA_STATUS_FILTER = Path(__file__).resolve().parents[3] / "envoy" / "openai_status.lua"
+LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
 SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 
 _ACCESS_LOG_FORMAT = {
