@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmproxy.devstack.__main__ import banner
+from llmproxy.devstack.stack import Stack
 from tests.harness.configs import stack_config_data, write_config
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +90,19 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         "fault.log",
         "envoy.log",
     }
+
+
+async def test_a_running_redis_is_used_not_started_again(
+    tmp_path: Path, redis_process: str
+) -> None:
+    data = stack_config_data()
+    data["redis"]["url"] = redis_process
+    path, config = write_config(tmp_path, data)
+    stack = Stack(config, path, tmp_path / "run", os.environ)
+    await stack.start()
+    try:
+        assert "redis" not in stack.processes
+        assert set(stack.processes) >= {"router", "envoy", "fakeprovider"}
+        assert "already running" in banner(stack)
+    finally:
+        stack.stop()

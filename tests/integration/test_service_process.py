@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
-from llmproxy.devstack.probes import grpc_serving, http_ok
+from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
+from llmproxy.devstack.stack import fake_provider_process
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 
@@ -63,26 +64,10 @@ async def router_and_provider(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[ManagedProcess, dict[str, object]]]:
     """The router process in front of a fake provider that takes 1.5 s per answer."""
-    data = stack_config_data()
+    data = stack_config_data(fake_provider={"latency_ms": 1500})
     path, config = write_config(tmp_path, data)
-    fake = config.fake_provider
-    provider = ManagedProcess(
-        "fakeprovider",
-        [
-            sys.executable,
-            "-m",
-            "llmproxy.fakeprovider",
-            "--host",
-            fake.host,
-            "--port",
-            str(fake.port),
-            "--models",
-            "gpt-4o-mini",
-            "--latency-ms",
-            "1500",
-        ],
-        tmp_path / "fakeprovider.log",
-        partial(http_ok, f"http://{fake.host}:{fake.port}/healthz"),
+    provider = fake_provider_process(
+        config.fake_provider, ["gpt-4o-mini"], tmp_path / "fakeprovider.log"
     )
     router_settings = config.services.router
     router = ManagedProcess(

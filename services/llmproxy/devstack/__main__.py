@@ -20,6 +20,7 @@ def banner(stack: Stack) -> str:
     config: StackConfig = stack.config
     envoy = config.envoy
     base = f"http://{envoy.host}:{envoy.listener_port}"
+    redis_note = "" if "redis" in stack.processes else "   (already running, not started)"
     model = config.models[0].name if config.models else "MODEL"
     mode = (
         "demo (fake provider; set a provider key to go live)"
@@ -31,6 +32,7 @@ llmproxy is up ({mode}).
   OpenAI API      {base}/v1   (Envoy)
   Control gRPC    {envoy.host}:{envoy.control_port}   protoset {stack.protoset_path}
   Envoy admin     http://{envoy.host}:{envoy.admin_port}
+  Redis           {config.redis.url}{redis_note}
   Logs            {stack.workdir / "logs"}
 
 Try it:

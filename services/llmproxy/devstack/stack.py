@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from llmproxy.common.descriptors import descriptor_set
-from llmproxy.config import StackConfig
+from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
 from llmproxy.envoyconf.__main__ import write as write_envoy_config
@@ -28,6 +28,53 @@ def find_binary(name: str, hint: str) -> str:
     if not found:
         raise StartupError(f"{name} not found; {hint}")
     return found
+
+
+def redis_process(
+    url: str, data_dir: Path, log_path: Path, environ: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    """A redis-server without persistence on the loopback port of url."""
+    binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = str(urlsplit(url).port or 6379)
+    argv = [
+        binary,
+        "--port",
+        port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(data_dir),
+    ]
+    return ManagedProcess("redis", argv, log_path, partial(redis_pong, url), environ)
+
+
+def fake_provider_process(
+    settings: FakeProviderSettings,
+    models: Sequence[str],
+    log_path: Path,
+    environ: Mapping[str, str] | None = None,
+) -> ManagedProcess:
+    """The bundled fake provider serving models, ready once /healthz answers."""
+    argv = [
+        sys.executable,
+        "-m",
+        "llmproxy.fakeprovider",
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.port),
+        "--models",
+        ",".join(models),
+        "--latency-ms",
+        str(settings.latency_ms),
+    ]
+    ready = partial(http_ok, f"http://{settings.host}:{settings.port}/healthz")
+    return ManagedProcess("fakeprovider", argv, log_path, ready, environ)
 
 
 class Stack:
@@ -53,54 +100,16 @@ class Stack:
         url = urlsplit(self.config.redis.url)
         if not self.config.redis.managed or url.hostname not in LOOPBACK:
             return None
-        binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
-        data = self.workdir / "redis"
-        data.mkdir(parents=True, exist_ok=True)
-        argv = [
-            binary,
-            "--port",
-            str(url.port or 6379),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data),
-        ]
-        return ManagedProcess(
-            "redis",
-            argv,
-            self._log("redis"),
-            partial(redis_pong, self.config.redis.url),
-            self.environ,
+        return redis_process(
+            self.config.redis.url, self.workdir / "redis", self._log("redis"), self.environ
         )
 
     def _fake_provider(self) -> ManagedProcess | None:
         if not self.config.demo_mode(self.environ):
             return None
-        fake = self.config.fake_provider
-        models = ",".join(m.name for m in self.config.models) or "fake-gpt"
-        argv = [
-            sys.executable,
-            "-m",
-            "llmproxy.fakeprovider",
-            "--host",
-            fake.host,
-            "--port",
-            str(fake.port),
-            "--models",
-            models,
-            "--latency-ms",
-            str(fake.latency_ms),
-        ]
-        return ManagedProcess(
-            "fakeprovider",
-            argv,
-            self._log("fakeprovider"),
-            partial(http_ok, f"http://{fake.host}:{fake.port}/healthz"),
-            self.environ,
+        models = [m.name for m in self.config.models] or ["fake-gpt"]
+        return fake_provider_process(
+            self.config.fake_provider, models, self._log("fakeprovider"), self.environ
         )
 
     def _service(self, name: str) -> ManagedProcess:
@@ -142,7 +151,11 @@ class Stack:
         """Start every component and wait until each is ready; on failure stop what started."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            await self._launch(self._redis(), self._fake_provider(), timeout_s=timeout_s)
+            redis = self._redis()
+            if redis is not None and await redis_pong(self.config.redis.url):
+                # Debian's redis-server package starts one on 6379 as it installs: use it.
+                redis = None
+            await self._launch(redis, self._fake_provider(), timeout_s=timeout_s)
             await self._launch(*(self._service(name) for name in SERVICES), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)
         except BaseException:
