@@ -1,0 +1,94 @@
+"""Random request bodies never crash the router: each gets an answer or a 4xx OpenAI error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmproxy._gen.router.v1 import openai_pb2
+from llmproxy.router.providers import Provider, ProviderClient
+from llmproxy.router.service import STATUS_HEADER, OpenAIServicer
+from llmproxy.router.settings import ModelTarget
+
+pytestmark = pytest.mark.unit
+
+BASE = "http://provider.invalid/v1"
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+chat_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from(["m", "other", ""]) | json_values,
+        "messages": st.lists(
+            st.fixed_dictionaries({}, optional={"role": json_values, "content": json_values}),
+            max_size=3,
+        )
+        | json_values,
+        "stream": st.booleans() | json_values,
+    },
+)
+bodies = (
+    st.binary(max_size=64)
+    | json_values.map(json.dumps).map(str.encode)
+    | chat_like.map(json.dumps).map(str.encode)
+)
+
+
+class Context:
+    def __init__(self) -> None:
+        self.metadata: dict[str, str] = {}
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata.update(metadata)
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[tuple[asyncio.Runner, OpenAIServicer]]:
+    """One event loop and one servicer for every example: a new httpx client per example is slow."""
+    with asyncio.Runner() as loop:
+        http = httpx.AsyncClient()
+        client = ProviderClient(http, Provider("p", BASE, None, 5.0))
+        yield loop, OpenAIServicer({"m": [ModelTarget(provider="p", model="m")]}, {"p": client})
+        loop.run(http.aclose())
+
+
+async def answer(servicer: OpenAIServicer, raw: bytes) -> tuple[dict[str, str], list[Any]]:
+    context = Context()
+    request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
+    replies = [r async for r in servicer.CreateChatCompletion(request, context)]  # type: ignore[arg-type]
+    return context.metadata, replies
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(raw=bodies)
+def test_random_bodies_get_an_answer_or_a_4xx(
+    runner: tuple[asyncio.Runner, OpenAIServicer], raw: bytes
+) -> None:
+    loop, servicer = runner
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(f"{BASE}/chat/completions").respond(200, json={"object": "chat.completion"})
+        metadata, replies = loop.run(answer(servicer, raw))
+    assert replies, "every request gets a body"
+    status = int(metadata.get(STATUS_HEADER, "200"))
+    assert status in (200, 400, 404)
+    if status != 200:
+        error = json.loads(replies[0].data)["error"]
+        assert error["message"]
+        assert error["type"] == "invalid_request_error"
