@@ -11,48 +11,32 @@ renders it in the calling API's error shape (OpenAI's, or Anthropic's on
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
 from llmproxy.fakeprovider import responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 from llmproxy.fakeprovider.responses import ChatRequest, Message
+from llmproxy.fakeprovider.validation import (
+    ANTHROPIC_ROLES,
+    RequestError,
+    content_text,
+    get_field,
+    json_body,
+    parse_chat,
+    parse_message,
+    token_limit,
+)
 
 _ANTHROPIC_PATH = "/v1/messages"
 _HANG_POLL_S = 0.05
-_OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_ANTHROPIC_ROLES = frozenset({"user", "assistant"})
-_JSON_TYPE_NAMES: Mapping[type, str] = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    list: "an array",
-    dict: "an object",
-    type(None): "null",
-}
-
-
-class RequestError(Exception):
-    """A request the fake provider refuses, with the HTTP status and the error details."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
 
 
 @dataclass
@@ -240,8 +224,8 @@ async def _get_model(request: web.Request) -> web.Response:
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
-    body = await _json_body(request)
-    chat, stream = _parse_chat(body)
+    body = await json_body(request)
+    chat, stream = parse_chat(body)
     _check_model(chat.model, state)
     created = int(time.time())
     if not stream:
@@ -253,38 +237,19 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _embeddings(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    body = await _json_body(request)
-    model = _get(body, "model", str, required=True)
-    raw_input = _get(body, "input", (str, list), required=True)
+    body = await json_body(request)
+    model = get_field(body, "model", str, required=True)
+    raw_input = get_field(body, "input", (str, list), required=True)
     inputs = [raw_input] if isinstance(raw_input, str) else raw_input
     if not inputs or not all(isinstance(item, str) for item in inputs):
         raise RequestError(400, "'input' must be a string or a non-empty array of strings.")
-    encoding = _get(body, "encoding_format", str) or "float"
+    encoding = get_field(body, "encoding_format", str) or "float"
     if encoding not in ("float", "base64"):
         raise RequestError(
             400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
         )
     _check_model(model, state)
     return web.json_response(responses.embeddings(model, inputs, encoding_format=encoding))
-
-
-def _parse_chat(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
-    model = _get(body, "model", str, required=True)
-    raw_messages = _get(body, "messages", list, required=True)
-    if not raw_messages:
-        raise RequestError(400, "'messages' must contain at least one message.", param="messages")
-    messages = tuple(
-        _parse_message(raw, f"messages[{i}]", _OPENAI_ROLES) for i, raw in enumerate(raw_messages)
-    )
-    stream = _get(body, "stream", bool) or False
-    options = _get(body, "stream_options", dict)
-    if options is not None and not stream:
-        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-        raise RequestError(400, message, param="stream_options")
-    include_usage = _get(options or {}, "include_usage", bool, prefix="stream_options.") or False
-    max_tokens = _max_tokens(body, "max_completion_tokens") or _max_tokens(body, "max_tokens")
-    chat = ChatRequest(model, messages, max_tokens=max_tokens, include_usage=include_usage)
-    return chat, stream
 
 
 # --- Anthropic route -------------------------------------------------------------------
@@ -296,19 +261,19 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
         raise RequestError(401, "x-api-key header is required")
     if "anthropic-version" not in request.headers:
         raise RequestError(400, "anthropic-version: header is required")
-    body = await _json_body(request)
-    model = _get(body, "model", str, required=True)
-    max_tokens = _max_tokens(body, "max_tokens", required=True)
-    raw_messages = _get(body, "messages", list, required=True)
+    body = await json_body(request)
+    model = get_field(body, "model", str, required=True)
+    max_tokens = token_limit(body, "max_tokens", required=True)
+    raw_messages = get_field(body, "messages", list, required=True)
     if not raw_messages:
         raise RequestError(400, "messages: at least one message is required", param="messages")
     messages = [
-        _parse_message(raw, f"messages.{i}", _ANTHROPIC_ROLES) for i, raw in enumerate(raw_messages)
+        parse_message(raw, f"messages.{i}", ANTHROPIC_ROLES) for i, raw in enumerate(raw_messages)
     ]
-    system = _get(body, "system", (str, list))
+    system = get_field(body, "system", (str, list))
     if system is not None:
-        messages.insert(0, Message("system", _content_text(system, "system")))
-    stream = _get(body, "stream", bool) or False
+        messages.insert(0, Message("system", content_text(system, "system")))
+    stream = get_field(body, "stream", bool) or False
     if model not in state.models:
         raise RequestError(404, f"model: {model}")
     chat = ChatRequest(model, tuple(messages), max_tokens=max_tokens)
@@ -328,7 +293,7 @@ async def _get_knobs(request: web.Request) -> web.Response:
 async def _put_knobs(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     try:
-        update = await _json_body(request)
+        update = await json_body(request)
         apply_update(state.knobs, update)
     except (RequestError, ValueError) as exc:
         return web.json_response(responses.openai_error(str(exc)), status=400)
@@ -368,84 +333,7 @@ async def _stream(
     return response
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read())
-    except ValueError as exc:
-        message = (
-            "We could not parse the JSON body of your request. The API expects a JSON payload"
-            f" ({exc})."
-        )
-        raise RequestError(400, message) from None
-    if not isinstance(body, dict):
-        raise RequestError(400, f"The request body must be a JSON object, not {_json_type(body)}.")
-    return body
-
-
-def _get(
-    body: Mapping[str, Any],
-    name: str,
-    kind: type | tuple[type, ...],
-    *,
-    required: bool = False,
-    prefix: str = "",
-) -> Any:
-    value = body.get(name)
-    param = prefix + name
-    if value is None:
-        if required:
-            message = f"Missing required parameter: '{param}'."
-            raise RequestError(400, message, param=param, code="missing_required_parameter")
-        return None
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int subclass; JSON true is never a valid integer.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        expected = " or ".join(_JSON_TYPE_NAMES[k] for k in kinds)
-        message = (
-            f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead."
-        )
-        raise RequestError(400, message, param=param, code="invalid_type")
-    return value
-
-
-def _max_tokens(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
-    value: int | None = _get(body, name, int, required=required)
-    if value is not None and value < 1:
-        raise RequestError(400, f"'{name}' must be at least 1, got {value}.", param=name)
-    return value
-
-
-def _parse_message(raw: object, param: str, roles: frozenset[str]) -> Message:
-    if not isinstance(raw, dict):
-        message = f"Invalid type for '{param}': expected an object, but got {_json_type(raw)}."
-        raise RequestError(400, message, param=param, code="invalid_type")
-    role = _get(raw, "role", str, required=True, prefix=f"{param}.")
-    if role not in roles:
-        message = f"Invalid value for '{param}.role': {role!r} is not one of {sorted(roles)}."
-        raise RequestError(400, message, param=f"{param}.role", code="invalid_value")
-    content = _get(raw, "content", (str, list), prefix=f"{param}.")
-    return Message(role, _content_text(content, f"{param}.content"))
-
-
-def _content_text(content: str | list[Any] | None, param: str) -> str:
-    """The text of a message content: a string, or a list of parts of which text ones count."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for index, part in enumerate(content):
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            message = f"Invalid content part at '{param}[{index}]': expected an object with a type."
-            raise RequestError(400, message, param=f"{param}[{index}]", code="invalid_type")
-        if part["type"] == "text":
-            texts.append(_get(part, "text", str, required=True, prefix=f"{param}[{index}]."))
-    return " ".join(texts)
-
-
 def _check_model(model: str, state: _State) -> None:
     if model not in state.models:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise RequestError(404, message, param="model", code="model_not_found")
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
