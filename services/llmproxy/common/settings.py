@@ -53,3 +53,9 @@ class RedisSettings(StrictModel):
         "(false: an external Redis is used as is).",
     )
     socket_timeout_s: float = Field(0.5, gt=0, le=30, description="Timeout of one Redis call.")
+    cluster: bool = Field(
+        False, description="Whether url names a node of a Redis Cluster (keys are hash-tagged)."
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed Redis call, with jittered backoff."
+    )
