@@ -1,4 +1,4 @@
-"""connect_redis against a real redis-server: it works, and a dead Redis raises instead of hanging."""
+"""connect_redis against a real redis-server; a dead Redis raises instead of hanging."""
 
 from __future__ import annotations
 
