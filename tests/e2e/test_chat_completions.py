@@ -10,18 +10,17 @@ from llmproxy.devstack.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-
-def base_url(stack: Stack) -> str:
-    envoy = stack.config.envoy
-    return f"http://{envoy.host}:{envoy.listener_port}/v1"
-
-
 HELLO = [{"role": "user", "content": "Hello through Envoy"}]
 
 
-def test_openai_sdk_gets_a_completion(stack_logs: Stack) -> None:
-    with openai.OpenAI(base_url=base_url(stack_logs), api_key="unused", max_retries=0) as client:
-        completion = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+@pytest.fixture
+def sdk(gateway_url: str, client_api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway_url, api_key=client_api_key, max_retries=0)
+
+
+def test_openai_sdk_gets_a_completion(sdk: openai.OpenAI) -> None:
+    with sdk:
+        completion = sdk.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert completion.object == "chat.completion"
     assert completion.model == "gpt-4o-mini"
     assert completion.choices[0].message.content == "This is a fake answer to: Hello through Envoy"
@@ -29,9 +28,9 @@ def test_openai_sdk_gets_a_completion(stack_logs: Stack) -> None:
     assert completion.usage.total_tokens > 0
 
 
-async def test_async_sdk_streams_chunks_with_usage(stack_logs: Stack) -> None:
+async def test_async_sdk_streams_chunks_with_usage(gateway_url: str, client_api_key: str) -> None:
     async with openai.AsyncOpenAI(
-        base_url=base_url(stack_logs), api_key="unused", max_retries=0
+        base_url=gateway_url, api_key=client_api_key, max_retries=0
     ) as client:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
@@ -46,21 +45,26 @@ async def test_async_sdk_streams_chunks_with_usage(stack_logs: Stack) -> None:
     assert chunks[-1].usage is not None
 
 
-def test_response_bytes_are_the_providers(stack_logs: Stack) -> None:
+def test_response_bytes_are_the_providers(
+    stack_logs: Stack, gateway_url: str, auth_headers: dict[str, str]
+) -> None:
     """The transcoder passes the provider's JSON through unchanged."""
     body = {"model": "gpt-4o-mini", "messages": HELLO}
     fake = stack_logs.config.fake_provider
     direct = httpx.post(f"http://{fake.host}:{fake.port}/v1/chat/completions", json=body)
-    proxied = httpx.post(f"{base_url(stack_logs)}/chat/completions", json=body)
+    proxied = httpx.post(f"{gateway_url}/chat/completions", json=body, headers=auth_headers)
     assert proxied.status_code == 200
     assert proxied.headers["content-type"] == "application/json"
     assert proxied.headers["x-llmproxy-provider"] == "demo"
     assert proxied.content == direct.content
 
 
-def test_stream_is_server_sent_events_ending_with_done(stack_logs: Stack) -> None:
+def test_stream_is_server_sent_events_ending_with_done(
+    gateway_url: str, auth_headers: dict[str, str]
+) -> None:
     body = {"model": "gpt-4o-mini", "messages": HELLO, "stream": True}
-    with httpx.stream("POST", f"{base_url(stack_logs)}/chat/completions", json=body) as response:
+    url = f"{gateway_url}/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=auth_headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
@@ -68,12 +72,9 @@ def test_stream_is_server_sent_events_ending_with_done(stack_logs: Stack) -> Non
     assert all(line.startswith("data: ") for line in events)
 
 
-def test_unknown_model_is_404_not_found_error(stack_logs: Stack) -> None:
-    with (
-        openai.OpenAI(base_url=base_url(stack_logs), api_key="unused", max_retries=0) as client,
-        pytest.raises(openai.NotFoundError) as raised,
-    ):
-        client.chat.completions.create(model="no-such-model", messages=HELLO)
+def test_unknown_model_is_404_not_found_error(sdk: openai.OpenAI) -> None:
+    with sdk, pytest.raises(openai.NotFoundError) as raised:
+        sdk.chat.completions.create(model="no-such-model", messages=HELLO)
     assert raised.value.status_code == 404
     assert raised.value.code == "model_not_found"
 
@@ -91,12 +92,12 @@ def test_unknown_model_is_404_not_found_error(stack_logs: Stack) -> None:
     ],
 )
 def test_bad_bodies_get_400_with_openai_error_json(
-    stack_logs: Stack, body: bytes, param: str | None
+    gateway_url: str, auth_headers: dict[str, str], body: bytes, param: str | None
 ) -> None:
     response = httpx.post(
-        f"{base_url(stack_logs)}/chat/completions",
+        f"{gateway_url}/chat/completions",
         content=body,
-        headers={"content-type": "application/json"},
+        headers={**auth_headers, "content-type": "application/json"},
     )
     assert response.status_code == 400
     error = response.json()["error"]
@@ -105,29 +106,30 @@ def test_bad_bodies_get_400_with_openai_error_json(
     assert error["message"]
 
 
-def test_sdk_raises_bad_request_for_invalid_body(stack_logs: Stack) -> None:
-    with (
-        openai.OpenAI(base_url=base_url(stack_logs), api_key="unused", max_retries=0) as client,
-        pytest.raises(openai.BadRequestError),
-    ):
-        client.chat.completions.create(model="gpt-4o-mini", messages=[])
+def test_sdk_raises_bad_request_for_invalid_body(sdk: openai.OpenAI) -> None:
+    with sdk, pytest.raises(openai.BadRequestError):
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=[])
 
 
 @pytest.mark.parametrize(
     ("method", "path"), [("GET", "/v1/nothing"), ("GET", "/v1/chat/completions"), ("POST", "/")]
 )
-def test_unknown_urls_get_404_json(stack_logs: Stack, method: str, path: str) -> None:
-    envoy = stack_logs.config.envoy
-    response = httpx.request(method, f"http://{envoy.host}:{envoy.listener_port}{path}")
+def test_unknown_urls_get_404_json(
+    gateway_url: str, auth_headers: dict[str, str], method: str, path: str
+) -> None:
+    origin = gateway_url.removesuffix("/v1")
+    response = httpx.request(method, f"{origin}{path}", headers=auth_headers)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_url"
 
 
-def test_oversized_body_is_refused_before_the_router(stack_logs: Stack) -> None:
+def test_oversized_body_is_refused_before_the_router(
+    stack_logs: Stack, gateway_url: str, auth_headers: dict[str, str]
+) -> None:
     limit = stack_logs.config.envoy.max_request_bytes
     content = "x" * (limit + 1)
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
-    response = httpx.post(f"{base_url(stack_logs)}/chat/completions", json=body)
+    response = httpx.post(f"{gateway_url}/chat/completions", json=body, headers=auth_headers)
     assert response.status_code == 413
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["type"] == "invalid_request_error"

@@ -1,4 +1,4 @@
-"""Envoy clusters: one HTTP/2 cluster per control-plane service."""
+"""Envoy clusters (one HTTP/2 cluster per control-plane service) and shared config helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from typing import Any
 from llmproxy.common.settings import ServiceSettings
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    """A typed_config with its @type."""
+    return {"@type": f"type.googleapis.com/{type_name}", **fields}
 
 
 def socket_address(host: str, port: int) -> dict[str, Any]:

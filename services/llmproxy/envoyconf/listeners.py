@@ -6,9 +6,10 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from llmproxy.authz.service import IDENTITY_HEADERS, TENANT_HEADER
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.clusters import grpc_service, service_cluster_name, socket_address
+from llmproxy.envoyconf.authz import authz_filters
+from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
+from llmproxy.envoyconf.ratelimit import ratelimit_filter, route_rate_limits
 from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -26,11 +27,6 @@ _ACCESS_LOG_FORMAT = {
     "upstream": "%UPSTREAM_CLUSTER%",
     "request_id": "%REQ(X-REQUEST-ID)%",
 }
-
-
-def typed(type_name: str, **fields: Any) -> dict[str, Any]:
-    """A typed_config with its @type."""
-    return {"@type": f"type.googleapis.com/{type_name}", **fields}
 
 
 def _access_log() -> list[dict[str, Any]]:
@@ -102,42 +98,8 @@ def _local_reply_config() -> dict[str, Any]:
 def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[str, Any]]:
     envoy = config.envoy
     return [
-        {
-            # Identity headers are set by the authz service only; a client's copies are dropped
-            # before ext_authz runs so they can never be spoofed.
-            "name": "envoy.filters.http.header_mutation",
-            "typed_config": typed(
-                "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                mutations={"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]},
-            ),
-        },
-        {
-            "name": "envoy.filters.http.ext_authz",
-            "typed_config": typed(
-                "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-                grpc_service=grpc_service("authz", envoy.ext_authz_timeout_s),
-                transport_api_version="V3",
-                # Fail closed: without a verdict no request may spend provider money.
-                failure_mode_allow=False,
-                status_on_error={"code": "ServiceUnavailable"},
-            ),
-        },
-        {
-            "name": "envoy.filters.http.ratelimit",
-            "typed_config": typed(
-                "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-                domain=config.services.ratelimit.domain,
-                timeout=f"{envoy.ratelimit_timeout_s}s",
-                # Fail open: a limiter outage must not take the gateway down with it; the
-                # limiter itself degrades to local limits before it ever errors.
-                failure_mode_deny=False,
-                enable_x_ratelimit_headers="DRAFT_VERSION_03",
-                rate_limit_service={
-                    "grpc_service": grpc_service("ratelimit", envoy.ratelimit_timeout_s),
-                    "transport_api_version": "V3",
-                },
-            ),
-        },
+        *authz_filters(config),
+        ratelimit_filter(config),
         {
             # Before the transcoder, so that on the response path it sees the transcoded headers.
             "name": "envoy.filters.http.lua",
@@ -203,29 +165,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                         "route": {
                             "cluster": service_cluster_name("router"),
                             "timeout": timeout,
-                            "rate_limits": [
-                                {
-                                    "actions": [
-                                        {
-                                            "generic_key": {
-                                                "descriptor_key": "route",
-                                                "descriptor_value": "openai",
-                                            }
-                                        }
-                                    ]
-                                },
-                                {
-                                    "actions": [
-                                        {
-                                            "request_headers": {
-                                                "header_name": TENANT_HEADER,
-                                                "descriptor_key": "tenant",
-                                                "skip_if_absent": True,
-                                            }
-                                        }
-                                    ]
-                                },
-                            ],
+                            "rate_limits": route_rate_limits(config),
                         },
                     },
                     _not_found_route(),
