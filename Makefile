@@ -17,7 +17,7 @@ proto: bootstrap  ## Regenerate the Python stubs from proto/.
 	$(PY) scripts/gen_protos.py
 
 envoy-config: bootstrap  ## Regenerate envoy/envoy.yaml and envoy/llmproxy.protoset from deploy/llmproxy.yaml.
-	$(PY) -m llmproxy.envoyconf --config deploy/llmproxy.yaml --out envoy
+	$(PY) -m llmproxy.envoyconf --config deploy/llmproxy.yaml --out envoy --demo
 
 lint: bootstrap  ## What pre-commit runs, plus buf.
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/buf lint

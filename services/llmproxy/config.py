@@ -37,6 +37,12 @@ class EnvoySettings(StrictModel):
     listener_port: int = Field(8080, ge=0, le=65535, description="Client (OpenAI API) listener.")
     control_port: int = Field(8081, ge=0, le=65535, description="Control gRPC listener.")
     admin_port: int = Field(9901, ge=0, le=65535, description="Envoy admin interface.")
+    egress_port: int = Field(
+        8082,
+        ge=0,
+        le=65535,
+        description="Egress listener the router calls providers through (one cluster each).",
+    )
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body accepted."
     )
@@ -92,10 +98,10 @@ class StackConfig(StrictModel):
             raise ValueError(f"providers: duplicate names {duplicates}")
         if DEMO_PROVIDER in names:
             raise ValueError(f"providers: the name {DEMO_PROVIDER!r} is reserved")
-        model_names = [m.name for m in self.models]
+        model_names = [n for m in self.models for n in (m.name, *m.aliases)]
         duplicates = sorted({n for n in model_names if model_names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"models: duplicate names {duplicates}")
+            raise ValueError(f"models: duplicate names or aliases {duplicates}")
         for model in self.models:
             for target in model.targets:
                 if target.provider not in names:
@@ -112,18 +118,28 @@ class StackConfig(StrictModel):
         """True when no real provider is enabled and the fake provider answers every model."""
         return not self.enabled_providers(environ)
 
-    def routing_table(self, environ: Mapping[str, str]) -> dict[str, list[ModelTarget]]:
-        """Each public model's targets among the enabled providers.
+    def served_models(self, environ: Mapping[str, str]) -> list[ModelSettings]:
+        """The models with at least one enabled target, keeping only those targets.
 
         In demo mode every configured model is served by the fake provider under its own name.
         """
         if self.demo_mode(environ):
-            return {
-                m.name: [ModelTarget(provider=DEMO_PROVIDER, model=m.name)] for m in self.models
-            }
+            return [
+                m.model_copy(
+                    update={"targets": [ModelTarget(provider=DEMO_PROVIDER, model=m.name)]}
+                )
+                for m in self.models
+            ]
         enabled = {p.name for p in self.enabled_providers(environ)}
-        table = {m.name: [t for t in m.targets if t.provider in enabled] for m in self.models}
-        return {name: targets for name, targets in table.items() if targets}
+        served = [
+            m.model_copy(update={"targets": [t for t in m.targets if t.provider in enabled]})
+            for m in self.models
+        ]
+        return [m for m in served if m.targets]
+
+    def routing_table(self, environ: Mapping[str, str]) -> dict[str, list[ModelTarget]]:
+        """Each served model's targets, by public name."""
+        return {m.name: m.targets for m in self.served_models(environ)}
 
     def provider_endpoints(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
         """The providers requests may go to: the enabled ones, or the fake one in demo mode."""

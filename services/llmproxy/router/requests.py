@@ -1,26 +1,116 @@
-"""Validation of OpenAI-style request bodies, before anything is sent upstream."""
+"""Validation of OpenAI-style request bodies, before anything is sent upstream.
+
+Like OpenAI, unknown arguments are refused (a typo such as `max_token` would otherwise be
+silently ignored by some providers and honoured by others).
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from llmproxy.router.errors import InvalidRequestError
 
+CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "n",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "user",
+        "response_format",
+        "seed",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "service_tier",
+        "store",
+        "metadata",
+        "modalities",
+        "audio",
+        "prediction",
+        "reasoning_effort",
+        "web_search_options",
+        "verbosity",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
+EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
 
-def parse_chat_request(raw: bytes) -> dict[str, Any]:
-    """Parse and check a chat completion body; raise InvalidRequestError saying what is wrong."""
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+_CHAT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "stream": (lambda v: isinstance(v, bool), "a boolean"),
+    "stream_options": (lambda v: isinstance(v, dict), "an object"),
+    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
+    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "n": (_positive_int, "a positive integer"),
+    "max_tokens": (_positive_int, "a positive integer"),
+    "max_completion_tokens": (_positive_int, "a positive integer"),
+    "stop": (
+        lambda v: (
+            isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
+        ),
+        "a string or an array of strings",
+    ),
+}
+
+
+def _load_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    return body
+
+
+def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    for name in sorted(body):
+        if name not in allowed:
+            raise InvalidRequestError(
+                f"Unrecognized request argument supplied: {name}",
+                param=name,
+                code="unknown_parameter",
+            )
+
+
+def _check_model(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequestError(
             "'model' is required and must be a non-empty string.", param="model"
         )
+
+
+def parse_chat_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check a chat completion body; raise InvalidRequestError saying what is wrong."""
+    body = _load_object(raw)
+    _check_fields(body, CHAT_FIELDS)
+    _check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError(
@@ -32,7 +122,45 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
                 f"messages[{index}] must be an object with a string 'role'.",
                 param=f"messages[{index}]",
             )
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequestError("'stream' must be a boolean.", param="stream")
+    for name, (valid, expected) in _CHAT_TYPES.items():
+        if name in body and body[name] is not None and not valid(body[name]):
+            raise InvalidRequestError(f"'{name}' must be {expected}.", param=name)
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise InvalidRequestError(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
+    return body
+
+
+def _valid_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(v, str) for v in value):
+        return True
+    if all(_positive_int(v) or v == 0 for v in value):
+        return True  # one input as token ids
+    return all(
+        isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+        for v in value
+    )
+
+
+def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check an embeddings body."""
+    body = _load_object(raw)
+    _check_fields(body, EMBEDDING_FIELDS)
+    _check_model(body)
+    if not _valid_input(body.get("input")):
+        raise InvalidRequestError(
+            "'input' is required: a non-empty string, array of strings, or token arrays.",
+            param="input",
+        )
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise InvalidRequestError(
+            "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
+        )
+    if "dimensions" in body and not _positive_int(body["dimensions"]):
+        raise InvalidRequestError("'dimensions' must be a positive integer.", param="dimensions")
     return body

@@ -1,17 +1,25 @@
-"""Wires the router: provider clients, servicers, the gRPC server."""
+"""Wires the router: Redis, cache, provider clients (through Envoy's egress), servicers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import Mapping
 
 import grpc
 import httpx
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
+from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.usage import RedisUsageStore
 from llmproxy.config import StackConfig
-from llmproxy.router.providers import Provider, ProviderClient
-from llmproxy.router.service import OpenAIServicer, RouterControlServicer
+from llmproxy.router.cache.stats import CacheStats
+from llmproxy.router.cache.store import RedisResponseCache
+from llmproxy.router.control import RouterControlServicer
+from llmproxy.router.providers import Provider, ProviderClient, client_for
+from llmproxy.router.service import OpenAIServicer
 
 SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
@@ -30,21 +38,60 @@ def new_http_client() -> httpx.AsyncClient:
     )
 
 
+def egress_url(config: StackConfig, provider: str) -> str:
+    """Where the router reaches provider through Envoy's egress listener."""
+    envoy = config.envoy
+    return f"http://{envoy.host}:{envoy.egress_port}/{provider}"
+
+
+def provider_clients(
+    config: StackConfig, http: httpx.AsyncClient, environ: Mapping[str, str]
+) -> dict[str, ProviderClient]:
+    """An adapter per provider requests may go to, by provider name."""
+    via_egress = config.services.router.via_egress
+    return {
+        p.name: client_for(
+            http,
+            Provider.from_settings(p, environ, egress_url(config, p.name) if via_egress else None),
+        )
+        for p in config.provider_endpoints(environ)
+    }
+
+
 async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> RunningServer:
     """Start the router's gRPC server for config; returns the running server and its port."""
     environ = os.environ
+    settings = config.services.router
     http = http or new_http_client()
-    clients = {
-        p.name: ProviderClient(http, Provider.from_settings(p, environ))
-        for p in config.provider_endpoints(environ)
-    }
-    routes = config.routing_table(environ)
-    openai_api = OpenAIServicer(routes, clients)
-    control = RouterControlServicer(routes)
+    redis = connect_redis(config.redis)
+    cache = RedisResponseCache(redis, settings.cache.redis_backoff_s)
+    if settings.cache.enabled:
+        await cache.configure_eviction(settings.cache.maxmemory_policy, settings.cache.maxmemory)
+    stats = CacheStats()
+    models = config.served_models(environ)
+    openai_api = OpenAIServicer(
+        models,
+        provider_clients(config, http, environ),
+        settings,
+        cache=cache if settings.cache.enabled else None,
+        usage=RedisUsageStore(redis),
+        stats=stats,
+    )
+    control = RouterControlServicer(
+        models, cache if settings.cache.enabled else None, stats, openai_api
+    )
+    flusher = asyncio.create_task(stats.flush_forever(cache))
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
         openai_pb2_grpc.add_OpenAIServiceServicer_to_server(openai_api, server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(control, server)
         return SERVICE_NAMES
 
-    return await start_server(config.services.router, register)
+    async def close() -> None:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await http.aclose()
+        await redis.aclose()
+
+    return await start_server(settings, register, closers=[close])

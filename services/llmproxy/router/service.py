@@ -1,154 +1,374 @@
-"""The router's gRPC servicers: the OpenAI-compatible API and the control API."""
+"""The router's OpenAI-compatible servicer: validation, cache, in-flight sharing, failover.
+
+Every answer, error or not, is an OK gRPC response carrying HTTP bodies: client errors travel as
+an OpenAI error body plus the x-llmproxy-status header, which Envoy's Lua filter turns into the
+HTTP status (the transcoder would answer 200 for any OK response and replace the body of any
+error status with its own).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from google.api import httpbody_pb2
 
-from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
+from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.usage import Identity, Usage, UsageStore
+from llmproxy.router import accounting
+from llmproxy.router.cache import keys, policy
+from llmproxy.router.cache.flights import Flight, Flights
+from llmproxy.router.cache.metrics import (
+    CACHE_BYTES_SERVED,
+    CACHE_SAVED_TOKENS,
+    CACHE_SAVED_USD,
+)
+from llmproxy.router.cache.stats import CacheStats
+from llmproxy.router.cache.store import CachedAnswer, ResponseCache
+from llmproxy.router.calls import Failover
 from llmproxy.router.errors import ModelNotFoundError, ProviderError, RouterError
-from llmproxy.router.providers import ProviderCallError, ProviderClient
-from llmproxy.router.requests import parse_chat_request
-from llmproxy.router.settings import ModelTarget
+from llmproxy.router.providers import ProviderCallError, ProviderClient, sse
+from llmproxy.router.requests import parse_chat_request, parse_embeddings_request
+from llmproxy.router.settings import ModelSettings, RouterSettings
 
 log = logging.getLogger(__name__)
 
-# Envoy's Lua filter turns this response header into the HTTP status: the transcoder would
-# otherwise answer 200 for every OK gRPC response, and a gRPC error status would lose
-# OpenAI's error body.
 STATUS_HEADER = "x-llmproxy-status"
 PROVIDER_HEADER = "x-llmproxy-provider"
+CACHE_RESULT_HEADER = "x-cache"
 JSON = "application/json"
 SSE = "text/event-stream"
+KEEPALIVE = b": keepalive\n\n"
+IDENTITY_HEADERS = ("x-llmproxy-tenant", "x-llmproxy-user", "x-llmproxy-key-id")
 
 
 def _http_body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
 
+def _headers(context: Context) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
+def _identity(headers: Mapping[str, str]) -> Identity:
+    tenant, user, key_id = (headers.get(h, "unknown") for h in IDENTITY_HEADERS)
+    return Identity(tenant=tenant, user=user, key_id=key_id)
+
+
+def _error_metadata(err: RouterError) -> tuple[tuple[str, str], ...]:
+    metadata = [(STATUS_HEADER, str(err.status))]
+    retry_after = getattr(err, "retry_after_s", None)
+    if retry_after is not None:
+        metadata.append(("retry-after", str(max(1, round(retry_after)))))
+    return tuple(metadata)
+
+
+def _error_event(err: BaseException) -> bytes:
+    message = err.message if isinstance(err, RouterError) else "The provider stream broke."
+    return sse.encode({"error": {"message": message, "type": "upstream_error", "code": None}})
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One validated request and what the cache does with it."""
+
+    kind: str  # "chat" or "embeddings"
+    body: dict[str, Any]
+    model: ModelSettings
+    decision: policy.CacheDecision
+    digest: str
+    identity: Identity
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def wants_usage(self) -> bool:
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
 class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
-    """Answers OpenAI-format requests by calling the model's provider targets in order."""
+    """Answers OpenAI-format requests from the cache or the model's providers."""
 
     def __init__(
-        self, routes: Mapping[str, Sequence[ModelTarget]], clients: Mapping[str, ProviderClient]
+        self,
+        models: Sequence[ModelSettings],
+        clients: Mapping[str, ProviderClient],
+        settings: RouterSettings,
+        *,
+        cache: ResponseCache | None = None,
+        usage: UsageStore | None = None,
+        stats: CacheStats | None = None,
+        failover: Failover | None = None,
     ) -> None:
-        self._routes = routes
-        self._clients = clients
+        self._models = models
+        self._by_name = {n: m for m in models for n in (m.name, *m.aliases)}
+        self._settings = settings
+        self._cache = cache
+        self._usage = usage
+        self._stats = stats or CacheStats()
+        self._failover = failover or Failover(clients, settings.failover)
+        self._flights = Flights()
 
-    def _targets(self, model: str) -> Sequence[ModelTarget]:
-        targets = self._routes.get(model)
-        if not targets:
-            raise ModelNotFoundError(model)
-        return targets
+    # --- RPCs ------------------------------------------------------------------------------
 
     async def CreateChatCompletion(
-        self,
-        request: openai_pb2.CreateChatCompletionRequest,
-        context: Context,
+        self, request: openai_pb2.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """Answer with one JSON body, or with the provider's SSE chunks as they arrive."""
+        """Answer with one JSON body, or with SSE chunks as the provider sends them."""
         try:
-            body = parse_chat_request(request.body.data)
-            targets = self._targets(body["model"])
-            if body.get("stream"):
-                provider, chunks = await self._open_stream(targets, body)
-            else:
-                provider, answer = await self._complete(targets, body)
+            call = self._prepare("chat", parse_chat_request(request.body.data), context)
         except RouterError as err:
-            log.info("request refused", extra={"status": err.status, "reason": err.message})
-            await context.send_initial_metadata(((STATUS_HEADER, str(err.status)),))
-            yield _http_body(JSON, err.body())
+            yield await self._refuse(context, err)
             return
-        await context.send_initial_metadata(((PROVIDER_HEADER, provider),))
-        if not body.get("stream"):
-            yield _http_body(JSON, answer)
-            return
+        async for reply in self._answer(call, context):
+            yield reply
+
+    async def CreateEmbedding(
+        self, request: openai_pb2.CreateEmbeddingRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """Answer POST /v1/embeddings (cached by default: embeddings are deterministic)."""
         try:
-            async for chunk in chunks:
-                yield _http_body(SSE, chunk)
-        except ProviderCallError as err:
-            # Headers are gone already: tell the client in the stream, as OpenAI does.
-            log.warning("stream broke", extra={"provider": provider, "reason": str(err)})
-            yield _http_body(SSE, b"data: " + ProviderError(str(err), err.status).body() + b"\n\n")
+            call = self._prepare("embeddings", parse_embeddings_request(request.body.data), context)
+        except RouterError as err:
+            return await self._refuse(context, err)
+        replies = [reply async for reply in self._answer(call, context)]
+        return replies[0]
 
-    async def _complete(
-        self, targets: Sequence[ModelTarget], body: dict[str, Any]
-    ) -> tuple[str, bytes]:
-        last: ProviderCallError | None = None
-        for target in targets:
-            client = self._clients[target.provider]
-            try:
-                return target.provider, await client.chat({**body, "model": target.model})
-            except ProviderCallError as err:
-                last = self._note_failure(target, err)
-        raise self._exhausted(last)
+    async def ListOpenAIModels(
+        self, request: openai_pb2.ListOpenAIModelsRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """GET /v1/models: every served model name and alias, in OpenAI's list format."""
+        data = [_model_object(name) for name in self._by_name]
+        return _http_body(JSON, json.dumps({"object": "list", "data": data}).encode())
 
-    async def _open_stream(
-        self, targets: Sequence[ModelTarget], body: dict[str, Any]
-    ) -> tuple[str, AsyncIterator[bytes]]:
-        last: ProviderCallError | None = None
-        for target in targets:
-            client = self._clients[target.provider]
+    async def GetModel(
+        self, request: openai_pb2.GetModelRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """GET /v1/models/{model}."""
+        if request.model not in self._by_name:
+            return await self._refuse(context, ModelNotFoundError(request.model))
+        return _http_body(JSON, json.dumps(_model_object(request.model)).encode())
+
+    async def warm(self, kind: str, raw: bytes) -> bool:
+        """Answer one request and cache it whatever its sampling; False if already cached.
+
+        Raises RouterError when the request is invalid or no provider answers.
+        """
+        if self._cache is None:
+            raise RouterError("The cache is disabled.")
+        body = parse_chat_request(raw) if kind == "chat" else parse_embeddings_request(raw)
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+        model = self._by_name.get(body["model"])
+        if model is None:
+            raise ModelNotFoundError(body["model"])
+        ttl = model.cache_ttl_s or self._settings.cache.default_ttl_s
+        digest = keys.cache_key(kind, {**body, "model": model.name})
+        call = _Request(
+            kind,
+            body,
+            model,
+            policy.CacheDecision(True, True, ttl),
+            digest,
+            Identity("warming", "warming", "warming"),
+        )
+        if await self._cache.get(digest) is not None:
+            return False
+        flight, _ = self._flights.join(digest, lambda f: self._produce(call, f))
+        flight.attach()
+        try:
+            await flight.wait()
+        finally:
+            flight.detach()
+        if flight.error is not None:
+            raise _as_router_error(flight.error)
+        return True
+
+    # --- request flow ----------------------------------------------------------------------
+
+    def _prepare(self, kind: str, body: dict[str, Any], context: Context) -> _Request:
+        model = self._by_name.get(body["model"])
+        if model is None:
+            raise ModelNotFoundError(body["model"])
+        headers = _headers(context)
+        decision = policy.decide(kind, body, headers, self._settings.cache, model.cache_ttl_s)
+        # Aliases share their model's cache entries.
+        digest = keys.cache_key(kind, {**body, "model": model.name})
+        return _Request(kind, body, model, decision, digest, _identity(headers))
+
+    async def _refuse(self, context: Context, err: RouterError) -> httpbody_pb2.HttpBody:
+        log.info("request refused", extra={"status": err.status, "reason": err.message})
+        await context.send_initial_metadata(_error_metadata(err))
+        return _http_body(JSON, err.body())
+
+    async def _answer(
+        self, call: _Request, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        if self._cache is not None and call.decision.lookup:
+            hit = await self._cache.get(call.digest)
+            if hit is not None:
+                self._count_hit(call, hit)
+                async for reply in self._replay(call, hit, context):
+                    yield reply
+                return
+        if call.decision.store:
+            flight, leader = self._flights.join(call.digest, lambda f: self._produce(call, f))
+        else:
+            flight, leader = Flight(lambda f: self._produce(call, f)), True
+        result = "MISS" if call.decision.lookup else "BYPASS"
+        if not leader:
+            result = "HIT"  # an identical request is in flight: share its answer
+            self._stats.count(call.model.name, "hits")
+        else:
+            self._stats.count(call.model.name, "misses" if call.decision.lookup else "bypasses")
+        async for reply in self._relay(call, flight, context, result):
+            yield reply
+
+    async def _produce(self, call: _Request, flight: Flight) -> None:
+        """The provider call of a flight: chunks into the flight, then usage and cache."""
+        started = time.perf_counter()
+        if call.kind == "embeddings":
+            provider, answer = await self._failover.run(
+                call.model.targets, call.body, lambda c, b: c.embeddings(b)
+            )
+            flight.provider = provider
+            await flight.append(answer)
+        elif call.stream:
+            provider, events = await self._failover.run(
+                call.model.targets, call.body, lambda c, b: c.open_chat_stream(b)
+            )
+            flight.provider = provider
+            async for event in events:
+                await flight.append(event)
+        else:
+            provider, answer = await self._failover.run(
+                call.model.targets, call.body, lambda c, b: c.chat(b)
+            )
+            flight.provider = provider
+            await flight.append(answer)
+        await self._settle(call, flight, provider, time.perf_counter() - started)
+
+    async def _settle(self, call: _Request, flight: Flight, provider: str, seconds: float) -> None:
+        tokens = (
+            accounting.stream_usage(flight.chunks)
+            if call.stream
+            else accounting.answer_usage(flight.chunks[0])
+        ) or (0, 0)
+        cost = call.model.cost_usd(*tokens)
+        log.info(
+            "answered",
+            extra={
+                "model": call.model.name,
+                "provider": provider,
+                "stream": call.stream,
+                "prompt_tokens": tokens[0],
+                "completion_tokens": tokens[1],
+                "seconds": round(seconds, 4),
+            },
+        )
+        if self._usage is not None:
             try:
-                chunks = await client.open_stream({**body, "model": target.model})
-            except ProviderCallError as err:
-                last = self._note_failure(target, err)
+                await self._usage.record(call.identity, call.model.name, Usage(*tokens, cost))
+            except Exception:
+                log.exception("usage not recorded")
+        body = b"".join(flight.chunks)
+        if (
+            self._cache is not None
+            and call.decision.store
+            and len(body) <= self._settings.cache.max_entry_bytes
+        ):
+            answer = CachedAnswer(
+                SSE if call.stream else JSON, body, call.model.name, *tokens, cost
+            )
+            await self._cache.put(call.digest, answer, call.decision.ttl_s, call.decision.tags)
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def _count_hit(self, call: _Request, hit: CachedAnswer) -> None:
+        name = call.model.name
+        self._stats.count(name, "hits")
+        self._stats.count(name, "bytes_served", len(hit.body))
+        self._stats.count(name, "saved_tokens", hit.saved_tokens)
+        self._stats.count(name, "saved_usd", hit.cost_usd)
+        CACHE_BYTES_SERVED.labels(name).inc(len(hit.body))
+        CACHE_SAVED_TOKENS.labels(name).inc(hit.saved_tokens)
+        CACHE_SAVED_USD.labels(name).inc(hit.cost_usd)
+
+    def _visible(self, call: _Request, event: bytes) -> bool:
+        # The router always asks providers for usage; clients see it only if they asked.
+        return call.wants_usage or not accounting.is_usage_only(event)
+
+    async def _replay(
+        self, call: _Request, hit: CachedAnswer, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        await context.send_initial_metadata(((CACHE_RESULT_HEADER, "HIT"),))
+        if hit.content_type != SSE:
+            yield _http_body(hit.content_type, hit.body)
+            return
+        for event in hit.body.split(b"\n\n"):
+            if event and self._visible(call, event + b"\n\n"):
+                yield _http_body(SSE, event + b"\n\n")
+
+    async def _relay(
+        self, call: _Request, flight: Flight, context: Context, result: str
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        flight.attach()
+        try:
+            async for reply in self._relay_attached(call, flight, context, result):
+                yield reply
+        finally:
+            flight.detach()
+
+    async def _relay_attached(
+        self, call: _Request, flight: Flight, context: Context, result: str
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        headers_sent = False
+        if call.stream:
+            # A slow model's first token may take long: keep the connection visibly alive.
+            while not await flight.wait_first(self._settings.stream_keepalive_s):
+                if not headers_sent:
+                    await context.send_initial_metadata(((CACHE_RESULT_HEADER, result),))
+                    headers_sent = True
+                yield _http_body(SSE, KEEPALIVE)
+        else:
+            await flight.wait_first()
+        if not flight.chunks and flight.error is not None:
+            err = _as_router_error(flight.error)
+            if headers_sent:
+                yield _http_body(SSE, _error_event(err))
             else:
-                return target.provider, chunks
-        raise self._exhausted(last)
-
-    @staticmethod
-    def _note_failure(target: ModelTarget, err: ProviderCallError) -> ProviderCallError:
-        log.warning(
-            "provider call failed",
-            extra={"provider": target.provider, "status": err.status, "reason": str(err)},
-        )
-        if not err.retryable:
-            # The provider judged the request itself; pass its status and body through.
-            raise _PassThrough(err)
-        return err
-
-    @staticmethod
-    def _exhausted(last: ProviderCallError | None) -> RouterError:
-        status = last.status if last and last.status in (503, 504) else 502
-        return ProviderError(f"No provider could answer: {last}", status)
+                yield await self._refuse(context, err)
+            return
+        if not headers_sent:
+            metadata = [(CACHE_RESULT_HEADER, result)]
+            if flight.provider:
+                metadata.append((PROVIDER_HEADER, flight.provider))
+            await context.send_initial_metadata(tuple(metadata))
+        content_type = SSE if call.stream else JSON
+        try:
+            async for chunk in flight.read():
+                if not call.stream or self._visible(call, chunk):
+                    yield _http_body(content_type, chunk)
+        except (ProviderCallError, RouterError, ConnectionAbortedError) as err:
+            # Headers are gone already: tell the client in the stream, as OpenAI does.
+            log.warning("stream broke", extra={"provider": flight.provider, "reason": str(err)})
+            yield _http_body(SSE, _error_event(err))
 
 
-class _PassThrough(RouterError):
-    """A provider's 4xx answer about the request, relayed as the provider sent it."""
-
-    def __init__(self, err: ProviderCallError) -> None:
-        super().__init__(str(err))
-        self.status = err.status
-        self._raw = err.body
-
-    def body(self) -> bytes:
-        return self._raw or super().body()
+def _as_router_error(error: BaseException) -> RouterError:
+    if isinstance(error, RouterError):
+        return error
+    log.error("provider call failed unexpectedly", exc_info=error)
+    return ProviderError("The provider call failed.", 502)
 
 
-class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
-    """The router's control API for operators."""
-
-    def __init__(self, routes: Mapping[str, Sequence[ModelTarget]]) -> None:
-        self._routes = routes
-
-    async def ListModels(
-        self, request: router_pb2.ListModelsRequest, context: Context
-    ) -> router_pb2.ListModelsResponse:
-        """List every served model and its targets."""
-        return router_pb2.ListModelsResponse(
-            models=[
-                router_pb2.Model(
-                    name=name,
-                    targets=[
-                        router_pb2.ModelTarget(provider=t.provider, upstream_model=t.model)
-                        for t in targets
-                    ],
-                )
-                for name, targets in self._routes.items()
-            ]
-        )
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "llmproxy"}

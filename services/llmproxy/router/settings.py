@@ -13,8 +13,10 @@ class ProviderSettings(StrictModel):
     """One upstream LLM provider."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Unique provider name.")
-    kind: Literal["openai"] = Field(
-        "openai", description="API flavour: 'openai' for any OpenAI-compatible endpoint."
+    kind: Literal["openai", "anthropic"] = Field(
+        "openai",
+        description="API flavour: 'openai' for any OpenAI-compatible endpoint, 'anthropic' for "
+        "Anthropic's Messages API (translated to and from OpenAI's format).",
     )
     base_url: str = Field(pattern=r"^https?://", description="Base URL, up to and including /v1.")
     api_key_env: str | None = Field(
@@ -38,14 +40,94 @@ class ModelTarget(StrictModel):
 
 
 class ModelSettings(StrictModel):
-    """A public model name and its ordered provider targets."""
+    """A public model name, its aliases, its ordered provider targets and its price."""
 
     name: str = Field(min_length=1, description="The name clients send as `model`.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Other names clients may send for this model."
+    )
     targets: list[ModelTarget] = Field(min_length=1, description="Targets, tried in order.")
+    input_usd_per_mtok: float = Field(
+        0.0, ge=0, description="Price of a million prompt tokens, for spend and saved cost."
+    )
+    output_usd_per_mtok: float = Field(
+        0.0, ge=0, description="Price of a million completion tokens."
+    )
+    cache_ttl_s: int | None = Field(
+        None, ge=1, description="How long answers of this model stay cached; null: the default."
+    )
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """What a call with this usage costs at this model's prices."""
+        return (
+            prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok
+        ) / 1_000_000
+
+
+class CacheSettings(StrictModel):
+    """The exact-match response cache in Redis."""
+
+    enabled: bool = Field(True, description="Whether answers are cached at all.")
+    default_ttl_s: int = Field(3600, ge=1, description="TTL of an entry when nothing else says.")
+    max_ttl_s: int = Field(
+        7 * 86400, ge=1, description="Largest TTL a request's x-llmproxy-cache-ttl may ask for."
+    )
+    cache_nondeterministic: bool = Field(
+        False,
+        description="Cache requests whose temperature is not 0 too. Off by default: a sampled "
+        "answer is not the answer; a request can still opt in with x-llmproxy-cache: force.",
+    )
+    max_entry_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Answers larger than this are not cached."
+    )
+    maxmemory_policy: (
+        Literal["allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "volatile-ttl"] | None
+    ) = Field(
+        "allkeys-lru",
+        description="Redis eviction policy set at startup (CONFIG SET); null leaves Redis as is.",
+    )
+    maxmemory: str | None = Field(
+        None, pattern=r"^\d+(kb|mb|gb)?$", description="Redis maxmemory set at startup, e.g. 256mb."
+    )
+    redis_backoff_s: float = Field(
+        1.0, gt=0, le=60, description="After a Redis error, requests skip the cache this long."
+    )
+
+
+class FailoverSettings(StrictModel):
+    """How the router moves between a model's targets."""
+
+    retries_per_target: int = Field(
+        1, ge=0, le=5, description="Extra attempts on one target after a retryable failure."
+    )
+    backoff_base_s: float = Field(0.05, ge=0, le=10, description="First retry's backoff.")
+    backoff_max_s: float = Field(1.0, ge=0, le=60, description="Largest backoff of one retry.")
+    max_retry_after_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="A provider's Retry-After up to this is waited out on the same target; "
+        "longer ones move on to the next target at once.",
+    )
 
 
 class RouterSettings(ServiceSettings):
-    """Where the router listens."""
+    """Where the router listens, and how it caches and fails over."""
 
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus /metrics port.")
+    cache: CacheSettings = CacheSettings()
+    failover: FailoverSettings = FailoverSettings()
+    via_egress: bool = Field(
+        True,
+        description="Call providers through Envoy's egress listener (one cluster per provider, "
+        "so Envoy's fault injection, circuit breakers and stats apply); false calls them "
+        "directly.",
+    )
+    stream_keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="Before a slow model's first token, an SSE comment is sent this often so "
+        "idle-timeouts along the way do not cut the stream.",
+    )

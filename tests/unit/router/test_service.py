@@ -1,166 +1,293 @@
-"""The OpenAI servicer with providers faked by respx: ordering, failover, error mapping."""
+"""The OpenAI servicer with fake providers and an in-memory cache."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-import respx
 
 from llmproxy._gen.router.v1 import openai_pb2
-from llmproxy.router.providers import Provider, ProviderClient
+from llmproxy.common.usage import Identity, Usage
+from llmproxy.router.cache.stats import CacheStats
+from llmproxy.router.calls import Failover
 from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelTarget
+from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
+from tests.unit.router.fakes import FakeClient, MemoryCache, answer, failure, stream_events
 
 pytestmark = pytest.mark.unit
 
-PRIMARY = "http://primary.invalid/v1"
-BACKUP = "http://backup.invalid/v1"
-ANSWER = {"object": "chat.completion", "choices": [{"message": {"content": "ok"}}]}
+MODEL = ModelSettings(
+    name="m",
+    aliases=["m-alias"],
+    targets=[
+        ModelTarget(provider="primary", model="up-1"),
+        ModelTarget(provider="backup", model="up-2"),
+    ],
+    input_usd_per_mtok=1_000_000,  # a dollar a token: easy sums
+    output_usd_per_mtok=2_000_000,
+)
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
 
-class FakeContext:
-    """Records what the servicer sends as initial metadata."""
+class Context:
+    """Records initial metadata and carries request headers."""
 
-    def __init__(self) -> None:
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self.headers = headers or {}
         self.metadata: dict[str, str] = {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self.headers.items())
 
     async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self.metadata.update(metadata)
 
 
-@pytest.fixture
-async def servicer() -> AsyncIterator[OpenAIServicer]:
-    async with httpx.AsyncClient() as http:
-        clients = {
-            "primary": ProviderClient(http, Provider("primary", PRIMARY, "sk-primary", 5.0)),
-            "backup": ProviderClient(http, Provider("backup", BACKUP, None, 5.0)),
-        }
-        routes = {
-            "m": [
-                ModelTarget(provider="primary", model="up-m"),
-                ModelTarget(provider="backup", model="up-m2"),
-            ]
-        }
-        yield OpenAIServicer(routes, clients)
+class RecordingUsage:
+    def __init__(self) -> None:
+        self.records: list[tuple[Identity, str, Usage]] = []
+
+    async def record(self, identity: Identity, model: str, usage: Usage) -> None:
+        self.records.append((identity, model, usage))
+
+    async def spend_usd(self, subject: str, name: str, period: str) -> float:
+        return 0.0
 
 
-async def call(servicer: OpenAIServicer, body: Any) -> tuple[FakeContext, list[Any]]:
-    context = FakeContext()
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
-    replies = [r async for r in servicer.CreateChatCompletion(request, context)]  # type: ignore[arg-type]
-    return context, replies
+class Harness:
+    def __init__(
+        self,
+        primary: list[Any] | None = None,
+        backup: list[Any] | None = None,
+        delay_s: float = 0,
+        **settings: Any,
+    ) -> None:
+        self.primary = FakeClient("primary", primary, delay_s)
+        self.backup = FakeClient("backup", backup, delay_s)
+        self.cache = MemoryCache()
+        self.usage = RecordingUsage()
+        self.sleeps: list[float] = []
+        router_settings = RouterSettings(**settings)
+
+        async def no_sleep(seconds: float) -> None:
+            self.sleeps.append(seconds)
+
+        clients = {"primary": self.primary, "backup": self.backup}
+        self.servicer = OpenAIServicer(
+            [MODEL],
+            clients,
+            router_settings,
+            cache=self.cache,
+            usage=self.usage,
+            stats=CacheStats(),
+            failover=Failover(clients, router_settings.failover, no_sleep),
+        )
+
+    async def chat(
+        self, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], list[bytes]]:
+        context = Context(headers)
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
+        replies = [r.data async for r in self.servicer.CreateChatCompletion(request, context)]  # type: ignore[arg-type]
+        return context.metadata, replies
 
 
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+async def test_answer_comes_from_the_first_target_under_its_upstream_name() -> None:
+    harness = Harness()
+    metadata, replies = await harness.chat(CHAT)
+    assert metadata == {"x-cache": "MISS", "x-llmproxy-provider": "primary"}
+    assert json.loads(replies[0])["choices"][0]["message"]["content"] == "ok"
+    assert harness.primary.calls[0]["model"] == "up-1"
+    assert not harness.backup.calls
 
 
-@respx.mock
-async def test_first_target_answers_with_its_upstream_model_and_key(
-    servicer: OpenAIServicer,
-) -> None:
-    route = respx.post(f"{PRIMARY}/chat/completions").respond(200, json=ANSWER)
-    context, replies = await call(servicer, CHAT)
-    assert context.metadata == {"x-llmproxy-provider": "primary"}
-    assert json.loads(replies[0].data) == ANSWER
-    sent = route.calls.last.request
-    assert json.loads(sent.content)["model"] == "up-m"
-    assert sent.headers["authorization"] == "Bearer sk-primary"
-
-
-@pytest.mark.parametrize("failure", [500, 503, 429, httpx.ConnectError("down")])
-@respx.mock
-async def test_retryable_failures_fail_over_to_the_next_target(
-    servicer: OpenAIServicer, failure: int | Exception
-) -> None:
-    primary = respx.post(f"{PRIMARY}/chat/completions")
-    if isinstance(failure, int):
-        primary.respond(failure, json={"error": {"message": "x"}})
-    else:
-        primary.side_effect = failure
-    backup = respx.post(f"{BACKUP}/chat/completions").respond(200, json=ANSWER)
-    context, replies = await call(servicer, CHAT)
-    assert context.metadata == {"x-llmproxy-provider": "backup"}
-    assert json.loads(replies[0].data) == ANSWER
-    assert "authorization" not in backup.calls.last.request.headers
-
-
-@respx.mock
-async def test_a_provider_4xx_about_the_request_is_passed_through(
-    servicer: OpenAIServicer,
-) -> None:
-    error = {"error": {"message": "max_tokens too large", "type": "invalid_request_error"}}
-    respx.post(f"{PRIMARY}/chat/completions").respond(400, json=error)
-    backup = respx.post(f"{BACKUP}/chat/completions").respond(200, json=ANSWER)
-    context, replies = await call(servicer, CHAT)
-    assert context.metadata == {"x-llmproxy-status": "400"}
-    assert json.loads(replies[0].data) == error
-    assert not backup.called
+async def test_second_identical_request_is_a_cache_hit_without_provider_call() -> None:
+    harness = Harness()
+    await harness.chat(CHAT)
+    reordered = {"temperature": 0.0, "messages": CHAT["messages"], "model": "m-alias"}
+    metadata, replies = await harness.chat(reordered)
+    assert metadata == {"x-cache": "HIT"}
+    assert json.loads(replies[0])["choices"][0]["message"]["content"] == "ok"
+    assert len(harness.primary.calls) == 1
 
 
 @pytest.mark.parametrize(
-    ("failure", "status"),
-    [(httpx.ConnectError("down"), "503"), (httpx.ReadTimeout("slow"), "504"), (502, "502")],
+    ("body", "headers", "expected"),
+    [
+        ({**CHAT, "temperature": 0.7}, {}, "BYPASS"),
+        ({k: v for k, v in CHAT.items() if k != "temperature"}, {}, "BYPASS"),
+        (CHAT, {"cache-control": "no-store"}, "BYPASS"),
+        (CHAT, {"cache-control": "no-cache"}, "BYPASS"),
+    ],
 )
-@respx.mock
-async def test_all_targets_failing_maps_to_a_gateway_status(
-    servicer: OpenAIServicer, failure: int | Exception, status: str
+async def test_requests_that_skip_the_lookup(
+    body: Any, headers: dict[str, str], expected: str
 ) -> None:
-    for base in (PRIMARY, BACKUP):
-        route = respx.post(f"{base}/chat/completions")
-        if isinstance(failure, int):
-            route.respond(failure)
-        else:
-            route.side_effect = failure
-    context, replies = await call(servicer, CHAT)
-    assert context.metadata == {"x-llmproxy-status": status}
-    error = json.loads(replies[0].data)["error"]
-    assert error["type"] == "upstream_error"
-    assert "No provider could answer" in error["message"]
+    harness = Harness()
+    await harness.chat(CHAT)  # cache it
+    metadata, _ = await harness.chat(body, headers)
+    assert metadata["x-cache"] == expected
+    assert len(harness.primary.calls) == 2
 
 
-@respx.mock
-async def test_stream_relays_chunks_and_fails_over_before_the_first_byte(
-    servicer: OpenAIServicer,
-) -> None:
-    respx.post(f"{PRIMARY}/chat/completions").respond(503)
-    sse = b'data: {"choices": []}\n\ndata: [DONE]\n\n'
-    respx.post(f"{BACKUP}/chat/completions").respond(
-        200, content=sse, headers={"content-type": "text/event-stream"}
+async def test_no_cache_refreshes_and_no_store_leaves_no_entry() -> None:
+    harness = Harness(primary=[answer("first"), answer("second")])
+    await harness.chat(CHAT, {"cache-control": "no-cache"})
+    await harness.chat(CHAT, {"cache-control": "no-cache"})
+    _, replies = await harness.chat(CHAT)
+    assert json.loads(replies[0])["choices"][0]["message"]["content"] == "second"
+    fresh = Harness()
+    await fresh.chat(CHAT, {"cache-control": "no-store"})
+    assert fresh.cache.entries == {}
+
+
+async def test_opt_in_header_caches_a_sampled_request_with_its_ttl_and_tags() -> None:
+    harness = Harness()
+    headers = {
+        "x-llmproxy-cache": "force",
+        "x-llmproxy-cache-ttl": "60",
+        "x-llmproxy-cache-tags": "docs,v2",
+    }
+    await harness.chat({**CHAT, "temperature": 1}, headers)
+    ((_, ttl, tags),) = harness.cache.entries.values()
+    assert ttl == 60
+    assert tags == ("docs", "v2")
+
+
+@pytest.mark.parametrize(
+    "headers", [{"x-llmproxy-cache-ttl": "soon"}, {"x-llmproxy-cache-tags": "bad tag!"}]
+)
+async def test_bad_cache_headers_are_400(headers: dict[str, str]) -> None:
+    metadata, replies = await Harness().chat(CHAT, headers)
+    assert metadata["x-llmproxy-status"] == "400"
+    assert "x-llmproxy-cache" in json.loads(replies[0])["error"]["message"]
+
+
+async def test_fifty_concurrent_identical_misses_make_one_provider_call() -> None:
+    harness = Harness(delay_s=0.05)
+    results = await asyncio.gather(*(harness.chat(CHAT) for _ in range(50)))
+    assert len(harness.primary.calls) == 1
+    assert {r[1][0] for r in results} == {answer()}
+    caches = [r[0]["x-cache"] for r in results]
+    assert caches.count("MISS") == 1
+    assert caches.count("HIT") == 49
+
+
+async def test_streams_share_one_call_and_get_usage_only_if_asked() -> None:
+    harness = Harness(delay_s=0.05)
+    stream = {**CHAT, "stream": True}
+    with_usage = {**stream, "stream_options": {"include_usage": True}}
+    (_, plain), (_, usage) = await asyncio.gather(harness.chat(stream), harness.chat(with_usage))
+    assert len(harness.primary.calls) == 1
+    assert b"".join(usage) == b"".join(stream_events())
+    assert len(plain) == len(usage) - 1
+    assert all(b'"usage"' not in chunk for chunk in plain)
+    metadata, replayed = await harness.chat(stream)
+    assert metadata == {"x-cache": "HIT"}
+    assert replayed == plain
+
+
+async def test_usage_is_recorded_with_the_identity_and_cost() -> None:
+    harness = Harness()
+    headers = {"x-llmproxy-tenant": "acme", "x-llmproxy-user": "ann", "x-llmproxy-key-id": "k9"}
+    await harness.chat({**CHAT, "stream": True}, headers)
+    ((identity, model, usage),) = harness.usage.records
+    assert identity == Identity("acme", "ann", "k9")
+    assert model == "m"
+    assert usage == Usage(3, 2, 3 * 1.0 + 2 * 2.0)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429, 408])
+async def test_retryable_failures_retry_then_fail_over(status: int) -> None:
+    harness = Harness(primary=[failure(status), failure(status)])
+    metadata, _ = await harness.chat(CHAT)
+    assert metadata["x-llmproxy-provider"] == "backup"
+    assert len(harness.primary.calls) == 2  # one retry
+    assert harness.backup.calls[0]["model"] == "up-2"
+    assert len(harness.sleeps) == 1
+    assert 0.025 <= harness.sleeps[0] <= 0.05  # jittered first backoff
+
+
+async def test_retry_after_is_waited_out_when_short_and_skipped_when_long() -> None:
+    short = Harness(primary=[failure(429, retry_after_s=1.5), answer("later")])
+    metadata, _ = await short.chat(CHAT)
+    assert metadata["x-llmproxy-provider"] == "primary"
+    assert short.sleeps == [1.5]
+    long = Harness(primary=[failure(429, retry_after_s=30)])
+    metadata, _ = await long.chat(CHAT)
+    assert metadata["x-llmproxy-provider"] == "backup"
+    assert long.sleeps == []
+
+
+async def test_a_provider_4xx_about_the_request_is_relayed_without_failover() -> None:
+    harness = Harness(primary=[failure(400)])
+    metadata, replies = await harness.chat(CHAT)
+    assert metadata == {"x-llmproxy-status": "400"}
+    assert json.loads(replies[0]) == {"error": {"message": "upstream says no"}}
+    assert not harness.backup.calls
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(503, "503"), (504, "504"), (500, "502"), (429, "429")]
+)
+async def test_all_targets_failing_maps_to_a_gateway_status(status: int, expected: str) -> None:
+    harness = Harness(
+        primary=[failure(status)] * 2,
+        backup=[failure(status, 3.0)] * 2,
+        failover={"max_retry_after_s": 0},
     )
-    context, replies = await call(servicer, {**CHAT, "stream": True})
-    assert context.metadata == {"x-llmproxy-provider": "backup"}
-    assert b"".join(r.data for r in replies) == sse
-    assert {r.content_type for r in replies} == {"text/event-stream"}
+    metadata, replies = await harness.chat(CHAT)
+    assert metadata["x-llmproxy-status"] == expected
+    if expected == "429":
+        assert metadata["retry-after"] == "3"
+        assert json.loads(replies[0])["error"]["type"] == "rate_limit_exceeded"
+    assert harness.cache.entries == {}  # failures are never cached
 
 
-@respx.mock
-async def test_stream_broken_midway_ends_with_an_error_event(servicer: OpenAIServicer) -> None:
-    async def broken() -> AsyncIterator[bytes]:
-        yield b'data: {"choices": []}\n\n'
-        raise httpx.ReadError("connection lost")
-
-    respx.post(f"{PRIMARY}/chat/completions").respond(200, stream=broken())  # type: ignore[arg-type]
-    _, replies = await call(servicer, {**CHAT, "stream": True})
-    assert replies[0].data == b'data: {"choices": []}\n\n'
-    last = replies[-1].data.decode()
-    assert last.startswith("data: ")
-    assert json.loads(last.removeprefix("data: "))["error"]["type"] == "upstream_error"
+async def test_stream_broken_midway_ends_with_an_error_event() -> None:
+    events = [*stream_events()[:1], failure(502)]
+    harness = Harness(primary=[events])
+    metadata, replies = await harness.chat({**CHAT, "stream": True})
+    assert metadata["x-cache"] == "MISS"
+    assert replies[0] == stream_events()[0]
+    assert json.loads(replies[-1].removeprefix(b"data: "))["error"]["type"] == "upstream_error"
+    assert harness.cache.entries == {}
 
 
-async def test_unknown_model_is_404_without_a_provider_call(servicer: OpenAIServicer) -> None:
-    with respx.mock(assert_all_called=False) as mock:
-        context, replies = await call(servicer, {**CHAT, "model": "other"})
-        assert not mock.calls
-    assert context.metadata == {"x-llmproxy-status": "404"}
-    assert json.loads(replies[0].data)["error"]["code"] == "model_not_found"
+async def test_slow_first_token_gets_keepalive_comments() -> None:
+    harness = Harness(delay_s=0.25, stream_keepalive_s=0.05)
+    metadata, replies = await harness.chat({**CHAT, "stream": True})
+    assert metadata == {"x-cache": "MISS"}  # sent before the provider was known
+    assert replies[0] == b": keepalive\n\n"
+    assert replies[-1] == b"data: [DONE]\n\n"
 
 
-async def test_invalid_json_is_400(servicer: OpenAIServicer) -> None:
-    context, replies = await call(servicer, b"\xff\xfe")
-    assert context.metadata == {"x-llmproxy-status": "400"}
-    assert "not valid JSON" in json.loads(replies[0].data)["error"]["message"]
+async def test_a_disconnected_client_cancels_the_upstream_call() -> None:
+    harness = Harness(delay_s=5)
+    task = asyncio.create_task(harness.chat(CHAT))
+    await harness.primary.called.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(harness.primary.was_cancelled.wait(), 5)
+    assert harness.primary.cancelled == 1
+
+
+async def test_unknown_model_is_404_without_a_provider_call() -> None:
+    harness = Harness()
+    metadata, replies = await harness.chat({**CHAT, "model": "other"})
+    assert metadata == {"x-llmproxy-status": "404"}
+    assert json.loads(replies[0])["error"]["code"] == "model_not_found"
+    assert not harness.primary.calls
+
+
+async def test_redis_down_serves_uncached() -> None:
+    harness = Harness()
+    harness.cache.broken = True
+    first, _ = await harness.chat(CHAT)
+    second, _ = await harness.chat(CHAT)
+    assert first["x-cache"] == second["x-cache"] == "MISS"
+    assert len(harness.primary.calls) == 2

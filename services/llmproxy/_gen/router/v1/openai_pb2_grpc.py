@@ -45,6 +45,21 @@ class OpenAIServiceStub:
                 request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateEmbedding = channel.unary_unary(
+                '/llmproxy.router.v1.OpenAIService/CreateEmbedding',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateEmbeddingRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.ListOpenAIModels = channel.unary_unary(
+                '/llmproxy.router.v1.OpenAIService/ListOpenAIModels',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.ListOpenAIModelsRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/llmproxy.router.v1.OpenAIService/GetModel',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class OpenAIServiceServicer:
@@ -61,12 +76,48 @@ class OpenAIServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEmbedding(self, request, context):
+        """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOpenAIModels(self, request, context):
+        """ListOpenAIModels answers GET /v1/models with every served model name and alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """GetModel answers GET /v1/models/{model} for one served model name or alias.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpenAIServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateChatCompletion': grpc.unary_stream_rpc_method_handler(
                     servicer.CreateChatCompletion,
                     request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateEmbedding': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEmbedding,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateEmbeddingRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'ListOpenAIModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOpenAIModels,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.ListOpenAIModelsRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.GetModelRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
@@ -100,6 +151,87 @@ class OpenAIService:
             target,
             '/llmproxy.router.v1.OpenAIService/CreateChatCompletion',
             llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEmbedding(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/CreateEmbedding',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateEmbeddingRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOpenAIModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/ListOpenAIModels',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.ListOpenAIModelsRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/GetModel',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.GetModelRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -41,6 +41,12 @@ class OpenAIServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OpenAIServiceAsyncStub: ...
     CreateChatCompletion: _grpc.UnaryStreamMultiCallable[_openai_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
     """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+    CreateEmbedding: _grpc.UnaryUnaryMultiCallable[_openai_pb2.CreateEmbeddingRequest, _httpbody_pb2.HttpBody]
+    """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON."""
+    ListOpenAIModels: _grpc.UnaryUnaryMultiCallable[_openai_pb2.ListOpenAIModelsRequest, _httpbody_pb2.HttpBody]
+    """ListOpenAIModels answers GET /v1/models with every served model name and alias."""
+    GetModel: _grpc.UnaryUnaryMultiCallable[_openai_pb2.GetModelRequest, _httpbody_pb2.HttpBody]
+    """GetModel answers GET /v1/models/{model} for one served model name or alias."""
 
 @_typing.type_check_only
 class OpenAIServiceAsyncStub(OpenAIServiceStub):
@@ -53,6 +59,12 @@ class OpenAIServiceAsyncStub(OpenAIServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateChatCompletion: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+    CreateEmbedding: _aio.UnaryUnaryMultiCallable[_openai_pb2.CreateEmbeddingRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON."""
+    ListOpenAIModels: _aio.UnaryUnaryMultiCallable[_openai_pb2.ListOpenAIModelsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """ListOpenAIModels answers GET /v1/models with every served model name and alias."""
+    GetModel: _aio.UnaryUnaryMultiCallable[_openai_pb2.GetModelRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """GetModel answers GET /v1/models/{model} for one served model name or alias."""
 
 class OpenAIServiceServicer(metaclass=_abc_1.ABCMeta):
     """OpenAIService is the OpenAI-compatible HTTP API, reached through Envoy's gRPC-JSON transcoder.
@@ -68,5 +80,29 @@ class OpenAIServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+
+    @_abc_1.abstractmethod
+    def CreateEmbedding(
+        self,
+        request: _openai_pb2.CreateEmbeddingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON."""
+
+    @_abc_1.abstractmethod
+    def ListOpenAIModels(
+        self,
+        request: _openai_pb2.ListOpenAIModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """ListOpenAIModels answers GET /v1/models with every served model name and alias."""
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _openai_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """GetModel answers GET /v1/models/{model} for one served model name or alias."""
 
 def add_OpenAIServiceServicer_to_server(servicer: OpenAIServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -68,21 +68,27 @@ class Model(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    ALIASES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name clients send in the request's `model` field."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelTarget]:
         """The upstream targets, tried in order."""
 
+    @_builtins.property
+    def aliases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other names clients may send for this model."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         targets: _abc.Iterable[Global___ModelTarget] | None = ...,
+        aliases: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "name", b"name", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -113,3 +119,236 @@ class ModelTarget(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelTarget: _TypeAlias = ModelTarget  # noqa: Y015
+
+@_typing.final
+class InvalidateCacheRequest(_message.Message):
+    """InvalidateCacheRequest says which cached answers to remove; the selectors add up."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """Remove every cached answer."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Cache keys (hex SHA-256 of the normalized request, as logged) to remove."""
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models (public names) whose cached answers to remove."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tags (from x-llmproxy-cache-tags) whose cached answers to remove."""
+
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+        models: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "keys", b"keys", "models", b"models", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvalidateCacheRequest: _TypeAlias = InvalidateCacheRequest  # noqa: Y015
+
+@_typing.final
+class InvalidateCacheResponse(_message.Message):
+    """InvalidateCacheResponse tells how much was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    removed: _builtins.int
+    """The number of cached answers removed."""
+    def __init__(
+        self,
+        *,
+        removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvalidateCacheResponse: _TypeAlias = InvalidateCacheResponse  # noqa: Y015
+
+@_typing.final
+class GetCacheStatsRequest(_message.Message):
+    """GetCacheStatsRequest takes no parameters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCacheStatsRequest: _TypeAlias = GetCacheStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetCacheStatsResponse(_message.Message):
+    """GetCacheStatsResponse holds the cache counters of every model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelCacheStats]:
+        """One entry per model that has seen cacheable traffic."""
+
+    def __init__(
+        self,
+        *,
+        models: _abc.Iterable[Global___ModelCacheStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCacheStatsResponse: _TypeAlias = GetCacheStatsResponse  # noqa: Y015
+
+@_typing.final
+class ModelCacheStats(_message.Message):
+    """ModelCacheStats are the cache counters of one model since they were first counted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    BYPASSES_FIELD_NUMBER: _builtins.int
+    HIT_RATIO_FIELD_NUMBER: _builtins.int
+    BYTES_SERVED_FIELD_NUMBER: _builtins.int
+    SAVED_TOKENS_FIELD_NUMBER: _builtins.int
+    SAVED_USD_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The public model name."""
+    hits: _builtins.int
+    """Requests answered from the cache (or from an identical request in flight)."""
+    misses: _builtins.int
+    """Cacheable requests the cache could not answer."""
+    bypasses: _builtins.int
+    """Requests that skipped the cache (sampled, no-store, disabled)."""
+    hit_ratio: _builtins.float
+    """hits / (hits + misses)."""
+    bytes_served: _builtins.int
+    """Bytes answered from the cache."""
+    saved_tokens: _builtins.int
+    """Provider tokens the hits saved."""
+    saved_usd: _builtins.float
+    """Provider spend the hits saved, in USD."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+        bypasses: _builtins.int = ...,
+        hit_ratio: _builtins.float = ...,
+        bytes_served: _builtins.int = ...,
+        saved_tokens: _builtins.int = ...,
+        saved_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bypasses", b"bypasses", "bytes_served", b"bytes_served", "hit_ratio", b"hit_ratio", "hits", b"hits", "misses", b"misses", "model", b"model", "saved_tokens", b"saved_tokens", "saved_usd", b"saved_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelCacheStats: _TypeAlias = ModelCacheStats  # noqa: Y015
+
+@_typing.final
+class WarmCacheRequest(_message.Message):
+    """WarmCacheRequest carries requests to answer and cache."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JSONL_FIELD_NUMBER: _builtins.int
+    jsonl: _builtins.str
+    """One OpenAI request body per line; `"endpoint": "embeddings"` marks an embeddings request."""
+    def __init__(
+        self,
+        *,
+        jsonl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jsonl", b"jsonl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmCacheRequest: _TypeAlias = WarmCacheRequest  # noqa: Y015
+
+@_typing.final
+class WarmCacheResponse(_message.Message):
+    """WarmCacheResponse tells how the warming went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CACHED_FIELD_NUMBER: _builtins.int
+    ALREADY_CACHED_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    cached: _builtins.int
+    """Requests answered and cached."""
+    already_cached: _builtins.int
+    """Requests already in the cache."""
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarmCacheFailure]:
+        """Requests refused or failed, with the reason per line."""
+
+    def __init__(
+        self,
+        *,
+        cached: _builtins.int = ...,
+        already_cached: _builtins.int = ...,
+        failures: _abc.Iterable[Global___WarmCacheFailure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_cached", b"already_cached", "cached", b"cached", "failures", b"failures"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmCacheResponse: _TypeAlias = WarmCacheResponse  # noqa: Y015
+
+@_typing.final
+class WarmCacheFailure(_message.Message):
+    """WarmCacheFailure is one request that could not be cached."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """The 1-based line number in the JSONL document."""
+    reason: _builtins.str
+    """Why it failed."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmCacheFailure: _TypeAlias = WarmCacheFailure  # noqa: Y015

@@ -41,6 +41,21 @@ class RouterServiceStub:
                 request_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.InvalidateCache = channel.unary_unary(
+                '/llmproxy.router.v1.RouterService/InvalidateCache',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheResponse.FromString,
+                _registered_method=True)
+        self.GetCacheStats = channel.unary_unary(
+                '/llmproxy.router.v1.RouterService/GetCacheStats',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsResponse.FromString,
+                _registered_method=True)
+        self.WarmCache = channel.unary_unary(
+                '/llmproxy.router.v1.RouterService/WarmCache',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -54,6 +69,27 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InvalidateCache(self, request, context):
+        """InvalidateCache removes cached answers by request key, model, tag, or all of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCacheStats(self, request, context):
+        """GetCacheStats returns hits, misses, hit ratio, bytes and savings per model, across routers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WarmCache(self, request, context):
+        """WarmCache answers each request of a JSONL document and caches the answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +97,21 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'InvalidateCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.InvalidateCache,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheRequest.FromString,
+                    response_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'GetCacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCacheStats,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsRequest.FromString,
+                    response_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsResponse.SerializeToString,
+            ),
+            'WarmCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.WarmCache,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheRequest.FromString,
+                    response_serializer=llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +142,87 @@ class RouterService:
             '/llmproxy.router.v1.RouterService/ListModels',
             llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             llmproxy_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InvalidateCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.RouterService/InvalidateCache',
+            llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheRequest.SerializeToString,
+            llmproxy_dot_router_dot_v1_dot_router__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.RouterService/GetCacheStats',
+            llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsRequest.SerializeToString,
+            llmproxy_dot_router_dot_v1_dot_router__pb2.GetCacheStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WarmCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.RouterService/WarmCache',
+            llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheRequest.SerializeToString,
+            llmproxy_dot_router_dot_v1_dot_router__pb2.WarmCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

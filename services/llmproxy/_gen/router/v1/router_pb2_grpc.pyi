@@ -36,6 +36,12 @@ class RouterServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RouterServiceAsyncStub: ...
     ListModels: _grpc.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]
     """ListModels returns the public model names and the provider targets each one maps to."""
+    InvalidateCache: _grpc.UnaryUnaryMultiCallable[_router_pb2.InvalidateCacheRequest, _router_pb2.InvalidateCacheResponse]
+    """InvalidateCache removes cached answers by request key, model, tag, or all of them."""
+    GetCacheStats: _grpc.UnaryUnaryMultiCallable[_router_pb2.GetCacheStatsRequest, _router_pb2.GetCacheStatsResponse]
+    """GetCacheStats returns hits, misses, hit ratio, bytes and savings per model, across routers."""
+    WarmCache: _grpc.UnaryUnaryMultiCallable[_router_pb2.WarmCacheRequest, _router_pb2.WarmCacheResponse]
+    """WarmCache answers each request of a JSONL document and caches the answers."""
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -44,6 +50,12 @@ class RouterServiceAsyncStub(RouterServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListModels: _aio.UnaryUnaryMultiCallable[_router_pb2.ListModelsRequest, _router_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels returns the public model names and the provider targets each one maps to."""
+    InvalidateCache: _aio.UnaryUnaryMultiCallable[_router_pb2.InvalidateCacheRequest, _router_pb2.InvalidateCacheResponse]  # type: ignore[assignment]
+    """InvalidateCache removes cached answers by request key, model, tag, or all of them."""
+    GetCacheStats: _aio.UnaryUnaryMultiCallable[_router_pb2.GetCacheStatsRequest, _router_pb2.GetCacheStatsResponse]  # type: ignore[assignment]
+    """GetCacheStats returns hits, misses, hit ratio, bytes and savings per model, across routers."""
+    WarmCache: _aio.UnaryUnaryMultiCallable[_router_pb2.WarmCacheRequest, _router_pb2.WarmCacheResponse]  # type: ignore[assignment]
+    """WarmCache answers each request of a JSONL document and caches the answers."""
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     """RouterService is the router's control API for operators."""
@@ -55,5 +67,29 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_router_pb2.ListModelsResponse, _abc.Awaitable[_router_pb2.ListModelsResponse]]:
         """ListModels returns the public model names and the provider targets each one maps to."""
+
+    @_abc_1.abstractmethod
+    def InvalidateCache(
+        self,
+        request: _router_pb2.InvalidateCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.InvalidateCacheResponse, _abc.Awaitable[_router_pb2.InvalidateCacheResponse]]:
+        """InvalidateCache removes cached answers by request key, model, tag, or all of them."""
+
+    @_abc_1.abstractmethod
+    def GetCacheStats(
+        self,
+        request: _router_pb2.GetCacheStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.GetCacheStatsResponse, _abc.Awaitable[_router_pb2.GetCacheStatsResponse]]:
+        """GetCacheStats returns hits, misses, hit ratio, bytes and savings per model, across routers."""
+
+    @_abc_1.abstractmethod
+    def WarmCache(
+        self,
+        request: _router_pb2.WarmCacheRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.WarmCacheResponse, _abc.Awaitable[_router_pb2.WarmCacheResponse]]:
+        """WarmCache answers each request of a JSONL document and caches the answers."""
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

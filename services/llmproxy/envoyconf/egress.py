@@ -1,0 +1,133 @@
+"""Envoy's egress path: the listener the router calls providers through, one cluster each.
+
+Going through Envoy puts every provider call under Envoy's circuit breakers, outlier detection,
+fault injection and per-cluster stats. The router calls /<provider>/<path>; the route rewrites
+the prefix to the provider's base path and sends it to that provider's cluster.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from llmproxy.config import StackConfig
+from llmproxy.envoyconf.clusters import socket_address, typed
+from llmproxy.router.settings import ProviderSettings
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def provider_cluster_name(provider: str) -> str:
+    """The Envoy cluster that reaches provider."""
+    return f"provider_{provider}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def provider_cluster(provider: ProviderSettings) -> dict[str, Any]:
+    """The cluster of one provider: DNS or static, TLS for https, breakers and ejection."""
+    url = urlsplit(provider.base_url)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    cluster: dict[str, Any] = {
+        "name": provider_cluster_name(provider.name),
+        "type": "STATIC" if _is_ip(host) else "LOGICAL_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "5s",
+        "load_assignment": {
+            "cluster_name": provider_cluster_name(provider.name),
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}
+            ],
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": 2048,
+                    "max_pending_requests": 2048,
+                    "max_requests": 2048,
+                    "max_retries": 3,
+                }
+            ]
+        },
+        # Five 5xx in a row eject the provider for 30 s: the router's next call to it fails at
+        # once (503, no healthy upstream) and the router moves on to the next target.
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "interval": "5s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 100,
+        },
+    }
+    if url.scheme == "https":
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": typed(
+                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                sni=host,
+                common_tls_context={
+                    "validation_context": {"trusted_ca": {"filename": SYSTEM_CA_BUNDLE}}
+                },
+            ),
+        }
+    return cluster
+
+
+def _route(provider: ProviderSettings, timeout_s: float) -> dict[str, Any]:
+    url = urlsplit(provider.base_url)
+    route: dict[str, Any] = {
+        "cluster": provider_cluster_name(provider.name),
+        "prefix_rewrite": f"{url.path.rstrip('/')}/",
+        "timeout": f"{timeout_s}s",
+        "idle_timeout": f"{provider.timeout_s}s",
+    }
+    if _is_ip(url.hostname or ""):
+        route["host_rewrite_literal"] = url.netloc
+    else:
+        route["auto_host_rewrite"] = True
+    return {"match": {"prefix": f"/{provider.name}/"}, "route": route}
+
+
+def egress_listener(config: StackConfig, providers: list[ProviderSettings]) -> dict[str, Any]:
+    """The loopback listener the router sends provider calls to."""
+    envoy = config.envoy
+    route_config = {
+        "name": "egress",
+        "virtual_hosts": [
+            {
+                "name": "providers",
+                "domains": ["*"],
+                "routes": [_route(p, envoy.request_timeout_s) for p in providers],
+            }
+        ],
+    }
+    hcm = typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="egress",
+        codec_type="AUTO",
+        route_config=route_config,
+        http_filters=[
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
+            }
+        ],
+    )
+    return {
+        "name": "egress",
+        "address": socket_address(envoy.host, envoy.egress_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }

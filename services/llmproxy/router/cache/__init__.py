@@ -1,0 +1,1 @@
+"""The router's exact-match response cache: keys, policy, Redis store, in-flight sharing."""

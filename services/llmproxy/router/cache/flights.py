@@ -1,0 +1,118 @@
+"""In-flight sharing: concurrent identical requests make one provider call and all see it.
+
+A Flight runs one producer (the provider call, streaming or not) in a task and lets any number
+of subscribers read its chunks from the start, while it runs and after. The producer is
+cancelled when its last subscriber leaves early, so a client that disconnects still cancels the
+upstream call unless someone else waits for the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
+from typing import Any
+
+
+class Flight:
+    """One producer's chunks, readable by every subscriber from the first chunk."""
+
+    def __init__(self, produce: Callable[[Flight], Coroutine[Any, Any, None]]) -> None:
+        self.chunks: list[bytes] = []
+        self.provider: str | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self._changed = asyncio.Condition()
+        self._subscribers = 0
+        self._task = asyncio.create_task(self._run(produce))
+
+    async def _run(self, produce: Callable[[Flight], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await produce(self)
+        except asyncio.CancelledError:
+            self.error = ConnectionAbortedError("every client left")
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done = True
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def append(self, chunk: bytes) -> None:
+        """Called by the producer for each chunk it receives."""
+        self.chunks.append(chunk)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_first(self, timeout_s: float | None = None) -> bool:
+        """Wait until a chunk or the end arrives; False if timeout_s passed first."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: bool(self.chunks) or self.done), timeout_s
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    def attach(self) -> None:
+        """A client starts waiting for this flight's answer."""
+        self._subscribers += 1
+
+    def detach(self) -> None:
+        """A client stops waiting; the last one to leave early cancels the producer."""
+        self._subscribers -= 1
+        if self._subscribers == 0 and not self.done:
+            self._task.cancel()
+
+    async def read(self) -> AsyncIterator[bytes]:
+        """Every chunk from the first; raises the producer's error after the last one.
+
+        Call between attach() and detach().
+        """
+        position = 0
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(partial(self._has_news, position))
+            while position < len(self.chunks):
+                position += 1
+                yield self.chunks[position - 1]
+            if self.done and position == len(self.chunks):
+                if self.error is not None:
+                    raise self.error
+                return
+
+    def _has_news(self, position: int) -> bool:
+        return len(self.chunks) > position or self.done
+
+    async def wait(self) -> None:
+        """Wait for the producer to end (for tests and shutdown)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._task)
+
+
+class Flights:
+    """The flights in progress, by cache key."""
+
+    def __init__(self) -> None:
+        self._flights: dict[str, Flight] = {}
+
+    def join(
+        self, key: str, produce: Callable[[Flight], Coroutine[Any, Any, None]]
+    ) -> tuple[Flight, bool]:
+        """The flight for key, started with produce if none runs; True when this call leads."""
+        flight = self._flights.get(key)
+        if flight is not None and not flight.done:
+            return flight, False
+        flight = Flight(produce)
+        self._flights[key] = flight
+        flight._task.add_done_callback(lambda _: self._forget(key, flight))
+        return flight, True
+
+    def _forget(self, key: str, flight: Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    def __len__(self) -> int:
+        return len(self._flights)

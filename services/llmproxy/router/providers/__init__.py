@@ -1,0 +1,22 @@
+"""Provider adapters: each speaks one provider API and answers in OpenAI's format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from llmproxy.router.providers.anthropic import AnthropicClient
+from llmproxy.router.providers.base import Provider, ProviderCallError, ProviderClient
+from llmproxy.router.providers.openai import OpenAIClient
+
+__all__ = ["Provider", "ProviderCallError", "ProviderClient", "client_for"]
+
+
+def client_for(http: httpx.AsyncClient, provider: Provider) -> ProviderClient:
+    """The adapter for provider's API kind."""
+    kinds: Mapping[str, type[OpenAIClient] | type[AnthropicClient]] = {
+        "openai": OpenAIClient,
+        "anthropic": AnthropicClient,
+    }
+    return kinds[provider.kind](http, provider)

@@ -1,0 +1,164 @@
+"""What every provider adapter shares: the provider's coordinates, errors, HTTP plumbing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from llmproxy.router.settings import ProviderSettings
+
+
+class ProviderCallError(Exception):
+    """One provider call failed; retryable says whether trying again or elsewhere may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        retryable: bool,
+        body: bytes = b"",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.body = body
+        self.retry_after_s = retry_after_s
+
+
+class UnsupportedError(ProviderCallError):
+    """The provider's API has no such operation (e.g. embeddings on Anthropic)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, retryable=True)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """An enabled provider: where requests go (Envoy's egress path) and the key to send."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None
+    timeout_s: float
+
+    @classmethod
+    def from_settings(
+        cls, settings: ProviderSettings, environ: Mapping[str, str], base_url: str | None = None
+    ) -> Provider:
+        """Resolve the key from environ (never from a request); base_url overrides the direct
+        URL, e.g. with Envoy's egress route for this provider."""
+        key = environ.get(settings.api_key_env) if settings.api_key_env else None
+        return cls(
+            settings.name, settings.kind, base_url or settings.base_url, key, settings.timeout_s
+        )
+
+
+class ProviderClient(Protocol):
+    """One provider, answering in OpenAI's wire format whatever its own API is."""
+
+    provider: Provider
+
+    async def chat(self, body: dict[str, Any]) -> bytes:
+        """A non-streaming chat completion: OpenAI chat.completion JSON bytes."""
+
+    async def open_chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """A streaming chat completion: OpenAI SSE events, one `data: ...\\n\\n` each,
+        ending with `data: [DONE]`. Fails before returning if the call fails."""
+
+    async def embeddings(self, body: dict[str, Any]) -> bytes:
+        """An embeddings call: OpenAI list JSON bytes."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(raw)) if raw is not None else None
+    except ValueError:
+        return None  # an HTTP date: too rare from LLM APIs to be worth parsing
+
+
+def failure(provider: Provider, response: httpx.Response, body: bytes) -> ProviderCallError:
+    """The error for a non-200 answer."""
+    status = response.status_code
+    # 408, 429 and 5xx are the provider's trouble: another try may answer. A 4xx is the request's.
+    retryable = status in (408, 429) or status >= 500
+    return ProviderCallError(
+        f"provider {provider.name!r} answered {status}",
+        status=status,
+        retryable=retryable,
+        body=body,
+        retry_after_s=_retry_after(response),
+    )
+
+
+def transport_failure(provider: Provider, exc: httpx.HTTPError) -> ProviderCallError:
+    """The error for a call that got no answer."""
+    status = 504 if isinstance(exc, httpx.TimeoutException) else 503
+    return ProviderCallError(
+        f"provider {provider.name!r} unreachable: {type(exc).__name__}",
+        status=status,
+        retryable=True,
+    )
+
+
+class HttpProvider:
+    """JSON over a shared, pooled httpx client."""
+
+    def __init__(self, http: httpx.AsyncClient, provider: Provider) -> None:
+        self._http = http
+        self.provider = provider
+
+    def headers(self) -> dict[str, str]:
+        """Headers of every call (the key, in the provider's own header)."""
+        headers = {"content-type": "application/json"}
+        if self.provider.api_key:
+            headers["authorization"] = f"Bearer {self.provider.api_key}"
+        return headers
+
+    def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
+        return self._http.build_request(
+            "POST",
+            f"{self.provider.base_url}{path}",
+            content=json.dumps(body).encode(),
+            headers=self.headers(),
+            timeout=self.provider.timeout_s,
+        )
+
+    async def post(self, path: str, body: dict[str, Any]) -> bytes:
+        """POST body as JSON; the answer's bytes, or ProviderCallError."""
+        try:
+            response = await self._http.send(self._request(path, body))
+        except httpx.HTTPError as exc:
+            raise transport_failure(self.provider, exc) from exc
+        if response.status_code != 200:
+            raise failure(self.provider, response, response.content)
+        return response.content
+
+    async def post_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """POST body and return the answer's raw bytes as they arrive; fails before the first
+        byte if the call fails. Closing the iterator closes the upstream connection."""
+        try:
+            response = await self._http.send(self._request(path, body), stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_failure(self.provider, exc) from exc
+        if response.status_code != 200:
+            content = await response.aread()
+            await response.aclose()
+            raise failure(self.provider, response, content)
+        return self._relay(response)
+
+    async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise transport_failure(self.provider, exc) from exc
+        finally:
+            await response.aclose()

@@ -1,0 +1,138 @@
+"""Fakes of the router's Protocols: scripted provider clients and an in-memory cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from llmproxy.router.cache.store import CachedAnswer
+from llmproxy.router.providers import Provider, ProviderCallError, sse
+
+
+def answer(text: str = "ok", prompt: int = 3, completion: int = 2) -> bytes:
+    return json.dumps(
+        {
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    ).encode()
+
+
+def stream_events(words: Iterable[str] = ("a", "b")) -> list[bytes]:
+    events = [sse.encode({"choices": [{"index": 0, "delta": {"content": w}}]}) for w in words]
+    events.append(
+        sse.encode({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    )
+    return [*events, sse.DONE]
+
+
+class FakeClient:
+    """A ProviderClient whose answers are scripted: bytes, errors, or delays."""
+
+    def __init__(self, name: str, script: list[Any] | None = None, delay_s: float = 0) -> None:
+        self.provider = Provider(name, "openai", f"http://{name}.invalid", None, 5.0)
+        self.script = list(script or [])
+        self.delay_s = delay_s
+        self.calls: list[dict[str, Any]] = []
+        self.cancelled = 0
+        self.called = asyncio.Event()
+        self.was_cancelled = asyncio.Event()
+
+    def _next(self) -> Any:
+        return self.script.pop(0) if self.script else answer()
+
+    async def _act(self, body: dict[str, Any]) -> Any:
+        self.calls.append(body)
+        self.called.set()
+        step = self._next()
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            self.was_cancelled.set()
+            raise
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def chat(self, body: dict[str, Any]) -> bytes:
+        result: bytes = await self._act(body)
+        return result
+
+    async def embeddings(self, body: dict[str, Any]) -> bytes:
+        result: bytes = await self._act(body)
+        return result
+
+    async def open_chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        step = await self._act(body)
+        events = step if isinstance(step, list) else stream_events()
+        return self._events(events)
+
+    async def _events(self, events: list[Any]) -> AsyncIterator[bytes]:
+        for event in events:
+            if isinstance(event, Exception):
+                raise event
+            yield event
+
+
+def failure(status: int, retry_after_s: float | None = None) -> ProviderCallError:
+    retryable = status in (408, 429) or status >= 500
+    return ProviderCallError(
+        f"answered {status}",
+        status=status,
+        retryable=retryable,
+        body=b'{"error": {"message": "upstream says no"}}',
+        retry_after_s=retry_after_s,
+    )
+
+
+class MemoryCache:
+    """A ResponseCache in a dict; `broken` makes every call behave as if Redis were down."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[CachedAnswer, int, tuple[str, ...]]] = {}
+        self.stats: dict[str, dict[str, float]] = {}
+        self.broken = False
+
+    async def get(self, digest: str) -> CachedAnswer | None:
+        if self.broken:
+            return None
+        found = self.entries.get(digest)
+        return found[0] if found else None
+
+    async def put(self, digest: str, answer: CachedAnswer, ttl_s: int, tags: Iterable[str]) -> bool:
+        if self.broken:
+            return False
+        self.entries[digest] = (answer, ttl_s, tuple(tags))
+        return True
+
+    async def invalidate(
+        self,
+        digests: Iterable[str] = (),
+        models: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        everything: bool = False,
+    ) -> int:
+        doomed = {
+            d
+            for d, (a, _, t) in self.entries.items()
+            if everything or d in set(digests) or a.model in set(models) or set(t) & set(tags)
+        }
+        for digest in doomed:
+            del self.entries[digest]
+        return len(doomed)
+
+    async def add_stats(self, model: str, counters: dict[str, float]) -> None:
+        mine = self.stats.setdefault(model, {})
+        for name, value in counters.items():
+            mine[name] = mine.get(name, 0) + value
+
+    async def read_stats(self) -> dict[str, dict[str, float]]:
+        return self.stats
