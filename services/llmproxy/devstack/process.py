@@ -43,7 +43,11 @@ class ManagedProcess:
         return self._popen.pid if self._popen else None
 
     def start(self) -> None:
-        """Start the process, appending its stdout and stderr to its log file."""
+        """Start the process (again, once a previous run has ended), logging to its log file."""
+        if self._popen is not None:
+            if self.running():
+                raise StartupError(f"{self.name} is already running")
+            self._popen.wait()  # reap the previous run
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             # A new session: Ctrl-C in the terminal reaches the supervisor only, which then

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.api import httpbody_pb2
+from prometheus_client import Counter
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.common.grpc_types import Context
@@ -37,6 +38,10 @@ from llmproxy.router.requests import parse_chat_request, parse_embeddings_reques
 from llmproxy.router.settings import ModelSettings, RouterSettings
 
 log = logging.getLogger(__name__)
+
+USAGE_ERRORS = Counter(
+    "llmproxy_usage_record_errors_total", "Calls whose usage could not be recorded."
+)
 
 STATUS_HEADER = "x-llmproxy-status"
 PROVIDER_HEADER = "x-llmproxy-provider"

@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import openai
 import pytest
-from aiohttp import web
 
-from llmproxy.fakeprovider.app import build_app
-from llmproxy.fakeprovider.knobs import Knobs
-from llmproxy.fakeprovider.responses import DEFAULT_MODELS
-
-
-@dataclass
-class RunningProvider:
-    """Where the fake provider listens, and its live knobs."""
-
-    url: str
-    knobs: Knobs
+from tests.harness.fake_provider import RunningProvider, fake_provider
 
 
 @pytest.fixture
 async def provider() -> AsyncIterator[RunningProvider]:
     """A fake provider serving the default models; yields once it accepts connections."""
-    knobs = Knobs()
-    # A short shutdown timeout: a test that leaves a stream open should not stall teardown.
-    runner = web.AppRunner(build_app(knobs, list(DEFAULT_MODELS)), shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        yield RunningProvider(url=f"http://{host}:{port}", knobs=knobs)
-    finally:
-        await runner.cleanup()
+    async with fake_provider() as running:
+        yield running
 
 
 @pytest.fixture

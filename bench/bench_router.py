@@ -1,0 +1,159 @@
+"""Router benchmark: gateway overhead, cache-hit latency, and hit ratio on a Zipf replay.
+
+Starts its own stack (Redis, fake provider, the five services, Envoy) on free loopback ports
+and prints one JSON document. Latencies come from wrk (C), so the load generator costs little
+CPU; the machine's two cores are still shared by wrk, Envoy, the router and the fake provider,
+which the figures include.
+
+    .venv/bin/python -m bench.bench_router [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench.wrk import run_wrk
+from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.devstack.stack import Stack
+
+CONCURRENCY = (1, 10, 100)
+ZIPF_REQUESTS = 10_000
+ZIPF_PROMPTS = 2_000
+ZIPF_S = 1.1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_config(directory: Path) -> Path:
+    data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data["log_level"] = "WARNING"
+    data["envoy"].update(
+        listener_port=free_port(),
+        control_port=free_port(),
+        admin_port=free_port(),
+        egress_port=free_port(),
+    )
+    data["redis"]["url"] = f"redis://127.0.0.1:{free_port()}/0"
+    data["fake_provider"]["port"] = free_port()
+    for service in data["services"].values():
+        service.update(grpc_port=free_port(), metrics_port=free_port())
+    path = directory / "llmproxy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def chat(content: str, temperature: float) -> str:
+    return json.dumps(
+        {
+            "model": "gpt-4o-mini",
+            "temperature": temperature,
+            "messages": [{"role": "user", "content": content}],
+        }
+    )
+
+
+def overhead(stack: Stack, seconds: float) -> list[dict[str, Any]]:
+    """Through Envoy + router (uncached, temperature 1) against the fake provider directly."""
+    envoy, fake = stack.config.envoy, stack.config.fake_provider
+    gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    direct = f"http://{fake.host}:{fake.port}/v1/chat/completions"
+    body = chat("What is the gateway overhead?", temperature=1.0)
+    rows = []
+    for connections in CONCURRENCY:
+        via = run_wrk(gateway, body, connections, seconds, {"authorization": "Bearer bench"})
+        raw = run_wrk(direct, body, connections, seconds)
+        rows.append(
+            {
+                "concurrency": connections,
+                "gateway": via.as_dict(),
+                "direct": raw.as_dict(),
+                "overhead_p50_ms": round(via.p50_ms - raw.p50_ms, 3),
+                "overhead_p99_ms": round(via.p99_ms - raw.p99_ms, 3),
+            }
+        )
+    return rows
+
+
+def cache_hits(stack: Stack, seconds: float) -> list[dict[str, Any]]:
+    """Latency of answers served from the cache (one deterministic request, repeated)."""
+    envoy = stack.config.envoy
+    url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    body = chat("Cache me, please.", temperature=0)
+    httpx.post(url, content=body, headers={"content-type": "application/json"})  # fill it
+    return [run_wrk(url, body, c, seconds).as_dict() for c in (1, 10)]
+
+
+async def zipf_replay(stack: Stack) -> dict[str, Any]:
+    """10,000 requests drawn from Zipf(1.1) over 2,000 prompts; the share answered by the cache."""
+    envoy = stack.config.envoy
+    url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    rng = random.Random(7)  # noqa: S311 - a reproducible draw, not a secret
+    weights = [1 / (rank**ZIPF_S) for rank in range(1, ZIPF_PROMPTS + 1)]
+    draws = rng.choices(range(ZIPF_PROMPTS), weights=weights, k=ZIPF_REQUESTS)
+    outcomes: dict[str, int] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for draw in draws:
+        queue.put_nowait(draw)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            prompt = queue.get_nowait()
+            response = await client.post(
+                url,
+                content=chat(f"Question number {prompt}?", 0),
+                headers={"content-type": "application/json"},
+            )
+            result = response.headers.get("x-cache", f"status {response.status_code}")
+            outcomes[result] = outcomes.get(result, 0) + 1
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(8)))
+    return {
+        "requests": ZIPF_REQUESTS,
+        "distinct_prompts_drawn": len(set(draws)),
+        "outcomes": outcomes,
+        "hit_ratio": round(outcomes.get("HIT", 0) / ZIPF_REQUESTS, 4),
+        "goal": 0.85,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each wrk run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = bench_config(Path(tmp))
+        environ = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        stack = Stack(load_config(path, environ), path, Path(tmp) / "run", environ)
+        await stack.start()
+        try:
+            result = {
+                "benchmark": "router",
+                "load_average_at_start": os.getloadavg(),
+                "gateway_overhead": overhead(stack, args.seconds),
+                "cache_hit_latency": cache_hits(stack, args.seconds),
+                "zipf_replay": await zipf_replay(stack),
+                "cpu_count": os.cpu_count(),
+            }
+        finally:
+            stack.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,107 @@
+"""The router in process on a free port, over a real Redis and the fake provider over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2_grpc
+from llmproxy.common.server import RunningServer
+from llmproxy.config import StackConfig
+from llmproxy.router.server import serve
+from tests.harness.fake_provider import RunningProvider, fake_provider
+
+ANTHROPIC_KEY_ENV = "LLMPROXY_TEST_ANTHROPIC_KEY"
+
+
+def router_config(redis_url: str, provider_url: str, **router: Any) -> StackConfig:
+    """Two providers on the one fake server: OpenAI-style and Anthropic-style."""
+    return StackConfig.model_validate(
+        {
+            "redis": {"url": redis_url},
+            "services": {
+                "router": {"grpc_port": 0, "metrics_port": 0, "via_egress": False, **router}
+            },
+            "providers": [
+                {
+                    "name": "oai",
+                    "kind": "openai",
+                    "base_url": f"{provider_url}/v1",
+                    "api_key_env": None,
+                },
+                {
+                    "name": "claude",
+                    "kind": "anthropic",
+                    "base_url": f"{provider_url}/v1",
+                    "api_key_env": ANTHROPIC_KEY_ENV,
+                },
+            ],
+            "models": [
+                {
+                    "name": "gpt",
+                    "aliases": ["gpt-latest"],
+                    "targets": [{"provider": "oai", "model": "fake-gpt"}],
+                    "input_usd_per_mtok": 1.0,
+                    "output_usd_per_mtok": 2.0,
+                },
+                {"name": "claude", "targets": [{"provider": "claude", "model": "fake-claude"}]},
+                {"name": "embed", "targets": [{"provider": "oai", "model": "fake-embed"}]},
+                {
+                    "name": "claude-then-gpt",
+                    "targets": [
+                        {"provider": "claude", "model": "fake-claude"},
+                        {"provider": "oai", "model": "fake-gpt"},
+                    ],
+                },
+            ],
+        }
+    )
+
+
+@dataclass
+class Router:
+    """A running router and clients of its APIs."""
+
+    server: RunningServer
+    provider: RunningProvider
+    channel: grpc.aio.Channel
+
+    @property
+    def openai(self) -> openai_pb2_grpc.OpenAIServiceStub:
+        return openai_pb2_grpc.OpenAIServiceStub(self.channel)
+
+    @property
+    def control(self) -> router_pb2_grpc.RouterServiceStub:
+        return router_pb2_grpc.RouterServiceStub(self.channel)
+
+    async def chat(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], list[bytes]]:
+        call = self.openai.CreateChatCompletion(
+            openai_pb2.CreateChatCompletionRequest(body={"data": json.dumps(body).encode()}),
+            metadata=tuple((headers or {}).items()),
+        )
+        replies = [reply.data async for reply in call]
+        metadata = dict((await call.initial_metadata()) or ())
+        return metadata, replies
+
+
+@pytest.fixture
+async def router(redis_process: str, redis_client: Any) -> AsyncIterator[Router]:
+    """A router with a fresh cache (the session Redis is flushed per test)."""
+    os.environ[ANTHROPIC_KEY_ENV] = "test-anthropic-key"
+    async with fake_provider(["fake-gpt", "fake-claude", "fake-embed"]) as provider:
+        server = await serve(router_config(redis_process, provider.url))
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            yield Router(server, provider, channel)
+        finally:
+            await channel.close()
+            await server.stop(None)
+            del os.environ[ANTHROPIC_KEY_ENV]
