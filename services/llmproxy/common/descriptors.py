@@ -16,11 +16,12 @@ from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy._gen.health.v1 import health_pb2
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
-from llmproxy._gen.router.v1 import openai_pb2, router_pb2
+from llmproxy._gen.router.v1 import chat_pb2, openai_pb2, router_pb2
 
 API_FILES: tuple[FileDescriptor, ...] = (
     openai_pb2.DESCRIPTOR,
     router_pb2.DESCRIPTOR,
+    chat_pb2.DESCRIPTOR,
     ratelimit_pb2.DESCRIPTOR,
     authz_pb2.DESCRIPTOR,
     health_pb2.DESCRIPTOR,

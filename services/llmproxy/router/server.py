@@ -10,7 +10,14 @@ from collections.abc import Mapping
 import grpc
 import httpx
 
-from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
+from llmproxy._gen.router.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
+    openai_pb2,
+    openai_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
+)
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import RedisUsageStore
@@ -20,10 +27,12 @@ from llmproxy.router.cache.store import RedisResponseCache
 from llmproxy.router.control import RouterControlServicer
 from llmproxy.router.providers import Provider, ProviderClient, client_for
 from llmproxy.router.service import OpenAIServicer
+from llmproxy.router.typed import ChatServicer
 
 SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
     router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
 )
 
 
@@ -85,6 +94,7 @@ async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> R
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
         openai_pb2_grpc.add_OpenAIServiceServicer_to_server(openai_api, server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(control, server)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(openai_api), server)
         return SERVICE_NAMES
 
     async def close() -> None:
