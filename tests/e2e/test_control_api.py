@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llmproxy.devstack.stack import Stack
@@ -63,3 +64,38 @@ def test_health_lists_providers(stack_logs: Stack) -> None:
 
 def test_fault_lists_experiments(stack_logs: Stack) -> None:
     assert grpcurl(stack_logs, "llmproxy.fault.v1.FaultService/ListExperiments") == {}
+
+
+def test_warm_cli_fills_the_cache_through_the_control_listener(
+    stack_logs: Stack, tmp_path: Path, gateway_url: str, auth_headers: dict[str, str]
+) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm me"}]}\n'
+        '{"endpoint": "embeddings", "model": "gpt-4o-mini", "input": "warm"}\n'
+        '{"model": "nope", "messages": [{"role": "user", "content": "x"}]}\n'
+    )
+    envoy = stack_logs.config.envoy
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmproxy.router.warm",
+            str(requests),
+            "--target",
+            f"{envoy.host}:{envoy.control_port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1  # one line failed
+    assert "cached 2, already cached 0, failed 1" in done.stdout
+    assert "line 3:" in done.stderr
+    warmed = httpx.post(
+        f"{gateway_url}/embeddings",
+        headers=auth_headers,
+        json={"model": "gpt-4o-mini", "input": "warm"},
+    )
+    assert warmed.headers["x-cache"] == "HIT"

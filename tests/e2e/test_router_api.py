@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmproxy.devstack.stack import Stack
 
@@ -89,3 +93,60 @@ def test_provider_outage_is_an_api_status_error(sdk: openai.OpenAI, provider_kno
         )
     assert raised.value.status_code in (502, 503)
     assert raised.value.body["type"] == "upstream_error"  # type: ignore[index]
+
+
+def test_stream_chunks_arrive_as_the_provider_sends_them(
+    gateway_url: str, auth_headers: dict[str, str], provider_knobs: str
+) -> None:
+    """Not buffered: with 0.4 s between provider chunks, the client sees them spread out."""
+    httpx.put(provider_knobs, json={"chunk_delay_ms": 400}).raise_for_status()
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "one two three four five six"}],
+    }
+    arrivals = []
+    with httpx.stream(
+        "POST", f"{gateway_url}/chat/completions", json=body, headers=auth_headers, timeout=30
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic())
+    httpx.put(provider_knobs, json={"chunk_delay_ms": 0}).raise_for_status()
+    assert len(arrivals) >= 4
+    # Buffering would deliver everything at once at the end; here the first chunk came at
+    # least two provider delays before the last.
+    assert arrivals[-1] - arrivals[0] >= 0.8
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.dictionaries(
+            st.sampled_from(["model", "messages", "stream", "temperature", "n", "max_tokens", "x"]),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-5, 5),
+                st.text(max_size=5),
+                st.just("gpt-4o-mini"),
+                st.just([{"role": "user", "content": "hi"}]),
+            ),
+            max_size=6,
+        ).map(lambda d: json.dumps(d).encode()),
+    )
+)
+def test_random_bodies_through_envoy_never_get_a_5xx(
+    gateway_url: str, auth_headers: dict[str, str], body: bytes
+) -> None:
+    response = httpx.post(
+        f"{gateway_url}/chat/completions",
+        content=body,
+        headers={**auth_headers, "content-type": "application/json"},
+    )
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]["message"]

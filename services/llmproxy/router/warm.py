@@ -1,0 +1,51 @@
+"""`python -m llmproxy.router.warm FILE`: warm the cache from a JSONL file of requests.
+
+Each line is an OpenAI request body (chat by default; `"endpoint": "embeddings"` for
+embeddings). Lines go to the router's WarmCache RPC in batches, through Envoy's control
+listener by default; a summary and any failed lines are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import grpc
+
+from llmproxy._gen.router.v1 import router_pb2, router_pb2_grpc
+
+BATCH_LINES = 500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m llmproxy.router.warm", description=__doc__)
+    parser.add_argument("file", type=Path, help="JSONL file, one request body per line")
+    parser.add_argument("--target", default="127.0.0.1:8081", help="router or control listener")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per batch")
+    args = parser.parse_args()
+    lines = args.file.read_text().splitlines()
+    cached = already = 0
+    failures: list[str] = []
+    with grpc.insecure_channel(args.target) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        for start in range(0, len(lines), BATCH_LINES):
+            batch = "\n".join(lines[start : start + BATCH_LINES])
+            try:
+                reply = stub.WarmCache(
+                    router_pb2.WarmCacheRequest(jsonl=batch), timeout=args.timeout
+                )
+            except grpc.RpcError as exc:
+                print(f"warming failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                raise SystemExit(1) from exc
+            cached += reply.cached
+            already += reply.already_cached
+            failures += [f"line {start + f.line}: {f.reason}" for f in reply.failures]
+    print(f"cached {cached}, already cached {already}, failed {len(failures)}")
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    raise SystemExit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
