@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import yaml
 
 from bench.wrk import run_wrk
 from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.stack import Stack
 
 CONCURRENCY = (1, 10, 100)
@@ -67,7 +69,44 @@ def chat(content: str, temperature: float) -> str:
     )
 
 
-def overhead(stack: Stack, seconds: float) -> list[dict[str, Any]]:
+def ttft(stack: Stack, key: str, requests: int = 100) -> dict[str, Any]:
+    """Time to first SSE chunk, through the gateway and directly, one request at a time."""
+    envoy, fake = stack.config.envoy, stack.config.fake_provider
+    targets = {
+        "gateway": (
+            f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions",
+            {"authorization": f"Bearer {key}"},
+        ),
+        "direct": (f"http://{fake.host}:{fake.port}/v1/chat/completions", {}),
+    }
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "temperature": 1,
+        "messages": [{"role": "user", "content": "How fast is the first token?"}],
+    }
+    result: dict[str, Any] = {}
+    with httpx.Client(timeout=30) as client:
+        for name, (url, headers) in targets.items():
+            samples = []
+            for _ in range(requests):
+                start = time.perf_counter()
+                with client.stream("POST", url, json=body, headers=headers) as response:
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            samples.append((time.perf_counter() - start) * 1000)
+                            break
+                    response.read()
+            samples.sort()
+            result[name] = {
+                "p50_ms": round(samples[len(samples) // 2], 3),
+                "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 3),
+            }
+    result["overhead_p50_ms"] = round(result["gateway"]["p50_ms"] - result["direct"]["p50_ms"], 3)
+    return result
+
+
+def overhead(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
     """Through Envoy + router (uncached, temperature 1) against the fake provider directly."""
     envoy, fake = stack.config.envoy, stack.config.fake_provider
     gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
@@ -75,7 +114,7 @@ def overhead(stack: Stack, seconds: float) -> list[dict[str, Any]]:
     body = chat("What is the gateway overhead?", temperature=1.0)
     rows = []
     for connections in CONCURRENCY:
-        via = run_wrk(gateway, body, connections, seconds, {"authorization": "Bearer bench"})
+        via = run_wrk(gateway, body, connections, seconds, {"authorization": f"Bearer {key}"})
         raw = run_wrk(direct, body, connections, seconds)
         rows.append(
             {
@@ -89,16 +128,17 @@ def overhead(stack: Stack, seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
-def cache_hits(stack: Stack, seconds: float) -> list[dict[str, Any]]:
+def cache_hits(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
     """Latency of answers served from the cache (one deterministic request, repeated)."""
     envoy = stack.config.envoy
     url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
     body = chat("Cache me, please.", temperature=0)
-    httpx.post(url, content=body, headers={"content-type": "application/json"})  # fill it
-    return [run_wrk(url, body, c, seconds).as_dict() for c in (1, 10)]
+    headers = {"authorization": f"Bearer {key}"}
+    httpx.post(url, content=body, headers={**headers, "content-type": "application/json"})
+    return [run_wrk(url, body, c, seconds, headers).as_dict() for c in (1, 10)]
 
 
-async def zipf_replay(stack: Stack) -> dict[str, Any]:
+async def zipf_replay(stack: Stack, key: str) -> dict[str, Any]:
     """10,000 requests drawn from Zipf(1.1) over 2,000 prompts; the share answered by the cache."""
     envoy = stack.config.envoy
     url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
@@ -142,12 +182,15 @@ async def main() -> None:
         stack = Stack(load_config(path, environ), path, Path(tmp) / "run", environ)
         await stack.start()
         try:
+            token = stack.environ[stack.config.services.authz.admin_token_env]
+            key = await create_demo_key(stack.config, token)
             result = {
                 "benchmark": "router",
                 "load_average_at_start": os.getloadavg(),
-                "gateway_overhead": overhead(stack, args.seconds),
-                "cache_hit_latency": cache_hits(stack, args.seconds),
-                "zipf_replay": await zipf_replay(stack),
+                "time_to_first_token": ttft(stack, key),
+                "gateway_overhead": overhead(stack, key, args.seconds),
+                "cache_hit_latency": cache_hits(stack, key, args.seconds),
+                "zipf_replay": await zipf_replay(stack, key),
                 "cpu_count": os.cpu_count(),
             }
         finally:

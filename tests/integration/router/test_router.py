@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from llmproxy._gen.router.v1 import openai_pb2, router_pb2
+from llmproxy.common.usage import RedisUsageStore
 from llmproxy.router.providers import sse
 from tests.integration.router.conftest import Router
 
@@ -179,3 +180,20 @@ async def test_fifty_identical_requests_make_one_provider_call(router: Router) -
     assert len({tuple(r[1]) for r in results}) == 1
     outcomes = sorted(r[0]["x-cache"] for r in results)
     assert outcomes == ["HIT"] * 49 + ["MISS"]
+
+
+async def test_usage_is_counted_per_key_tenant_and_model_with_cost(
+    router: Router, redis_client: aioredis.Redis
+) -> None:
+    identity = {"x-llmproxy-tenant": "acme", "x-llmproxy-user": "ann", "x-llmproxy-key-id": "k1"}
+    _, replies = await router.chat({"model": "gpt", "messages": HELLO}, identity)
+    _, events = await router.chat({"model": "gpt", "messages": HELLO, "stream": True}, identity)
+    usage = json.loads(replies[0])["usage"]
+    store = RedisUsageStore(redis_client)
+    expected = 2 * (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
+    assert await store.spend_usd("key", "k1", "day") == pytest.approx(expected)
+    assert await store.spend_usd("tenant", "acme", "month") == pytest.approx(expected)
+    assert await store.spend_usd("model", "gpt", "day") == pytest.approx(expected)
+    # The router asked for usage; the client did not, so it sees no usage chunk.
+    payloads = [sse.data_json(e) for e in events]
+    assert not [p for p in payloads if isinstance(p, dict) and p.get("usage")]
