@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,12 +93,16 @@ class Router:
         return metadata, replies
 
 
-@pytest.fixture
-async def router(redis_process: str, redis_client: Any) -> AsyncIterator[Router]:
-    """A router with a fresh cache (the session Redis is flushed per test)."""
+@asynccontextmanager
+async def running_router(redis_url: str, cluster: bool = False) -> AsyncIterator[Router]:
+    """A router over the fake provider (both kinds) and the Redis at redis_url."""
     os.environ[ANTHROPIC_KEY_ENV] = "test-anthropic-key"
     async with fake_provider(["fake-gpt", "fake-claude", "fake-embed"]) as provider:
-        server = await serve(router_config(redis_process, provider.url))
+        config = router_config(redis_url, provider.url)
+        if cluster:
+            redis = config.redis.model_copy(update={"cluster": True})
+            config = config.model_copy(update={"redis": redis})
+        server = await serve(config)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         try:
             yield Router(server, provider, channel)
@@ -105,3 +110,10 @@ async def router(redis_process: str, redis_client: Any) -> AsyncIterator[Router]
             await channel.close()
             await server.stop(None)
             del os.environ[ANTHROPIC_KEY_ENV]
+
+
+@pytest.fixture
+async def router(redis_process: str, redis_client: Any) -> AsyncIterator[Router]:
+    """A router with a fresh cache (the session Redis is flushed per test)."""
+    async with running_router(redis_process) as running:
+        yield running
