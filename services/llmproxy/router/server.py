@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Mapping
 
@@ -20,7 +19,7 @@ from llmproxy._gen.router.v1 import (
 )
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
-from llmproxy.common.usage import RedisUsageStore
+from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import RedisResponseCache
@@ -77,19 +76,23 @@ async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> R
     if settings.cache.enabled:
         await cache.configure_eviction(settings.cache.maxmemory_policy, settings.cache.maxmemory)
     stats = CacheStats()
+    usage = BufferedUsageStore(RedisUsageStore(redis))
     models = config.served_models(environ)
     openai_api = OpenAIServicer(
         models,
         provider_clients(config, http, environ),
         settings,
         cache=cache if settings.cache.enabled else None,
-        usage=RedisUsageStore(redis),
+        usage=usage,
         stats=stats,
     )
     control = RouterControlServicer(
         models, cache if settings.cache.enabled else None, stats, openai_api
     )
-    flusher = asyncio.create_task(stats.flush_forever(cache))
+    flushers = [
+        asyncio.create_task(stats.flush_forever(cache)),
+        asyncio.create_task(usage.flush_forever()),
+    ]
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
         openai_pb2_grpc.add_OpenAIServiceServicer_to_server(openai_api, server)
@@ -98,9 +101,9 @@ async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> R
         return SERVICE_NAMES
 
     async def close() -> None:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        for flusher in flushers:
+            flusher.cancel()
+        await asyncio.gather(*flushers, return_exceptions=True)
         await http.aclose()
         await redis.aclose()
 

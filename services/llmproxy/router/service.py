@@ -259,6 +259,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             )
             flight.provider = provider
             await flight.append(answer)
+        await flight.finish()
         await self._settle(call, flight, provider, time.perf_counter() - started)
 
     async def _settle(self, call: _Request, flight: Flight, provider: str, seconds: float) -> None:

@@ -10,6 +10,7 @@ from redis.asyncio import RedisCluster
 from llmproxy._gen.router.v1 import router_pb2
 from llmproxy.common.usage import RedisUsageStore
 from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
+from tests.harness.waiting import eventually
 from tests.integration.router.conftest import Router, running_router
 
 pytestmark = pytest.mark.integration
@@ -66,6 +67,7 @@ async def test_cache_invalidation_stats_and_usage_on_a_cluster(
             {"model": "gpt", "messages": [{"role": "user", "content": "$"}]},
             {"x-llmproxy-key-id": "kc"},
         )
-        assert await RedisUsageStore(client).spend_usd("key", "kc", "day") > 0
+        store = RedisUsageStore(client)
+        await eventually(lambda: store.spend_usd("key", "kc", "day"), lambda v: v > 0)
     finally:
         await client.aclose()

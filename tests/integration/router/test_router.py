@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from llmproxy._gen.router.v1 import openai_pb2, router_pb2
 from llmproxy.common.usage import RedisUsageStore
 from llmproxy.router.providers import sse
+from tests.harness.waiting import eventually
 from tests.integration.router.conftest import Router
 
 pytestmark = pytest.mark.integration
@@ -191,6 +192,8 @@ async def test_usage_is_counted_per_key_tenant_and_model_with_cost(
     usage = json.loads(replies[0])["usage"]
     store = RedisUsageStore(redis_client)
     expected = 2 * (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
+    # The router writes usage in batches (every 0.5 s by default).
+    await eventually(lambda: store.spend_usd("key", "k1", "day"), lambda v: v > 0)
     assert await store.spend_usd("key", "k1", "day") == pytest.approx(expected)
     assert await store.spend_usd("tenant", "acme", "month") == pytest.approx(expected)
     assert await store.spend_usd("model", "gpt", "day") == pytest.approx(expected)

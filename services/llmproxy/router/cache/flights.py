@@ -22,7 +22,8 @@ class Flight:
         self.chunks: list[bytes] = []
         self.provider: str | None = None
         self.error: BaseException | None = None
-        self.done = False
+        self.done = False  # the producer's task has ended
+        self.complete = False  # every chunk is in; the producer may still be settling up
         self._changed = asyncio.Condition()
         self._subscribers = 0
         self._task = asyncio.create_task(self._run(produce))
@@ -45,12 +46,24 @@ class Flight:
         async with self._changed:
             self._changed.notify_all()
 
+    async def finish(self) -> None:
+        """Called by the producer once the answer is whole: readers end now, before the
+        producer's bookkeeping (usage, cache) that no client needs to wait for."""
+        self.complete = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will be appended."""
+        return self.complete or self.done
+
     async def wait_first(self, timeout_s: float | None = None) -> bool:
         """Wait until a chunk or the end arrives; False if timeout_s passed first."""
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: bool(self.chunks) or self.done), timeout_s
+                    self._changed.wait_for(lambda: bool(self.chunks) or self.ended), timeout_s
                 )
             except TimeoutError:
                 return False
@@ -63,7 +76,7 @@ class Flight:
     def detach(self) -> None:
         """A client stops waiting; the last one to leave early cancels the producer."""
         self._subscribers -= 1
-        if self._subscribers == 0 and not self.done:
+        if self._subscribers == 0 and not self.ended:
             self._task.cancel()
 
     async def read(self) -> AsyncIterator[bytes]:
@@ -78,13 +91,13 @@ class Flight:
             while position < len(self.chunks):
                 position += 1
                 yield self.chunks[position - 1]
-            if self.done and position == len(self.chunks):
+            if self.ended and position == len(self.chunks):
                 if self.error is not None:
                     raise self.error
                 return
 
     def _has_news(self, position: int) -> bool:
-        return len(self.chunks) > position or self.done
+        return len(self.chunks) > position or self.ended
 
     async def wait(self) -> None:
         """Wait for the producer to end (for tests and shutdown)."""
