@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +24,9 @@ import httpx
 import yaml
 
 from bench.wrk import run_wrk
-from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.config import load_config
 from llmproxy.devstack.authz import create_demo_key
+from llmproxy.devstack.freeports import with_free_ports
 from llmproxy.devstack.stack import Stack
 
 CONCURRENCY = (1, 10, 100)
@@ -35,25 +35,9 @@ ZIPF_PROMPTS = 2_000
 ZIPF_S = 1.1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bench_config(directory: Path) -> Path:
-    data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data = with_free_ports()
     data["log_level"] = "WARNING"
-    data["envoy"].update(
-        listener_port=free_port(),
-        control_port=free_port(),
-        admin_port=free_port(),
-        egress_port=free_port(),
-    )
-    data["redis"]["url"] = f"redis://127.0.0.1:{free_port()}/0"
-    data["fake_provider"]["port"] = free_port()
-    for service in data["services"].values():
-        service.update(grpc_port=free_port(), metrics_port=free_port())
     path = directory / "llmproxy.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -7,25 +7,13 @@ from typing import Any
 
 import yaml
 
-from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
-from tests.harness.ports import free_port
-
-SERVICES = ("router", "ratelimit", "authz", "health", "fault")
+from llmproxy.config import StackConfig, load_config
+from llmproxy.devstack.freeports import with_free_ports
 
 
 def stack_config_data(**overrides: Any) -> dict[str, Any]:
     """The shipped configuration with fresh free ports everywhere; overrides merge on top."""
-    data: dict[str, Any] = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    data["envoy"].update(
-        listener_port=free_port(),
-        control_port=free_port(),
-        admin_port=free_port(),
-        egress_port=free_port(),
-    )
-    data["redis"]["url"] = f"redis://127.0.0.1:{free_port()}/0"
-    data["fake_provider"]["port"] = free_port()
-    for name in SERVICES:
-        data["services"][name].update(grpc_port=free_port(), metrics_port=free_port())
+    data = with_free_ports()
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key].update(value)

@@ -1,0 +1,44 @@
+"""Free loopback ports, for stacks that must not collide with anything else running here
+(the test suite, benchmarks, a second `make up`)."""
+
+from __future__ import annotations
+
+import copy
+import socket
+from typing import Any
+
+import yaml
+
+from llmproxy.config import DEFAULT_CONFIG
+
+SERVICES = ("router", "ratelimit", "authz", "health", "fault")
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now and not handed out before by this process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def with_free_ports(data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of config data (default: the shipped file) with every port free and a Redis of
+    its own on a free port."""
+    data = copy.deepcopy(data) if data is not None else yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data.setdefault("envoy", {}).update(
+        listener_port=free_port(),
+        control_port=free_port(),
+        admin_port=free_port(),
+        egress_port=free_port(),
+    )
+    data.setdefault("redis", {})["url"] = f"redis://127.0.0.1:{free_port()}/0"
+    data.setdefault("fake_provider", {})["port"] = free_port()
+    services = data.setdefault("services", {})
+    for name in SERVICES:
+        services.setdefault(name, {}).update(grpc_port=free_port(), metrics_port=free_port())
+    return data
