@@ -20,6 +20,7 @@ RUN --mount=type=bind,target=/src,rw \
     pip install -c constraints.txt .
 
 COPY deploy/llmproxy.yaml /app/deploy/llmproxy.yaml
+COPY deploy/ratelimit.yaml /app/deploy/ratelimit.yaml
 
 COPY <<'EOF' /app/USAGE
 llmproxy: one image, one process per container (see docker-compose.yml). Commands:

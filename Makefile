@@ -2,13 +2,16 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test bootstrap proto envoy-config lint clean
+.PHONY: up test bench bootstrap proto envoy-config lint clean
 
 up: bootstrap  ## Start Redis, the services, the demo provider and Envoy; Ctrl-C stops all.
 	$(PY) -m llmproxy.devstack up
 
 test: bootstrap  ## Run the whole test suite with a coverage report of services/.
 	$(VENV)/bin/pytest
+
+bench: bootstrap  ## Run every benchmark (bench/bench_*.py); each prints its figures as JSON.
+	@for script in bench/bench_*.py; do $(PY) -m bench.$$(basename $$script .py) || exit 1; done
 
 bootstrap:
 	@scripts/bootstrap.sh

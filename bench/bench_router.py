@@ -128,7 +128,7 @@ async def zipf_replay(stack: Stack, key: str) -> dict[str, Any]:
     """10,000 requests drawn from Zipf(1.1) over 2,000 prompts; the share answered by the cache."""
     envoy = stack.config.envoy
     url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
-    rng = random.Random(7)  # noqa: S311 - a reproducible draw, not a secret
+    rng = random.Random(7)
     weights = [1 / (rank**ZIPF_S) for rank in range(1, ZIPF_PROMPTS + 1)]
     draws = rng.choices(range(ZIPF_PROMPTS), weights=weights, k=ZIPF_REQUESTS)
     outcomes: dict[str, int] = {}

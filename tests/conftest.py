@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
 from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
@@ -21,6 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
     for name in [n for n in os.environ if n.endswith("_API_KEY")]:
         del os.environ[name]
+    # The authz service needs an HMAC secret and an admin token; each test run makes its own,
+    # for every stack and in-process service it starts.
+    for name in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV):
+        os.environ[name] = secrets.token_urlsafe(32)
 
 
 @pytest.hookimpl(wrapper=True)

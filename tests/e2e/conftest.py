@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
+from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.devstack.stack import Stack
+
+
+def admin_metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata of an admin call on stack's authz service."""
+    token = stack.environ[stack.config.services.authz.admin_token_env]
+    return (("authorization", f"Bearer {token}"),)
+
+
+def create_key(stack: Stack, **fields: object) -> authz_pb2.CreateKeyResponse:
+    """Create an API key through the admin API on Envoy's control listener."""
+    envoy = stack.config.envoy
+    with grpc.insecure_channel(f"{envoy.host}:{envoy.control_port}") as channel:
+        reply: authz_pb2.CreateKeyResponse = authz_pb2_grpc.AuthzServiceStub(channel).CreateKey(
+            authz_pb2.CreateKeyRequest(**fields),  # type: ignore[arg-type]
+            metadata=admin_metadata(stack),
+            timeout=10,
+        )
+    return reply
 
 
 @pytest.fixture(scope="session")
 def client_api_key(stack: Stack) -> str:
-    """The API key clients send through Envoy (any value is accepted until keys exist)."""
-    return "sk-llmproxy-e2e"
+    """A real API key (tenant e2e, every model, no budget) created through the admin API."""
+    return create_key(stack, tenant="e2e", user="pytest", name="e2e client").secret
 
 
 @pytest.fixture

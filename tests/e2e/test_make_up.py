@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
 from llmproxy.devstack.__main__ import banner
 from llmproxy.devstack.stack import Stack
 from tests.harness.configs import stack_config_data, write_config
@@ -46,7 +48,8 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=os.environ,
+        # Without the authz secrets: `make up` makes random ones and says so.
+        env={k: v for k, v in os.environ.items() if k not in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV)},
     )
     assert up.stdout is not None
     banner: list[str] = []
@@ -62,10 +65,14 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         text = "".join(banner)
         assert "llmproxy is up" in text, text
         assert "curl -s" in text
+        assert f"random for this run: ${ADMIN_TOKEN_ENV} unset" in text
+        key = re.search(r"authorization: Bearer (sk-llmp-[\w-]+)'", text)
+        assert key, text
         envoy = config.envoy
         answer = httpx.post(
             f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello!"}]},
+            headers={"authorization": f"Bearer {key.group(1)}"},
             timeout=10,
         )
         assert answer.status_code == 200

@@ -65,6 +65,7 @@ async def router_and_provider(
 ) -> AsyncIterator[tuple[ManagedProcess, dict[str, object]]]:
     """The router process in front of a fake provider that takes 1.5 s per answer."""
     data = stack_config_data(fake_provider={"latency_ms": 1500})
+    data["services"]["router"]["via_egress"] = False  # no Envoy here: call the provider directly
     path, config = write_config(tmp_path, data)
     provider = fake_provider_process(
         config.fake_provider, ["gpt-4o-mini"], tmp_path / "fakeprovider.log"

@@ -23,6 +23,7 @@ from llmproxy.fault import server as fault_server
 from llmproxy.health import server as health_server
 from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
+from tests.harness.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,8 @@ SERVERS: dict[str, tuple[Serve, tuple[str, ...]]] = {
 
 def config_on_port_zero() -> StackConfig:
     environ = {f"LLMPROXY__SERVICES__{name.upper()}__GRPC_PORT": "0" for name in SERVERS}
+    # Services that use Redis must not reach a real one on the default port: none listens here.
+    environ["LLMPROXY__REDIS__URL"] = f"redis://127.0.0.1:{free_port()}/0"
     return load_config(DEFAULT_CONFIG, environ=environ)
 
 
@@ -117,7 +120,7 @@ async def test_control_api_answers(running: tuple[str, RunningServer]) -> None:
     elif name == "ratelimit":
         assert reply.domain == config.services.ratelimit.domain
     elif name == "authz":
-        assert reply.mode == authz_pb2.POLICY_MODE_ALLOW_ALL
+        assert reply.mode == authz_pb2.POLICY_MODE_API_KEYS
         assert "x-llmproxy-tenant" in reply.identity_headers
     elif name == "health":
         assert [p.name for p in reply.providers] == ["demo"]

@@ -214,13 +214,15 @@ def test_envoy_listens_on_every_interface(compose: Compose, defaults: StackConfi
     envoy = defaults.envoy
     assert [a["socket_address"] for a in addresses] == [
         {"address": ANY_ADDRESS, "port_value": port}
-        for port in (envoy.admin_port, envoy.listener_port, envoy.control_port)
+        for port in (envoy.admin_port, envoy.listener_port, envoy.control_port, envoy.egress_port)
     ]
 
 
 def test_envoy_clusters_point_at_compose_services(compose: Compose, defaults: StackConfig) -> None:
     bootstrap = build_bootstrap(config_of(compose, "envoy"), b"")
-    clusters = bootstrap["static_resources"]["clusters"]
+    clusters = [
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"].startswith("llmproxy_")
+    ]
     assert [c["name"] for c in clusters] == [f"llmproxy_{name}" for name in SERVICES]
     for name, cluster in zip(SERVICES, clusters, strict=True):
         (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
@@ -325,3 +327,9 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_router_reaches_envoys_egress_listener_by_name(compose: Compose) -> None:
+    router = config_of(compose, "router")
+    assert router.envoy.host == "envoy"
+    assert router.envoy.host in compose

@@ -71,13 +71,14 @@ def test_ports_and_clusters_follow_the_config() -> None:
     ports = {
         x["name"]: x["address"]["socket_address"]["port_value"] for x in resources["listeners"]
     }
-    assert ports == {"client": 8080, "control": 8081}
+    assert ports == {"client": 8080, "control": 8081, "egress": 8082}
     assert bootstrap["admin"]["address"]["socket_address"]["port_value"] == 9901
     endpoints = {
         c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
             "socket_address"
         ]["port_value"]
         for c in resources["clusters"]
+        if c["name"].startswith("llmproxy_")  # our services; providers are on the egress path
     }
     assert endpoints == {
         "llmproxy_router": 50051,
@@ -89,6 +90,7 @@ def test_ports_and_clusters_follow_the_config() -> None:
     assert all(
         "http2_protocol_options" in str(c["typed_extension_protocol_options"])
         for c in resources["clusters"]
+        if c["name"].startswith("llmproxy_")
     )
 
 
@@ -99,9 +101,9 @@ def test_client_filters_fail_the_right_way() -> None:
     assert list(filters) == [
         "header_mutation",
         "ext_authz",
-        "ratelimit",
         "lua",
         "grpc_json_transcoder",
+        "ratelimit",
         "router",
     ]
     assert filters["ext_authz"]["failure_mode_allow"] is False
@@ -114,6 +116,8 @@ def test_client_filters_fail_the_right_way() -> None:
         "x-llmproxy-user",
         "x-llmproxy-key-id",
         "x-llmproxy-tier",
+        "x-llmproxy-model",
+        "x-llmproxy-token-estimate",
     }
     assert filters["grpc_json_transcoder"]["services"] == ["llmproxy.router.v1.OpenAIService"]
 

@@ -1,14 +1,30 @@
-"""Wires the authorization service."""
+"""Wires the authorization service: Redis stores, key cache and its invalidation feed, servicers."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.authz.admin import KeyAdmin
+from llmproxy.authz.adminauth import AdminAuth
+from llmproxy.authz.authorizer import Authorizer
+from llmproxy.authz.cache import CachedKeys, KeyCache
+from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
+from llmproxy.authz.store import RedisInvalidationFeed, RedisKeyStore
+from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.usage import RedisUsageStore
 from llmproxy.config import StackConfig
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
@@ -16,12 +32,39 @@ SERVICE_NAMES = (
 )
 
 
-async def serve(config: StackConfig) -> RunningServer:
-    """Start the authorization gRPC server."""
+async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -> RunningServer:
+    """Start the authorization gRPC server; raises SecretConfigError without an HMAC secret.
+
+    environ (default os.environ) holds the HMAC secret and the admin token.
+    """
+    env = os.environ if environ is None else environ
+    settings = config.services.authz
+    hasher = hasher_from_env(env, settings.hmac_secret_env)
+    admin_token = env.get(settings.admin_token_env) or None
+    if admin_token is None:
+        log.warning("admin API disabled", extra={"unset": settings.admin_token_env})
+    redis = connect_redis(config.redis)
+    store = RedisKeyStore(redis, settings.audit_max_records)
+    keys = CachedKeys(store, KeyCache(settings.cache_ttl_s, settings.cache_max_keys))
+    follower = asyncio.create_task(keys.follow(RedisInvalidationFeed(config.redis)))
+    # Serving before the first subscription attempt ends would only mean uncached lookups;
+    # waiting for it (connection refused is quick) makes the cache useful from the start.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(keys.first_attempt_done.wait(), 2 * config.redis.socket_timeout_s)
+    check = AuthorizationServicer(Authorizer(keys, hasher, RedisUsageStore(redis)))
+    control = AuthzControlServicer(
+        KeyAdmin(store, hasher), AdminAuth(admin_token, settings.admin_token_env), store
+    )
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(), server)
-        authz_pb2_grpc.add_AuthzServiceServicer_to_server(AuthzControlServicer(), server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(check, server)
+        authz_pb2_grpc.add_AuthzServiceServicer_to_server(control, server)
         return SERVICE_NAMES
 
-    return await start_server(config.services.authz, register)
+    async def close() -> None:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await redis.aclose()
+
+    return await start_server(settings, register, closers=[close])

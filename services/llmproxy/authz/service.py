@@ -1,60 +1,311 @@
-"""The authorization servicers: Envoy's ext_authz Check and the authz control API.
+"""The authorization servicers: Envoy's ext_authz Check and the admin (control) API.
 
-Until API keys exist (a later issue), every request is allowed as the anonymous tenant; the
-identity headers are set all the same, so the services behind Envoy always find them.
+Check answers every decision as a CheckResponse, denials included; a gRPC error means the
+service itself failed, and Envoy then fails closed (envoyconf/authz.py). Admin calls are
+authenticated, audited (refused ones too) and answer refusals with gRPC status codes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
+from prometheus_client import Counter
+from redis.exceptions import RedisError
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.authz import convert
+from llmproxy.authz.admin import KeyAdmin
+from llmproxy.authz.adminauth import AdminAuth
+from llmproxy.authz.authorizer import Authorizer
+from llmproxy.authz.errors import AdminError, BudgetExceededError, Denied
+from llmproxy.authz.headers import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    IDENTITY_HEADERS,
+    KEY_ID_HEADER,
+    MODEL_HEADER,
+    TENANT_HEADER,
+    TIER_HEADER,
+    TOKEN_ESTIMATE_HEADER,
+    TRUSTED_HEADERS,
+    USER_HEADER,
+)
+from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.requests import check_input
+from llmproxy.authz.store import KeyStore
 from llmproxy.common.grpc_types import Context
 
-TENANT_HEADER = "x-llmproxy-tenant"
-USER_HEADER = "x-llmproxy-user"
-KEY_ID_HEADER = "x-llmproxy-key-id"
-TIER_HEADER = "x-llmproxy-tier"
-IDENTITY_HEADERS = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER, TIER_HEADER)
-ANONYMOUS = {
-    TENANT_HEADER: "anonymous",
-    USER_HEADER: "anonymous",
-    KEY_ID_HEADER: "none",
-    TIER_HEADER: "default",
-}
+# The header names live in authz.headers; they are also importable from here, where the
+# services behind Envoy first found them.
+__all__ = [
+    "IDENTITY_HEADERS",
+    "KEY_ID_HEADER",
+    "MODEL_HEADER",
+    "TENANT_HEADER",
+    "TIER_HEADER",
+    "TOKEN_ESTIMATE_HEADER",
+    "TRUSTED_HEADERS",
+    "USER_HEADER",
+    "AuthorizationServicer",
+    "AuthzControlServicer",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DECISIONS = Counter(
+    "llmproxy_authz_decisions_total",
+    "Authorization decisions, by outcome (allowed, or the denial's error code).",
+    ["decision"],
+)
+
+_DENIAL_CODES = {401: code_pb2.UNAUTHENTICATED, 429: code_pb2.RESOURCE_EXHAUSTED}
 
 
-def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
+def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=name, value=value),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     )
 
 
+def allowed(
+    record: KeyRecord, model: str | None, token_estimate: int | None
+) -> external_auth_pb2.CheckResponse:
+    """Allow, naming the caller for the services behind Envoy."""
+    headers = {
+        TENANT_HEADER: record.tenant,
+        USER_HEADER: record.user,
+        KEY_ID_HEADER: record.key_id,
+        TIER_HEADER: record.tier,
+    }
+    if model is not None:
+        headers[MODEL_HEADER] = model
+    if token_estimate is not None:
+        headers[TOKEN_ESTIMATE_HEADER] = str(token_estimate)
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=[_header(name, value) for name, value in headers.items()],
+            # The client's key has done its job: the router and providers never see it.
+            headers_to_remove=[AUTHORIZATION_HEADER, API_KEY_HEADER],
+        ),
+    )
+
+
+def denied(error: Denied) -> external_auth_pb2.CheckResponse:
+    """Deny with the error's HTTP status and OpenAI-style JSON body."""
+    headers = [_header("content-type", "application/json")]
+    if error.status == 401:
+        headers.append(_header("www-authenticate", 'Bearer realm="llmproxy"'))
+    if isinstance(error, BudgetExceededError):
+        # The OpenAI SDKs retry 429s unless told not to; a spent budget does not come back.
+        headers.append(_header("x-should-retry", "false"))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(
+            code=_DENIAL_CODES.get(error.status, code_pb2.PERMISSION_DENIED), message=error.code
+        ),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=error.status),
+            headers=headers,
+            body=error.body().decode(),
+        ),
+    )
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    """Envoy's ext_authz Check: allows every request as the anonymous tenant."""
+    """Envoy's ext_authz Check: API key, model access and budget."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self._authorizer = authorizer
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Context
     ) -> external_auth_pb2.CheckResponse:
-        """Allow the request and name its (anonymous) identity for the rate limiter and router."""
-        return external_auth_pb2.CheckResponse(
-            status=status_pb2.Status(code=code_pb2.OK),
-            ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_set_header(name, value) for name, value in ANONYMOUS.items()]
-            ),
-        )
+        """Allow with identity headers, or deny with an OpenAI-style error; never the key."""
+        check = check_input(request)
+        try:
+            record = await self._authorizer.authorize(check.credential, check.model)
+        except Denied as error:
+            DECISIONS.labels(error.code).inc()
+            log.info("denied", extra={"status": error.status, "reason": error.message})
+            return denied(error)
+        except RedisError as exc:
+            # No verdict without the key store: an error, so Envoy fails closed.
+            log.warning("key store unavailable", extra={"error": type(exc).__name__})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+        DECISIONS.labels("allowed").inc()
+        return allowed(record, check.model, check.token_estimate)
 
 
 class AuthzControlServicer(authz_pb2_grpc.AuthzServiceServicer):
-    """The authorization control API for operators."""
+    """The authorization control API: the policy, and key management for admins."""
+
+    def __init__(
+        self,
+        admin: KeyAdmin,
+        auth: AdminAuth,
+        store: KeyStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._admin = admin
+        self._auth = auth
+        self._store = store
+        self._clock = clock
 
     async def GetPolicy(
         self, request: authz_pb2.GetPolicyRequest, context: Context
     ) -> authz_pb2.GetPolicyResponse:
-        """Report the policy in force."""
+        """Report the policy in force (not an admin call: it reveals nothing about keys)."""
         return authz_pb2.GetPolicyResponse(
-            mode=authz_pb2.POLICY_MODE_ALLOW_ALL, identity_headers=list(IDENTITY_HEADERS)
+            mode=authz_pb2.POLICY_MODE_API_KEYS, identity_headers=list(TRUSTED_HEADERS)
         )
+
+    async def CreateKey(
+        self, request: authz_pb2.CreateKeyRequest, context: Context
+    ) -> authz_pb2.CreateKeyResponse:
+        """Create a key; its secret is in this response only."""
+        record, secret = await self._call(
+            context, "CreateKey", lambda: self._admin.create(request), tenant=request.tenant
+        )
+        return authz_pb2.CreateKeyResponse(key=convert.api_key(record), secret=secret)
+
+    async def GetKey(
+        self, request: authz_pb2.GetKeyRequest, context: Context
+    ) -> authz_pb2.GetKeyResponse:
+        """One key's metadata."""
+        record = await self._call(
+            context, "GetKey", lambda: self._admin.get(request.key_id), key_id=request.key_id
+        )
+        return authz_pb2.GetKeyResponse(key=convert.api_key(record))
+
+    async def ListKeys(
+        self, request: authz_pb2.ListKeysRequest, context: Context
+    ) -> authz_pb2.ListKeysResponse:
+        """A page of keys."""
+        records, token = await self._call(
+            context, "ListKeys", lambda: self._admin.list_keys(request), tenant=request.tenant
+        )
+        return authz_pb2.ListKeysResponse(
+            keys=[convert.api_key(r) for r in records], next_page_token=token
+        )
+
+    async def RevokeKey(
+        self, request: authz_pb2.RevokeKeyRequest, context: Context
+    ) -> authz_pb2.RevokeKeyResponse:
+        """Revoke a key everywhere."""
+        record = await self._call(
+            context,
+            "RevokeKey",
+            lambda: self._admin.revoke(request),
+            key_id=request.key_id,
+            detail=f"reason: {request.reason[:200]}" if request.reason else "",
+        )
+        return authz_pb2.RevokeKeyResponse(key=convert.api_key(record))
+
+    async def RotateKey(
+        self, request: authz_pb2.RotateKeyRequest, context: Context
+    ) -> authz_pb2.RotateKeyResponse:
+        """Give a key a new secret."""
+        record, secret = await self._call(
+            context,
+            "RotateKey",
+            lambda: self._admin.rotate(request),
+            key_id=request.key_id,
+            detail=f"grace_period_seconds: {request.grace_period_seconds}",
+        )
+        return authz_pb2.RotateKeyResponse(key=convert.api_key(record), secret=secret)
+
+    async def UpdateKey(
+        self, request: authz_pb2.UpdateKeyRequest, context: Context
+    ) -> authz_pb2.UpdateKeyResponse:
+        """Change the fields named in the mask."""
+        record, _ = await self._call(
+            context,
+            "UpdateKey",
+            lambda: self._admin.update(request),
+            key_id=request.key.key_id,
+            detail="fields: " + ", ".join(p[:40] for p in request.update_mask.paths[:20]),
+        )
+        return authz_pb2.UpdateKeyResponse(key=convert.api_key(record))
+
+    async def ListAuditRecords(
+        self, request: authz_pb2.ListAuditRecordsRequest, context: Context
+    ) -> authz_pb2.ListAuditRecordsResponse:
+        """A page of the audit trail."""
+        entries, token = await self._call(
+            context, "ListAuditRecords", lambda: self._admin.list_audit(request)
+        )
+        return authz_pb2.ListAuditRecordsResponse(
+            records=[convert.audit_record(e) for e in entries], next_page_token=token
+        )
+
+    async def _call(
+        self,
+        context: Context,
+        method: str,
+        action: Callable[[], Awaitable[T]],
+        *,
+        key_id: str = "",
+        tenant: str = "",
+        detail: str = "",
+    ) -> T:
+        """Authenticate, run action, and audit the outcome; refusals abort with their code."""
+        entry = AuditEntry(
+            time=self._clock(),
+            method=method,
+            actor="anonymous",
+            peer=context.peer() or "",
+            outcome="OK",
+            key_id=key_id[:40],
+            tenant=tenant[:70],
+            detail=detail,
+        )
+        try:
+            actor = self._auth.actor(context.invocation_metadata())
+            entry = dataclasses.replace(entry, actor=actor)
+            result = await action()
+        except AdminError as error:
+            await self._audit(
+                dataclasses.replace(entry, outcome=error.code.name, detail=str(error))
+            )
+            await context.abort(error.code, str(error))
+        except RedisError as exc:
+            await self._audit(
+                dataclasses.replace(entry, outcome="UNAVAILABLE", detail="key store error")
+            )
+            log.warning("key store unavailable", extra={"error": type(exc).__name__})
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+        record = _record_in(result)
+        if record is not None:
+            entry = dataclasses.replace(entry, key_id=record.key_id, tenant=record.tenant)
+        await self._audit(entry)
+        return result
+
+    async def _audit(self, entry: AuditEntry) -> None:
+        # The log line is the audit trail of last resort: it is written even when Redis is not.
+        log.info("audit", extra={"audit": entry.fields()})
+        try:
+            await self._store.append_audit(entry)
+        except RedisError as exc:
+            # No traceback: the exception's text could name the Redis URL, with its password.
+            log.error(  # noqa: TRY400
+                "audit record not stored", extra={"error": type(exc).__name__}
+            )
+
+
+def _record_in(result: object) -> KeyRecord | None:
+    if isinstance(result, KeyRecord):
+        return result
+    if isinstance(result, tuple) and result and isinstance(result[0], KeyRecord):
+        return result[0]
+    return None

@@ -6,9 +6,45 @@ from pydantic import Field
 
 from llmproxy.common.settings import ServiceSettings
 
+# Names of environment variables, not secrets.
+HMAC_SECRET_ENV = "LLMPROXY_AUTHZ_HMAC_SECRET"  # noqa: S105
+ADMIN_TOKEN_ENV = "LLMPROXY_ADMIN_TOKEN"  # noqa: S105
+
 
 class AuthzSettings(ServiceSettings):
-    """Where the authorization service listens."""
+    """Where the authorization service listens, where its secrets are, how it caches keys."""
 
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(9103, ge=0, le=65535, description="Prometheus /metrics port.")
+    hmac_secret_env: str = Field(
+        HMAC_SECRET_ENV,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the server secret (at least 32 characters) "
+        "that API keys are hashed with (HMAC-SHA256). Required; changing it invalidates every "
+        "key.",
+    )
+    admin_token_env: str = Field(
+        ADMIN_TOKEN_ENV,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the admin API's bearer token; while it is "
+        "unset every admin call is refused.",
+    )
+    cache_ttl_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a key record is cached in process. Changes reach every instance "
+        "at once over Redis pub/sub; the TTL only bounds staleness if that fails silently.",
+    )
+    cache_max_keys: int = Field(
+        100_000, ge=1, le=10_000_000, description="Most key records (and misses) cached."
+    )
+    audit_max_records: int = Field(
+        100_000, ge=100, le=100_000_000, description="Audit records kept in Redis (about)."
+    )
+    failure_mode_allow: bool = Field(
+        False,
+        description="Whether Envoy lets requests through when the authz service cannot answer "
+        "(down, timed out). False, the default, fails closed with 503: no verdict, no provider "
+        "spend.",
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -47,6 +48,11 @@ def _code_of(context: Context) -> str:
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every unary and server-streaming RPC the server handles."""
 
+    def __init__(self) -> None:
+        # Wrapped handlers by method: built once, not on every call (the rate limiter's
+        # decisions are hot enough for that to show).
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -57,7 +63,19 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        service, name = _split(handler_call_details.method)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(
+        handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        service, name = _split(method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _timed_unary(handler.unary_unary, service, name),
@@ -74,8 +92,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _timed_unary(behavior: Any, service: str, name: str) -> Any:
+    started, seconds = RPC_STARTED.labels(service, name), RPC_SECONDS.labels(service, name)
+
     async def wrapper(request: Any, context: Context) -> Any:
-        RPC_STARTED.labels(service, name).inc()
+        started.inc()
         start = time.perf_counter()
         code = "UNKNOWN"
         try:
@@ -90,7 +110,7 @@ def _timed_unary(behavior: Any, service: str, name: str) -> Any:
             code = _code_of(context)
             return response
         finally:
-            RPC_SECONDS.labels(service, name).observe(time.perf_counter() - start)
+            seconds.observe(time.perf_counter() - start)
             RPC_HANDLED.labels(service, name, code).inc()
 
     return wrapper
@@ -102,8 +122,13 @@ def _timed_stream(behavior: Any, service: str, name: str) -> Any:
         start = time.perf_counter()
         code = "UNKNOWN"
         try:
-            async for item in behavior(request, context):
-                yield item
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                # A handler that writes with context.write() (grpc's own Health.Watch does).
+                await result
+            else:
+                async for item in result:
+                    yield item
             code = _code_of(context)
         except grpc.aio.AbortError:
             code = _code_of(context)

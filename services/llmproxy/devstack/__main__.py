@@ -11,12 +11,30 @@ from pathlib import Path
 
 from llmproxy.common.errors import ConfigError
 from llmproxy.config import StackConfig, config_path, load_config
+from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.process import StartupError
 from llmproxy.devstack.stack import Stack
 
 
-def banner(stack: Stack) -> str:
-    """What a user needs once the stack is up: endpoints, logs and a request to paste."""
+def _secrets_note(stack: Stack) -> str:
+    authz = stack.config.services.authz
+    if authz.admin_token_env in stack.generated_secrets:
+        token = stack.environ[authz.admin_token_env]
+        lines = [
+            f"  Admin token     {token}   (random for this run: ${authz.admin_token_env} unset)"
+        ]
+    else:
+        lines = [f"  Admin token     ${authz.admin_token_env}"]
+    if authz.hmac_secret_env in stack.generated_secrets:
+        lines.append(
+            f"  Key hashing     random secret for this run (${authz.hmac_secret_env} unset): "
+            "keys created now stop working when it stops"
+        )
+    return "\n".join(lines)
+
+
+def banner(stack: Stack, api_key: str | None = None) -> str:
+    """What a user needs once the stack is up: endpoints, keys, logs and a request to paste."""
     config: StackConfig = stack.config
     envoy = config.envoy
     base = f"http://{envoy.host}:{envoy.listener_port}"
@@ -27,6 +45,7 @@ def banner(stack: Stack) -> str:
         if config.demo_mode(stack.environ)
         else "live providers"
     )
+    key = api_key or "$LLMPROXY_API_KEY"
     return f"""
 llmproxy is up ({mode}).
   OpenAI API      {base}/v1   (Envoy)
@@ -34,9 +53,12 @@ llmproxy is up ({mode}).
   Envoy admin     http://{envoy.host}:{envoy.admin_port}
   Redis           {config.redis.url}{redis_note}
   Logs            {stack.workdir / "logs"}
+  API key         {key}   (tenant demo, expires in 24 h)
+{_secrets_note(stack)}
 
 Try it:
   curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'authorization: Bearer {key}' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
 Press Ctrl-C to stop everything.
@@ -51,7 +73,8 @@ async def run(stack: Stack) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stack.start()
-        print(banner(stack), flush=True)
+        token = stack.environ[stack.config.services.authz.admin_token_env]
+        print(banner(stack, await create_demo_key(stack.config, token)), flush=True)
         await stop.wait()
         print("stopping...", flush=True)
     finally:

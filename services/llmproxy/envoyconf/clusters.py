@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any
 
 from llmproxy.common.settings import ServiceSettings
+from llmproxy.ratelimit.settings import RateLimitSettings
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -42,6 +43,14 @@ def _discovery_type(host: str) -> str:
     return "STATIC"
 
 
+def _grpc_ports(settings: ServiceSettings) -> list[int]:
+    # The rate limiter runs several processes, each its own endpoint: Envoy keeps few
+    # long-lived HTTP/2 connections, so only per-request balancing spreads the load.
+    if isinstance(settings, RateLimitSettings):
+        return settings.grpc_ports()
+    return [settings.grpc_port]
+
+
 def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
     """A gRPC (HTTP/2) cluster for one service, health-checked with the gRPC health protocol."""
     return {
@@ -60,7 +69,8 @@ def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": socket_address(settings.host, settings.grpc_port)}}
+                        {"endpoint": {"address": socket_address(settings.host, port)}}
+                        for port in _grpc_ports(settings)
                     ]
                 }
             ],

@@ -3,6 +3,10 @@
 Going through Envoy puts every provider call under Envoy's circuit breakers, outlier detection,
 fault injection and per-cluster stats. The router calls /<provider>/<path>; the route rewrites
 the prefix to the provider's base path and sends it to that provider's cluster.
+
+Each provider cluster takes its endpoints, and their health, from the health service over EDS
+(`llmproxy_health`): an UNHEALTHY or drained provider gets 503 from Envoy at once, without a
+connection attempt, and the router moves on to its next target.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.clusters import socket_address, typed
+from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
 from llmproxy.router.settings import ProviderSettings
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+# How long Envoy waits for the health service's first endpoints before it starts anyway (the
+# provider clusters then have no endpoint, hence 503, until the health service answers).
+EDS_INITIAL_FETCH_TIMEOUT = "3s"
 
 
 def provider_cluster_name(provider: str) -> str:
@@ -31,22 +38,35 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def health_eds_config() -> dict[str, Any]:
+    """The config source of the provider clusters' endpoints: the health service, over gRPC."""
+    return {
+        "resource_api_version": "V3",
+        "initial_fetch_timeout": EDS_INITIAL_FETCH_TIMEOUT,
+        "api_config_source": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": service_cluster_name("health")}}],
+            "set_node_on_first_message_only": True,
+        },
+    }
+
+
 def provider_cluster(provider: ProviderSettings) -> dict[str, Any]:
-    """The cluster of one provider: DNS or static, TLS for https, breakers and ejection."""
+    """The cluster of one provider: endpoints over EDS, TLS for https, breakers and ejection."""
     url = urlsplit(provider.base_url)
     host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
     cluster: dict[str, Any] = {
         "name": provider_cluster_name(provider.name),
-        "type": "STATIC" if _is_ip(host) else "LOGICAL_DNS",
-        "dns_lookup_family": "V4_PREFERRED",
-        "connect_timeout": "5s",
-        "load_assignment": {
-            "cluster_name": provider_cluster_name(provider.name),
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}
-            ],
+        "type": "EDS",
+        "eds_cluster_config": {
+            "service_name": provider_cluster_name(provider.name),
+            "eds_config": health_eds_config(),
         },
+        "connect_timeout": "5s",
+        # No panic mode: with every endpoint unhealthy Envoy must refuse (503 at once) rather
+        # than send to them anyway, so that a provider the health service marks down is skipped.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "circuit_breakers": {
             "thresholds": [
                 {
@@ -57,8 +77,9 @@ def provider_cluster(provider: ProviderSettings) -> dict[str, Any]:
                 }
             ]
         },
-        # Five 5xx in a row eject the provider for 30 s: the router's next call to it fails at
-        # once (503, no healthy upstream) and the router moves on to the next target.
+        # Five 5xx in a row eject the provider for 30 s (between two probes the health service
+        # has not caught up): the router's next call to it fails at once (503, no healthy
+        # upstream) and the router moves on to the next target.
         "outlier_detection": {
             "consecutive_5xx": 5,
             "interval": "5s",

@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.authz import authz_filters
+from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
 from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
-from llmproxy.envoyconf.ratelimit import ratelimit_filter, route_rate_limits
+from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
+CHAT_SERVICE = "llmproxy.router.v1.ChatService"
 LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
 SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 
@@ -55,8 +56,8 @@ def _not_found_route() -> dict[str, Any]:
 
 
 # Envoy's own answers (body too large, upstream down or timed out, over limit) in OpenAI's error
-# shape, so SDKs raise their typed errors with a message. Denials from the authz service are
-# not listed: they carry their own JSON body.
+# shape, so SDKs raise their typed errors with a message. Denials from the authz service carry
+# their own JSON body; denial_reply_mapper() keeps the 429 mapper off them.
 _LOCAL_REPLY_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_exceeded",
@@ -69,28 +70,32 @@ _LOCAL_REPLY_TYPES = {
 def _local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
-            {
-                "filter": {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {"default_value": status, "runtime_key": "unused"},
-                        }
-                    }
-                },
-                "body_format_override": {
-                    "json_format": {
-                        "error": {
-                            "message": "%LOCAL_REPLY_BODY%",
-                            "type": error_type,
-                            "param": None,
-                            "code": error_type,
+            # First: the authz service's denials (401/403/429) keep their own JSON body.
+            denial_reply_mapper(),
+            *(
+                {
+                    "filter": {
+                        "status_code_filter": {
+                            "comparison": {
+                                "op": "EQ",
+                                "value": {"default_value": status, "runtime_key": "unused"},
+                            }
                         }
                     },
-                    "content_type": "application/json",
-                },
-            }
-            for status, error_type in _LOCAL_REPLY_TYPES.items()
+                    "body_format_override": {
+                        "json_format": {
+                            "error": {
+                                "message": "%LOCAL_REPLY_BODY%",
+                                "type": error_type,
+                                "param": None,
+                                "code": error_type,
+                            }
+                        },
+                        "content_type": "application/json",
+                    },
+                }
+                for status, error_type in _LOCAL_REPLY_TYPES.items()
+            ),
         ]
     }
 
@@ -99,7 +104,6 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
     envoy = config.envoy
     return [
         *authz_filters(config),
-        ratelimit_filter(config),
         {
             # Before the transcoder, so that on the response path it sees the transcoded headers.
             "name": "envoy.filters.http.lua",
@@ -119,6 +123,10 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
                 convert_grpc_status=True,
             ),
         },
+        # After the transcoder: Envoy's ratelimit filter only calls out for a request whose
+        # route forwards somewhere, and until the transcoder rewrites it an OpenAI request's
+        # REST path matches only the catch-all 404 route.
+        ratelimit_filter(config),
         {
             "name": "envoy.filters.http.router",
             "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
@@ -159,15 +167,18 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                 "name": "openai",
                 "domains": ["*"],
                 "routes": [
-                    {
-                        # Transcoded requests (and gRPC clients) reach the router by method path.
-                        "match": {"prefix": f"/{OPENAI_SERVICE}/", "grpc": {}},
-                        "route": {
-                            "cluster": service_cluster_name("router"),
-                            "timeout": timeout,
-                            "rate_limits": route_rate_limits(config),
-                        },
-                    },
+                    # Transcoded requests, and gRPC clients of the typed API, reach the router
+                    # by method path, through the same authorization and limits.
+                    *(
+                        {
+                            "match": {"prefix": f"/{service}/", "grpc": {}},
+                            "route": {
+                                "cluster": service_cluster_name("router"),
+                                "timeout": timeout,
+                            },
+                        }
+                        for service in (OPENAI_SERVICE, CHAT_SERVICE)
+                    ),
                     _not_found_route(),
                 ],
             }

@@ -1,30 +1,97 @@
-"""Wires the rate limit service."""
+"""Wires the rate limit service: limits, Redis with its fallback, batching, the servicers.
+
+Health per component, as envoyproxy/ratelimit reports it: `llmproxy.ratelimit.config` (limits
+loaded) and `llmproxy.ratelimit.redis` (NOT_SERVING while degraded). The overall status ("",
+what Envoy's health check asks) stays SERVING while Redis is down, on purpose: a degraded
+instance still decides with local limits, whereas NOT_SERVING on every instance at once would
+make Envoy skip the limiter and let every request through unlimited.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.config import StackConfig
+from llmproxy.ratelimit.batcher import Batcher
+from llmproxy.ratelimit.decide import Decider
+from llmproxy.ratelimit.errors import LimitsConfigError
+from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.memory_store import MemoryLimitStore
+from llmproxy.ratelimit.overlimit import OverLimitCache
+from llmproxy.ratelimit.redis_store import RedisLimitStore
+from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.service import RateLimitControlServicer, RateLimitServicer
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
     ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitControlService"].full_name,
 )
+HEALTH_CONFIG = "llmproxy.ratelimit.config"
+HEALTH_REDIS = "llmproxy.ratelimit.redis"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def serve(config: StackConfig) -> RunningServer:
-    """Start the rate limit gRPC server."""
+    """Start the rate limit gRPC server; exits with status 2 if the limits file is invalid."""
     settings = config.services.ratelimit
+    cache = OverLimitCache(settings.local_cache_size)
+    try:
+        holder = LimitsHolder(settings.limits_file, settings.domain)
+    except LimitsConfigError as exc:
+        print(f"llmproxy.ratelimit: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    # Tighter than the stack's Redis settings and without retries: a slow Redis must turn into
+    # a local decision well within Envoy's own timeout.
+    redis = connect_redis(
+        config.redis.model_copy(update={"socket_timeout_s": settings.redis_timeout_s, "retries": 0})
+    )
+    health_updates: list[asyncio.Task[None]] = []
+    running: RunningServer | None = None
+
+    def redis_health(degraded: bool) -> None:
+        if running is not None:
+            status = NOT_SERVING if degraded else SERVING
+            health_updates.append(asyncio.create_task(running.health.set(HEALTH_REDIS, status)))
+
+    store = FailoverStore(
+        RedisLimitStore(redis),
+        MemoryLimitStore(max_keys=max(settings.local_cache_size, 1000)),
+        timeout_s=settings.redis_timeout_s,
+        probe_interval_s=settings.probe_interval_s,
+        instances=settings.instances,
+        on_change=redis_health,
+    )
+    batcher = Batcher(store, settings.max_batch)
+    decider = Decider(holder, store, batcher, cache)
+    holder.on_change(decider.limits_changed)
+    watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(), server)
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(decider), server)
         ratelimit_pb2_grpc.add_RateLimitControlServiceServicer_to_server(
-            RateLimitControlServicer(settings.domain), server
+            RateLimitControlServicer(holder, store, cache), server
         )
         return SERVICE_NAMES
 
-    return await start_server(settings, register)
+    async def close() -> None:
+        watcher.cancel()
+        await asyncio.gather(watcher, *health_updates, return_exceptions=True)
+        await batcher.aclose()
+        await store.aclose()
+
+    running = await start_server(settings, register, closers=[close])
+    await running.health.set(HEALTH_CONFIG, SERVING)
+    await running.health.set(HEALTH_REDIS, NOT_SERVING if store.degraded else SERVING)
+    return running

@@ -1,41 +1,199 @@
-"""The rate limit servicers: Envoy's ShouldRateLimit and the control API.
+"""The rate limit servicers: Envoy's ShouldRateLimit and the operators' control API.
 
-No limits are configured yet (a later issue brings them), so every descriptor is under limit.
+Decisions are responses: an over-limit request is an OVER_LIMIT answer, and a Redis outage is
+decided locally (failover.py), so Envoy sees a gRPC error only for a malformed request
+(INVALID_ARGUMENT: no descriptors, an entry without key, a foreign domain).
 """
 
 from __future__ import annotations
 
+import time
+
+import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.ratelimit import metrics
+from llmproxy.ratelimit.decide import Decider, duration
+from llmproxy.ratelimit.errors import DescriptorError, LimitsConfigError, NoLimitError
+from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.overlimit import OverLimitCache
+from llmproxy.ratelimit.reload import LimitsHolder
+from llmproxy.ratelimit.rules import LOG, Entries, Match, Rule
+from llmproxy.ratelimit.store import Adjust, Take
 
-OK = rls_pb2.RateLimitResponse.OK
+_UNITS = {
+    "second": ratelimit_pb2.UNIT_SECOND,
+    "minute": ratelimit_pb2.UNIT_MINUTE,
+    "hour": ratelimit_pb2.UNIT_HOUR,
+    "day": ratelimit_pb2.UNIT_DAY,
+}
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
-    """Envoy's rate limit decision: every descriptor is allowed while no limit is configured."""
+    """Envoy's rate limit decision."""
+
+    def __init__(self, decider: Decider) -> None:
+        self._decide = decider.decide
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: Context
     ) -> rls_pb2.RateLimitResponse:
-        """Answer OK overall and for each descriptor, in the order Envoy sent them."""
-        return rls_pb2.RateLimitResponse(
-            overall_code=OK,
-            statuses=[
-                rls_pb2.RateLimitResponse.DescriptorStatus(code=OK) for _ in request.descriptors
-            ],
-        )
+        """OK or OVER_LIMIT overall and for each descriptor, in the order Envoy sent them."""
+        try:
+            return await self._decide(request)
+        except DescriptorError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # abort raises; this keeps type checkers sure nothing is returned
+
+
+def limit_message(rule: Rule) -> ratelimit_pb2.Limit:
+    """A configured limit as the control API shows it."""
+    return ratelimit_pb2.Limit(
+        entries=[ratelimit_pb2.DescriptorEntry(key=k, value=v) for k, v in rule.entries],
+        requests_per_unit=0 if rule.unlimited else rule.requests_per_unit,
+        unit=ratelimit_pb2.UNIT_UNSPECIFIED if rule.unlimited else _UNITS[rule.unit],
+        shadow_mode=rule.shadow_mode,
+        unlimited=rule.unlimited,
+        algorithm=(
+            ratelimit_pb2.ALGORITHM_UNSPECIFIED
+            if rule.unlimited
+            else ratelimit_pb2.ALGORITHM_SLIDING_LOG
+            if rule.algorithm == LOG
+            else ratelimit_pb2.ALGORITHM_SLIDING_COUNTER
+        ),
+        name=rule.name,
+    )
+
+
+def _entries(descriptor: ratelimit_pb2.Descriptor) -> Entries:
+    return tuple((e.key, e.value) for e in descriptor.entries)
 
 
 class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceServicer):
-    """The rate limiter's control API for operators."""
+    """The rate limiter's control API: limits, usage, reset, reload, token reconciliation."""
 
-    def __init__(self, domain: str) -> None:
-        self._domain = domain
+    def __init__(
+        self,
+        holder: LimitsHolder,
+        store: FailoverStore,
+        cache: OverLimitCache,
+    ) -> None:
+        self._holder = holder
+        self._store = store
+        self._cache = cache
+
+    def _match(self, descriptor: ratelimit_pb2.Descriptor) -> Match:
+        entries = _entries(descriptor)
+        match = self._holder.limits.match(entries)
+        if match is None or match.rule.unlimited:
+            what = ", ".join(f"{k}={v}" for k, v in entries)
+            raise NoLimitError(f"no limit applies to the descriptor {what}")
+        return match
+
+    async def _abort(self, context: Context, exc: DescriptorError) -> None:
+        code = (
+            grpc.StatusCode.NOT_FOUND
+            if isinstance(exc, NoLimitError)
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        await context.abort(code, str(exc))
 
     async def GetLimits(
         self, request: ratelimit_pb2.GetLimitsRequest, context: Context
     ) -> ratelimit_pb2.GetLimitsResponse:
-        """Report the limits in force: none yet."""
-        return ratelimit_pb2.GetLimitsResponse(domain=self._domain)
+        """The limits in force, where they came from, and whether this instance is degraded."""
+        holder = self._holder
+        loaded_at = Timestamp()
+        loaded_at.FromDatetime(holder.loaded_at)
+        return ratelimit_pb2.GetLimitsResponse(
+            domain=holder.domain,
+            limits=[limit_message(rule) for rule in holder.limits.rules],
+            config_sha256=holder.loaded.sha256,
+            config_path=str(holder.path),
+            loaded_at=loaded_at,
+            degraded=self._store.degraded,
+        )
+
+    async def GetUsage(
+        self, request: ratelimit_pb2.GetUsageRequest, context: Context
+    ) -> ratelimit_pb2.GetUsageResponse:
+        """The descriptor's count in its window now; counts no hit."""
+        try:
+            match = self._match(request.descriptor)
+        except DescriptorError as exc:
+            await self._abort(context, exc)
+            raise
+        rule = match.rule
+        (outcome,) = await self._store.take(
+            [Take(match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, 0)]
+        )
+        return ratelimit_pb2.GetUsageResponse(
+            limit=limit_message(rule),
+            used=max(0, outcome.used),
+            remaining=outcome.remaining,
+            reset_after=duration(0 if outcome.allowed else outcome.reset_ms),
+        )
+
+    async def ResetUsage(
+        self, request: ratelimit_pb2.ResetUsageRequest, context: Context
+    ) -> ratelimit_pb2.ResetUsageResponse:
+        """Forget the descriptor's count (and this instance's cached refusal of it)."""
+        try:
+            match = self._match(request.descriptor)
+        except DescriptorError as exc:
+            await self._abort(context, exc)
+            raise
+        self._cache.forget(match.key)
+        existed = await self._store.reset(match.key, match.rule.algorithm)
+        return ratelimit_pb2.ResetUsageResponse(limit=limit_message(match.rule), existed=existed)
+
+    async def ReloadConfig(
+        self, request: ratelimit_pb2.ReloadConfigRequest, context: Context
+    ) -> ratelimit_pb2.ReloadConfigResponse:
+        """Read the limits file again; FAILED_PRECONDITION naming each problem if invalid."""
+        try:
+            reloaded = self._holder.reload()
+        except LimitsConfigError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
+        return ratelimit_pb2.ReloadConfigResponse(
+            config_sha256=reloaded.sha256,
+            changed=reloaded.changed,
+            limit_count=reloaded.limit_count,
+        )
+
+    async def ReconcileTokens(
+        self, request: ratelimit_pb2.ReconcileTokensRequest, context: Context
+    ) -> ratelimit_pb2.ReconcileTokensResponse:
+        """Move each token limit's count from the reservation to the actual usage."""
+        if not request.descriptors:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no descriptors to reconcile")
+        delta = request.actual_tokens - request.reserved_tokens
+        at_ms = (
+            request.reserved_at.ToMilliseconds()
+            if request.HasField("reserved_at")
+            else time.time_ns() // 1_000_000
+        )
+        adjustments = []
+        for descriptor in request.descriptors:
+            try:
+                match = self._holder.limits.match(_entries(descriptor))
+            except DescriptorError as exc:
+                await self._abort(context, exc)
+                raise
+            if match is None or match.rule.unlimited or not match.rule.tokens:
+                continue  # nothing was reserved on it
+            rule = match.rule
+            adjustments.append(Adjust(match.key, rule.algorithm, rule.window_ms, delta, at_ms))
+        if not adjustments or delta == 0:
+            return ratelimit_pb2.ReconcileTokensResponse(adjusted=0)
+        adjusted = await self._store.adjust(adjustments)
+        metrics.RECONCILIATIONS.labels("up" if delta > 0 else "down").inc()
+        if delta < 0:
+            # Tokens were given back: a cached refusal may no longer hold.
+            for adjustment in adjustments:
+                self._cache.forget(adjustment.key)
+        return ratelimit_pb2.ReconcileTokensResponse(adjusted=adjusted)

@@ -2,16 +2,87 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from llmproxy.common.settings import ServiceSettings
 
+# deploy/ratelimit.yaml, beside the shipped deploy/llmproxy.yaml.
+DEFAULT_LIMITS_FILE = Path(__file__).resolve().parents[3] / "deploy" / "ratelimit.yaml"
+
 
 class RateLimitSettings(ServiceSettings):
-    """Where the rate limit service listens and which domain it answers for."""
+    """Where the rate limit service listens, where its limits are, how it degrades."""
 
-    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port.")
-    metrics_port: int = Field(9102, ge=0, le=65535, description="Prometheus /metrics port.")
+    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (of instance 0).")
+    metrics_port: int = Field(
+        9102, ge=0, le=65535, description="Prometheus /metrics port (of instance 0)."
+    )
     domain: str = Field(
         "llmproxy", min_length=1, description="Rate limit domain Envoy sends descriptors under."
     )
+    limits_file: Path = Field(
+        DEFAULT_LIMITS_FILE,
+        description="The limits file (envoyproxy/ratelimit's format, see deploy/ratelimit.yaml); "
+        "a relative path is read from the working directory. Watched: edits apply live.",
+    )
+    instances: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Ratelimit processes the stack runs, each its own endpoint of Envoy's "
+        "ratelimit cluster (least-request balanced). Instance i listens on "
+        "grpc_port + i * port_step and serves metrics on metrics_port + i * port_step.",
+    )
+    port_step: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Port distance between instances; 10 keeps clear of the other services' "
+        "consecutive default ports.",
+    )
+    redis_timeout_s: float = Field(
+        0.08,
+        gt=0,
+        le=5,
+        description="Longest a batch of decisions waits for Redis before this instance "
+        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.1) so that Envoy "
+        "gets an answer, above this service's own queueing at full load.",
+    )
+    probe_interval_s: float = Field(
+        0.5, gt=0, le=60, description="How often a degraded instance checks whether Redis is back."
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="How often the limits file is checked for changes."
+    )
+    max_batch: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Most descriptor checks sent to Redis in one script call; concurrent "
+        "requests share calls up to this size.",
+    )
+    local_cache_size: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="Most over-limit keys remembered locally until their reset "
+        "(0 turns the cache off).",
+    )
+
+    def instance(self, index: int) -> RateLimitSettings:
+        """The settings of instance index (0 is this one): its own ports."""
+        if not 0 <= index < self.instances:
+            raise ValueError(f"instance {index} out of range 0..{self.instances - 1}")
+        shift = index * self.port_step
+        return self.model_copy(
+            update={
+                "grpc_port": self.grpc_port + shift if self.grpc_port else 0,
+                "metrics_port": self.metrics_port + shift if self.metrics_port else 0,
+            }
+        )
+
+    def grpc_ports(self) -> list[int]:
+        """The gRPC port of every instance, for Envoy's cluster."""
+        return [self.instance(i).grpc_port for i in range(self.instances)]

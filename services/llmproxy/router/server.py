@@ -21,9 +21,12 @@ from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
+from llmproxy.ratelimit.client import RateLimitClient
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import RedisResponseCache
+from llmproxy.router.calls import Failover
 from llmproxy.router.control import RouterControlServicer
+from llmproxy.router.health_view import HealthView
 from llmproxy.router.providers import Provider, ProviderClient, client_for
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.typed import ChatServicer
@@ -52,6 +55,15 @@ def egress_url(config: StackConfig, provider: str) -> str:
     return f"http://{envoy.host}:{envoy.egress_port}/{provider}"
 
 
+def health_view(config: StackConfig) -> HealthView | None:
+    """The router's view of provider health, following the health service directly (not
+    through Envoy: provider health must not depend on the data plane); None when disabled."""
+    health = config.services.health
+    if not health.client.enabled:
+        return None
+    return HealthView(f"{health.host}:{health.grpc_port}", health.client)
+
+
 def provider_clients(
     config: StackConfig, http: httpx.AsyncClient, environ: Mapping[str, str]
 ) -> dict[str, ProviderClient]:
@@ -78,13 +90,22 @@ async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> R
     stats = CacheStats()
     usage = BufferedUsageStore(RedisUsageStore(redis))
     models = config.served_models(environ)
+    clients = provider_clients(config, http, environ)
+    view = health_view(config)
+    if view is not None:
+        view.start()
+    # Token reservations made by the rate limiter are corrected with actual usage.
+    ratelimit = config.services.ratelimit
+    limiter = RateLimitClient(f"{ratelimit.host}:{ratelimit.grpc_port}")
     openai_api = OpenAIServicer(
         models,
-        provider_clients(config, http, environ),
+        clients,
         settings,
+        failover=Failover(clients, settings.failover, health=view),
         cache=cache if settings.cache.enabled else None,
         usage=usage,
         stats=stats,
+        reconciler=limiter,
     )
     control = RouterControlServicer(
         models, cache if settings.cache.enabled else None, stats, openai_api
@@ -104,6 +125,9 @@ async def serve(config: StackConfig, http: httpx.AsyncClient | None = None) -> R
         for flusher in flushers:
             flusher.cancel()
         await asyncio.gather(*flushers, return_exceptions=True)
+        if view is not None:
+            await view.aclose()
+        await limiter.aclose()
         await http.aclose()
         await redis.aclose()
 

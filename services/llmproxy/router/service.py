@@ -8,12 +8,13 @@ error status with its own).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from google.api import httpbody_pb2
 from prometheus_client import Counter
@@ -88,6 +89,7 @@ class _Request:
     decision: policy.CacheDecision
     digest: str
     identity: Identity
+    headers: Mapping[str, str]
 
     @property
     def stream(self) -> bool:
@@ -97,6 +99,13 @@ class _Request:
     def wants_usage(self) -> bool:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+class TokenReconciler(Protocol):
+    """The rate limiter's reconciliation of token reservations (ratelimit.client)."""
+
+    async def reconcile_tokens(self, headers: Mapping[str, str], actual_tokens: int) -> int:
+        """Replace the request's reserved token estimate with the tokens it used."""
 
 
 class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
@@ -110,6 +119,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         *,
         cache: ResponseCache | None = None,
         usage: UsageStore | None = None,
+        reconciler: TokenReconciler | None = None,
         stats: CacheStats | None = None,
         failover: Failover | None = None,
     ) -> None:
@@ -118,6 +128,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         self._settings = settings
         self._cache = cache
         self._usage = usage
+        self._reconciler = reconciler
+        self._background: set[asyncio.Task[int]] = set()
         self._stats = stats or CacheStats()
         self._failover = failover or Failover(clients, settings.failover)
         self._flights = Flights()
@@ -184,6 +196,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             policy.CacheDecision(True, True, ttl),
             digest,
             Identity("warming", "warming", "warming"),
+            {},
         )
         if await self._cache.get(digest) is not None:
             return False
@@ -207,7 +220,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         decision = policy.decide(kind, body, headers, self._settings.cache, model.cache_ttl_s)
         # Aliases share their model's cache entries.
         digest = keys.cache_key(kind, {**body, "model": model.name})
-        return _Request(kind, body, model, decision, digest, _identity(headers))
+        return _Request(kind, body, model, decision, digest, _identity(headers), headers)
 
     async def _refuse(self, context: Context, err: RouterError) -> httpbody_pb2.HttpBody:
         log.info("request refused", extra={"status": err.status, "reason": err.message})
@@ -221,6 +234,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             hit = await self._cache.get(call.digest)
             if hit is not None:
                 self._count_hit(call, hit)
+                self._reconcile(call, 0)  # answered without a provider token
                 async for reply in self._replay(call, hit, context):
                     yield reply
                 return
@@ -232,6 +246,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         if not leader:
             result = "HIT"  # an identical request is in flight: share its answer
             self._stats.count(call.model.name, "hits")
+            self._reconcile(call, 0)
         else:
             self._stats.count(call.model.name, "misses" if call.decision.lookup else "bypasses")
         async for reply in self._relay(call, flight, context, result):
@@ -283,8 +298,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         if self._usage is not None:
             try:
                 await self._usage.record(call.identity, call.model.name, Usage(*tokens, cost))
-            except Exception:
-                log.exception("usage not recorded")
+            except Exception as exc:  # accounting trouble must not fail the answer
+                USAGE_ERRORS.inc()
+                log.warning("usage not recorded", extra={"error": type(exc).__name__})
+        self._reconcile(call, sum(tokens))
         body = b"".join(flight.chunks)
         if (
             self._cache is not None
@@ -295,6 +312,14 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 SSE if call.stream else JSON, body, call.model.name, *tokens, cost
             )
             await self._cache.put(call.digest, answer, call.decision.ttl_s, call.decision.tags)
+
+    def _reconcile(self, call: _Request, actual_tokens: int) -> None:
+        """Correct the rate limiter's token reservation, in the background."""
+        if self._reconciler is None:
+            return
+        task = asyncio.create_task(self._reconciler.reconcile_tokens(call.headers, actual_tokens))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # --- replies ---------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Harness:
         primary: list[Any] | None = None,
         backup: list[Any] | None = None,
         delay_s: float = 0,
+        reconciler: Any = None,
         **settings: Any,
     ) -> None:
         self.primary = FakeClient("primary", primary, delay_s)
@@ -83,6 +84,7 @@ class Harness:
             usage=self.usage,
             stats=CacheStats(),
             failover=Failover(clients, router_settings.failover, no_sleep),
+            reconciler=reconciler,
         )
 
     async def chat(
@@ -291,3 +293,25 @@ async def test_redis_down_serves_uncached() -> None:
     second, _ = await harness.chat(CHAT)
     assert first["x-cache"] == second["x-cache"] == "MISS"
     assert len(harness.primary.calls) == 2
+
+
+class RecordingReconciler:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str], int]] = []
+
+    async def reconcile_tokens(self, headers: Any, actual_tokens: int) -> int:
+        self.calls.append((dict(headers), actual_tokens))
+        return 1
+
+
+async def test_token_reservations_are_reconciled_with_actual_usage() -> None:
+    reconciler = RecordingReconciler()
+    harness = Harness(reconciler=reconciler)
+    headers = {"x-llmproxy-token-estimate": "1000", "x-llmproxy-key-id": "k"}
+    await harness.chat(CHAT, headers)  # a miss: the provider used 3 + 2 tokens
+    await harness.chat(CHAT, headers)  # a hit: no provider token at all
+    await asyncio.sleep(0)  # reconciliation runs in the background
+    assert [(h["x-llmproxy-token-estimate"], n) for h, n in reconciler.calls] == [
+        ("1000", 5),
+        ("1000", 0),
+    ]

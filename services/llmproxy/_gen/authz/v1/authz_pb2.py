@@ -23,21 +23,65 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/authz/v1/authz.proto\x12\x11llmproxy.authz.v1\"\x12\n\x10GetPolicyRequest\"Z\n\x11GetPolicyResponse\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.llmproxy.authz.v1.PolicyMode\x12\x18\n\x10identity_headers\x18\x02 \x03(\t*D\n\nPolicyMode\x12\x1b\n\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_MODE_ALLOW_ALL\x10\x01\x32\x66\n\x0c\x41uthzService\x12V\n\tGetPolicy\x12#.llmproxy.authz.v1.GetPolicyRequest\x1a$.llmproxy.authz.v1.GetPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/authz/v1/authz.proto\x12\x11llmproxy.authz.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetPolicyRequest\"Z\n\x11GetPolicyResponse\x12+\n\x04mode\x18\x01 \x01(\x0e\x32\x1d.llmproxy.authz.v1.PolicyMode\x12\x18\n\x10identity_headers\x18\x02 \x03(\t\"0\n\x06\x42udget\x12\x11\n\tdaily_usd\x18\x01 \x01(\x01\x12\x13\n\x0bmonthly_usd\x18\x02 \x01(\x01\"\xe9\x04\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06prefix\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x06 \x03(\t\x12\x0c\n\x04tier\x18\x07 \x01(\t\x12)\n\x06\x62udget\x18\x08 \x01(\x0b\x32\x19.llmproxy.authz.v1.Budget\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\n \x01(\x08\x12/\n\x0brevoke_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevoke_reason\x18\x0c \x01(\t\x12\x35\n\x06labels\x18\r \x03(\x0b\x32%.llmproxy.authz.v1.ApiKey.LabelsEntry\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brotate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x1bprevious_secret_expire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb0\x02\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12)\n\x06\x62udget\x18\x06 \x01(\x0b\x32\x19.llmproxy.authz.v1.Budget\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x06labels\x18\x08 \x03(\x0b\x32/.llmproxy.authz.v1.CreateKeyRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x11\x43reateKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x1f\n\rGetKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"8\n\x0eGetKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\"a\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x04 \x01(\x08\"T\n\x10ListKeysResponse\x12\'\n\x04keys\x18\x01 \x03(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x11RevokeKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\"@\n\x10RotateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1c\n\x14grace_period_seconds\x18\x02 \x01(\x03\"K\n\x11RotateKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"k\n\x10UpdateKeyRequest\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x11UpdateKeyResponse\x12&\n\x03key\x18\x01 \x01(\x0b\x32\x19.llmproxy.authz.v1.ApiKey\"\xb1\x01\n\x0b\x41uditRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x0c\n\x04peer\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x0f\n\x07outcome\x18\x08 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\t \x01(\t\"P\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"d\n\x18ListAuditRecordsResponse\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.llmproxy.authz.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*^\n\nPolicyMode\x12\x1b\n\x17POLICY_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15POLICY_MODE_ALLOW_ALL\x10\x01\x12\x18\n\x14POLICY_MODE_API_KEYS\x10\x02\x32\xd7\x05\n\x0c\x41uthzService\x12V\n\tGetPolicy\x12#.llmproxy.authz.v1.GetPolicyRequest\x1a$.llmproxy.authz.v1.GetPolicyResponse\x12V\n\tCreateKey\x12#.llmproxy.authz.v1.CreateKeyRequest\x1a$.llmproxy.authz.v1.CreateKeyResponse\x12M\n\x06GetKey\x12 .llmproxy.authz.v1.GetKeyRequest\x1a!.llmproxy.authz.v1.GetKeyResponse\x12S\n\x08ListKeys\x12\".llmproxy.authz.v1.ListKeysRequest\x1a#.llmproxy.authz.v1.ListKeysResponse\x12V\n\tRevokeKey\x12#.llmproxy.authz.v1.RevokeKeyRequest\x1a$.llmproxy.authz.v1.RevokeKeyResponse\x12V\n\tRotateKey\x12#.llmproxy.authz.v1.RotateKeyRequest\x1a$.llmproxy.authz.v1.RotateKeyResponse\x12V\n\tUpdateKey\x12#.llmproxy.authz.v1.UpdateKeyRequest\x1a$.llmproxy.authz.v1.UpdateKeyResponse\x12k\n\x10ListAuditRecords\x12*.llmproxy.authz.v1.ListAuditRecordsRequest\x1a+.llmproxy.authz.v1.ListAuditRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.authz.v1.authz_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POLICYMODE']._serialized_start=164
-  _globals['_POLICYMODE']._serialized_end=232
-  _globals['_GETPOLICYREQUEST']._serialized_start=52
-  _globals['_GETPOLICYREQUEST']._serialized_end=70
-  _globals['_GETPOLICYRESPONSE']._serialized_start=72
-  _globals['_GETPOLICYRESPONSE']._serialized_end=162
-  _globals['_AUTHZSERVICE']._serialized_start=234
-  _globals['_AUTHZSERVICE']._serialized_end=336
+  _globals['_APIKEY_LABELSENTRY']._loaded_options = None
+  _globals['_APIKEY_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEKEYREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_CREATEKEYREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_POLICYMODE']._serialized_start=2351
+  _globals['_POLICYMODE']._serialized_end=2445
+  _globals['_GETPOLICYREQUEST']._serialized_start=119
+  _globals['_GETPOLICYREQUEST']._serialized_end=137
+  _globals['_GETPOLICYRESPONSE']._serialized_start=139
+  _globals['_GETPOLICYRESPONSE']._serialized_end=229
+  _globals['_BUDGET']._serialized_start=231
+  _globals['_BUDGET']._serialized_end=279
+  _globals['_APIKEY']._serialized_start=282
+  _globals['_APIKEY']._serialized_end=899
+  _globals['_APIKEY_LABELSENTRY']._serialized_start=854
+  _globals['_APIKEY_LABELSENTRY']._serialized_end=899
+  _globals['_CREATEKEYREQUEST']._serialized_start=902
+  _globals['_CREATEKEYREQUEST']._serialized_end=1206
+  _globals['_CREATEKEYREQUEST_LABELSENTRY']._serialized_start=854
+  _globals['_CREATEKEYREQUEST_LABELSENTRY']._serialized_end=899
+  _globals['_CREATEKEYRESPONSE']._serialized_start=1208
+  _globals['_CREATEKEYRESPONSE']._serialized_end=1283
+  _globals['_GETKEYREQUEST']._serialized_start=1285
+  _globals['_GETKEYREQUEST']._serialized_end=1316
+  _globals['_GETKEYRESPONSE']._serialized_start=1318
+  _globals['_GETKEYRESPONSE']._serialized_end=1374
+  _globals['_LISTKEYSREQUEST']._serialized_start=1376
+  _globals['_LISTKEYSREQUEST']._serialized_end=1473
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1475
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1559
+  _globals['_REVOKEKEYREQUEST']._serialized_start=1561
+  _globals['_REVOKEKEYREQUEST']._serialized_end=1611
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=1613
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=1672
+  _globals['_ROTATEKEYREQUEST']._serialized_start=1674
+  _globals['_ROTATEKEYREQUEST']._serialized_end=1738
+  _globals['_ROTATEKEYRESPONSE']._serialized_start=1740
+  _globals['_ROTATEKEYRESPONSE']._serialized_end=1815
+  _globals['_UPDATEKEYREQUEST']._serialized_start=1817
+  _globals['_UPDATEKEYREQUEST']._serialized_end=1924
+  _globals['_UPDATEKEYRESPONSE']._serialized_start=1926
+  _globals['_UPDATEKEYRESPONSE']._serialized_end=1985
+  _globals['_AUDITRECORD']._serialized_start=1988
+  _globals['_AUDITRECORD']._serialized_end=2165
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=2167
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=2247
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=2249
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=2349
+  _globals['_AUTHZSERVICE']._serialized_start=2448
+  _globals['_AUTHZSERVICE']._serialized_end=3175
 # @@protoc_insertion_point(module_scope)

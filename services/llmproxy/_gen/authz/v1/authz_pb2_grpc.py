@@ -27,7 +27,11 @@ if _version_not_supported:
 
 
 class AuthzServiceStub:
-    """AuthzService is the authorization service's control API for operators.
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
     """
 
     def __init__(self, channel):
@@ -41,14 +45,102 @@ class AuthzServiceStub:
                 request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/CreateKey',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.GetKey = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/GetKey',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/ListKeys',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/RevokeKey',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/RotateKey',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
+        self.UpdateKey = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/UpdateKey',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/ListAuditRecords',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthzServiceServicer:
-    """AuthzService is the authorization service's control API for operators.
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
     """
 
     def GetPolicy(self, request, context):
         """GetPolicy returns how the service decides Envoy's authorization checks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateKey(self, request, context):
+        """CreateKey creates an API key; the response holds its secret, which is never shown again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKey(self, request, context):
+        """GetKey returns one key's metadata (never its secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """ListKeys returns keys oldest first, a page at a time, optionally of one tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """RevokeKey revokes a key for good; every authz instance refuses it within a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """RotateKey gives a key a new secret; the old one keeps working for the grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateKey(self, request, context):
+        """UpdateKey changes the metadata fields named in the update mask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +154,41 @@ def add_AuthzServiceServicer_to_server(servicer, server):
                     request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyRequest.FromString,
                     response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyResponse.SerializeToString,
             ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'GetKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKey,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyResponse.SerializeToString,
+            ),
+            'UpdateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateKey,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmproxy.authz.v1.AuthzService', rpc_method_handlers)
@@ -71,7 +198,11 @@ def add_AuthzServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthzService:
-    """AuthzService is the authorization service's control API for operators.
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
     """
 
     @staticmethod
@@ -91,6 +222,195 @@ class AuthzService:
             '/llmproxy.authz.v1.AuthzService/GetPolicy',
             llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyRequest.SerializeToString,
             llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/CreateKey',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/GetKey',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.GetKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/ListKeys',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/RevokeKey',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/RotateKey',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/UpdateKey',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.UpdateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/ListAuditRecords',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,7 +28,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuthzServiceStub:
-    """AuthzService is the authorization service's control API for operators."""
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,17 +41,55 @@ class AuthzServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AuthzServiceAsyncStub: ...
     GetPolicy: _grpc.UnaryUnaryMultiCallable[_authz_pb2.GetPolicyRequest, _authz_pb2.GetPolicyResponse]
     """GetPolicy returns how the service decides Envoy's authorization checks."""
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.CreateKeyRequest, _authz_pb2.CreateKeyResponse]
+    """CreateKey creates an API key; the response holds its secret, which is never shown again."""
+    GetKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.GetKeyRequest, _authz_pb2.GetKeyResponse]
+    """GetKey returns one key's metadata (never its secret)."""
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListKeysRequest, _authz_pb2.ListKeysResponse]
+    """ListKeys returns keys oldest first, a page at a time, optionally of one tenant."""
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.RevokeKeyRequest, _authz_pb2.RevokeKeyResponse]
+    """RevokeKey revokes a key for good; every authz instance refuses it within a second."""
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.RotateKeyRequest, _authz_pb2.RotateKeyResponse]
+    """RotateKey gives a key a new secret; the old one keeps working for the grace period."""
+    UpdateKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.UpdateKeyRequest, _authz_pb2.UpdateKeyResponse]
+    """UpdateKey changes the metadata fields named in the update mask."""
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListAuditRecordsRequest, _authz_pb2.ListAuditRecordsResponse]
+    """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
 
 @_typing.type_check_only
 class AuthzServiceAsyncStub(AuthzServiceStub):
-    """AuthzService is the authorization service's control API for operators."""
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPolicy: _aio.UnaryUnaryMultiCallable[_authz_pb2.GetPolicyRequest, _authz_pb2.GetPolicyResponse]  # type: ignore[assignment]
     """GetPolicy returns how the service decides Envoy's authorization checks."""
+    CreateKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.CreateKeyRequest, _authz_pb2.CreateKeyResponse]  # type: ignore[assignment]
+    """CreateKey creates an API key; the response holds its secret, which is never shown again."""
+    GetKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.GetKeyRequest, _authz_pb2.GetKeyResponse]  # type: ignore[assignment]
+    """GetKey returns one key's metadata (never its secret)."""
+    ListKeys: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListKeysRequest, _authz_pb2.ListKeysResponse]  # type: ignore[assignment]
+    """ListKeys returns keys oldest first, a page at a time, optionally of one tenant."""
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.RevokeKeyRequest, _authz_pb2.RevokeKeyResponse]  # type: ignore[assignment]
+    """RevokeKey revokes a key for good; every authz instance refuses it within a second."""
+    RotateKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.RotateKeyRequest, _authz_pb2.RotateKeyResponse]  # type: ignore[assignment]
+    """RotateKey gives a key a new secret; the old one keeps working for the grace period."""
+    UpdateKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.UpdateKeyRequest, _authz_pb2.UpdateKeyResponse]  # type: ignore[assignment]
+    """UpdateKey changes the metadata fields named in the update mask."""
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListAuditRecordsRequest, _authz_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
 
 class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AuthzService is the authorization service's control API for operators."""
+    """AuthzService is the authorization service's control API: the policy in force and API keys.
+
+    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
+    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
+    audit record, refused calls included.
+    """
 
     @_abc_1.abstractmethod
     def GetPolicy(
@@ -55,5 +98,61 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.GetPolicyResponse, _abc.Awaitable[_authz_pb2.GetPolicyResponse]]:
         """GetPolicy returns how the service decides Envoy's authorization checks."""
+
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _authz_pb2.CreateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.CreateKeyResponse, _abc.Awaitable[_authz_pb2.CreateKeyResponse]]:
+        """CreateKey creates an API key; the response holds its secret, which is never shown again."""
+
+    @_abc_1.abstractmethod
+    def GetKey(
+        self,
+        request: _authz_pb2.GetKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.GetKeyResponse, _abc.Awaitable[_authz_pb2.GetKeyResponse]]:
+        """GetKey returns one key's metadata (never its secret)."""
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _authz_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.ListKeysResponse, _abc.Awaitable[_authz_pb2.ListKeysResponse]]:
+        """ListKeys returns keys oldest first, a page at a time, optionally of one tenant."""
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _authz_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.RevokeKeyResponse, _abc.Awaitable[_authz_pb2.RevokeKeyResponse]]:
+        """RevokeKey revokes a key for good; every authz instance refuses it within a second."""
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _authz_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.RotateKeyResponse, _abc.Awaitable[_authz_pb2.RotateKeyResponse]]:
+        """RotateKey gives a key a new secret; the old one keeps working for the grace period."""
+
+    @_abc_1.abstractmethod
+    def UpdateKey(
+        self,
+        request: _authz_pb2.UpdateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.UpdateKeyResponse, _abc.Awaitable[_authz_pb2.UpdateKeyResponse]]:
+        """UpdateKey changes the metadata fields named in the update mask."""
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _authz_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.ListAuditRecordsResponse, _abc.Awaitable[_authz_pb2.ListAuditRecordsResponse]]:
+        """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
 
 def add_AuthzServiceServicer_to_server(servicer: AuthzServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,7 +6,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -47,6 +49,34 @@ PROVIDER_STATE_DEGRADED: ProviderState.ValueType  # 2
 PROVIDER_STATE_UNHEALTHY: ProviderState.ValueType  # 3
 """Does not answer correctly."""
 Global___ProviderState: _TypeAlias = ProviderState  # noqa: Y015
+
+class _CircuitState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CircuitStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CircuitState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CIRCUIT_STATE_UNSPECIFIED: _CircuitState.ValueType  # 0
+    """Not reported."""
+    CIRCUIT_STATE_CLOSED: _CircuitState.ValueType  # 1
+    """Calls flow; failures are counted."""
+    CIRCUIT_STATE_OPEN: _CircuitState.ValueType  # 2
+    """Too many failures: calls are held back until the open period ends."""
+    CIRCUIT_STATE_HALF_OPEN: _CircuitState.ValueType  # 3
+    """A few trial calls (and probes) decide whether it closes or opens again."""
+
+class CircuitState(_CircuitState, metaclass=_CircuitStateEnumTypeWrapper):
+    """CircuitState is the state of a provider's circuit breaker."""
+
+CIRCUIT_STATE_UNSPECIFIED: CircuitState.ValueType  # 0
+"""Not reported."""
+CIRCUIT_STATE_CLOSED: CircuitState.ValueType  # 1
+"""Calls flow; failures are counted."""
+CIRCUIT_STATE_OPEN: CircuitState.ValueType  # 2
+"""Too many failures: calls are held back until the open period ends."""
+CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
+"""A few trial calls (and probes) decide whether it closes or opens again."""
+Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
 @_typing.final
 class ListProvidersRequest(_message.Message):
@@ -100,6 +130,17 @@ class Provider(_message.Message):
     BASE_URL_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    CIRCUIT_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_REASON_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    PROBES_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    WINDOW_CALLS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    TRIAL_CALLS_FIELD_NUMBER: _builtins.int
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The provider's configured name."""
     kind: _builtins.str
@@ -110,6 +151,32 @@ class Provider(_message.Message):
     """The last known state."""
     reason: _builtins.str
     """Why the provider is in that state."""
+    available: _builtins.bool
+    """Whether calls should go to it: false when unhealthy, circuit open, in maintenance or not enabled."""
+    circuit: Global___CircuitState.ValueType
+    """The circuit breaker fed by call outcomes."""
+    maintenance: _builtins.bool
+    """Whether an operator drained it with SetMaintenance."""
+    maintenance_reason: _builtins.str
+    """The reason given to SetMaintenance."""
+    enabled: _builtins.bool
+    """False when its startup probe failed: it gets no calls until ProbeNow succeeds."""
+    error_rate: _builtins.float
+    """Share of failed calls in the circuit's window."""
+    window_calls: _builtins.int
+    """Calls reported in the circuit's window."""
+    consecutive_failures: _builtins.int
+    """Failed calls in a row since the last success."""
+    trial_calls: _builtins.int
+    """While the circuit is half-open: how many trial calls each router may send."""
+    @_builtins.property
+    def probes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProbeResult]:
+        """The last probe results, newest first."""
+
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the state, reason or circuit last changed."""
+
     def __init__(
         self,
         *,
@@ -118,11 +185,455 @@ class Provider(_message.Message):
         base_url: _builtins.str = ...,
         state: Global___ProviderState.ValueType = ...,
         reason: _builtins.str = ...,
+        available: _builtins.bool = ...,
+        circuit: Global___CircuitState.ValueType = ...,
+        maintenance: _builtins.bool = ...,
+        maintenance_reason: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        probes: _abc.Iterable[Global___ProbeResult] | None = ...,
+        error_rate: _builtins.float = ...,
+        window_calls: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        trial_calls: _builtins.int = ...,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "kind", b"kind", "name", b"name", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "base_url", b"base_url", "change_time", b"change_time", "circuit", b"circuit", "consecutive_failures", b"consecutive_failures", "enabled", b"enabled", "error_rate", b"error_rate", "kind", b"kind", "maintenance", b"maintenance", "maintenance_reason", b"maintenance_reason", "name", b"name", "probes", b"probes", "reason", b"reason", "state", b"state", "trial_calls", b"trial_calls", "window_calls", b"window_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Provider: _TypeAlias = Provider  # noqa: Y015
+
+@_typing.final
+class ProbeResult(_message.Message):
+    """ProbeResult is one active probe of a provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    PROBE_TIME_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """Whether the provider answered correctly."""
+    status_code: _builtins.int
+    """The HTTP status, or 0 when no answer came."""
+    detail: _builtins.str
+    """What was found, e.g. "models listed" or "timed out after 1.5 s"."""
+    mode: _builtins.str
+    """The probe's kind: "models" (no tokens) or "completion" (one token)."""
+    instance: _builtins.str
+    """The health service instance that ran it."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the probe took."""
+
+    @_builtins.property
+    def probe_time(self) -> _timestamp_pb2.Timestamp:
+        """When the probe finished."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        status_code: _builtins.int = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        detail: _builtins.str = ...,
+        probe_time: _timestamp_pb2.Timestamp | None = ...,
+        mode: _builtins.str = ...,
+        instance: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "probe_time", b"probe_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "instance", b"instance", "latency", b"latency", "mode", b"mode", "ok", b"ok", "probe_time", b"probe_time", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeResult: _TypeAlias = ProbeResult  # noqa: Y015
+
+@_typing.final
+class GetProviderRequest(_message.Message):
+    """GetProviderRequest names one provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The provider's configured name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderRequest: _TypeAlias = GetProviderRequest  # noqa: Y015
+
+@_typing.final
+class GetProviderResponse(_message.Message):
+    """GetProviderResponse holds one provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider(self) -> Global___Provider:
+        """The provider and its health."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___Provider | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderResponse: _TypeAlias = GetProviderResponse  # noqa: Y015
+
+@_typing.final
+class WatchProvidersRequest(_message.Message):
+    """WatchProvidersRequest selects the providers to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names; empty watches every provider."""
+
+    def __init__(
+        self,
+        *,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["names", b"names"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProvidersRequest: _TypeAlias = WatchProvidersRequest  # noqa: Y015
+
+@_typing.final
+class WatchProvidersResponse(_message.Message):
+    """WatchProvidersResponse is one provider's state: first the current one, then each change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    INITIAL_FIELD_NUMBER: _builtins.int
+    initial: _builtins.bool
+    """True for the messages of the initial snapshot, false for changes."""
+    @_builtins.property
+    def provider(self) -> Global___Provider:
+        """The provider and its health."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___Provider | None = ...,
+        initial: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["initial", b"initial", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchProvidersResponse: _TypeAlias = WatchProvidersResponse  # noqa: Y015
+
+@_typing.final
+class ProbeNowRequest(_message.Message):
+    """ProbeNowRequest names the provider to probe."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The provider's configured name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeNowRequest: _TypeAlias = ProbeNowRequest  # noqa: Y015
+
+@_typing.final
+class ProbeNowResponse(_message.Message):
+    """ProbeNowResponse is the probe's result and the provider's state after it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def result(self) -> Global___ProbeResult:
+        """The probe just run."""
+
+    @_builtins.property
+    def provider(self) -> Global___Provider:
+        """The provider and its health after the probe."""
+
+    def __init__(
+        self,
+        *,
+        result: Global___ProbeResult | None = ...,
+        provider: Global___Provider | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeNowResponse: _TypeAlias = ProbeNowResponse  # noqa: Y015
+
+@_typing.final
+class SetMaintenanceRequest(_message.Message):
+    """SetMaintenanceRequest drains a provider or puts it back."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The provider's configured name."""
+    maintenance: _builtins.bool
+    """True drains it; false puts it back."""
+    reason: _builtins.str
+    """Why, for the people reading ListProviders (at most 256 characters)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        maintenance: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["maintenance", b"maintenance", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMaintenanceRequest: _TypeAlias = SetMaintenanceRequest  # noqa: Y015
+
+@_typing.final
+class SetMaintenanceResponse(_message.Message):
+    """SetMaintenanceResponse is the provider after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider(self) -> Global___Provider:
+        """The provider and its health."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___Provider | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetMaintenanceResponse: _TypeAlias = SetMaintenanceResponse  # noqa: Y015
+
+@_typing.final
+class CallOutcome(_message.Message):
+    """CallOutcome is the outcome of one call to a provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider's configured name."""
+    ok: _builtins.bool
+    """Whether the provider answered (a refusal of the request itself counts as an answer)."""
+    status_code: _builtins.int
+    """The HTTP status of the answer, or 0 when no answer came."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the call took until its answer began."""
+
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        status_code: _builtins.int = ...,
+        latency: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "ok", b"ok", "provider", b"provider", "status_code", b"status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallOutcome: _TypeAlias = CallOutcome  # noqa: Y015
+
+@_typing.final
+class ReportOutcomesRequest(_message.Message):
+    """ReportOutcomesRequest is a batch of call outcomes from one reporter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
+    reporter: _builtins.str
+    """Who reports, e.g. "router@host:pid", for logs."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallOutcome]:
+        """The outcomes, oldest first (at most 10000)."""
+
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___CallOutcome] | None = ...,
+        reporter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "reporter", b"reporter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportOutcomesRequest: _TypeAlias = ReportOutcomesRequest  # noqa: Y015
+
+@_typing.final
+class ReportOutcomesResponse(_message.Message):
+    """ReportOutcomesResponse says what was recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    UNKNOWN_PROVIDERS_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """How many outcomes were recorded."""
+    @_builtins.property
+    def unknown_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Provider names that are not configured here; their outcomes were ignored."""
+
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+        unknown_providers: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "unknown_providers", b"unknown_providers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportOutcomesResponse: _TypeAlias = ReportOutcomesResponse  # noqa: Y015
+
+@_typing.final
+class ListComponentsRequest(_message.Message):
+    """ListComponentsRequest takes no parameters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComponentsRequest: _TypeAlias = ListComponentsRequest  # noqa: Y015
+
+@_typing.final
+class ListComponentsResponse(_message.Message):
+    """ListComponentsResponse lists Redis and every llmproxy service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPONENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___Component]:
+        """One entry per component."""
+
+    def __init__(
+        self,
+        *,
+        components: _abc.Iterable[Global___Component] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListComponentsResponse: _TypeAlias = ListComponentsResponse  # noqa: Y015
+
+@_typing.final
+class Component(_message.Message):
+    """Component is a part of llmproxy the health service checks: Redis or a service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HEALTHY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    CHECK_TIME_FIELD_NUMBER: _builtins.int
+    HEALTH_SERVICE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"redis", or a service name such as "router"."""
+    healthy: _builtins.bool
+    """Whether its last check passed."""
+    reason: _builtins.str
+    """What the last check found."""
+    health_service: _builtins.str
+    """The gRPC health service name this component is reported under."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the last check took."""
+
+    @_builtins.property
+    def check_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last checked."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        healthy: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        check_time: _timestamp_pb2.Timestamp | None = ...,
+        health_service: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "latency", b"latency"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "health_service", b"health_service", "healthy", b"healthy", "latency", b"latency", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Component: _TypeAlias = Component  # noqa: Y015

@@ -41,6 +41,36 @@ class ProviderHealthServiceStub:
                 request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersResponse.FromString,
                 _registered_method=True)
+        self.GetProvider = channel.unary_unary(
+                '/llmproxy.health.v1.ProviderHealthService/GetProvider',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderResponse.FromString,
+                _registered_method=True)
+        self.WatchProviders = channel.unary_stream(
+                '/llmproxy.health.v1.ProviderHealthService/WatchProviders',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersResponse.FromString,
+                _registered_method=True)
+        self.ProbeNow = channel.unary_unary(
+                '/llmproxy.health.v1.ProviderHealthService/ProbeNow',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowResponse.FromString,
+                _registered_method=True)
+        self.SetMaintenance = channel.unary_unary(
+                '/llmproxy.health.v1.ProviderHealthService/SetMaintenance',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceResponse.FromString,
+                _registered_method=True)
+        self.ReportOutcomes = channel.unary_unary(
+                '/llmproxy.health.v1.ProviderHealthService/ReportOutcomes',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesResponse.FromString,
+                _registered_method=True)
+        self.ListComponents = channel.unary_unary(
+                '/llmproxy.health.v1.ProviderHealthService/ListComponents',
+                request_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsResponse.FromString,
+                _registered_method=True)
 
 
 class ProviderHealthServiceServicer:
@@ -54,6 +84,48 @@ class ProviderHealthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProvider(self, request, context):
+        """GetProvider returns one provider's state, circuit and last probe results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchProviders(self, request, context):
+        """WatchProviders streams the current state of each provider, then every change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProbeNow(self, request, context):
+        """ProbeNow probes one provider at once and returns the result and the state it leads to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMaintenance(self, request, context):
+        """SetMaintenance drains a provider by hand (no call goes to it), or puts it back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportOutcomes(self, request, context):
+        """ReportOutcomes records the outcomes of provider calls, which feed the circuit breakers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListComponents(self, request, context):
+        """ListComponents returns the health of Redis and of each llmproxy service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProviderHealthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +133,36 @@ def add_ProviderHealthServiceServicer_to_server(servicer, server):
                     servicer.ListProviders,
                     request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersRequest.FromString,
                     response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersResponse.SerializeToString,
+            ),
+            'GetProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProvider,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderResponse.SerializeToString,
+            ),
+            'WatchProviders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchProviders,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersResponse.SerializeToString,
+            ),
+            'ProbeNow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbeNow,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowResponse.SerializeToString,
+            ),
+            'SetMaintenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMaintenance,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceResponse.SerializeToString,
+            ),
+            'ReportOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcomes,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesResponse.SerializeToString,
+            ),
+            'ListComponents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComponents,
+                    request_deserializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsRequest.FromString,
+                    response_serializer=llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +193,168 @@ class ProviderHealthService:
             '/llmproxy.health.v1.ProviderHealthService/ListProviders',
             llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersRequest.SerializeToString,
             llmproxy_dot_health_dot_v1_dot_health__pb2.ListProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/GetProvider',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.GetProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/WatchProviders',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.WatchProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbeNow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/ProbeNow',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ProbeNowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMaintenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/SetMaintenance',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.SetMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/ReportOutcomes',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ReportOutcomesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComponents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.health.v1.ProviderHealthService/ListComponents',
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsRequest.SerializeToString,
+            llmproxy_dot_health_dot_v1_dot_health__pb2.ListComponentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,18 @@ class ProviderHealthServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ProviderHealthServiceAsyncStub: ...
     ListProviders: _grpc.UnaryUnaryMultiCallable[_health_pb2.ListProvidersRequest, _health_pb2.ListProvidersResponse]
     """ListProviders returns every configured provider and its last known state."""
+    GetProvider: _grpc.UnaryUnaryMultiCallable[_health_pb2.GetProviderRequest, _health_pb2.GetProviderResponse]
+    """GetProvider returns one provider's state, circuit and last probe results."""
+    WatchProviders: _grpc.UnaryStreamMultiCallable[_health_pb2.WatchProvidersRequest, _health_pb2.WatchProvidersResponse]
+    """WatchProviders streams the current state of each provider, then every change."""
+    ProbeNow: _grpc.UnaryUnaryMultiCallable[_health_pb2.ProbeNowRequest, _health_pb2.ProbeNowResponse]
+    """ProbeNow probes one provider at once and returns the result and the state it leads to."""
+    SetMaintenance: _grpc.UnaryUnaryMultiCallable[_health_pb2.SetMaintenanceRequest, _health_pb2.SetMaintenanceResponse]
+    """SetMaintenance drains a provider by hand (no call goes to it), or puts it back."""
+    ReportOutcomes: _grpc.UnaryUnaryMultiCallable[_health_pb2.ReportOutcomesRequest, _health_pb2.ReportOutcomesResponse]
+    """ReportOutcomes records the outcomes of provider calls, which feed the circuit breakers."""
+    ListComponents: _grpc.UnaryUnaryMultiCallable[_health_pb2.ListComponentsRequest, _health_pb2.ListComponentsResponse]
+    """ListComponents returns the health of Redis and of each llmproxy service."""
 
 @_typing.type_check_only
 class ProviderHealthServiceAsyncStub(ProviderHealthServiceStub):
@@ -44,6 +56,18 @@ class ProviderHealthServiceAsyncStub(ProviderHealthServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListProviders: _aio.UnaryUnaryMultiCallable[_health_pb2.ListProvidersRequest, _health_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """ListProviders returns every configured provider and its last known state."""
+    GetProvider: _aio.UnaryUnaryMultiCallable[_health_pb2.GetProviderRequest, _health_pb2.GetProviderResponse]  # type: ignore[assignment]
+    """GetProvider returns one provider's state, circuit and last probe results."""
+    WatchProviders: _aio.UnaryStreamMultiCallable[_health_pb2.WatchProvidersRequest, _health_pb2.WatchProvidersResponse]  # type: ignore[assignment]
+    """WatchProviders streams the current state of each provider, then every change."""
+    ProbeNow: _aio.UnaryUnaryMultiCallable[_health_pb2.ProbeNowRequest, _health_pb2.ProbeNowResponse]  # type: ignore[assignment]
+    """ProbeNow probes one provider at once and returns the result and the state it leads to."""
+    SetMaintenance: _aio.UnaryUnaryMultiCallable[_health_pb2.SetMaintenanceRequest, _health_pb2.SetMaintenanceResponse]  # type: ignore[assignment]
+    """SetMaintenance drains a provider by hand (no call goes to it), or puts it back."""
+    ReportOutcomes: _aio.UnaryUnaryMultiCallable[_health_pb2.ReportOutcomesRequest, _health_pb2.ReportOutcomesResponse]  # type: ignore[assignment]
+    """ReportOutcomes records the outcomes of provider calls, which feed the circuit breakers."""
+    ListComponents: _aio.UnaryUnaryMultiCallable[_health_pb2.ListComponentsRequest, _health_pb2.ListComponentsResponse]  # type: ignore[assignment]
+    """ListComponents returns the health of Redis and of each llmproxy service."""
 
 class ProviderHealthServiceServicer(metaclass=_abc_1.ABCMeta):
     """ProviderHealthService reports the health of every configured LLM provider."""
@@ -55,5 +79,53 @@ class ProviderHealthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_health_pb2.ListProvidersResponse, _abc.Awaitable[_health_pb2.ListProvidersResponse]]:
         """ListProviders returns every configured provider and its last known state."""
+
+    @_abc_1.abstractmethod
+    def GetProvider(
+        self,
+        request: _health_pb2.GetProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_health_pb2.GetProviderResponse, _abc.Awaitable[_health_pb2.GetProviderResponse]]:
+        """GetProvider returns one provider's state, circuit and last probe results."""
+
+    @_abc_1.abstractmethod
+    def WatchProviders(
+        self,
+        request: _health_pb2.WatchProvidersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_health_pb2.WatchProvidersResponse], _abc.AsyncIterator[_health_pb2.WatchProvidersResponse]]:
+        """WatchProviders streams the current state of each provider, then every change."""
+
+    @_abc_1.abstractmethod
+    def ProbeNow(
+        self,
+        request: _health_pb2.ProbeNowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_health_pb2.ProbeNowResponse, _abc.Awaitable[_health_pb2.ProbeNowResponse]]:
+        """ProbeNow probes one provider at once and returns the result and the state it leads to."""
+
+    @_abc_1.abstractmethod
+    def SetMaintenance(
+        self,
+        request: _health_pb2.SetMaintenanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_health_pb2.SetMaintenanceResponse, _abc.Awaitable[_health_pb2.SetMaintenanceResponse]]:
+        """SetMaintenance drains a provider by hand (no call goes to it), or puts it back."""
+
+    @_abc_1.abstractmethod
+    def ReportOutcomes(
+        self,
+        request: _health_pb2.ReportOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_health_pb2.ReportOutcomesResponse, _abc.Awaitable[_health_pb2.ReportOutcomesResponse]]:
+        """ReportOutcomes records the outcomes of provider calls, which feed the circuit breakers."""
+
+    @_abc_1.abstractmethod
+    def ListComponents(
+        self,
+        request: _health_pb2.ListComponentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_health_pb2.ListComponentsResponse, _abc.Awaitable[_health_pb2.ListComponentsResponse]]:
+        """ListComponents returns the health of Redis and of each llmproxy service."""
 
 def add_ProviderHealthServiceServicer_to_server(servicer: ProviderHealthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

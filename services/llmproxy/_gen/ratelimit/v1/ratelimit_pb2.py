@@ -23,25 +23,47 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%llmproxy/ratelimit/v1/ratelimit.proto\x12\x15llmproxy.ratelimit.v1\"\x12\n\x10GetLimitsRequest\"Q\n\x11GetLimitsResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x03(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\"\x86\x01\n\x05Limit\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12)\n\x04unit\x18\x03 \x01(\x0e\x32\x1b.llmproxy.ratelimit.v1.Unit\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04\x32y\n\x17RateLimitControlService\x12^\n\tGetLimits\x12\'.llmproxy.ratelimit.v1.GetLimitsRequest\x1a(.llmproxy.ratelimit.v1.GetLimitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%llmproxy/ratelimit/v1/ratelimit.proto\x12\x15llmproxy.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetLimitsRequest\"\xbe\x01\n\x11GetLimitsResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x03(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x15\n\rconfig_sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_path\x18\x04 \x01(\t\x12-\n\tloaded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\"\xf1\x01\n\x05Limit\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12)\n\x04unit\x18\x03 \x01(\x0e\x32\x1b.llmproxy.ratelimit.v1.Unit\x12\x13\n\x0bshadow_mode\x18\x04 \x01(\x08\x12\x11\n\tunlimited\x18\x05 \x01(\x08\x12\x33\n\talgorithm\x18\x06 \x01(\x0e\x32 .llmproxy.ratelimit.v1.Algorithm\x12\x0c\n\x04name\x18\x07 \x01(\t\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"E\n\nDescriptor\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\"H\n\x0fGetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"\x90\x01\n\x10GetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"J\n\x11ResetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"R\n\x12ResetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x15\n\x13ReloadConfigRequest\"S\n\x14ReloadConfigResponse\x12\x15\n\rconfig_sha256\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x13\n\x0blimit_count\x18\x03 \x01(\r\"\xb1\x01\n\x16ReconcileTokensRequest\x12\x36\n\x0b\x64\x65scriptors\x18\x01 \x03(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\x12\x17\n\x0freserved_tokens\x18\x02 \x01(\x04\x12\x15\n\ractual_tokens\x18\x03 \x01(\x04\x12/\n\x0breserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x17ReconcileTokensResponse\x12\x10\n\x08\x61\x64justed\x18\x01 \x01(\r*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04*`\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41LGORITHM_SLIDING_COUNTER\x10\x01\x12\x19\n\x15\x41LGORITHM_SLIDING_LOG\x10\x02\x32\x94\x04\n\x17RateLimitControlService\x12^\n\tGetLimits\x12\'.llmproxy.ratelimit.v1.GetLimitsRequest\x1a(.llmproxy.ratelimit.v1.GetLimitsResponse\x12[\n\x08GetUsage\x12&.llmproxy.ratelimit.v1.GetUsageRequest\x1a\'.llmproxy.ratelimit.v1.GetUsageResponse\x12\x61\n\nResetUsage\x12(.llmproxy.ratelimit.v1.ResetUsageRequest\x1a).llmproxy.ratelimit.v1.ResetUsageResponse\x12g\n\x0cReloadConfig\x12*.llmproxy.ratelimit.v1.ReloadConfigRequest\x1a+.llmproxy.ratelimit.v1.ReloadConfigResponse\x12p\n\x0fReconcileTokens\x12-.llmproxy.ratelimit.v1.ReconcileTokensRequest\x1a..llmproxy.ratelimit.v1.ReconcileTokensResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.ratelimit.v1.ratelimit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UNIT']._serialized_start=351
-  _globals['_UNIT']._serialized_end=442
-  _globals['_GETLIMITSREQUEST']._serialized_start=64
-  _globals['_GETLIMITSREQUEST']._serialized_end=82
-  _globals['_GETLIMITSRESPONSE']._serialized_start=84
-  _globals['_GETLIMITSRESPONSE']._serialized_end=165
-  _globals['_LIMIT']._serialized_start=168
-  _globals['_LIMIT']._serialized_end=302
-  _globals['_DESCRIPTORENTRY']._serialized_start=304
-  _globals['_DESCRIPTORENTRY']._serialized_end=349
-  _globals['_RATELIMITCONTROLSERVICE']._serialized_start=444
-  _globals['_RATELIMITCONTROLSERVICE']._serialized_end=565
+  _globals['_UNIT']._serialized_start=1418
+  _globals['_UNIT']._serialized_end=1509
+  _globals['_ALGORITHM']._serialized_start=1511
+  _globals['_ALGORITHM']._serialized_end=1607
+  _globals['_GETLIMITSREQUEST']._serialized_start=129
+  _globals['_GETLIMITSREQUEST']._serialized_end=147
+  _globals['_GETLIMITSRESPONSE']._serialized_start=150
+  _globals['_GETLIMITSRESPONSE']._serialized_end=340
+  _globals['_LIMIT']._serialized_start=343
+  _globals['_LIMIT']._serialized_end=584
+  _globals['_DESCRIPTORENTRY']._serialized_start=586
+  _globals['_DESCRIPTORENTRY']._serialized_end=631
+  _globals['_DESCRIPTOR']._serialized_start=633
+  _globals['_DESCRIPTOR']._serialized_end=702
+  _globals['_GETUSAGEREQUEST']._serialized_start=704
+  _globals['_GETUSAGEREQUEST']._serialized_end=776
+  _globals['_GETUSAGERESPONSE']._serialized_start=779
+  _globals['_GETUSAGERESPONSE']._serialized_end=923
+  _globals['_RESETUSAGEREQUEST']._serialized_start=925
+  _globals['_RESETUSAGEREQUEST']._serialized_end=999
+  _globals['_RESETUSAGERESPONSE']._serialized_start=1001
+  _globals['_RESETUSAGERESPONSE']._serialized_end=1083
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=1085
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=1106
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=1108
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=1191
+  _globals['_RECONCILETOKENSREQUEST']._serialized_start=1194
+  _globals['_RECONCILETOKENSREQUEST']._serialized_end=1371
+  _globals['_RECONCILETOKENSRESPONSE']._serialized_start=1373
+  _globals['_RECONCILETOKENSRESPONSE']._serialized_end=1416
+  _globals['_RATELIMITCONTROLSERVICE']._serialized_start=1610
+  _globals['_RATELIMITCONTROLSERVICE']._serialized_end=2142
 # @@protoc_insertion_point(module_scope)

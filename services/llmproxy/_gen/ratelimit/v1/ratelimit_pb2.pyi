@@ -6,7 +6,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -52,6 +54,30 @@ UNIT_DAY: Unit.ValueType  # 4
 """Per day."""
 Global___Unit: _TypeAlias = Unit  # noqa: Y015
 
+class _Algorithm:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlgorithmEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Algorithm.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALGORITHM_UNSPECIFIED: _Algorithm.ValueType  # 0
+    """No algorithm given."""
+    ALGORITHM_SLIDING_COUNTER: _Algorithm.ValueType  # 1
+    """Two fixed-window counters weighted by the window's overlap: O(1) memory, approximate."""
+    ALGORITHM_SLIDING_LOG: _Algorithm.ValueType  # 2
+    """Every hit in a sorted set: exact, memory grows with the hits in one window."""
+
+class Algorithm(_Algorithm, metaclass=_AlgorithmEnumTypeWrapper):
+    """Algorithm is how a limit's sliding window is counted."""
+
+ALGORITHM_UNSPECIFIED: Algorithm.ValueType  # 0
+"""No algorithm given."""
+ALGORITHM_SLIDING_COUNTER: Algorithm.ValueType  # 1
+"""Two fixed-window counters weighted by the window's overlap: O(1) memory, approximate."""
+ALGORITHM_SLIDING_LOG: Algorithm.ValueType  # 2
+"""Every hit in a sorted set: exact, memory grows with the hits in one window."""
+Global___Algorithm: _TypeAlias = Algorithm  # noqa: Y015
+
 @_typing.final
 class GetLimitsRequest(_message.Message):
     """GetLimitsRequest takes no parameters."""
@@ -77,21 +103,39 @@ class GetLimitsResponse(_message.Message):
 
     DOMAIN_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    CONFIG_SHA256_FIELD_NUMBER: _builtins.int
+    CONFIG_PATH_FIELD_NUMBER: _builtins.int
+    LOADED_AT_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
     domain: _builtins.str
     """The rate limit domain Envoy sends its descriptors under."""
+    config_sha256: _builtins.str
+    """The SHA-256 of the limits file the limits were read from."""
+    config_path: _builtins.str
+    """The limits file the limits were read from."""
+    degraded: _builtins.bool
+    """Whether this instance decides with its local limiter because Redis is unreachable."""
     @_builtins.property
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Limit]:
         """The configured limits; empty means every request is allowed."""
+
+    @_builtins.property
+    def loaded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the limits in force were loaded."""
 
     def __init__(
         self,
         *,
         domain: _builtins.str = ...,
         limits: _abc.Iterable[Global___Limit] | None = ...,
+        config_sha256: _builtins.str = ...,
+        config_path: _builtins.str = ...,
+        loaded_at: _timestamp_pb2.Timestamp | None = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loaded_at", b"loaded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["domain", b"domain", "limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_path", b"config_path", "config_sha256", b"config_sha256", "degraded", b"degraded", "domain", b"domain", "limits", b"limits", "loaded_at", b"loaded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -106,10 +150,22 @@ class Limit(_message.Message):
     ENTRIES_FIELD_NUMBER: _builtins.int
     REQUESTS_PER_UNIT_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    SHADOW_MODE_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     requests_per_unit: _builtins.int
-    """The number of requests allowed per unit."""
+    """The number of requests (or, for token descriptors, tokens) allowed per unit."""
     unit: Global___Unit.ValueType
     """The time unit of the limit."""
+    shadow_mode: _builtins.bool
+    """Whether the limit is only measured: over-limit requests are allowed and counted."""
+    unlimited: _builtins.bool
+    """Whether the descriptor is explicitly unlimited."""
+    algorithm: Global___Algorithm.ValueType
+    """The sliding window algorithm that counts the limit."""
+    name: _builtins.str
+    """The limit's name from the configuration, if it has one."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DescriptorEntry]:
         """The descriptor entries this limit matches, as key=value (value empty for any value)."""
@@ -120,10 +176,14 @@ class Limit(_message.Message):
         entries: _abc.Iterable[Global___DescriptorEntry] | None = ...,
         requests_per_unit: _builtins.int = ...,
         unit: Global___Unit.ValueType = ...,
+        shadow_mode: _builtins.bool = ...,
+        unlimited: _builtins.bool = ...,
+        algorithm: Global___Algorithm.ValueType = ...,
+        name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "requests_per_unit", b"requests_per_unit", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "entries", b"entries", "name", b"name", "requests_per_unit", b"requests_per_unit", "shadow_mode", b"shadow_mode", "unit", b"unit", "unlimited", b"unlimited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,3 +214,248 @@ class DescriptorEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescriptorEntry: _TypeAlias = DescriptorEntry  # noqa: Y015
+
+@_typing.final
+class Descriptor(_message.Message):
+    """Descriptor is one descriptor as Envoy sends it: an ordered list of entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DescriptorEntry]:
+        """The entries, outermost first (e.g. tenant, then key_id)."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___DescriptorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Descriptor: _TypeAlias = Descriptor  # noqa: Y015
+
+@_typing.final
+class GetUsageRequest(_message.Message):
+    """GetUsageRequest names the descriptor whose limit is reported."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def descriptor(self) -> Global___Descriptor:
+        """The descriptor, exactly as Envoy would send it."""
+
+    def __init__(
+        self,
+        *,
+        descriptor: Global___Descriptor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageRequest: _TypeAlias = GetUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetUsageResponse(_message.Message):
+    """GetUsageResponse is the state of the descriptor's limit now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESET_AFTER_FIELD_NUMBER: _builtins.int
+    used: _builtins.int
+    """The hits counted in the current sliding window."""
+    remaining: _builtins.int
+    """The hits still allowed in the current window."""
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit that applies to the descriptor."""
+
+    @_builtins.property
+    def reset_after(self) -> _duration_pb2.Duration:
+        """How long until at least one more hit is allowed again (zero while hits remain)."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        reset_after: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "reset_after", b"reset_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "remaining", b"remaining", "reset_after", b"reset_after", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetUsageResponse: _TypeAlias = GetUsageResponse  # noqa: Y015
+
+@_typing.final
+class ResetUsageRequest(_message.Message):
+    """ResetUsageRequest names the descriptor whose count is forgotten."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def descriptor(self) -> Global___Descriptor:
+        """The descriptor, exactly as Envoy would send it."""
+
+    def __init__(
+        self,
+        *,
+        descriptor: Global___Descriptor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descriptor", b"descriptor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetUsageRequest: _TypeAlias = ResetUsageRequest  # noqa: Y015
+
+@_typing.final
+class ResetUsageResponse(_message.Message):
+    """ResetUsageResponse reports what was reset."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    EXISTED_FIELD_NUMBER: _builtins.int
+    existed: _builtins.bool
+    """Whether anything was counted before the reset."""
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit whose count was reset."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+        existed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["existed", b"existed", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetUsageResponse: _TypeAlias = ResetUsageResponse  # noqa: Y015
+
+@_typing.final
+class ReloadConfigRequest(_message.Message):
+    """ReloadConfigRequest takes no parameters: the configured limits file is read again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadConfigRequest: _TypeAlias = ReloadConfigRequest  # noqa: Y015
+
+@_typing.final
+class ReloadConfigResponse(_message.Message):
+    """ReloadConfigResponse describes the limits in force after a successful reload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_SHA256_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    LIMIT_COUNT_FIELD_NUMBER: _builtins.int
+    config_sha256: _builtins.str
+    """The SHA-256 of the limits file now in force."""
+    changed: _builtins.bool
+    """Whether the file differed from the limits in force before."""
+    limit_count: _builtins.int
+    """The number of limits now in force."""
+    def __init__(
+        self,
+        *,
+        config_sha256: _builtins.str = ...,
+        changed: _builtins.bool = ...,
+        limit_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "config_sha256", b"config_sha256", "limit_count", b"limit_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadConfigResponse: _TypeAlias = ReloadConfigResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileTokensRequest(_message.Message):
+    """ReconcileTokensRequest corrects one call's token reservation after its response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESCRIPTORS_FIELD_NUMBER: _builtins.int
+    RESERVED_TOKENS_FIELD_NUMBER: _builtins.int
+    ACTUAL_TOKENS_FIELD_NUMBER: _builtins.int
+    RESERVED_AT_FIELD_NUMBER: _builtins.int
+    reserved_tokens: _builtins.int
+    """The tokens reserved before the call (the request's estimate)."""
+    actual_tokens: _builtins.int
+    """The tokens the call actually used (prompt plus completion)."""
+    @_builtins.property
+    def descriptors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Descriptor]:
+        """The token descriptors the reservation was made on (as Envoy sent them)."""
+
+    @_builtins.property
+    def reserved_at(self) -> _timestamp_pb2.Timestamp:
+        """When the reservation was made; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        descriptors: _abc.Iterable[Global___Descriptor] | None = ...,
+        reserved_tokens: _builtins.int = ...,
+        actual_tokens: _builtins.int = ...,
+        reserved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reserved_at", b"reserved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual_tokens", b"actual_tokens", "descriptors", b"descriptors", "reserved_at", b"reserved_at", "reserved_tokens", b"reserved_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileTokensRequest: _TypeAlias = ReconcileTokensRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileTokensResponse(_message.Message):
+    """ReconcileTokensResponse reports how many limits were corrected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADJUSTED_FIELD_NUMBER: _builtins.int
+    adjusted: _builtins.int
+    """The number of descriptors with a token limit whose count was corrected."""
+    def __init__(
+        self,
+        *,
+        adjusted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted", b"adjusted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileTokensResponse: _TypeAlias = ReconcileTokensResponse  # noqa: Y015

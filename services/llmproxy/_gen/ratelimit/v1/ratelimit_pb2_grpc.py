@@ -27,7 +27,7 @@ if _version_not_supported:
 
 
 class RateLimitControlServiceStub:
-    """RateLimitControlService is the rate limiter's control API for operators.
+    """RateLimitControlService is the rate limiter's control API for operators and the router.
     """
 
     def __init__(self, channel):
@@ -41,14 +41,62 @@ class RateLimitControlServiceStub:
                 request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/llmproxy.ratelimit.v1.RateLimitControlService/GetUsage',
+                request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+        self.ResetUsage = channel.unary_unary(
+                '/llmproxy.ratelimit.v1.RateLimitControlService/ResetUsage',
+                request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageResponse.FromString,
+                _registered_method=True)
+        self.ReloadConfig = channel.unary_unary(
+                '/llmproxy.ratelimit.v1.RateLimitControlService/ReloadConfig',
+                request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigResponse.FromString,
+                _registered_method=True)
+        self.ReconcileTokens = channel.unary_unary(
+                '/llmproxy.ratelimit.v1.RateLimitControlService/ReconcileTokens',
+                request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimitControlServiceServicer:
-    """RateLimitControlService is the rate limiter's control API for operators.
+    """RateLimitControlService is the rate limiter's control API for operators and the router.
     """
 
     def GetLimits(self, request, context):
         """GetLimits returns the limits configuration in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """GetUsage returns the current count of one descriptor's limit, without counting a hit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetUsage(self, request, context):
+        """ResetUsage forgets everything counted against one descriptor's limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadConfig(self, request, context):
+        """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReconcileTokens(self, request, context):
+        """ReconcileTokens corrects token reservations with the tokens a call actually used.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +110,26 @@ def add_RateLimitControlServiceServicer_to_server(servicer, server):
                     request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsRequest.FromString,
                     response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsResponse.SerializeToString,
             ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageRequest.FromString,
+                    response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'ResetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetUsage,
+                    request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageRequest.FromString,
+                    response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageResponse.SerializeToString,
+            ),
+            'ReloadConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadConfig,
+                    request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigRequest.FromString,
+                    response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'ReconcileTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileTokens,
+                    request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.FromString,
+                    response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmproxy.ratelimit.v1.RateLimitControlService', rpc_method_handlers)
@@ -71,7 +139,7 @@ def add_RateLimitControlServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RateLimitControlService:
-    """RateLimitControlService is the rate limiter's control API for operators.
+    """RateLimitControlService is the rate limiter's control API for operators and the router.
     """
 
     @staticmethod
@@ -91,6 +159,114 @@ class RateLimitControlService:
             '/llmproxy.ratelimit.v1.RateLimitControlService/GetLimits',
             llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsRequest.SerializeToString,
             llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.ratelimit.v1.RateLimitControlService/GetUsage',
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageRequest.SerializeToString,
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.ratelimit.v1.RateLimitControlService/ResetUsage',
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageRequest.SerializeToString,
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.ratelimit.v1.RateLimitControlService/ReloadConfig',
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigRequest.SerializeToString,
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.ratelimit.v1.RateLimitControlService/ReconcileTokens',
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.SerializeToString,
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

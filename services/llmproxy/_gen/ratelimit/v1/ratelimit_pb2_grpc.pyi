@@ -28,7 +28,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RateLimitControlServiceStub:
-    """RateLimitControlService is the rate limiter's control API for operators."""
+    """RateLimitControlService is the rate limiter's control API for operators and the router."""
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,17 +36,33 @@ class RateLimitControlServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RateLimitControlServiceAsyncStub: ...
     GetLimits: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.GetLimitsRequest, _ratelimit_pb2.GetLimitsResponse]
     """GetLimits returns the limits configuration in force."""
+    GetUsage: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.GetUsageRequest, _ratelimit_pb2.GetUsageResponse]
+    """GetUsage returns the current count of one descriptor's limit, without counting a hit."""
+    ResetUsage: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ResetUsageRequest, _ratelimit_pb2.ResetUsageResponse]
+    """ResetUsage forgets everything counted against one descriptor's limit."""
+    ReloadConfig: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReloadConfigRequest, _ratelimit_pb2.ReloadConfigResponse]
+    """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay."""
+    ReconcileTokens: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensRequest, _ratelimit_pb2.ReconcileTokensResponse]
+    """ReconcileTokens corrects token reservations with the tokens a call actually used."""
 
 @_typing.type_check_only
 class RateLimitControlServiceAsyncStub(RateLimitControlServiceStub):
-    """RateLimitControlService is the rate limiter's control API for operators."""
+    """RateLimitControlService is the rate limiter's control API for operators and the router."""
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetLimits: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.GetLimitsRequest, _ratelimit_pb2.GetLimitsResponse]  # type: ignore[assignment]
     """GetLimits returns the limits configuration in force."""
+    GetUsage: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.GetUsageRequest, _ratelimit_pb2.GetUsageResponse]  # type: ignore[assignment]
+    """GetUsage returns the current count of one descriptor's limit, without counting a hit."""
+    ResetUsage: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ResetUsageRequest, _ratelimit_pb2.ResetUsageResponse]  # type: ignore[assignment]
+    """ResetUsage forgets everything counted against one descriptor's limit."""
+    ReloadConfig: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReloadConfigRequest, _ratelimit_pb2.ReloadConfigResponse]  # type: ignore[assignment]
+    """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay."""
+    ReconcileTokens: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensRequest, _ratelimit_pb2.ReconcileTokensResponse]  # type: ignore[assignment]
+    """ReconcileTokens corrects token reservations with the tokens a call actually used."""
 
 class RateLimitControlServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RateLimitControlService is the rate limiter's control API for operators."""
+    """RateLimitControlService is the rate limiter's control API for operators and the router."""
 
     @_abc_1.abstractmethod
     def GetLimits(
@@ -55,5 +71,37 @@ class RateLimitControlServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ratelimit_pb2.GetLimitsResponse, _abc.Awaitable[_ratelimit_pb2.GetLimitsResponse]]:
         """GetLimits returns the limits configuration in force."""
+
+    @_abc_1.abstractmethod
+    def GetUsage(
+        self,
+        request: _ratelimit_pb2.GetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.GetUsageResponse, _abc.Awaitable[_ratelimit_pb2.GetUsageResponse]]:
+        """GetUsage returns the current count of one descriptor's limit, without counting a hit."""
+
+    @_abc_1.abstractmethod
+    def ResetUsage(
+        self,
+        request: _ratelimit_pb2.ResetUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.ResetUsageResponse, _abc.Awaitable[_ratelimit_pb2.ResetUsageResponse]]:
+        """ResetUsage forgets everything counted against one descriptor's limit."""
+
+    @_abc_1.abstractmethod
+    def ReloadConfig(
+        self,
+        request: _ratelimit_pb2.ReloadConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.ReloadConfigResponse, _abc.Awaitable[_ratelimit_pb2.ReloadConfigResponse]]:
+        """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay."""
+
+    @_abc_1.abstractmethod
+    def ReconcileTokens(
+        self,
+        request: _ratelimit_pb2.ReconcileTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.ReconcileTokensResponse, _abc.Awaitable[_ratelimit_pb2.ReconcileTokensResponse]]:
+        """ReconcileTokens corrects token reservations with the tokens a call actually used."""
 
 def add_RateLimitControlServiceServicer_to_server(servicer: RateLimitControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

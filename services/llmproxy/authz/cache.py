@@ -1,0 +1,138 @@
+"""The in-process cache of key records in front of the store, kept fresh by invalidations.
+
+A check must not cost a Redis round trip, so records (and misses, so unknown key ids cannot
+hammer Redis) are cached for a short TTL. Every change to a record is published on the
+invalidation channel and evicted here at once, which is what makes a revocation reach every
+instance within a second. The cache is trusted only while that channel is live: while it is
+down, lookups go to the store, and once it is back everything cached before is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from llmproxy.authz.records import KeyRecord
+from llmproxy.authz.store import RESYNC, KeyStore
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class InvalidationFeed(Protocol):
+    """A source of invalidation events (key ids, or RESYNC after each (re)subscription)."""
+
+    def events(self) -> AsyncIterator[str]:
+        """The events, until the connection fails (an exception)."""
+
+
+class KeyCache:
+    """A TTL and LRU bounded map of key id to record (or None for a known miss)."""
+
+    def __init__(
+        self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl_s
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        # Bumped by every eviction: a lookup that raced with one must not cache what it read.
+        self.generation = 0
+
+    def get(self, key_id: str) -> KeyRecord | object | None:
+        """The cached record, None for a cached miss, or _MISSING."""
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return _MISSING
+        stored_at, record = entry
+        if self._clock() - stored_at >= self._ttl:
+            del self._entries[key_id]
+            return _MISSING
+        self._entries.move_to_end(key_id)
+        return record
+
+    def put(self, key_id: str, record: KeyRecord | None) -> None:
+        """Cache record (or a miss) for key_id, evicting the least recently used beyond max."""
+        self._entries[key_id] = (self._clock(), record)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def evict(self, key_id: str) -> None:
+        """Forget key_id."""
+        self._entries.pop(key_id, None)
+        self.generation += 1
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._entries.clear()
+        self.generation += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class CachedKeys:
+    """Key lookups through the cache, and the loop that applies invalidations to it."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        cache: KeyCache,
+        retry_min_s: float = 0.1,
+        retry_max_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._retry_min = retry_min_s
+        self._retry_max = retry_max_s
+        self.live = False
+        # Set once the first subscription attempt has ended either way (startup waits on it).
+        self.first_attempt_done = asyncio.Event()
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        """The record of key_id: cached while the invalidation feed is live, else from the store."""
+        if self.live:
+            cached = self._cache.get(key_id)
+            if cached is not _MISSING:
+                return cached  # type: ignore[return-value]  # a record or a cached miss
+        generation = self._cache.generation
+        record = await self._store.get(key_id)
+        if self.live and generation == self._cache.generation:
+            self._cache.put(key_id, record)
+        return record
+
+    def apply(self, event: str) -> None:
+        """Apply one invalidation event."""
+        if event == RESYNC:
+            self._cache.clear()
+            self.live = True
+        else:
+            self._cache.evict(event)
+
+    async def follow(self, feed: InvalidationFeed) -> None:
+        """Apply the feed's events forever, resubscribing with backoff when it fails."""
+        delay = self._retry_min
+        while True:
+            try:
+                async for event in feed.events():
+                    self.apply(event)
+                    self.first_attempt_done.set()
+                    delay = self._retry_min
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "invalidation channel lost; key cache bypassed until it is back",
+                    extra={"error": type(exc).__name__, "retry_in_s": delay},
+                )
+            self.live = False
+            self._cache.clear()
+            self.first_attempt_done.set()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max)

@@ -1,0 +1,243 @@
+"""`python -m llmproxy.authz.cli`: the admin API from a shell, for operators without grpcurl.
+
+Calls go to Envoy's control listener from the configuration (or --target, e.g. the service's
+own port) with the admin token from the environment variable the configuration names
+($LLMPROXY_ADMIN_TOKEN by default): a token is never taken on the command line, where `ps`
+would show it. Answers are printed as JSON; refusals go to stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import Message
+
+from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.authz.convert import timestamp
+from llmproxy.common.errors import ConfigError
+from llmproxy.config import load_config
+
+PROG = "python -m llmproxy.authz.cli"
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UsageError(Exception):
+    """A command-line value is invalid."""
+
+
+def duration_s(text: str) -> int:
+    """Seconds in `90`, `90s`, `15m`, `12h` or `30d`."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 12h, 30d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def label(text: str) -> tuple[str, str]:
+    """A `key=value` label."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label: use key=value")
+    return key, value
+
+
+def _key_fields(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", help="the user within the tenant")
+    parser.add_argument("--name", help="a name for people")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="PATTERN",
+        help="an allowed model pattern (shell wildcards); repeat for more; default every model",
+    )
+    parser.add_argument("--tier", help="the rate-limit tier")
+    parser.add_argument("--daily-usd", type=float, help="daily budget in USD (0: none)")
+    parser.add_argument("--monthly-usd", type=float, help="monthly budget in USD (0: none)")
+    parser.add_argument(
+        "--expires-in", type=duration_s, metavar="DURATION", help="expire after 90s, 12h, 30d..."
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        dest="labels",
+        type=label,
+        metavar="KEY=VALUE",
+        help="a label; repeat for more",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    top.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
+    top.add_argument(
+        "--target", help="host:port of the admin API (default: Envoy's control listener)"
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="create a key (its secret is printed once)")
+    create.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    _key_fields(create)
+    commands.add_parser("get", help="show a key").add_argument("key_id")
+    listing = commands.add_parser("list", help="list keys, oldest first")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.add_argument("--page-size", type=int, default=0, help="keys per page (default 50)")
+    listing.add_argument("--page-token", default="", help="next_page_token of the last page")
+    listing.add_argument("--include-revoked", action="store_true", help="list revoked keys too")
+    revoke = commands.add_parser("revoke", help="revoke a key for good")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--reason", default="", help="why, for the audit trail")
+    rotate = commands.add_parser("rotate", help="give a key a new secret (printed once)")
+    rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--grace",
+        type=duration_s,
+        default=0,
+        metavar="DURATION",
+        help="how long the old secret keeps working (default: not at all)",
+    )
+    update = commands.add_parser("update", help="change some of a key's fields")
+    update.add_argument("key_id")
+    _key_fields(update)
+    update.add_argument("--no-expiry", action="store_true", help="remove the expiry time")
+    update.add_argument("--clear-labels", action="store_true", help="remove every label")
+    audit = commands.add_parser("audit", help="the audit trail of admin calls, newest first")
+    audit.add_argument("--key-id", default="", help="only calls about this key")
+    audit.add_argument("--page-size", type=int, default=0, help="records per page (default 50)")
+    audit.add_argument("--page-token", default="", help="next_page_token of the last page")
+    return top
+
+
+def _budget(args: argparse.Namespace) -> authz_pb2.Budget | None:
+    if args.daily_usd is None and args.monthly_usd is None:
+        return None
+    return authz_pb2.Budget(daily_usd=args.daily_usd or 0.0, monthly_usd=args.monthly_usd or 0.0)
+
+
+def create_request(args: argparse.Namespace) -> authz_pb2.CreateKeyRequest:
+    """CreateKeyRequest from `create`'s options."""
+    return authz_pb2.CreateKeyRequest(
+        tenant=args.tenant,
+        user=args.user or "",
+        name=args.name or "",
+        allowed_models=args.models or [],
+        tier=args.tier or "",
+        budget=_budget(args),
+        expire_time=timestamp(time.time() + args.expires_in) if args.expires_in else None,
+        labels=dict(args.labels or []),
+    )
+
+
+def update_request(args: argparse.Namespace) -> authz_pb2.UpdateKeyRequest:
+    """UpdateKeyRequest with a mask of the options given to `update`."""
+    key = authz_pb2.ApiKey(key_id=args.key_id)
+    paths = []
+    for option, path in (("user", "user"), ("name", "name"), ("tier", "tier")):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(key, path, value)
+            paths.append(path)
+    if args.models is not None:
+        key.allowed_models.extend(args.models)
+        paths.append("allowed_models")
+    for option, path in (("daily_usd", "daily_usd"), ("monthly_usd", "monthly_usd")):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(key.budget, path, value)
+            paths.append(f"budget.{path}")
+    if args.expires_in is not None and args.no_expiry:
+        raise UsageError("--expires-in and --no-expiry exclude each other")
+    if args.expires_in is not None:
+        key.expire_time.FromSeconds(int(time.time()) + args.expires_in)
+        paths.append("expire_time")
+    if args.no_expiry:
+        paths.append("expire_time")
+    if args.labels is not None or args.clear_labels:
+        key.labels.update(dict(args.labels or []))
+        paths.append("labels")
+    if not paths:
+        raise UsageError("update: give at least one field to change")
+    request = authz_pb2.UpdateKeyRequest(key=key)
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+def build_call(args: argparse.Namespace) -> tuple[str, Message]:
+    """The RPC name and request for the parsed command line."""
+    builders: dict[str, Callable[[], tuple[str, Message]]] = {
+        "create": lambda: ("CreateKey", create_request(args)),
+        "get": lambda: ("GetKey", authz_pb2.GetKeyRequest(key_id=args.key_id)),
+        "list": lambda: (
+            "ListKeys",
+            authz_pb2.ListKeysRequest(
+                tenant=args.tenant or "",
+                page_size=args.page_size,
+                page_token=args.page_token,
+                include_revoked=args.include_revoked,
+            ),
+        ),
+        "revoke": lambda: (
+            "RevokeKey",
+            authz_pb2.RevokeKeyRequest(key_id=args.key_id, reason=args.reason),
+        ),
+        "rotate": lambda: (
+            "RotateKey",
+            authz_pb2.RotateKeyRequest(key_id=args.key_id, grace_period_seconds=args.grace),
+        ),
+        "update": lambda: ("UpdateKey", update_request(args)),
+        "audit": lambda: (
+            "ListAuditRecords",
+            authz_pb2.ListAuditRecordsRequest(
+                key_id=args.key_id, page_size=args.page_size, page_token=args.page_token
+            ),
+        ),
+    }
+    return builders[args.command]()
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    """Run one admin command; returns the exit status."""
+    env = dict(os.environ) if environ is None else environ
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config, env)
+        method, request = build_call(args)
+    except (ConfigError, UsageError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    token_env = config.services.authz.admin_token_env
+    token = env.get(token_env, "")
+    if not token:
+        print(f"{PROG}: set ${token_env} to the admin token", file=sys.stderr)
+        return 2
+    target = args.target or f"{config.envoy.host}:{config.envoy.control_port}"
+    user = env.get("USER", "")
+    metadata = [("authorization", f"Bearer {token}")]
+    if user.isprintable() and user:
+        metadata.append(("x-llmproxy-actor", f"cli:{user}"[:64]))
+    with grpc.insecure_channel(target) as channel:
+        stub: Any = authz_pb2_grpc.AuthzServiceStub(channel)
+        try:
+            reply = getattr(stub, method)(request, metadata=metadata, timeout=10)
+        except grpc.RpcError as exc:
+            code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(f"{PROG}: {code}: {details}", file=sys.stderr)
+            return 1
+    print(MessageToJson(reply, preserving_proto_field_name=True, indent=2))
+    if method in ("CreateKey", "RotateKey"):
+        print("The secret above is shown only this once: store it now.", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

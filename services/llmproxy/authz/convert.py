@@ -1,0 +1,63 @@
+"""Key records and audit entries as the admin API's messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmproxy._gen.authz.v1 import authz_pb2
+from llmproxy.authz.keys import key_prefix
+from llmproxy.authz.records import AuditEntry, KeyRecord
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    """A Timestamp for Unix seconds, or None."""
+    if seconds is None:
+        return None
+    value = Timestamp()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value
+
+
+def seconds(value: Timestamp) -> float:
+    """Unix seconds of a Timestamp."""
+    return float(value.ToNanoseconds()) / 1e9
+
+
+def api_key(record: KeyRecord) -> authz_pb2.ApiKey:
+    """The record's public metadata: never its hash."""
+    return authz_pb2.ApiKey(
+        key_id=record.key_id,
+        prefix=key_prefix(record.key_id),
+        tenant=record.tenant,
+        user=record.user,
+        name=record.name,
+        allowed_models=list(record.allowed_models),
+        tier=record.tier,
+        budget=authz_pb2.Budget(
+            daily_usd=record.daily_budget_usd, monthly_usd=record.monthly_budget_usd
+        ),
+        expire_time=timestamp(record.expires_at),
+        revoked=record.revoked,
+        revoke_time=timestamp(record.revoked_at),
+        revoke_reason=record.revoke_reason,
+        labels=record.labels,
+        create_time=timestamp(record.created_at),
+        update_time=timestamp(record.updated_at),
+        rotate_time=timestamp(record.rotated_at),
+        previous_secret_expire_time=timestamp(record.previous_valid_until),
+    )
+
+
+def audit_record(entry: AuditEntry) -> authz_pb2.AuditRecord:
+    """An audit entry as the API returns it."""
+    return authz_pb2.AuditRecord(
+        id=entry.id,
+        time=timestamp(entry.time),
+        method=entry.method,
+        actor=entry.actor,
+        peer=entry.peer,
+        key_id=entry.key_id,
+        tenant=entry.tenant,
+        outcome=entry.outcome,
+        detail=entry.detail,
+    )

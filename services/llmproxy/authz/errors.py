@@ -1,0 +1,171 @@
+"""Exceptions of the authorization service.
+
+AuthzError
+ ├─ Denied: a request is refused; answered to the client as an OpenAI-style JSON error
+ │   ├─ MissingKeyError: 401, no key in Authorization or x-api-key
+ │   ├─ InvalidKeyError: 401, the key is malformed, unknown or does not match
+ │   ├─ KeyRevokedError: 403
+ │   ├─ KeyExpiredError: 403
+ │   ├─ ModelNotAllowedError: 403, the key may not use the requested model
+ │   └─ BudgetExceededError: 429, the key's daily or monthly budget is spent
+ ├─ AdminError: an admin call is refused; answered with its gRPC status code
+ │   ├─ AdminUnauthenticatedError: no admin credential
+ │   ├─ AdminPermissionError: a wrong admin credential, or none is configured
+ │   ├─ InvalidArgumentError: a field of the request is invalid (the message names it)
+ │   ├─ KeyNotFoundError
+ │   ├─ FailedPreconditionError: the key's state forbids the call (rotating a revoked key)
+ │   └─ ConflictError: the key changed concurrently too often to apply the change
+ └─ SecretConfigError (also a ConfigError): the HMAC secret is missing or too short
+
+Messages never contain a secret: at most a key id.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from llmproxy.common.errors import ConfigError, LlmproxyError
+
+
+class AuthzError(LlmproxyError):
+    """Base of every error the authorization service raises on purpose."""
+
+
+class Denied(AuthzError):
+    """A request refused, with the HTTP status and OpenAI error the client gets."""
+
+    status: int = 403
+    error_type: str = "permission_error"
+    code: str = "permission_denied"
+    param: str | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> bytes:
+        """The OpenAI error object, as the SDKs parse it."""
+        error = {"message": self.message, "type": self.error_type, "param": self.param}
+        return json.dumps({"error": {**error, "code": self.code}}).encode()
+
+
+class MissingKeyError(Denied):
+    """No API key was sent."""
+
+    status = 401
+    error_type = "invalid_request_error"
+    code = "missing_api_key"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' "
+            "or as 'x-api-key: <key>'."
+        )
+
+
+class InvalidKeyError(Denied):
+    """The key is malformed, unknown, or its secret does not match."""
+
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def __init__(self) -> None:
+        # Deliberately one message for every case: it must not tell a guesser which part failed,
+        # and it must not echo the key.
+        super().__init__("Incorrect API key provided.")
+
+
+class KeyRevokedError(Denied):
+    """The key was revoked."""
+
+    code = "api_key_revoked"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"The API key {key_id} has been revoked.")
+
+
+class KeyExpiredError(Denied):
+    """The key's expiry time has passed."""
+
+    code = "api_key_expired"
+
+    def __init__(self, key_id: str, expired: str) -> None:
+        super().__init__(f"The API key {key_id} expired at {expired}.")
+
+
+class ModelNotAllowedError(Denied):
+    """The key may not use the requested model."""
+
+    code = "model_not_allowed"
+    param = "model"
+
+    def __init__(self, key_id: str, model: str) -> None:
+        super().__init__(f"The API key {key_id} is not allowed to use the model {model!r}.")
+
+
+class BudgetExceededError(Denied):
+    """The key has spent its budget for the period."""
+
+    status = 429
+    # OpenAI's own answer when an account is out of money: SDKs and clients know it.
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+    def __init__(self, key_id: str, period: str, limit: float, spent: float) -> None:
+        resets = "at 00:00 UTC" if period == "daily" else "on the 1st of the month (UTC)"
+        super().__init__(
+            f"The API key {key_id} has spent its {period} budget of ${limit:.2f} "
+            f"(${spent:.2f} so far); it resets {resets}."
+        )
+
+
+class AdminError(AuthzError):
+    """An admin call refused; code is the gRPC status it is answered with."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class AdminUnauthenticatedError(AdminError):
+    """The call carried no admin credential."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class AdminPermissionError(AdminError):
+    """The credential is wrong, or the service has no admin token configured."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class InvalidArgumentError(AdminError):
+    """A request field is invalid; the message names it."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class KeyNotFoundError(AdminError):
+    """No key has this id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with key_id {key_id!r}")
+
+
+class FailedPreconditionError(AdminError):
+    """The key's state forbids the call."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ConflictError(AdminError):
+    """Concurrent changes to one key kept winning; the caller may retry."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class SecretConfigError(AuthzError, ConfigError):
+    """The HMAC secret is missing from the environment or too short."""

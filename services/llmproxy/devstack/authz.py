@@ -1,0 +1,56 @@
+"""What the authz service needs in a local stack: its secrets, and a demo key for `make up`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import MutableMapping
+
+import grpc
+
+from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.authz.convert import timestamp
+from llmproxy.authz.settings import AuthzSettings
+from llmproxy.config import StackConfig
+from llmproxy.devstack.process import StartupError
+
+DEMO_KEY_TTL_S = 24 * 3600
+
+
+def ensure_authz_secrets(environ: MutableMapping[str, str], settings: AuthzSettings) -> list[str]:
+    """Put a random HMAC secret and admin token into environ where the user set none.
+
+    Returns the variables it set. Keys hashed with a generated secret stop working when the
+    stack stops, which is what a throwaway local stack wants.
+    """
+    generated = []
+    for name in (settings.hmac_secret_env, settings.admin_token_env):
+        if not environ.get(name):
+            environ[name] = secrets.token_urlsafe(32)
+            generated.append(name)
+    return generated
+
+
+async def create_demo_key(config: StackConfig, admin_token: str) -> str:
+    """Create a key for the demo tenant through the admin API; returns its secret."""
+    authz = config.services.authz
+    request = authz_pb2.CreateKeyRequest(
+        tenant="demo",
+        user="demo",
+        name="make up demo key",
+        expire_time=timestamp(time.time() + DEMO_KEY_TTL_S),
+        labels={"created-by": "devstack"},
+    )
+    async with grpc.aio.insecure_channel(f"{authz.host}:{authz.grpc_port}") as channel:
+        try:
+            reply = await authz_pb2_grpc.AuthzServiceStub(channel).CreateKey(
+                request,
+                metadata=(
+                    ("authorization", f"Bearer {admin_token}"),
+                    ("x-llmproxy-actor", "devstack"),
+                ),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise StartupError(f"could not create the demo API key: {exc.details()}") from exc
+    return reply.secret

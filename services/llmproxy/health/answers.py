@@ -1,0 +1,80 @@
+"""What a correct probe answer looks like, per provider kind and probe mode: pure checks.
+
+A probe passes on a 200 whose JSON has the shape the provider's API documents; a 429 means the
+provider is up but throttled (it passes, and makes the provider DEGRADED); anything else fails
+with a detail saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DETAIL = 200
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether an answer shows a working provider, and what was found."""
+
+    ok: bool
+    detail: str
+    rate_limited: bool = False
+
+
+def _snippet(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip().replace("\n", " ")
+    return text[:MAX_DETAIL] + ("..." if len(text) > MAX_DETAIL else "")
+
+
+def _models_shape(data: Any) -> str | None:
+    """OpenAI's and Anthropic's model lists: {"data": [{"id": "...", ...}, ...]}."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return "no `data` list in the model list"
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            return f"model list entry {index} has no string `id`"
+    return None
+
+
+def _openai_completion_shape(data: Any) -> str | None:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        return "no `choices` in the completion"
+    first = choices[0]
+    if not isinstance(first, dict) or not isinstance(first.get("message"), dict):
+        return "the first choice has no `message`"
+    return None
+
+
+def _anthropic_completion_shape(data: Any) -> str | None:
+    if not isinstance(data, dict) or data.get("type") != "message":
+        return "not a `message` object"
+    if not isinstance(data.get("content"), list):
+        return "no `content` list in the message"
+    return None
+
+
+def check_answer(kind: str, mode: str, status: int, body: bytes) -> Verdict:
+    """Judge one probe answer of a provider of kind ("openai"/"anthropic") in mode."""
+    if status == 429:
+        return Verdict(True, "rate limited (429)", rate_limited=True)
+    if status != 200:
+        return Verdict(False, f"HTTP {status}: {_snippet(body)}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return Verdict(False, f"not JSON: {_snippet(body)}")
+    if mode == "models":
+        problem = _models_shape(data)
+        if problem is None:
+            return Verdict(True, f"{len(data['data'])} models listed")
+    elif kind == "anthropic":
+        problem = _anthropic_completion_shape(data)
+    else:
+        problem = _openai_completion_shape(data)
+    if problem is not None:
+        return Verdict(False, problem)
+    return Verdict(True, "one-token completion answered")

@@ -1,0 +1,132 @@
+"""Active probes: one real API call to a provider, timed and judged.
+
+Probes go straight to the provider, not through Envoy's egress listener: once Envoy stops
+routing to an unhealthy provider, a probe through it could never see the provider recover.
+By default a probe lists the models (`GET /models`, which costs no tokens, on OpenAI-compatible
+APIs and on Anthropic's alike); a provider configured for it gets a one-token completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from llmproxy.health.answers import check_answer
+from llmproxy.health.records import ProbeResult
+from llmproxy.health.settings import ProviderProbeSettings
+from llmproxy.router.settings import ProviderSettings
+
+ANTHROPIC_VERSION = "2023-06-01"
+MAX_BODY = 1024 * 1024
+PROBE_PROMPT = "ping"
+
+
+def new_probe_client() -> httpx.AsyncClient:
+    """The pooled client every probe goes through: no redirects, no proxies from the env."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _headers(provider: ProviderSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    key = environ.get(provider.api_key_env) if provider.api_key_env else None
+    headers = {"accept": "application/json"}
+    if provider.kind == "anthropic":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    elif key:
+        headers["authorization"] = f"Bearer {key}"
+    return headers
+
+
+def probe_request(
+    http: httpx.AsyncClient,
+    provider: ProviderSettings,
+    how: ProviderProbeSettings,
+    environ: Mapping[str, str],
+) -> httpx.Request:
+    """The HTTP request that probes provider."""
+    headers = _headers(provider, environ)
+    if how.mode == "models":
+        return http.build_request("GET", f"{provider.base_url}/models", headers=headers)
+    path = "/messages" if provider.kind == "anthropic" else "/chat/completions"
+    body: dict[str, Any] = {
+        "model": how.model,
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": PROBE_PROMPT}],
+    }
+    return http.build_request("POST", f"{provider.base_url}{path}", json=body, headers=headers)
+
+
+class ProbeRunner(Protocol):
+    """Anything that probes a provider (the real Prober, or a fake in unit tests)."""
+
+    async def probe(self, provider: ProviderSettings, how: ProviderProbeSettings) -> ProbeResult:
+        """Call provider once and judge the answer."""
+
+
+class Prober:
+    """Runs probes with one pooled client; every probe ends within timeout_s."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        environ: Mapping[str, str],
+        timeout_s: float,
+        instance: str,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._http = http
+        self._environ = environ
+        self._timeout_s = timeout_s
+        self._instance = instance
+        self._wall_clock = wall_clock
+
+    async def probe(self, provider: ProviderSettings, how: ProviderProbeSettings) -> ProbeResult:
+        """Call provider once and judge the answer; never raises for the provider's failings."""
+        request = probe_request(self._http, provider, how, self._environ)
+        started = time.perf_counter()
+        status, ok, detail, rate_limited = 0, False, "", False
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.send(request, stream=True)
+                try:
+                    body = await _read_bounded(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            detail = f"timed out after {self._timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            detail = f"no answer: {type(exc).__name__}"
+        else:
+            status = response.status_code
+            verdict = check_answer(provider.kind, how.mode, status, body)
+            ok, detail, rate_limited = verdict.ok, verdict.detail, verdict.rate_limited
+        return ProbeResult(
+            ok=ok,
+            status=status,
+            latency_s=time.perf_counter() - started,
+            detail=detail,
+            at=self._wall_clock(),
+            mode=how.mode,
+            instance=self._instance,
+            rate_limited=rate_limited,
+        )
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY:
+            break  # cut short, it fails as not JSON: no model list is this large
+    return b"".join(chunks)

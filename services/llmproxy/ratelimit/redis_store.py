@@ -1,0 +1,180 @@
+"""LimitStore on Redis (standalone or Cluster): one EVALSHA decides a whole batch.
+
+Standalone Redis gets one script call per batch, whatever its keys. On a Redis Cluster a
+script may only touch one slot, so a batch is split by slot (every counter's keys share a hash
+tag) and the calls run concurrently. Scripts are sent by SHA; after a Redis restart the first
+call answers NOSCRIPT and is sent once as EVAL, which loads the script again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import NoScriptError, RedisError
+
+from llmproxy.common.redis import AnyRedis
+from llmproxy.ratelimit.errors import StoreError
+from llmproxy.ratelimit.rules import LOG
+from llmproxy.ratelimit.store import Adjust, Outcome, Take, sum_key
+
+_HERE = Path(__file__).parent
+
+
+class _Script:
+    def __init__(self, name: str) -> None:
+        self.source = (_HERE / name).read_text()
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    async def run(self, client: Any, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted (or failed over) and forgot the script: EVAL sends and caches it.
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+_MAX_HEADS = 10_000  # distinct (algorithm, limit, window) argument prefixes kept encoded
+TAKE = _Script("take.lua")
+ADJUST = _Script("adjust.lua")
+
+
+def _keys(key: str, algorithm: str) -> tuple[str, ...]:
+    return (key, sum_key(key)) if algorithm == LOG else (key,)
+
+
+class RedisLimitStore:
+    """Sliding-window counters in Redis, decided by take.lua and corrected by adjust.lua."""
+
+    def __init__(self, client: AnyRedis) -> None:
+        self._client = client
+        self._cluster = isinstance(client, RedisCluster)
+        # Log members must be unique across instances: a random prefix, then a counter.
+        self._prefix = os.urandom(6).hex().encode() + b"."
+        self._ids = itertools.count()
+        self._heads: dict[tuple[str, int, int], bytes] = {}
+
+    def _take_call(self, ops: Sequence[Take]) -> tuple[list[bytes], list[bytes]]:
+        keys: list[bytes] = []
+        words: list[bytes] = []
+        ids = self._ids
+        heads = self._heads
+        for op in ops:
+            head = heads.get((op.algorithm, op.limit, op.window_ms))
+            if head is None:
+                head = b"%s %d %d" % (op.algorithm.encode(), op.limit, op.window_ms)
+                if len(heads) < _MAX_HEADS:
+                    heads[(op.algorithm, op.limit, op.window_ms)] = head
+            key = op.key.encode()
+            if op.algorithm == LOG:
+                keys += (key, key + b":sum")
+                words.append(b"%s %d %d" % (head, op.hits, next(ids)))
+            else:
+                keys.append(key)
+                words.append(b"%s %d -" % (head, op.hits))
+        return keys, [self._prefix, b" ".join(words)]
+
+    def _adjust_call(self, ops: Sequence[Adjust]) -> tuple[list[bytes], list[bytes]]:
+        keys: list[bytes] = []
+        words: list[bytes] = []
+        for op in ops:
+            key = op.key.encode()
+            if op.algorithm == LOG:
+                keys += (key, key + b":sum")
+                member = b"a%d" % next(self._ids)
+            else:
+                keys.append(key)
+                member = b"-"
+            words.append(
+                b"%s %d %d %d %s"
+                % (op.algorithm.encode(), op.window_ms, op.delta, op.at_ms, member)
+            )
+        return keys, [self._prefix, b" ".join(words)]
+
+    def _by_slot(self, keys: Sequence[str]) -> list[list[int]]:
+        # Indexes of ops grouped by cluster slot (one group on a standalone Redis).
+        if not self._cluster:
+            return [list(range(len(keys)))]
+        groups: dict[int, list[int]] = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(index)
+        return list(groups.values())
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        """Decide every check; one script call per cluster slot (one in all on standalone)."""
+        if not ops:
+            return []
+        groups = self._by_slot([op.key for op in ops])
+        try:
+            replies = await asyncio.gather(
+                *(
+                    TAKE.run(self._client, *self._take_call([ops[i] for i in group]))
+                    for group in groups
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        for group, reply in zip(groups, replies, strict=True):
+            now = int(reply[0])
+            for position, index in enumerate(group):
+                base = 1 + 4 * position
+                outcomes[index] = Outcome(
+                    reply[base] == 1,
+                    int(reply[base + 1]),
+                    int(reply[base + 2]),
+                    int(reply[base + 3]),
+                    now,
+                )
+        return [o for o in outcomes if o is not None]
+
+    async def adjust(self, ops: Sequence[Adjust]) -> int:
+        """Apply corrections, one script call per cluster slot."""
+        if not ops:
+            return 0
+        groups = self._by_slot([op.key for op in ops])
+        try:
+            replies = await asyncio.gather(
+                *(
+                    ADJUST.run(self._client, *self._adjust_call([ops[i] for i in group]))
+                    for group in groups
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return sum(int(r) for r in replies)
+
+    async def reset(self, key: str, algorithm: str) -> bool:
+        """Delete the counter's keys."""
+        try:
+            # One DEL per key: they share a slot, but a cluster client splits multi-key DELs.
+            deleted = 0
+            for name in _keys(key, algorithm):
+                deleted += int(await self._client.delete(name))
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return deleted > 0
+
+    async def ping(self) -> None:
+        """Reconnect, PING, and load the scripts so the next decisions need no EVAL."""
+        try:
+            if not self._cluster:
+                # Connections from before an outage are dead; dropping them now spares the
+                # next decisions an error each (a cluster client re-discovers by itself).
+                await self._client.connection_pool.disconnect()  # type: ignore[union-attr]
+            await self._client.ping()
+            await self._client.script_load(TAKE.source)
+            await self._client.script_load(ADJUST.source)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()

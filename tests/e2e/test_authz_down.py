@@ -1,0 +1,54 @@
+"""Envoy fails closed when the authorization service is down: 503 JSON, nothing reaches the
+router. Its own stack, since the test stops a service."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmproxy.devstack.authz import create_demo_key
+from llmproxy.devstack.stack import Stack
+from tests.harness import logs
+from tests.harness.configs import stack_config_data, write_config
+
+pytestmark = pytest.mark.e2e
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    path, config = write_config(tmp_path, stack_config_data())
+    stack = Stack(config, path, tmp_path / "run", os.environ)
+    await stack.start()
+    logs.watch(request.node, *stack.processes.values())
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def test_requests_fail_closed_with_503_when_authz_is_stopped(own_stack: Stack) -> None:
+    token = own_stack.environ[own_stack.config.services.authz.admin_token_env]
+    key = await create_demo_key(own_stack.config, token)
+    envoy = own_stack.config.envoy
+    url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(url, json=BODY, headers=headers)).status_code == 200
+        assert own_stack.processes["authz"].stop() == 0
+        deadline = time.monotonic() + 10
+        while True:
+            response = await client.post(url, json=BODY, headers=headers)
+            if response.status_code != 200 or time.monotonic() > deadline:
+                break
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["type"] == "service_unavailable"
+    router_log = (own_stack.workdir / "logs" / "router.log").read_text()
+    assert "stream broke" not in router_log

@@ -1,0 +1,218 @@
+"""Rate limits through Envoy, as a client sees them: headers, 429s, tokens, two instances.
+
+A stack of its own: two ratelimit processes (both endpoints of Envoy's cluster) and limits low
+enough to reach in a few requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from llmproxy.devstack.stack import Stack
+from tests.e2e.conftest import create_key
+from tests.harness import logs
+from tests.harness.configs import stack_config_data, write_config
+from tests.harness.ports import free_port
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+LIMITS = """
+domain: llmproxy
+descriptors:
+  - key: tenant
+    value: rl-requests
+    rate_limit: {unit: minute, requests_per_unit: 1000}
+    descriptors:
+      - key: key_id
+        rate_limit: {unit: minute, requests_per_unit: 3, algorithm: sliding_log}
+  - key: tokens
+    descriptors:
+      - key: tenant
+        value: rl-tokens
+        rate_limit: {unit: minute, requests_per_unit: 2500}
+"""
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1000}
+
+
+def _ports_with_room(step: int) -> int:
+    # Instance 1 listens on port + step: both must be free.
+    while True:
+        port = free_port()
+        try:
+            with __import__("socket").create_server(("127.0.0.1", port + step)):
+                return port
+        except OSError:
+            continue
+
+
+@pytest.fixture(scope="module")
+def rl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack with two ratelimit instances and LIMITS."""
+    workdir = tmp_path_factory.mktemp("rl-stack")
+    limits = workdir / "ratelimit.yaml"
+    limits.write_text(LIMITS)
+    data = stack_config_data()
+    data["services"]["ratelimit"].update(
+        instances=2,
+        port_step=7,
+        grpc_port=_ports_with_room(7),
+        metrics_port=_ports_with_room(7),
+        limits_file=str(limits),
+    )
+    path, config = write_config(workdir, data)
+    stack = Stack(config, path, workdir, os.environ)
+    import asyncio  # noqa: PLC0415
+
+    asyncio.run(stack.start(timeout_s=60))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def gateway(request: pytest.FixtureRequest, rl_stack: Stack) -> str:
+    logs.watch(request.node, *rl_stack.processes.values())
+    envoy = rl_stack.config.envoy
+    return f"http://{envoy.host}:{envoy.listener_port}/v1"
+
+
+def post(gateway: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{gateway}/chat/completions",
+        json=CHAT,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+def test_responses_carry_ratelimit_headers_and_the_429_is_openai_shaped(
+    rl_stack: Stack, gateway: str
+) -> None:
+    key = create_key(rl_stack, tenant="rl-requests", user="u", name="rl").secret
+    answers = [post(gateway, key) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["2", "1", "0"]
+    assert answers[0].headers["x-ratelimit-limit"].startswith("3, ")  # then every quota
+    assert "3;w=60" in answers[0].headers["x-ratelimit-limit"]
+    assert 0 < int(answers[0].headers["x-ratelimit-reset"]) <= 60
+
+    refused = post(gateway, key)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_exceeded"
+    assert error["code"] == "rate_limit_exceeded"
+    assert error["message"].startswith("Rate limit reached for tenant=rl-requests, key_id=")
+    assert "on requests per minute: limit 3" in error["message"]
+
+    client = openai.OpenAI(base_url=gateway, api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    assert "Rate limit reached" in str(raised.value)
+
+
+def test_token_limits_reserve_the_estimate_before_the_call(rl_stack: Stack, gateway: str) -> None:
+    key = create_key(rl_stack, tenant="rl-tokens", user="u", name="tokens").secret
+    # Each request may cost its prompt plus max_tokens (1000): two fit in 2500, a third not.
+    codes = [post(gateway, key).status_code for _ in range(2)]
+    refused = post(gateway, key)
+    assert codes == [200, 200]
+    assert refused.status_code == 429
+    assert "on tokens per minute: limit 2500" in refused.json()["error"]["message"]
+
+
+def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.CompletedProcess[str]:
+    envoy = stack.config.envoy
+    return subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-protoset",
+            str(ROOT / "envoy" / "llmproxy.protoset"),
+            "-d",
+            body,
+            f"{envoy.host}:{envoy.control_port}",
+            f"llmproxy.ratelimit.v1.RateLimitControlService/{method}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_the_control_api_through_envoy(rl_stack: Stack, gateway: str) -> None:
+    key = create_key(rl_stack, tenant="rl-requests", user="u", name="control")
+    post(gateway, key.secret)
+    descriptor = json.dumps(
+        {
+            "descriptor": {
+                "entries": [
+                    {"key": "tenant", "value": "rl-requests"},
+                    {"key": "key_id", "value": key.key.key_id},
+                ]
+            }
+        }
+    )
+    limits = json.loads(grpcurl(rl_stack, "GetLimits").stdout)
+    assert limits["domain"] == "llmproxy"
+    assert len(limits["limits"]) == 3
+    usage = grpcurl(rl_stack, "GetUsage", descriptor)
+    assert usage.returncode == 0, usage.stderr
+    assert json.loads(usage.stdout)["used"] == "1"
+    reset = grpcurl(rl_stack, "ResetUsage", descriptor)
+    assert json.loads(reset.stdout)["existed"] is True
+    reload = grpcurl(rl_stack, "ReloadConfig")
+    assert reload.returncode == 0, reload.stderr
+    assert json.loads(reload.stdout)["limit_count"] == 3, reload.stdout
+    reconcile = grpcurl(
+        rl_stack,
+        "ReconcileTokens",
+        json.dumps(
+            {
+                "descriptors": [
+                    {
+                        "entries": [
+                            {"key": "tokens", "value": "estimate"},
+                            {"key": "tenant", "value": "rl-tokens"},
+                        ]
+                    }
+                ],
+                "reserved_tokens": 1000,
+                "actual_tokens": 10,
+            }
+        ),
+    )
+    assert reconcile.returncode == 0, reconcile.stderr
+    missing = grpcurl(rl_stack, "GetUsage", '{"descriptor": {"entries": [{"key": "nope"}]}}')
+    assert missing.returncode != 0
+    assert "no limit applies to the descriptor nope=" in missing.stderr
+
+
+def test_both_instances_decide(rl_stack: Stack, gateway: str) -> None:
+    key = create_key(rl_stack, tenant="rl-other", user="u", name="spread").secret
+    for _ in range(20):
+        post(gateway, key)
+    settings = rl_stack.config.services.ratelimit
+    for index in range(2):
+        port = settings.instance(index).metrics_port
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        decided = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("llmproxy_ratelimit_decisions_total{")
+        ]
+        assert sum(decided) > 0, f"instance {index} decided nothing"

@@ -1,0 +1,64 @@
+"""Authz services on real Redis: a factory of in-process servers, stopped after the test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from llmproxy._gen.authz.v1 import authz_pb2_grpc
+from llmproxy.authz.server import serve
+from llmproxy.common.server import RunningServer
+from llmproxy.config import DEFAULT_CONFIG, load_config
+from tests.unit.authz.test_requests import check_request
+
+TOKEN = secrets.token_urlsafe(24)
+ADMIN = (("authorization", f"Bearer {TOKEN}"),)
+ENVIRON = {"LLMPROXY_AUTHZ_HMAC_SECRET": "h" * 40, "LLMPROXY_ADMIN_TOKEN": TOKEN}
+
+
+class Instance:
+    """One running authz service and stubs for both of its APIs."""
+
+    def __init__(self, running: RunningServer) -> None:
+        self.running = running
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        self.admin = authz_pb2_grpc.AuthzServiceStub(self.channel)
+        self.authorization = external_auth_pb2_grpc.AuthorizationStub(self.channel)
+
+    async def check(
+        self, key: str | None, body: bytes = b'{"model": "gpt-4o-mini", "messages": []}'
+    ) -> external_auth_pb2.CheckResponse:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        reply: external_auth_pb2.CheckResponse = await self.authorization.Check(
+            check_request(headers, body), timeout=5
+        )
+        return reply
+
+
+Start = Callable[..., Awaitable[Instance]]
+
+
+@pytest.fixture
+async def authz(redis_process: str, redis_client: aioredis.Redis) -> AsyncIterator[Start]:
+    """Starts authz instances on the session's Redis (flushed); options are env overrides."""
+    started: list[Instance] = []
+
+    async def start(**overrides: str) -> Instance:
+        environ = {
+            "LLMPROXY__REDIS__URL": redis_process,
+            "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
+            **{f"LLMPROXY__SERVICES__AUTHZ__{k.upper()}": v for k, v in overrides.items()},
+        }
+        instance = Instance(await serve(load_config(DEFAULT_CONFIG, environ), ENVIRON))
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        await instance.channel.close()
+        await instance.running.stop(None)

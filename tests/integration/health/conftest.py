@@ -1,0 +1,123 @@
+"""The health service in process on a free port, over the session's real Redis, probing fake
+providers served in process (each with live fault knobs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2 as grpc_health_pb2
+from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
+
+from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.server import RunningServer
+from llmproxy.config import StackConfig
+from llmproxy.health.server import serve
+
+STATES = {
+    "unspecified": health_pb2.PROVIDER_STATE_UNSPECIFIED,
+    "healthy": health_pb2.PROVIDER_STATE_HEALTHY,
+    "degraded": health_pb2.PROVIDER_STATE_DEGRADED,
+    "unhealthy": health_pb2.PROVIDER_STATE_UNHEALTHY,
+}
+
+
+def health_config(
+    redis_url: str, providers: Mapping[str, str], health: Mapping[str, Any] | None = None
+) -> StackConfig:
+    """A stack whose providers are the given fake provider URLs (no keys), health on port 0.
+
+    The other services are on port 0 too, so the health service does not check them.
+    """
+    services: dict[str, Any] = {
+        name: {"grpc_port": 0, "metrics_port": 0}
+        for name in ("router", "ratelimit", "authz", "fault")
+    }
+    services["health"] = {"grpc_port": 0, "metrics_port": 0, **(health or {})}
+    return StackConfig.model_validate(
+        {
+            "redis": {"url": redis_url},
+            "services": services,
+            "providers": [
+                {"name": name, "base_url": f"{url}/v1", "api_key_env": None}
+                for name, url in providers.items()
+            ],
+        }
+    )
+
+
+@dataclass
+class HealthService:
+    """A running health service and clients of its APIs."""
+
+    running: RunningServer
+    channel: grpc.aio.Channel
+    config: StackConfig
+
+    @property
+    def api(self) -> health_pb2_grpc.ProviderHealthServiceAsyncStub:
+        return health_pb2_grpc.ProviderHealthServiceStub(self.channel)
+
+    @property
+    def grpc_health(self) -> Any:
+        # types-grpcio-health-checking declares HealthStub without its methods.
+        return grpc_health_pb2_grpc.HealthStub(self.channel)
+
+    async def provider(self, name: str) -> health_pb2.Provider:
+        reply = await self.api.GetProvider(health_pb2.GetProviderRequest(name=name))
+        return reply.provider
+
+    async def serving(self, service: str) -> str:
+        reply = await self.grpc_health.Check(grpc_health_pb2.HealthCheckRequest(service=service))
+        return str(grpc_health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def wait_for(self, name: str, state: str, within_s: float) -> float:
+        """Seconds until provider name reaches state, polled; fails after within_s."""
+        started = time.monotonic()
+        deadline = started + within_s
+        while time.monotonic() < deadline:
+            if (await self.provider(name)).state == STATES[state]:
+                return time.monotonic() - started
+            await asyncio.sleep(0.02)
+        found = await self.provider(name)
+        pytest.fail(f"{name} not {state} within {within_s} s: {found}")
+
+
+StartHealth = Callable[..., Awaitable[HealthService]]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, what: str) -> float:
+    """Seconds until check() holds, polled; fails the test after within_s."""
+    started = time.monotonic()
+    while time.monotonic() - started < within_s:
+        if await check():
+            return time.monotonic() - started
+        await asyncio.sleep(0.02)
+    pytest.fail(f"not within {within_s} s: {what}")
+
+
+@pytest.fixture
+async def start_health(redis_process: str, redis_client: Any) -> AsyncIterator[StartHealth]:
+    """Start health services on the session Redis (flushed first); all stopped after."""
+    started: list[HealthService] = []
+
+    async def start(
+        providers: Mapping[str, str], health: Mapping[str, Any] | None = None
+    ) -> HealthService:
+        config = health_config(redis_process, providers, health)
+        running = await serve(config)
+        service = HealthService(
+            running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), config
+        )
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.channel.close()
+        await service.running.stop(None)

@@ -1,0 +1,75 @@
+"""Several health instances on one Redis: one probe per interval for the fleet, shared state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from llmproxy._gen.health.v1 import health_pb2
+from tests.harness.fake_provider import fake_provider
+from tests.integration.health.conftest import StartHealth, eventually
+
+pytestmark = pytest.mark.integration
+
+INTERVAL_S = 0.25
+SETTINGS = {
+    "probe": {"interval_s": INTERVAL_S, "timeout_s": 0.5, "degraded_latency_s": 0.5},
+    "sync_interval_s": 0.05,
+}
+
+
+async def probe_count(url: str) -> int:
+    async with httpx.AsyncClient() as client:
+        stats = (await client.get(f"{url}/_fake/stats")).json()
+    return int(stats["requests"].get("/v1/models", 0))
+
+
+async def test_three_instances_probe_once_per_interval(start_health: StartHealth) -> None:
+    async with fake_provider() as provider:
+        services = [await start_health({"p": provider.url}, SETTINGS) for _ in range(3)]
+        before = await probe_count(provider.url)
+        intervals = 12
+        await asyncio.sleep(intervals * INTERVAL_S)
+        probes = await probe_count(provider.url) - before
+        # Uncoordinated, three instances would probe 3 * 12 = 36 times.
+        print(f"3 instances, {intervals} intervals: {probes} probes")
+        assert intervals - 3 <= probes <= intervals + 3
+        # Each instance shows the fleet's probes, whichever instance ran them.
+        runners = set()
+        for service in services:
+            provider_state = await service.provider("p")
+            runners.update(p.instance for p in provider_state.probes)
+            assert provider_state.state == health_pb2.PROVIDER_STATE_HEALTHY
+        assert len(runners) >= 1
+
+
+async def test_state_changes_reach_every_instance(start_health: StartHealth) -> None:
+    async with fake_provider() as provider:
+        first = await start_health({"p": provider.url}, SETTINGS)
+        second = await start_health({"p": provider.url}, SETTINGS)
+        await first.api.SetMaintenance(
+            health_pb2.SetMaintenanceRequest(name="p", maintenance=True, reason="rotation")
+        )
+
+        async def drained() -> bool:
+            return (await second.provider("p")).maintenance
+
+        await eventually(drained, 5, "maintenance seen by the other instance")
+        assert (await second.provider("p")).maintenance_reason == "rotation"
+        await first.api.SetMaintenance(health_pb2.SetMaintenanceRequest(name="p"))
+        # A circuit opened by outcomes reported to one instance is open for the other.
+        failed = health_pb2.CallOutcome(provider="p", ok=False, status_code=502)
+        await first.api.ReportOutcomes(health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5))
+
+        async def opened() -> bool:
+            return (await second.provider("p")).circuit == health_pb2.CIRCUIT_STATE_OPEN
+
+        await eventually(opened, 5, "the open circuit seen by the other instance")
+        reported = await second.provider("p")
+        assert (reported.available, reported.maintenance) == (False, False)
+        # Probes one instance ran show up on the other.
+        provider.knobs.outage = "503"
+        await second.wait_for("p", "unhealthy", within_s=5)
+        await first.wait_for("p", "unhealthy", within_s=5)

@@ -1,0 +1,119 @@
+"""Rate limit servers on real Redis (standalone and a 3-master cluster), in this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.wrappers_pb2 import UInt64Value
+
+from llmproxy._gen.ratelimit.v1 import ratelimit_pb2_grpc
+from llmproxy.common.server import RunningServer
+from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.ratelimit.server import serve
+from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
+
+
+@dataclass
+class Instance:
+    """One running rate limit server and stubs to call it."""
+
+    running: RunningServer
+    rls: rls_pb2_grpc.RateLimitServiceStub
+    control: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub
+    channel: grpc.aio.Channel
+
+
+StartInstance = Callable[..., Awaitable[Instance]]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real 3-master Redis Cluster for the whole session."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield nodes
+
+
+@pytest.fixture
+async def cluster_client(cluster: RedisClusterNodes) -> AsyncIterator[aioredis.RedisCluster]:
+    """A client of the session's cluster, flushed before each test."""
+    client = aioredis.RedisCluster.from_url(cluster.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def limits_file(tmp_path: Path) -> Callable[[str], Path]:
+    """Writes a limits document to the test's folder; returns its path."""
+
+    def write(text: str) -> Path:
+        path = tmp_path / "ratelimit.yaml"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def start_instance(
+    redis_client: aioredis.Redis, redis_process: str
+) -> AsyncIterator[StartInstance]:
+    """Starts rate limit servers on port 0 against the session's Redis (or a given URL)."""
+    started: list[Instance] = []
+
+    async def start(
+        limits: Path, redis_url: str | None = None, *, cluster: bool = False, **settings: str
+    ) -> Instance:
+        environ = {
+            "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": "0",
+            "LLMPROXY__SERVICES__RATELIMIT__LIMITS_FILE": str(limits),
+            "LLMPROXY__REDIS__URL": redis_url or redis_process,
+            "LLMPROXY__REDIS__CLUSTER": "true" if cluster else "false",
+            # Bursts of hundreds of calls on a shared 2-core machine: not an outage.
+            "LLMPROXY__SERVICES__RATELIMIT__REDIS_TIMEOUT_S": "2",
+            **{f"LLMPROXY__SERVICES__RATELIMIT__{k.upper()}": v for k, v in settings.items()},
+        }
+        config = load_config(DEFAULT_CONFIG, environ=environ)
+        running = await serve(config)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        instance = Instance(
+            running,
+            rls_pb2_grpc.RateLimitServiceStub(channel),
+            ratelimit_pb2_grpc.RateLimitControlServiceStub(channel),
+            channel,
+        )
+        started.append(instance)
+        return instance
+
+    yield start
+    for instance in started:
+        await instance.channel.close()
+        await instance.running.stop(None)
+
+
+def descriptor(
+    *entries: tuple[str, str], hits: int | None = None
+) -> common_pb2.RateLimitDescriptor:
+    """An Envoy descriptor of entries, with its own hits_addend if given."""
+    found = common_pb2.RateLimitDescriptor(
+        entries=[common_pb2.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries]
+    )
+    if hits is not None:
+        found.hits_addend.CopyFrom(UInt64Value(value=hits))
+    return found
+
+
+def request(*descriptors: common_pb2.RateLimitDescriptor) -> rls_pb2.RateLimitRequest:
+    """A RateLimitRequest of the llmproxy domain."""
+    return rls_pb2.RateLimitRequest(domain="llmproxy", descriptors=list(descriptors))
+
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT

@@ -1,0 +1,169 @@
+"""Redis killed or frozen under load: decisions go on locally, then back to Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
+
+from llmproxy.devstack.process import ManagedProcess
+from llmproxy.ratelimit.server import HEALTH_REDIS
+from tests.harness import logs
+from tests.harness.redis_server import redis_server
+from tests.integration.ratelimit.conftest import (
+    OK,
+    OVER_LIMIT,
+    Instance,
+    StartInstance,
+    descriptor,
+    request,
+)
+
+pytestmark = pytest.mark.integration
+
+LIMITS = """
+domain: llmproxy
+descriptors:
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 1000000}
+    descriptors:
+      - key: key_id
+        rate_limit: {unit: minute, requests_per_unit: 10, algorithm: sliding_log}
+"""
+
+
+@pytest.fixture
+def own_redis(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, ManagedProcess]]:
+    """A redis-server of this test's own, which it may kill."""
+    with redis_server(tmp_path / "redis") as (url, process):
+        logs.watch(request.node, process)
+        yield url, process
+
+
+def degraded() -> float:
+    return REGISTRY.get_sample_value("llmproxy_ratelimit_degraded") or 0.0
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polls what another component sets
+            await asyncio.sleep(0.02)
+
+
+async def redis_health(instance: Instance) -> int:
+    stub = health_pb2_grpc.HealthStub(instance.channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_REDIS))
+    return int(reply.status)
+
+
+class Load:
+    """Clients calling ShouldRateLimit in a loop; every answer and error is kept."""
+
+    def __init__(self, instance: Instance, clients: int = 8) -> None:
+        self.codes: list[int] = []
+        self.errors: list[grpc.aio.AioRpcError] = []
+        self._stop = asyncio.Event()
+        self._instance = instance
+        self._tasks = [asyncio.create_task(self._client(i)) for i in range(clients)]
+
+    async def _client(self, index: int) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            call = request(
+                descriptor(("tenant", "acme")),
+                descriptor(("tenant", "acme"), ("key_id", f"k{index}-{count // 20}")),
+            )
+            try:
+                reply = await self._instance.rls.ShouldRateLimit(call, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                self.errors.append(exc)
+            else:
+                self.codes.append(reply.overall_code)
+            await asyncio.sleep(0.002)
+
+    async def answered_more(self, count: int = 50) -> None:
+        target = len(self.codes) + count
+        await until(lambda: len(self.codes) >= target)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+async def test_killed_redis_degrades_then_recovers(
+    start_instance: StartInstance,
+    limits_file: Callable[[str], Path],
+    own_redis: tuple[str, ManagedProcess],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    url, process = own_redis
+    instance = await start_instance(
+        limits_file(LIMITS), url, redis_timeout_s="0.05", probe_interval_s="0.1"
+    )
+    load = Load(instance)
+    try:
+        await load.answered_more()
+        assert degraded() == 0
+        process.signal(signal.SIGKILL)
+        await until(lambda: degraded() == 1)
+        await load.answered_more()
+        assert await redis_health(instance) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert "redis unavailable" in caplog.text
+
+        # redis-server comes back on the same port: decisions return to it by themselves.
+        process.start()
+        await process.wait_ready(15)
+        await until(lambda: degraded() == 0)
+        await load.answered_more()
+        assert await redis_health(instance) == health_pb2.HealthCheckResponse.SERVING
+        assert "redis is back" in caplog.text
+        client = aioredis.Redis.from_url(url)
+        try:
+            assert [k async for k in client.scan_iter(match="llmproxy:rl:*")]
+        finally:
+            await client.aclose()
+    finally:
+        await load.stop()
+    assert load.errors == []  # Envoy never saw an error
+    assert set(load.codes) <= {OK, OVER_LIMIT}
+    assert OVER_LIMIT in load.codes  # the per-key limits held throughout
+
+
+async def test_frozen_redis_times_out_into_local_decisions(
+    start_instance: StartInstance,
+    limits_file: Callable[[str], Path],
+    own_redis: tuple[str, ManagedProcess],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    url, process = own_redis
+    instance = await start_instance(
+        limits_file(LIMITS), url, redis_timeout_s="0.05", probe_interval_s="0.1"
+    )
+    load = Load(instance, clients=4)
+    try:
+        await load.answered_more()
+        process.signal(signal.SIGSTOP)  # still connected, never answers: the slow case
+        try:
+            await until(lambda: degraded() == 1)
+            await load.answered_more()
+        finally:
+            process.signal(signal.SIGCONT)
+        await until(lambda: degraded() == 0)
+        await load.answered_more()
+    finally:
+        await load.stop()
+    assert load.errors == []
+    assert "redis is back" in caplog.text

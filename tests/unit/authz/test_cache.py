@@ -1,0 +1,178 @@
+"""The key cache: TTL, size bound, invalidations, and no trust while the feed is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from llmproxy.authz.cache import CachedKeys, KeyCache
+from llmproxy.authz.records import KeyRecord
+from llmproxy.authz.store import RESYNC
+from tests.unit.authz.fakes import Clock, FakeFeed, FakeKeyStore
+
+pytestmark = pytest.mark.unit
+
+
+def record(key_id: str = "0123456789abcdef", **fields: object) -> KeyRecord:
+    return KeyRecord(
+        key_id=key_id,
+        key_hash="h",
+        tenant="t",
+        user="u",
+        created_at=0,
+        updated_at=0,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def live_keys(ttl_s: float = 5.0, max_entries: int = 100) -> tuple[CachedKeys, FakeKeyStore, Clock]:
+    clock = Clock(0)
+    store = FakeKeyStore()
+    keys = CachedKeys(store, KeyCache(ttl_s, max_entries, clock))
+    keys.apply(RESYNC)
+    return keys, store, clock
+
+
+async def test_lookups_are_cached_for_the_ttl() -> None:
+    keys, store, clock = live_keys(ttl_s=5)
+    store.records["a"] = record("a")
+    assert await keys.get("a") == record("a")
+    assert await keys.get("a") == record("a")
+    assert store.gets == 1
+    clock.now += 5
+    await keys.get("a")
+    assert store.gets == 2
+
+
+async def test_misses_are_cached_too() -> None:
+    keys, store, _ = live_keys()
+    assert await keys.get("nope") is None
+    assert await keys.get("nope") is None
+    assert store.gets == 1
+
+
+async def test_an_invalidation_evicts_at_once() -> None:
+    keys, store, _ = live_keys()
+    store.records["a"] = record("a")
+    await keys.get("a")
+    store.records["a"] = record("a", revoked=True)
+    assert (await keys.get("a")).revoked is False  # type: ignore[union-attr]  # still cached
+    keys.apply("a")
+    assert (await keys.get("a")).revoked is True  # type: ignore[union-attr]
+
+
+async def test_the_least_recently_used_entry_goes_first() -> None:
+    keys, store, _ = live_keys(max_entries=2)
+    for name in "abc":
+        store.records[name] = record(name)
+    await keys.get("a")
+    await keys.get("b")
+    await keys.get("a")
+    await keys.get("c")  # evicts b
+    gets = store.gets
+    await keys.get("a")
+    await keys.get("c")
+    assert store.gets == gets
+    await keys.get("b")
+    assert store.gets == gets + 1
+
+
+async def test_nothing_is_cached_while_the_feed_is_not_live() -> None:
+    store = FakeKeyStore()
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)))
+    await keys.get("a")
+    await keys.get("a")
+    assert store.gets == 2
+
+
+class SlowStore(FakeKeyStore):
+    """A store whose get lets an invalidation happen in the middle."""
+
+    def __init__(self, keys: list[CachedKeys]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        found = await super().get(key_id)
+        self.keys[0].apply(key_id)  # the record changes while this read is in flight
+        return found
+
+
+async def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
+    holder: list[CachedKeys] = []
+    store = SlowStore(holder)
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)))
+    holder.append(keys)
+    keys.apply(RESYNC)
+    store.records["a"] = record("a")
+    await keys.get("a")
+    await keys.get("a")
+    assert store.gets == 2
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 - polling state the code under test sets
+            await asyncio.sleep(0.005)
+
+
+async def test_follow_resubscribes_after_a_lost_connection() -> None:
+    store = FakeKeyStore()
+    store.records["a"] = record("a")
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)), retry_min_s=0.01)
+    feed = FakeFeed([RESYNC], [RESYNC, "a"])
+    task = asyncio.create_task(keys.follow(feed))
+    try:
+        await wait_for(lambda: feed.connections == 2 and keys.live)
+        await keys.get("a")
+        await keys.get("a")
+        assert store.gets == 1  # live again: cached
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class BreakableFeed:
+    """Subscribes, then fails when the test says so."""
+
+    def __init__(self) -> None:
+        self.lose = asyncio.Event()
+
+    async def events(self) -> AsyncIterator[str]:
+        yield RESYNC
+        await self.lose.wait()
+        raise OSError("connection lost")
+
+
+async def test_a_lost_feed_clears_the_cache_and_stops_trusting_it() -> None:
+    store = FakeKeyStore()
+    store.records["a"] = record("a")
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)), retry_min_s=60)
+    feed = BreakableFeed()
+    task = asyncio.create_task(keys.follow(feed))
+    try:
+        await wait_for(lambda: keys.live)
+        await keys.get("a")
+        await keys.get("a")
+        assert store.gets == 1
+        feed.lose.set()
+        await wait_for(lambda: not keys.live)
+        await keys.get("a")
+        await keys.get("a")
+        assert store.gets == 3  # every lookup goes to the store until the feed is back
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_first_attempt_done_is_set_even_when_redis_refuses() -> None:
+    keys = CachedKeys(FakeKeyStore(), KeyCache(5, 10, Clock(0)), retry_min_s=60)
+    task = asyncio.create_task(keys.follow(FakeFeed()))
+    try:
+        await asyncio.wait_for(keys.first_attempt_done.wait(), 5)
+        assert keys.live is False
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

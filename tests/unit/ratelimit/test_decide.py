@@ -1,0 +1,202 @@
+"""Decisions with fakes: statuses, 429 details, give-backs, the over-limit cache, failover."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf.wrappers_pb2 import UInt64Value
+from prometheus_client import REGISTRY
+
+from llmproxy.ratelimit.batcher import Batcher
+from llmproxy.ratelimit.decide import Decider
+from llmproxy.ratelimit.descriptors import RESERVED_AT_HEADER
+from llmproxy.ratelimit.errors import DescriptorError, StoreError
+from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.memory_store import MemoryLimitStore
+from llmproxy.ratelimit.overlimit import OverLimitCache
+from llmproxy.ratelimit.reload import LimitsHolder
+from llmproxy.ratelimit.store import Adjust, Outcome, Take
+
+pytestmark = pytest.mark.unit
+
+OK = rls_pb2.RateLimitResponse.OK
+OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+LIMITS = """
+domain: llmproxy
+descriptors:
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 5}
+    descriptors:
+      - key: key_id
+        rate_limit: {unit: minute, requests_per_unit: 2, algorithm: sliding_log}
+  - key: remote_address
+    rate_limit: {unit: second, requests_per_unit: 1}
+    shadow_mode: true
+  - key: tokens
+    descriptors:
+      - key: tenant
+        rate_limit: {unit: minute, requests_per_unit: 1000}
+"""
+
+
+class CountingStore(MemoryLimitStore):
+    """The memory store, counting calls; it fails while `failing` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.take_calls = 0
+        self.failing = False
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        self.take_calls += 1
+        if self.failing:
+            raise StoreError("redis: connection refused")
+        return await super().take(ops)
+
+    async def adjust(self, ops: Sequence[Adjust]) -> int:
+        if self.failing:
+            raise StoreError("redis: connection refused")
+        return await super().adjust(ops)
+
+    async def ping(self) -> None:
+        if self.failing:
+            raise StoreError("redis: connection refused")
+
+
+def desc(*entries: tuple[str, str], hits: int | None = None) -> common_pb2.RateLimitDescriptor:
+    found = common_pb2.RateLimitDescriptor(
+        entries=[common_pb2.RateLimitDescriptor.Entry(key=k, value=v) for k, v in entries]
+    )
+    if hits is not None:
+        found.hits_addend.CopyFrom(UInt64Value(value=hits))
+    return found
+
+
+def req(*descriptors: common_pb2.RateLimitDescriptor, hits: int = 0) -> rls_pb2.RateLimitRequest:
+    return rls_pb2.RateLimitRequest(domain="llmproxy", descriptors=descriptors, hits_addend=hits)
+
+
+@pytest.fixture
+def primary() -> CountingStore:
+    return CountingStore()
+
+
+@pytest.fixture
+def decider(tmp_path: Path, primary: CountingStore) -> Decider:
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITS)
+    store = FailoverStore(
+        primary, MemoryLimitStore(), timeout_s=1, probe_interval_s=0.01, instances=2
+    )
+    return Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
+
+
+async def test_statuses_carry_the_limit_remaining_and_reset(decider: Decider) -> None:
+    reply = await decider.decide(req(desc(("tenant", "a")), desc(("user", "nobody"))))
+    assert reply.overall_code == OK
+    limited, unlimited = reply.statuses
+    assert limited.current_limit.requests_per_unit == 5
+    assert limited.current_limit.unit == rls_pb2.RateLimitResponse.RateLimit.MINUTE
+    assert limited.limit_remaining == 4
+    assert 0 < limited.duration_until_reset.ToMilliseconds() <= 60_000
+    assert not unlimited.HasField("current_limit")
+
+
+async def test_over_limit_answers_with_retry_after_and_a_message(decider: Decider) -> None:
+    key = req(desc(("tenant", "a"), ("key_id", "k")))
+    for _ in range(2):
+        assert (await decider.decide(key)).overall_code == OK
+    refused = await decider.decide(key)
+    assert refused.overall_code == OVER_LIMIT
+    assert refused.statuses[0].code == OVER_LIMIT
+    headers = {h.key: h.value for h in refused.response_headers_to_add}
+    assert 55 <= int(headers["retry-after"]) <= 60
+    assert refused.raw_body.decode().startswith(
+        "Rate limit reached for tenant=a, key_id=k on requests per minute: limit 2, used 2"
+    )
+
+
+async def test_request_and_descriptor_hits_addend_are_honoured(decider: Decider) -> None:
+    reply = await decider.decide(req(desc(("tenant", "a")), hits=3))
+    assert reply.statuses[0].limit_remaining == 2
+    tokens = desc(("tokens", "estimate"), ("tenant", "a"), hits=600)
+    reply = await decider.decide(req(tokens, desc(("tenant", "b")), hits=2))
+    assert [s.limit_remaining for s in reply.statuses] == [400, 3]
+    assert [h.key for h in reply.request_headers_to_add] == [RESERVED_AT_HEADER]
+    refused = await decider.decide(req(tokens))
+    assert refused.overall_code == OVER_LIMIT
+    assert "on tokens per minute: limit 1000, used 600, requested 600" in refused.raw_body.decode()
+    assert not refused.request_headers_to_add
+
+
+async def test_the_over_limit_cache_answers_without_the_store(
+    decider: Decider, primary: CountingStore
+) -> None:
+    key = req(desc(("tenant", "a"), ("key_id", "k")), desc(("tenant", "a")))
+    for _ in range(3):
+        await decider.decide(key)
+    calls = primary.take_calls
+    for _ in range(5):
+        reply = await decider.decide(key)
+        assert reply.overall_code == OVER_LIMIT
+        # The tenant is not even counted: the request is refused anyway.
+        assert reply.statuses[1].code == OK
+    assert primary.take_calls == calls
+    decider.limits_changed()  # a reload forgets the cache
+    await decider.decide(key)
+    assert primary.take_calls == calls + 1
+
+
+async def test_shadow_mode_never_refuses(decider: Decider) -> None:
+    ip = req(desc(("remote_address", "1.2.3.4")))
+    codes = [(await decider.decide(ip)).overall_code for _ in range(3)]
+    assert codes == [OK, OK, OK]
+
+
+async def test_concurrent_requests_share_store_calls(
+    decider: Decider, primary: CountingStore
+) -> None:
+    replies = await asyncio.gather(
+        *(decider.decide(req(desc(("tenant", f"t{i}")))) for i in range(50))
+    )
+    assert all(r.overall_code == OK for r in replies)
+    assert primary.take_calls <= 3
+
+
+async def test_a_failing_store_degrades_to_local_limits_and_recovers(
+    decider: Decider, primary: CountingStore
+) -> None:
+    def degraded() -> float | None:
+        return REGISTRY.get_sample_value("llmproxy_ratelimit_degraded")
+
+    primary.failing = True
+    key = req(desc(("tenant", "a")))
+    # Two instances share the limit of 5 while degraded: 3 each (rounded up).
+    codes = [(await decider.decide(key)).overall_code for _ in range(4)]
+    assert codes == [OK, OK, OK, OVER_LIMIT]
+    assert degraded() == 1
+    primary.failing = False
+    async with asyncio.timeout(5):
+        while degraded() != 0:  # noqa: ASYNC110 - polls a gauge the probe task sets
+            await asyncio.sleep(0.01)
+    assert (await decider.decide(key)).overall_code == OK
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (rls_pb2.RateLimitRequest(domain="llmproxy"), "the request has no descriptors"),
+        (rls_pb2.RateLimitRequest(domain="x", descriptors=[desc(("a", "b"))]), "domain 'x'"),
+        (req(common_pb2.RateLimitDescriptor()), "at least one entry"),
+    ],
+)
+async def test_malformed_requests_are_refused(
+    decider: Decider, request_: rls_pb2.RateLimitRequest, message: str
+) -> None:
+    with pytest.raises(DescriptorError, match=message):
+        await decider.decide(request_)
