@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -125,13 +127,25 @@ def test_responses_carry_ratelimit_headers_and_the_429_is_openai_shaped(
 
 
 def test_token_limits_reserve_the_estimate_before_the_call(rl_stack: Stack, gateway: str) -> None:
+    """Concurrent requests hold their estimates (prompt + max_tokens 1000) while in flight: two
+    fit in 2500 tokens, a third does not. Once they are answered the router reconciles each
+    reservation with the few tokens really used, so later requests fit again."""
     key = create_key(rl_stack, tenant="rl-tokens", user="u", name="tokens").secret
-    # Each request may cost its prompt plus max_tokens (1000): two fit in 2500, a third not.
-    codes = [post(gateway, key).status_code for _ in range(2)]
-    refused = post(gateway, key)
-    assert codes == [200, 200]
-    assert refused.status_code == 429
-    assert "on tokens per minute: limit 2500" in refused.json()["error"]["message"]
+    fake = rl_stack.config.fake_provider
+    knobs = f"http://{fake.host}:{fake.port}/_fake/knobs"
+    httpx.put(knobs, json={"latency_ms": 1500}).raise_for_status()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            codes = sorted(r.status_code for r in pool.map(lambda _: post(gateway, key), range(3)))
+    finally:
+        httpx.put(knobs, json={"latency_ms": 0}).raise_for_status()
+    assert codes == [200, 200, 429]
+    # Reconciliation runs just after each answer; give it a moment, then two more fit.
+    deadline = time.monotonic() + 5
+    while post(gateway, key).status_code != 200:
+        assert time.monotonic() < deadline, "reservations were never reconciled"
+        time.sleep(0.1)
+    assert post(gateway, key).status_code == 200
 
 
 def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.CompletedProcess[str]:
