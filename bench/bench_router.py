@@ -142,7 +142,7 @@ async def zipf_replay(stack: Stack, key: str) -> dict[str, Any]:
             response = await client.post(
                 url,
                 content=chat(f"Question number {prompt}?", 0),
-                headers={"content-type": "application/json"},
+                headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
             )
             result = response.headers.get("x-cache", f"status {response.status_code}")
             outcomes[result] = outcomes.get(result, 0) + 1
