@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.config import FakeProviderSettings
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack, fake_provider_process
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 PROVIDERS = ("alpha", "beta")
 HEALTH_API = "llmproxy.health.v1.ProviderHealthService"
+HEALTHY = health_pb2.PROVIDER_STATE_HEALTHY
+UNHEALTHY = health_pb2.PROVIDER_STATE_UNHEALTHY
 
 
 class Gateway:
@@ -75,19 +79,30 @@ class Gateway:
         )
 
     def call(self, method: str, body: str = "{}") -> dict[str, Any]:
+        """One health RPC through Envoy's control listener, with grpcurl as the README does."""
         done = self.grpcurl(f"{HEALTH_API}/{method}", body)
         assert done.returncode == 0, done.stderr
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
-    def provider(self, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = self.call("GetProvider", json.dumps({"name": name}))["provider"]
-        return found
+    def provider(self, name: str) -> health_pb2.Provider:
+        """One provider through Envoy's control listener (Python gRPC: fast enough to poll)."""
+        with grpc.insecure_channel(self.control) as channel:
+            reply = health_pb2_grpc.ProviderHealthServiceStub(channel).GetProvider(
+                health_pb2.GetProviderRequest(name=name), timeout=5
+            )
+        return reply.provider
 
-    def wait_state(self, name: str, state: str, within_s: float) -> float:
+    def set_maintenance(self, name: str, maintenance: bool) -> None:
+        with grpc.insecure_channel(self.control) as channel:
+            health_pb2_grpc.ProviderHealthServiceStub(channel).SetMaintenance(
+                health_pb2.SetMaintenanceRequest(name=name, maintenance=maintenance), timeout=5
+            )
+
+    def wait_state(self, name: str, state: int, within_s: float) -> float:
         started = time.monotonic()
         while time.monotonic() - started < within_s:
-            if self.provider(name).get("state") == state:
+            if self.provider(name).state == state:
                 return time.monotonic() - started
             time.sleep(0.05)
         pytest.fail(f"{name} not {state} within {within_s} s: {self.provider(name)}")
@@ -167,9 +182,9 @@ def health(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[Gateway
     yield gateway
     for name in PROVIDERS:
         gateway.knobs(name, outage="none", error_rate=0)
-        gateway.call("SetMaintenance", json.dumps({"name": name}))
+        gateway.set_maintenance(name, False)
     for name in PROVIDERS:
-        gateway.wait_state(name, "PROVIDER_STATE_HEALTHY", within_s=10)
+        gateway.wait_state(name, HEALTHY, within_s=10)
         gateway.wait_flags(name, "healthy", within_s=5)
 
 
@@ -184,13 +199,13 @@ def test_envoy_takes_provider_endpoints_from_the_health_service(health: Gateway)
 
 def test_envoy_stops_routing_to_a_provider_marked_unhealthy(health: Gateway) -> None:
     health.knobs("alpha", outage="hang")
-    down_s = health.wait_state("alpha", "PROVIDER_STATE_UNHEALTHY", within_s=5)
+    down_s = health.wait_state("alpha", UNHEALTHY, within_s=5)
     health.wait_flags("alpha", "/failed_eds_health", within_s=2)
     # Without EDS this request would hang with the provider; Envoy refuses it at once instead.
     refused = httpx.get(f"{health.egress}/alpha/models", timeout=5)
     assert (refused.status_code, refused.text) == (503, "no healthy upstream")
     health.knobs("alpha", outage="none")
-    up_s = health.wait_state("alpha", "PROVIDER_STATE_HEALTHY", within_s=10)
+    up_s = health.wait_state("alpha", HEALTHY, within_s=10)
     health.wait_flags("alpha", "healthy", within_s=2)
     assert httpx.get(f"{health.egress}/alpha/models", timeout=5).status_code == 200
     print(f"through Envoy: unhealthy after {down_s:.2f} s, healthy {up_s:.2f} s after recovery")
@@ -200,7 +215,7 @@ def test_the_router_skips_an_unhealthy_provider_without_a_call(health: Gateway) 
     first = health.chat()
     assert (first.status_code, first.headers["x-llmproxy-provider"]) == (200, "alpha")
     health.knobs("alpha", outage="hang")
-    health.wait_state("alpha", "PROVIDER_STATE_UNHEALTHY", within_s=5)
+    health.wait_state("alpha", UNHEALTHY, within_s=5)
     time.sleep(0.3)  # the router's watch stream delivers the change
     sent = health.stat("cluster.provider_alpha.upstream_rq_total")
     refused = health.stat("cluster.provider_alpha.upstream_cx_none_healthy")
@@ -227,7 +242,8 @@ def test_every_health_rpc_answers_through_the_control_listener(health: Gateway) 
     """The README's grpcurl examples, one per RPC."""
     listed = health.call("ListProviders")
     assert [p["name"] for p in listed["providers"]] == list(PROVIDERS)
-    assert health.provider("beta")["available"] is True
+    got = health.call("GetProvider", '{"name": "beta"}')
+    assert got["provider"]["available"] is True
     probed = health.call("ProbeNow", '{"name": "beta"}')
     assert probed["result"]["ok"] is True
     assert probed["result"]["detail"] == "1 models listed"

@@ -145,3 +145,47 @@ def test_committed_reference_config_is_fresh(tmp_path: Path) -> None:
         assert (reference / name).read_bytes() == (tmp_path / name).read_bytes(), (
             f"envoy/{name} is stale: run `make envoy-config`"
         )
+
+
+def test_provider_clusters_take_endpoints_and_health_from_the_health_service() -> None:
+    environ = {"OPENAI_API_KEY": "sk-test"}
+    config = load_config(DEFAULT_CONFIG, environ={})
+    bootstrap = build_bootstrap(config, DESCRIPTOR, environ)
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    openai = clusters["provider_openai"]
+    assert openai["type"] == "EDS"
+    assert "load_assignment" not in openai
+    eds = openai["eds_cluster_config"]
+    assert eds["service_name"] == "provider_openai"
+    source = eds["eds_config"]
+    assert source["resource_api_version"] == "V3"
+    assert source["initial_fetch_timeout"] == "3s"  # a health service down at startup
+    api = source["api_config_source"]
+    assert (api["api_type"], api["transport_api_version"]) == ("GRPC", "V3")
+    (grpc,) = api["grpc_services"]
+    assert grpc["envoy_grpc"]["cluster_name"] == "llmproxy_health"
+    assert grpc["envoy_grpc"]["retry_policy"]["retry_back_off"]["max_interval"] == "2s"
+    # No panic mode: an unhealthy provider is refused, not called anyway.
+    assert openai["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
+    # The rest is as before: TLS with SNI, breakers, outlier detection.
+    tls = openai["transport_socket"]["typed_config"]
+    assert tls["sni"] == "api.openai.com"
+    assert openai["circuit_breakers"]["thresholds"][0]["max_requests"] == 2048
+    assert openai["outlier_detection"]["consecutive_5xx"] == 5
+    # The health service's own cluster is static, HTTP/2 and gRPC health-checked.
+    health = clusters["llmproxy_health"]
+    assert "http2_protocol_options" in str(health["typed_extension_protocol_options"])
+    assert health["health_checks"][0]["grpc_health_check"] == {}
+
+
+def test_envoy_accepts_eds_clusters_for_real_providers(tmp_path: Path) -> None:
+    config = load_config(DEFAULT_CONFIG, environ={})
+    environ = {"OPENAI_API_KEY": "sk-test", "GROQ_API_KEY": "gsk-test"}
+    path = write(tmp_path, build_bootstrap(config, DESCRIPTOR, environ), DESCRIPTOR)
+    done = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -78,6 +78,15 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
+def header_safe(value: str) -> bool:
+    """Whether value can travel as an HTTP header value (Envoy refuses the request otherwise).
+
+    A model name from the body is any string; one that is not (control characters, non-ASCII,
+    too long) is simply not forwarded: the router then answers 404 for the unknown model.
+    """
+    return 0 < len(value) <= 256 and all(" " <= c <= "~" for c in value)
+
+
 def allowed(
     record: KeyRecord, model: str | None, token_estimate: int | None
 ) -> external_auth_pb2.CheckResponse:
@@ -88,7 +97,7 @@ def allowed(
         KEY_ID_HEADER: record.key_id,
         TIER_HEADER: record.tier,
     }
-    if model is not None:
+    if model is not None and header_safe(model):
         headers[MODEL_HEADER] = model
     if token_estimate is not None:
         headers[TOKEN_ESTIMATE_HEADER] = str(token_estimate)

@@ -46,7 +46,18 @@ def health_eds_config() -> dict[str, Any]:
         "api_config_source": {
             "api_type": "GRPC",
             "transport_api_version": "V3",
-            "grpc_services": [{"envoy_grpc": {"cluster_name": service_cluster_name("health")}}],
+            "grpc_services": [
+                {
+                    "envoy_grpc": {
+                        "cluster_name": service_cluster_name("health"),
+                        # Reconnect within seconds of the health service coming back (Envoy's
+                        # default backoff grows to 30 s; it keeps the last endpoints meanwhile).
+                        "retry_policy": {
+                            "retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}
+                        },
+                    }
+                }
+            ],
             "set_node_on_first_message_only": True,
         },
     }

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmproxy.health import metrics
+from llmproxy.health.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -130,4 +131,5 @@ class Components:
                 await self.check_all()
             except Exception:
                 log.exception("component checks failed")
+            stop_if_cancelled()
             await asyncio.sleep(interval_s)

@@ -25,6 +25,7 @@ from llmproxy.health.registry import Registry
 from llmproxy.health.settings import HealthSettings
 from llmproxy.health.state import ProviderStatus, evaluate
 from llmproxy.health.store import HealthStore
+from llmproxy.health.tasks import stop_if_cancelled
 from llmproxy.router.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Monitor:
                 await step()
             except Exception:
                 log.exception("health loop step failed", extra={"loop": name})
+            stop_if_cancelled()
 
     # --- evaluation ------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Monitor:
                         task.add_done_callback(tracked.discard)
             except Exception:
                 log.exception("probe scheduling failed", extra={"provider": provider.name})
+            stop_if_cancelled()
 
     async def _scheduled_probe(self, provider: ProviderSettings) -> None:
         try:
@@ -251,8 +254,9 @@ class Monitor:
         """Feed reported call outcomes to each provider's circuit."""
         now = self._clock()
         for name, batch in outcomes.items():
-            for outcome in batch:
-                metrics.OUTCOMES.labels(name, "ok" if outcome.ok else "failed").inc()
+            failed = sum(1 for outcome in batch if not outcome.ok)
+            metrics.OUTCOMES.labels(name, "ok").inc(len(batch) - failed)
+            metrics.OUTCOMES.labels(name, "failed").inc(failed)
             record, transitions = await self._store.record_outcomes(name, batch, now)
             self._transitions(name, transitions)
             self._shared[name] = replace(self._shared[name], circuit=record)

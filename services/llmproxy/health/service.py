@@ -9,7 +9,6 @@ naming the field, never a crash.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import NoReturn
 
@@ -63,17 +62,18 @@ def parse_outcomes(request: health_pb2.ReportOutcomesRequest) -> list[tuple[str,
         raise InvalidRequestError(f"reporter: at most {MAX_REPORTER} characters")
     parsed = []
     for index, item in enumerate(request.outcomes):
-        where = f"outcomes[{index}]"
-        _required_name(item.provider, f"{where}.provider")
-        if not 0 <= item.status_code <= 599:
+        provider, status, latency = item.provider, item.status_code, item.latency
+        if not provider:
+            _required_name(provider, f"outcomes[{index}].provider")
+        if not 0 <= status <= 599:
             raise InvalidRequestError(
-                f"{where}.status_code must be an HTTP status (or 0 for no answer), "
-                f"got {item.status_code}"
+                f"outcomes[{index}].status_code must be an HTTP status (or 0 for no answer), "
+                f"got {status}"
             )
-        latency = item.latency.seconds + item.latency.nanos / 1e9
-        if latency < 0 or item.latency.nanos < 0 or not math.isfinite(latency):
-            raise InvalidRequestError(f"{where}.latency must not be negative")
-        parsed.append((item.provider, Outcome(item.ok, item.status_code, latency)))
+        seconds = latency.seconds + latency.nanos / 1e9
+        if seconds < 0 or latency.nanos < 0:
+            raise InvalidRequestError(f"outcomes[{index}].latency must not be negative")
+        parsed.append((provider, Outcome(item.ok, status, seconds)))
     return parsed
 
 

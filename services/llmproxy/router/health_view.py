@@ -118,8 +118,6 @@ class HealthView:
         self._channel: grpc.aio.Channel | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reporter = reporter_id()
-        self.first_state = asyncio.Event()
-        """Set once the first snapshot has arrived (for tests and startup logs)."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -220,7 +218,6 @@ class HealthView:
                     if not self._connected:
                         log.info("following provider health", extra={"target": self._target})
                     self._set_connected(True)
-                    self.first_state.set()
                     delay = self._settings.reconnect_min_s
             except grpc.aio.AioRpcError as exc:
                 if self._connected or self._lost_at is None:

@@ -18,7 +18,7 @@ from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.keys import KeyHasher
 from llmproxy.authz.records import KeyRecord
-from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
+from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer, header_safe
 from tests.unit.authz.fakes import Aborted, Clock, FakeContext, FakeKeyStore, FakeUsage
 from tests.unit.authz.test_requests import check_request
 
@@ -245,3 +245,13 @@ async def test_a_key_store_failure_in_an_admin_call_is_unavailable_and_logged(
     messages = [r.getMessage() for r in caplog.records]
     assert "audit" in messages  # the log keeps the audit trail when Redis cannot
     assert "audit record not stored" in messages
+
+
+@pytest.mark.parametrize("model", ["bad\nmodel", "caf\u00e9", "x" * 300, ""])
+def test_a_model_that_cannot_be_a_header_value_is_not_forwarded(model: str) -> None:
+    assert not header_safe(model)
+
+
+def test_ordinary_model_names_are_header_safe() -> None:
+    assert header_safe("gpt-4o-mini")
+    assert header_safe("meta-llama/Llama-3.1-8B-Instruct:free")
