@@ -51,6 +51,8 @@ JSON = "application/json"
 SSE = "text/event-stream"
 KEEPALIVE = b": keepalive\n\n"
 IDENTITY_HEADERS = ("x-llmproxy-tenant", "x-llmproxy-user", "x-llmproxy-key-id")
+# Warming caches every request it is given, sampled or not, under its own identity.
+WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(IDENTITY_HEADERS, "warming")}
 
 
 def _http_body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
@@ -141,7 +143,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """Answer with one JSON body, or with SSE chunks as the provider sends them."""
         try:
-            call = self._prepare("chat", parse_chat_request(request.body.data), context)
+            call = self._prepare("chat", parse_chat_request(request.body.data), _headers(context))
         except RouterError as err:
             yield await self._refuse(context, err)
             return
@@ -153,7 +155,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> httpbody_pb2.HttpBody:
         """Answer POST /v1/embeddings (cached by default: embeddings are deterministic)."""
         try:
-            call = self._prepare("embeddings", parse_embeddings_request(request.body.data), context)
+            call = self._prepare(
+                "embeddings", parse_embeddings_request(request.body.data), _headers(context)
+            )
         except RouterError as err:
             return await self._refuse(context, err)
         replies = [reply async for reply in self._answer(call, context)]
@@ -184,23 +188,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         body = parse_chat_request(raw) if kind == "chat" else parse_embeddings_request(raw)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        model = self._by_name.get(body["model"])
-        if model is None:
-            raise ModelNotFoundError(body["model"])
-        ttl = model.cache_ttl_s or self._settings.cache.default_ttl_s
-        digest = keys.cache_key(kind, {**body, "model": model.name})
-        call = _Request(
-            kind,
-            body,
-            model,
-            policy.CacheDecision(True, True, ttl),
-            digest,
-            Identity("warming", "warming", "warming"),
-            {},
-        )
-        if await self._cache.get(digest) is not None:
+        call = self._prepare(kind, body, WARMING_HEADERS)
+        if await self._cache.get(call.digest) is not None:
             return False
-        flight, _ = self._flights.join(digest, lambda f: self._produce(call, f))
+        flight, _ = self._flights.join(call.digest, lambda f: self._produce(call, f))
         flight.attach()
         try:
             await flight.wait()
@@ -212,11 +203,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
 
     # --- request flow ----------------------------------------------------------------------
 
-    def _prepare(self, kind: str, body: dict[str, Any], context: Context) -> _Request:
+    def _prepare(self, kind: str, body: dict[str, Any], headers: Mapping[str, str]) -> _Request:
         model = self._by_name.get(body["model"])
         if model is None:
             raise ModelNotFoundError(body["model"])
-        headers = _headers(context)
         decision = policy.decide(kind, body, headers, self._settings.cache, model.cache_ttl_s)
         # Aliases share their model's cache entries.
         digest = keys.cache_key(kind, {**body, "model": model.name})
