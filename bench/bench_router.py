@@ -5,6 +5,11 @@ and prints one JSON document. Latencies come from wrk (C), so the load generator
 CPU; the machine's two cores are still shared by wrk, Envoy, the router and the fake provider,
 which the figures include.
 
+It also breaks one uncached request down: the same request at 1 connection to each hop on
+its own (the provider; Envoy's egress listener in front of it; the router over gRPC without
+Envoy, authz and the rate limiter; the whole gateway), and the CPU each process of the stack
+spends per gateway request (from /proc), which is where the time goes on two shared cores.
+
     .venv/bin/python -m bench.bench_router [--seconds 10]
 """
 
@@ -20,11 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import yaml
+from google.api import httpbody_pb2
 
-from bench.wrk import run_wrk
-from llmproxy.config import load_config
+from bench.wrk import WrkResult, run_wrk
+from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
+from llmproxy.config import DEMO_PROVIDER, load_config
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.freeports import with_free_ports
 from llmproxy.devstack.stack import Stack
@@ -114,6 +122,83 @@ def overhead(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
+def _cpu_ms(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far, in milliseconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) * 1000 / ticks  # utime, stime
+    return used
+
+
+def _percentiles(samples_ms: list[float]) -> dict[str, float]:
+    samples_ms = sorted(samples_ms)
+    return {
+        "p50_ms": round(samples_ms[len(samples_ms) // 2], 3),
+        "p99_ms": round(samples_ms[max(0, int(len(samples_ms) * 0.99) - 1)], 3),
+    }
+
+
+def _router_grpc(stack: Stack, body: str, seconds: float) -> dict[str, Any]:
+    """The router alone: sequential gRPC calls straight to it (no Envoy, authz or limiter).
+
+    From a Python client, whose own cost (a few tenths of a ms) is in the figures.
+    """
+    router = stack.config.services.router
+    request = openai_pb2.CreateChatCompletionRequest(
+        body=httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
+    )
+    metadata = (("x-llmproxy-tenant", "bench"), ("x-llmproxy-key-id", "bench"))
+    with grpc.insecure_channel(f"{router.host}:{router.grpc_port}") as channel:
+        stub = openai_pb2_grpc.OpenAIServiceStub(channel)
+        for _ in range(20):  # warm up the channel and the router's pools
+            list(stub.CreateChatCompletion(request, metadata=metadata))
+        totals, firsts = [], []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            first = None
+            for _reply in stub.CreateChatCompletion(request, metadata=metadata):
+                first = first or time.perf_counter() - start
+            totals.append((time.perf_counter() - start) * 1000)
+            firsts.append((first or 0) * 1000)
+    return {"whole": _percentiles(totals), "first_message": _percentiles(firsts)}
+
+
+def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
+    """One uncached request, hop by hop at 1 connection, and the CPU per gateway request."""
+    envoy, fake = stack.config.envoy, stack.config.fake_provider
+    body = chat("Where does the time go?", temperature=1.0)
+    stream_body = json.dumps({**json.loads(body), "stream": True})
+    auth = {"authorization": f"Bearer {key}"}
+    urls = {
+        "provider": f"http://{fake.host}:{fake.port}/v1/chat/completions",
+        "egress_to_provider": (
+            f"http://{envoy.host}:{envoy.egress_port}/{DEMO_PROVIDER}/chat/completions"
+        ),
+    }
+    hops: dict[str, Any] = {
+        name: run_wrk(url, body, 1, seconds).as_dict() for name, url in urls.items()
+    }
+    hops["router_grpc"] = _router_grpc(stack, body, seconds)
+    hops["router_grpc_stream"] = _router_grpc(stack, stream_body, seconds)
+    pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
+    gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    cpu: dict[str, Any] = {}
+    for name, payload in (("gateway", body), ("gateway_stream", stream_body)):
+        before = _cpu_ms(pids)
+        result: WrkResult = run_wrk(gateway, payload, 1, seconds, auth)
+        after = _cpu_ms(pids)
+        hops[name] = result.as_dict()
+        per_request = {
+            process: round((after[process] - before[process]) / max(1, result.requests), 3)
+            for process in pids
+        }
+        cpu[name] = {**per_request, "total": round(sum(per_request.values()), 3)}
+    return {"latency_at_1_connection": hops, "cpu_ms_per_request": cpu}
+
+
 def cache_hits(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
     """Latency of answers served from the cache (one deterministic request, repeated)."""
     envoy = stack.config.envoy
@@ -174,6 +259,7 @@ async def main() -> None:
                 "benchmark": "router",
                 "load_average_at_start": os.getloadavg(),
                 "time_to_first_token": ttft(stack, key),
+                "breakdown": breakdown(stack, key, args.seconds),
                 "gateway_overhead": overhead(stack, key, args.seconds),
                 "cache_hit_latency": cache_hits(stack, key, args.seconds),
                 "zipf_replay": await zipf_replay(stack, key),

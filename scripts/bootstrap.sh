@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 # nghttp2-client: h2load, the rate limit benchmark's load generator (make bench).
-APT_PACKAGES=(redis-server nghttp2-client)
+APT_PACKAGES=(redis-server nghttp2-client prometheus prometheus-alertmanager)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

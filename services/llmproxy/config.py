@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from llmproxy.authz.settings import AuthzSettings
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.settings import RedisSettings, StrictModel
+from llmproxy.common.tracing_settings import TracingSettings
 from llmproxy.fault.settings import FaultSettings
 from llmproxy.health.settings import HealthSettings
 from llmproxy.ratelimit.settings import RateLimitSettings
@@ -83,6 +84,7 @@ class StackConfig(StrictModel):
     redis: RedisSettings = RedisSettings()
     services: ServicesSettings = ServicesSettings()
     fake_provider: FakeProviderSettings = FakeProviderSettings()
+    tracing: TracingSettings = TracingSettings()
     providers: list[ProviderSettings] = Field(
         default_factory=list, description="Real providers; enabled when their key is set."
     )

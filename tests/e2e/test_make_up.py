@@ -15,6 +15,7 @@ import pytest
 
 from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
 from llmproxy.devstack.__main__ import banner
+from llmproxy.devstack.monitoring import find_binaries
 from llmproxy.devstack.stack import Stack
 from tests.harness.configs import stack_config_data, write_config
 
@@ -65,6 +66,10 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         text = "".join(banner)
         assert "llmproxy is up" in text, text
         assert "curl -s" in text
+        if find_binaries():
+            prometheus = re.search(r"Prometheus +(http://127.0.0.1:\d+)", text)
+            assert prometheus, text
+            assert httpx.get(f"{prometheus.group(1)}/-/ready", timeout=5).status_code == 200
         assert f"random for this run: ${ADMIN_TOKEN_ENV} unset" in text
         key = re.search(r"authorization: Bearer (sk-llmp-[\w-]+)'", text)
         assert key, text
@@ -87,6 +92,8 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert "stopped." in rest
     assert processes_mentioning(str(tmp_path)) == []
     assert (workdir / "envoy.yaml").exists()
+    # Prometheus and Alertmanager too, where Debian's packages are installed.
+    monitoring = {"prometheus.log", "alertmanager.log"} if find_binaries() else set()
     assert {p.name for p in (workdir / "logs").iterdir()} == {
         "redis.log",
         "fakeprovider.log",
@@ -96,6 +103,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         "health.log",
         "fault.log",
         "envoy.log",
+        *monitoring,
     }
 
 

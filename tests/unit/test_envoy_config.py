@@ -104,6 +104,10 @@ def test_client_filters_fail_the_right_way() -> None:
         "lua",
         "grpc_json_transcoder",
         "ratelimit",
+        "fault_tenant",
+        "fault_cluster_header_removal",
+        "fault_route",
+        "fault_route_grpc",
         "router",
     ]
     assert filters["ext_authz"]["failure_mode_allow"] is False
@@ -118,6 +122,7 @@ def test_client_filters_fail_the_right_way() -> None:
         "x-llmproxy-tier",
         "x-llmproxy-model",
         "x-llmproxy-token-estimate",
+        "x-envoy-downstream-service-cluster",
     }
     assert filters["grpc_json_transcoder"]["services"] == ["llmproxy.router.v1.OpenAIService"]
 
@@ -188,4 +193,120 @@ def test_envoy_accepts_eds_clusters_for_real_providers(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _hcm_of(bootstrap: dict[str, Any], listener: str) -> dict[str, Any]:
+    (found,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == listener]
+    hcm: dict[str, Any] = found["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:4317", "otel-collector:4317"])
+def test_envoy_accepts_a_tracing_config(tmp_path: Path, endpoint: str) -> None:
+    _, config = write_config(
+        tmp_path, stack_config_data(tracing={"otlp_endpoint": endpoint, "sample_ratio": 0.25})
+    )
+    done = validate(tmp_path, config)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_tracing_reaches_every_listener_and_the_collector_cluster() -> None:
+    environ = {
+        "LLMPROXY__TRACING__OTLP_ENDPOINT": "127.0.0.1:4317",
+        "LLMPROXY__TRACING__SAMPLE_RATIO": "0.25",
+    }
+    bootstrap = build_bootstrap(load_config(DEFAULT_CONFIG, environ=environ), DESCRIPTOR)
+    for listener in ("client", "control", "egress"):
+        tracing = _hcm_of(bootstrap, listener)["tracing"]
+        provider = tracing["provider"]
+        assert provider["name"] == "envoy.tracers.opentelemetry"
+        assert provider["typed_config"]["service_name"] == "envoy"
+        assert provider["typed_config"]["grpc_service"]["envoy_grpc"] == {
+            "cluster_name": "otel_collector"
+        }
+        # Sampling is the tracer's: parent-based (a client's sampled traceparent is followed),
+        # else the ratio; the HCM's random sampling lets every request through to it.
+        assert tracing["random_sampling"] == {"value": 100}
+        sampler = provider["typed_config"]["sampler"]
+        assert sampler["name"] == "envoy.tracers.opentelemetry.samplers.parent_based"
+        ratio = sampler["typed_config"]["wrapped_sampler"]["typed_config"]
+        assert ratio["sampling_percentage"] == {"numerator": 250_000, "denominator": "MILLION"}
+        # A client's non-UUID x-request-id must not decide sampling (Envoy's default).
+        request_id = _hcm_of(bootstrap, listener)["request_id_extension"]["typed_config"]
+        assert request_id["use_request_id_for_trace_sampling"] is False
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    collector = clusters["otel_collector"]
+    assert collector["type"] == "STATIC"
+    assert "http2_protocol_options" in str(collector["typed_extension_protocol_options"])
+    address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert address["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 4317}
+    static = bootstrap["layered_runtime"]["layers"][0]["static_layer"]
+    assert static["tracing.opentelemetry.flush_interval_ms"] == 2000
+
+
+def test_tracing_is_off_by_default() -> None:
+    bootstrap = build_bootstrap(load_config(DEFAULT_CONFIG, environ={}), DESCRIPTOR)
+    for listener in ("client", "control", "egress"):
+        assert "tracing" not in _hcm_of(bootstrap, listener)
+    assert "otel_collector" not in {c["name"] for c in bootstrap["static_resources"]["clusters"]}
+
+
+def test_fault_filters_default_to_nothing_and_rtds_feeds_their_keys() -> None:
+    """Without the fault service's runtime layer no fault applies; each route has its keys."""
+    bootstrap = build_bootstrap(load_config(DEFAULT_CONFIG, environ={}), DESCRIPTOR)
+    layers = bootstrap["layered_runtime"]["layers"]
+    assert [layer["name"] for layer in layers] == ["static", "rtds", "admin"]
+    rtds = layers[1]["rtds_layer"]
+    assert rtds["name"] == "llmproxy_faults"
+    source = rtds["rtds_config"]["api_config_source"]["grpc_services"][0]["envoy_grpc"]
+    assert source["cluster_name"] == "llmproxy_fault"
+    client = http_filters(bootstrap, "client")
+    egress = http_filters(bootstrap, "egress")
+    for fault in (client["fault_tenant"], client["fault_route"], egress["fault_provider"]):
+        assert fault["abort"]["percentage"]["numerator"] == 0
+        assert fault["delay"]["percentage"]["numerator"] == 0
+        assert fault["response_rate_limit"]["percentage"]["numerator"] == 0
+    assert client["fault_route_grpc"]["abort"]["grpc_status"] == 14
+    (listener,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "client"]
+    routes = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ][0]["routes"]
+    chat = next(
+        r for r in routes if r["match"].get("path") == "/llmproxy.router.v1.ChatService/Chat"
+    )
+    per_route = chat["typed_per_filter_config"]
+    assert per_route["fault_route"]["abort_percent_runtime"] == (
+        "fault.route.chat.abort.abort_percent"
+    )
+    assert per_route["fault_route_grpc"]["abort_grpc_status_runtime"] == (
+        "fault.route.chat.abort.grpc_status"
+    )
+
+
+def test_egress_routes_carry_per_provider_fault_keys(tmp_path: Path) -> None:
+    data = stack_config_data(
+        providers=[
+            {"name": n, "base_url": f"http://127.0.0.1:{9000 + i}/v1", "api_key_env": None}
+            for i, n in enumerate(("one", "two"))
+        ],
+        models=[{"name": "m", "targets": [{"provider": "one", "model": "x"}]}],
+    )
+    _, config = write_config(tmp_path, data)
+    bootstrap = build_bootstrap(config, DESCRIPTOR)
+    (egress,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "egress"]
+    routes = egress["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ][0]["routes"]
+    keys = {
+        r["match"]["prefix"]: r["typed_per_filter_config"]["fault_provider"][
+            "delay_percent_runtime"
+        ]
+        for r in routes
+    }
+    assert keys == {
+        "/one/": "fault.provider.one.delay.fixed_delay_percent",
+        "/two/": "fault.provider.two.delay.fixed_delay_percent",
+    }
+    done = validate(tmp_path, config)
     assert done.returncode == 0, done.stdout + done.stderr

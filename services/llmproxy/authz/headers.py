@@ -17,8 +17,18 @@ IDENTITY_HEADERS = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER, TIER_HEADER)
 MODEL_HEADER = "x-llmproxy-model"
 TOKEN_ESTIMATE_HEADER = "x-llmproxy-token-estimate"  # noqa: S105 - a header name
 
+# Envoy's fault filter reads per-downstream-cluster runtime keys (fault.http.<cluster>.*) from
+# this header: set to `tenant-<tenant>`, it lets a chaos experiment target one tenant.
+FAULT_CLUSTER_HEADER = "x-envoy-downstream-service-cluster"
+
+
+def fault_cluster(tenant: str) -> str:
+    """The downstream cluster a tenant's requests carry in FAULT_CLUSTER_HEADER."""
+    return f"tenant-{tenant}"
+
+
 # Every header the service sets; clients may send none of them.
-TRUSTED_HEADERS = (*IDENTITY_HEADERS, MODEL_HEADER, TOKEN_ESTIMATE_HEADER)
+TRUSTED_HEADERS = (*IDENTITY_HEADERS, MODEL_HEADER, TOKEN_ESTIMATE_HEADER, FAULT_CLUSTER_HEADER)
 
 # Where clients put their key: the OpenAI SDK sends a bearer token, the Anthropic SDK x-api-key.
 AUTHORIZATION_HEADER = "authorization"

@@ -30,6 +30,7 @@ from llmproxy.authz.errors import AdminError, BudgetExceededError, Denied
 from llmproxy.authz.headers import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
+    FAULT_CLUSTER_HEADER,
     IDENTITY_HEADERS,
     KEY_ID_HEADER,
     MODEL_HEADER,
@@ -38,6 +39,7 @@ from llmproxy.authz.headers import (
     TOKEN_ESTIMATE_HEADER,
     TRUSTED_HEADERS,
     USER_HEADER,
+    fault_cluster,
 )
 from llmproxy.authz.records import AuditEntry, KeyRecord
 from llmproxy.authz.requests import check_input
@@ -96,6 +98,8 @@ def allowed(
         USER_HEADER: record.user,
         KEY_ID_HEADER: record.key_id,
         TIER_HEADER: record.tier,
+        # Lets a chaos experiment target this tenant (see envoyconf/fault.py).
+        FAULT_CLUSTER_HEADER: fault_cluster(record.tenant),
     }
     if model is not None and header_safe(model):
         headers[MODEL_HEADER] = model

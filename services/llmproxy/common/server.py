@@ -17,10 +17,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from llmproxy.common.chaos import agent as chaos_agent
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.logging import configure_logging
 from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
 from llmproxy.common.settings import ServiceSettings
+from llmproxy.common.tracing import configure_tracing, server_interceptors, shutdown_tracing
 from llmproxy.config import StackConfig, load_config
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,18 @@ async def start_server(
 
     Every registered service, and the overall "" service, is reported SERVING once it listens.
     """
-    server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=_SERVER_OPTIONS)
+    server = grpc.aio.server(
+        interceptors=[*server_interceptors(), MetricsInterceptor()], options=_SERVER_OPTIONS
+    )
     names = list(register(server))
+    # Every service runs the chaos agent, on its own port (see llmproxy.common.chaos.agent).
+    chaos = chaos_agent.add_chaos_agent(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [
             *names,
+            chaos_agent.SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],
@@ -77,7 +84,8 @@ async def start_server(
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health, tuple(closers))
+    # Closing the chaos engine undoes any stress left: none outlives the server.
+    return RunningServer(server, port, health, (*closers, chaos.close))
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
@@ -112,6 +120,7 @@ def run_service(
         print(f"llmproxy.{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     configure_logging(name, config.log_level)
+    configure_tracing(name, config.tracing)
     settings = settings_of(config)
 
     async def main() -> None:
@@ -123,4 +132,7 @@ def run_service(
         )
         await serve_until_signalled(running, settings.shutdown_grace_s)
 
-    uvloop.run(main())
+    try:
+        uvloop.run(main())
+    finally:
+        shutdown_tracing()  # the last spans (shutdown included) reach the collector

@@ -12,6 +12,7 @@ from pathlib import Path
 from llmproxy.common.errors import ConfigError
 from llmproxy.config import StackConfig, config_path, load_config
 from llmproxy.devstack.authz import create_demo_key
+from llmproxy.devstack.monitoring import monitoring_processes, monitoring_urls
 from llmproxy.devstack.process import StartupError
 from llmproxy.devstack.stack import Stack
 
@@ -33,6 +34,16 @@ def _secrets_note(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def _monitoring_note(stack: Stack) -> str:
+    urls = monitoring_urls(stack.monitoring)
+    if not urls:
+        return "  Monitoring      off (apt-get install prometheus prometheus-alertmanager)\n"
+    return (
+        f"  Prometheus      {urls['prometheus']}   (alert rules: deploy/prometheus/rules)\n"
+        f"  Alertmanager    {urls['alertmanager']}\n"
+    )
+
+
 def banner(stack: Stack, api_key: str | None = None) -> str:
     """What a user needs once the stack is up: endpoints, keys, logs and a request to paste."""
     config: StackConfig = stack.config
@@ -52,7 +63,7 @@ llmproxy is up ({mode}).
   Control gRPC    {envoy.host}:{envoy.control_port}   protoset {stack.protoset_path}
   Envoy admin     http://{envoy.host}:{envoy.admin_port}
   Redis           {config.redis.url}{redis_note}
-  Logs            {stack.workdir / "logs"}
+{_monitoring_note(stack)}  Logs            {stack.workdir / "logs"}
   API key         {key}   (tenant demo, expires in 24 h)
 {_secrets_note(stack)}
 
@@ -90,7 +101,9 @@ def main() -> None:
     path = config_path(os.environ, args.config)
     try:
         config = load_config(path, os.environ)
-        asyncio.run(run(Stack(config, path.resolve(), args.workdir.resolve(), os.environ)))
+        stack = Stack(config, path.resolve(), args.workdir.resolve(), os.environ)
+        stack.monitoring = monitoring_processes(config, stack.workdir)
+        asyncio.run(run(stack))
     except (ConfigError, StartupError) as exc:
         print(f"llmproxy: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

@@ -94,6 +94,9 @@ class Stack:
         self.envoy_config_path = workdir / "envoy.yaml"
         self.protoset_path = workdir / "llmproxy.protoset"
         self.processes: dict[str, ManagedProcess] = {}
+        # Started last when set (make up sets Prometheus and Alertmanager here when installed;
+        # the tests' stacks leave it empty so the suite does not pay for them).
+        self.monitoring: list[ManagedProcess] = []
 
     # --- what runs -------------------------------------------------------------------------
 
@@ -184,6 +187,7 @@ class Stack:
             await self._launch(redis, self._fake_provider(), timeout_s=timeout_s)
             await self._launch(*self._services(), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)
+            await self._launch(*self.monitoring, timeout_s=timeout_s)
         except BaseException:
             self.stop()
             raise

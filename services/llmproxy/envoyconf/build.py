@@ -8,7 +8,9 @@ from typing import Any
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster, socket_address
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
+from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import SERVICES, client_listener, control_listener
+from llmproxy.envoyconf.tracing import collector_clusters, tracing_runtime
 
 
 def build_bootstrap(
@@ -32,9 +34,15 @@ def build_bootstrap(
             "clusters": [
                 *(service_cluster(name, getattr(services, name)) for name in SERVICES),
                 *(provider_cluster(p) for p in providers),
+                *collector_clusters(config.tracing),
             ],
         },
         "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
+            "layers": [
+                {"name": "static", "static_layer": tracing_runtime(config.tracing)},
+                # Chaos experiments' fault keys, from the fault service; admin overrides win.
+                rtds_layer(),
+                {"name": "admin", "admin_layer": {}},
+            ]
         },
     }

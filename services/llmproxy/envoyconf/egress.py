@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
+from llmproxy.envoyconf.fault import egress_fault_filter, provider_route_faults
+from llmproxy.envoyconf.tracing import hcm_tracing
 from llmproxy.router.settings import ProviderSettings
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -112,7 +114,7 @@ def provider_cluster(provider: ProviderSettings) -> dict[str, Any]:
     return cluster
 
 
-def _route(provider: ProviderSettings, timeout_s: float) -> dict[str, Any]:
+def _route(provider: ProviderSettings, timeout_s: float, bandwidth_kbps: int) -> dict[str, Any]:
     url = urlsplit(provider.base_url)
     route: dict[str, Any] = {
         "cluster": provider_cluster_name(provider.name),
@@ -124,7 +126,11 @@ def _route(provider: ProviderSettings, timeout_s: float) -> dict[str, Any]:
         route["host_rewrite_literal"] = url.netloc
     else:
         route["auto_host_rewrite"] = True
-    return {"match": {"prefix": f"/{provider.name}/"}, "route": route}
+    return {
+        "match": {"prefix": f"/{provider.name}/"},
+        "route": route,
+        "typed_per_filter_config": provider_route_faults(provider.name, bandwidth_kbps),
+    }
 
 
 def egress_listener(config: StackConfig, providers: list[ProviderSettings]) -> dict[str, Any]:
@@ -136,7 +142,10 @@ def egress_listener(config: StackConfig, providers: list[ProviderSettings]) -> d
             {
                 "name": "providers",
                 "domains": ["*"],
-                "routes": [_route(p, envoy.request_timeout_s) for p in providers],
+                "routes": [
+                    _route(p, envoy.request_timeout_s, config.services.fault.bandwidth_kbps)
+                    for p in providers
+                ],
             }
         ],
     }
@@ -145,11 +154,13 @@ def egress_listener(config: StackConfig, providers: list[ProviderSettings]) -> d
         stat_prefix="egress",
         codec_type="AUTO",
         route_config=route_config,
+        **hcm_tracing(config.tracing),
         http_filters=[
+            egress_fault_filter(config.services.fault.bandwidth_kbps),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
-            }
+            },
         ],
     )
     return {

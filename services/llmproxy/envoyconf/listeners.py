@@ -9,7 +9,9 @@ from typing import Any
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
 from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
+from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
+from llmproxy.envoyconf.tracing import hcm_tracing
 from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -17,6 +19,16 @@ OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
 CHAT_SERVICE = "llmproxy.router.v1.ChatService"
 LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
 SERVICES = ("router", "ratelimit", "authz", "health", "fault")
+# The client routes a chaos experiment can target, and the router methods each one serves.
+CLIENT_ROUTES = {
+    "chat": (
+        f"{OPENAI_SERVICE}/CreateChatCompletion",
+        f"{CHAT_SERVICE}/Chat",
+        f"{CHAT_SERVICE}/StreamChat",
+    ),
+    "embeddings": (f"{OPENAI_SERVICE}/CreateEmbedding", f"{CHAT_SERVICE}/Embed"),
+    "models": (f"{OPENAI_SERVICE}/ListOpenAIModels", f"{OPENAI_SERVICE}/GetModel"),
+}
 
 _ACCESS_LOG_FORMAT = {
     "ts": "%START_TIME%",
@@ -127,6 +139,8 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
         # route forwards somewhere, and until the transcoder rewrites it an OpenAI request's
         # REST path matches only the catch-all 404 route.
         ratelimit_filter(config),
+        # After authz (its headers name the tenant) and the transcoder (the route is known).
+        *client_fault_filters(config.services.fault.bandwidth_kbps),
         {
             "name": "envoy.filters.http.router",
             "typed_config": typed("envoy.extensions.filters.http.router.v3.Router"),
@@ -167,6 +181,23 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                 "name": "openai",
                 "domains": ["*"],
                 "routes": [
+                    # One route per client route name, each with its own fault runtime keys.
+                    *(
+                        {
+                            "match": {"path": f"/{method}", "grpc": {}},
+                            "route": {
+                                "cluster": service_cluster_name("router"),
+                                "timeout": timeout,
+                            },
+                            "typed_per_filter_config": client_route_faults(
+                                route,
+                                config.services.fault.bandwidth_kbps,
+                                grpc_clients=method.startswith(CHAT_SERVICE),
+                            ),
+                        }
+                        for route, methods in CLIENT_ROUTES.items()
+                        for method in methods
+                    ),
                     # Transcoded requests, and gRPC clients of the typed API, reach the router
                     # by method path, through the same authorization and limits.
                     *(
@@ -197,6 +228,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                         _client_http_filters(config, descriptor),
                         envoy.request_timeout_s,
                         local_reply_config=_local_reply_config(),
+                        **hcm_tracing(config.tracing),
                     )
                 ]
             }
@@ -224,5 +256,11 @@ def control_listener(config: StackConfig) -> dict[str, Any]:
     return {
         "name": "control",
         "address": socket_address(config.envoy.host, config.envoy.control_port),
-        "filter_chains": [{"filters": [_hcm("control", route_config, [router], 300)]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    _hcm("control", route_config, [router], 300, **hcm_tracing(config.tracing))
+                ]
+            }
+        ],
     }

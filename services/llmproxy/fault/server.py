@@ -1,22 +1,86 @@
-"""Wires the fault service."""
+"""Wires the fault service: Redis store, controller, runner, the API and Envoy's RTDS."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
+
 import grpc
+import httpx
+from envoy.service.runtime.v3 import rtds_pb2_grpc
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
+from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.config import StackConfig
+from llmproxy.envoyconf.listeners import CLIENT_ROUTES, SERVICES
+from llmproxy.fault.agents import Agents
+from llmproxy.fault.controller import Controller
+from llmproxy.fault.envoy_stats import TrafficSample, sample_traffic
+from llmproxy.fault.rtds import SERVICE_NAME as RTDS_SERVICE_NAME
+from llmproxy.fault.rtds import RuntimeDiscoveryServicer
+from llmproxy.fault.runner import Runner
 from llmproxy.fault.service import FaultServicer
+from llmproxy.fault.store import RedisExperimentStore
+from llmproxy.fault.validation import Known
 
-SERVICE_NAMES = (fault_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name,)
+SERVICE_NAMES = (
+    fault_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name,
+    RTDS_SERVICE_NAME,
+)
+STATS_TIMEOUT_S = 1.0
+
+
+def known_targets(config: StackConfig, environ: dict[str, str]) -> Known:
+    """The route, provider and service names experiments may target."""
+    return Known(
+        routes=tuple(CLIENT_ROUTES),
+        providers=tuple(p.name for p in config.provider_endpoints(environ)),
+        services=SERVICES,
+        bandwidth_kbps=config.services.fault.bandwidth_kbps,
+    )
+
+
+def agent_targets(config: StackConfig) -> dict[str, str]:
+    """Each service's gRPC address, where its chaos agent answers."""
+    return {
+        name: f"{getattr(config.services, name).host}:{getattr(config.services, name).grpc_port}"
+        for name in SERVICES
+    }
 
 
 async def serve(config: StackConfig) -> RunningServer:
-    """Start the fault gRPC server."""
+    """Start the fault gRPC server and its runner."""
+    settings = config.services.fault
+    store = RedisExperimentStore(
+        connect_redis(config.redis.model_copy(update={"retries": 1})), settings.key_prefix
+    )
+    agents = Agents(agent_targets(config), settings.agent_timeout_s)
+    controller = Controller(store, known_targets(config, dict(os.environ)), agents, time.time)
+    http = httpx.AsyncClient(timeout=STATS_TIMEOUT_S)
+    admin_url = f"http://{config.envoy.host}:{config.envoy.admin_port}"
+
+    async def sampler() -> TrafficSample:
+        return await sample_traffic(admin_url, http)
+
+    runner = Runner(controller, sampler, time.time, settings.tick_s, settings.hypothesis_interval_s)
+    rtds = RuntimeDiscoveryServicer(controller, settings.rtds_ttl_s, settings.rtds_heartbeat_s)
+    tasks: list[asyncio.Task[None]] = []
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        fault_pb2_grpc.add_FaultServiceServicer_to_server(FaultServicer(), server)
+        fault_pb2_grpc.add_FaultServiceServicer_to_server(FaultServicer(controller), server)
+        rtds_pb2_grpc.add_RuntimeDiscoveryServiceServicer_to_server(rtds, server)
         return SERVICE_NAMES
 
-    return await start_server(config.services.fault, register)
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await agents.aclose()
+        await http.aclose()
+        await store.aclose()
+
+    running = await start_server(settings, register, closers=[close])
+    tasks.append(asyncio.create_task(runner.run()))
+    return running

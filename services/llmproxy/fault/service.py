@@ -1,16 +1,109 @@
-"""The fault control API. Experiments come with a later issue; none exist yet."""
+"""The fault control API (FaultService): experiments, their life cycle and the emergency stop.
+
+Each method delegates to the Controller; FaultError subclasses become gRPC statuses with their
+message: INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.fault.controller import Controller
+from llmproxy.fault.errors import (
+    ExperimentExistsError,
+    FaultError,
+    InvalidExperimentError,
+    StoreUnavailableError,
+    UnknownExperimentError,
+    WrongStateError,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STATUS = {
+    InvalidExperimentError: grpc.StatusCode.INVALID_ARGUMENT,
+    ExperimentExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    UnknownExperimentError: grpc.StatusCode.NOT_FOUND,
+    WrongStateError: grpc.StatusCode.FAILED_PRECONDITION,
+    StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+async def _answer(call: Awaitable[T], context: Context) -> T:
+    try:
+        return await call
+    except FaultError as exc:
+        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+        raise  # pragma: no cover - abort raised
+
+
+def _name(name: str) -> str:
+    if not name:
+        raise InvalidExperimentError("name: required")
+    return name
 
 
 class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
-    """Lists chaos experiments."""
+    """Creates, starts and stops chaos experiments."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
 
     async def ListExperiments(
         self, request: fault_pb2.ListExperimentsRequest, context: Context
     ) -> fault_pb2.ListExperimentsResponse:
-        """List the known experiments: there are none until experiments can be created."""
-        return fault_pb2.ListExperimentsResponse()
+        """Every experiment, newest first."""
+        found = await _answer(self._controller.all(), context)
+        return fault_pb2.ListExperimentsResponse(experiments=found)
+
+    async def GetExperiment(
+        self, request: fault_pb2.GetExperimentRequest, context: Context
+    ) -> fault_pb2.GetExperimentResponse:
+        """One experiment and its outcome."""
+        found = await _answer(self._get(request.name), context)
+        return fault_pb2.GetExperimentResponse(experiment=found)
+
+    async def _get(self, name: str) -> fault_pb2.Experiment:
+        return await self._controller.get(_name(name))
+
+    async def CreateExperiment(
+        self, request: fault_pb2.CreateExperimentRequest, context: Context
+    ) -> fault_pb2.CreateExperimentResponse:
+        """Record a new experiment (PENDING)."""
+        created = await _answer(self._controller.create(request), context)
+        log.info("experiment created", extra={"experiment": created.name})
+        return fault_pb2.CreateExperimentResponse(experiment=created)
+
+    async def StartExperiment(
+        self, request: fault_pb2.StartExperimentRequest, context: Context
+    ) -> fault_pb2.StartExperimentResponse:
+        """Start a pending (or finished) experiment now."""
+        started = await _answer(self._start(request.name), context)
+        return fault_pb2.StartExperimentResponse(experiment=started)
+
+    async def _start(self, name: str) -> fault_pb2.Experiment:
+        return await self._controller.start(_name(name))
+
+    async def StopExperiment(
+        self, request: fault_pb2.StopExperimentRequest, context: Context
+    ) -> fault_pb2.StopExperimentResponse:
+        """Stop a running experiment."""
+        stopped = await _answer(self._stop(request.name), context)
+        return fault_pb2.StopExperimentResponse(experiment=stopped)
+
+    async def _stop(self, name: str) -> fault_pb2.Experiment:
+        return await self._controller.stop(_name(name))
+
+    async def EmergencyStop(
+        self, request: fault_pb2.EmergencyStopRequest, context: Context
+    ) -> fault_pb2.EmergencyStopResponse:
+        """Remove every fault everywhere now."""
+        stopped = await _answer(self._controller.emergency_stop(request.reason[:200]), context)
+        return fault_pb2.EmergencyStopResponse(stopped=stopped)

@@ -21,20 +21,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.xds import pump_requests
 from llmproxy.health import metrics, xds
 from llmproxy.health.registry import Registry
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.endpoint.v3.EndpointDiscoveryService"
-
-
-async def _read(requests: AsyncIterator[Any], into: asyncio.Queue[Any]) -> None:
-    try:
-        async for request in requests:
-            await into.put(request)
-    finally:
-        await into.put(None)  # the client closed its side (or the stream broke)
 
 
 class _Stream:
@@ -120,7 +113,7 @@ class EndpointDiscoveryServicer:
         stream = _Stream(self._registry)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         with self._registry.subscribe() as subscription:
-            reader = asyncio.create_task(_read(request_iterator, queue))
+            reader = asyncio.create_task(pump_requests(request_iterator, queue))
             next_request = asyncio.create_task(queue.get())
             next_change = asyncio.create_task(subscription.changes())
             try:

@@ -5,18 +5,24 @@ Each check counts its hits only if they fit; when another descriptor refuses the
 hits its other descriptors counted are given back, so a refused request costs no budget (a
 key hammering its own limit cannot drain its tenant's). Envoy turns the statuses into the
 X-RateLimit-* headers; a refusal carries Retry-After and the message of the OpenAI error body.
+
+Envoy sends the same descriptor sets again and again (each key's requests), so what a request's
+bytes mean (its limits, counter keys, hits) is remembered by those bytes, and the answer is
+written as bytes (wire.py): the per-request Python is the counting itself.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 
-from llmproxy.ratelimit import metrics
+from llmproxy.ratelimit import metrics, wire
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.descriptors import RESERVED_AT_HEADER, TOKENS_KEY
 from llmproxy.ratelimit.errors import DescriptorError
@@ -35,11 +41,30 @@ UNITS = {
     "hour": Response.RateLimit.HOUR,
     "day": Response.RateLimit.DAY,
 }
-_NO_LIMIT = Response.DescriptorStatus(code=OK)
+# Distinct request bodies remembered; more are parsed again (the counters are the truth).
+MAX_REMEMBERED_REQUESTS = 50_000
+_RESERVED_AT = wire.header_key(RESERVED_AT_HEADER)
 
-# (match, hits, a cached refusal (ms until it ends, count) or None, index of its check, or
-# -1 when not checked: refused from the cache, or skipped because another descriptor was)
-_Plan = tuple[Match, int, tuple[int, int] | None, int]
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One descriptor of a request with a limit to check: what its bytes mean."""
+
+    match: Match
+    hits: int
+    statuses: wire.LimitStatuses
+    enforced: bool  # not shadow mode: a refusal refuses the request (and may be cached)
+    reserves_tokens: bool  # a token limit with hits: its check is the reservation
+
+    def take(self) -> Take:
+        rule = self.match.rule
+        return Take(
+            self.match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, self.hits
+        )
+
+
+# Per descriptor: None (no limit applies, or unlimited) or its check.
+_Plan = tuple[_Check | None, ...]
 
 
 def duration(ms: int) -> Duration:
@@ -66,7 +91,8 @@ class Decider:
         self._store = store
         self._batcher = batcher
         self._cache = cache
-        self._limit_protos: dict[int, Any] = {}
+        self._statuses: dict[int, wire.LimitStatuses] = {}
+        self._plans: dict[bytes, _Plan] = {}
         self._outcomes = {
             name: metrics.DECISIONS.labels(holder.domain, name)
             for name in ("ok", "over_limit", "shadow", "degraded")
@@ -74,117 +100,149 @@ class Decider:
 
     def limits_changed(self) -> None:
         """Forget what was derived from the old limits."""
-        self._limit_protos.clear()
+        self._statuses.clear()
+        self._plans.clear()
         self._cache.clear()
 
-    def _limit_proto(self, rule: Rule) -> Any:
-        found = self._limit_protos.get(id(rule))
+    def _statuses_of(self, rule: Rule) -> wire.LimitStatuses:
+        found = self._statuses.get(id(rule))
         if found is None:
-            found = Response.RateLimit(
-                name=rule.name, requests_per_unit=rule.requests_per_unit, unit=UNITS[rule.unit]
+            found = wire.LimitStatuses(
+                Response.RateLimit(
+                    name=rule.name, requests_per_unit=rule.requests_per_unit, unit=UNITS[rule.unit]
+                )
             )
-            self._limit_protos[id(rule)] = found
+            self._statuses[id(rule)] = found
         return found
 
-    def _plan(self, request: rls_pb2.RateLimitRequest) -> tuple[list[_Plan | None], list[Take]]:
+    def _plan(self, data: bytes) -> _Plan:
+        try:
+            request = rls_pb2.RateLimitRequest.FromString(data)
+        except DecodeError as exc:
+            raise DescriptorError(f"the request is not a RateLimitRequest: {exc}") from exc
         if request.domain != self._holder.domain:
             raise DescriptorError(
                 f"domain {request.domain!r} is not this service's domain {self._holder.domain!r}"
             )
         if not request.descriptors:
             raise DescriptorError("the request has no descriptors")
-        limits, cache = self._holder.limits, self._cache
+        limits = self._holder.limits
         default_hits = request.hits_addend or 1
-        plans: list[_Plan | None] = []
-        takes: list[Take] = []
+        checks: list[_Check | None] = []
         for descriptor in request.descriptors:
             match = limits.match(tuple([(e.key, e.value) for e in descriptor.entries]))
             if match is None or match.rule.unlimited:
-                plans.append(None)
+                checks.append(None)
                 continue
             rule = match.rule
             hits = (
                 descriptor.hits_addend.value if descriptor.HasField("hits_addend") else default_hits
             )
-            cached = cache.refused(match.key, hits) if not rule.shadow_mode else None
-            if cached is not None:
-                metrics.LOCAL_CACHE_HITS.inc()
-                plans.append((match, hits, cached, -1))
-                continue
-            plans.append((match, hits, None, len(takes)))
-            takes.append(
-                Take(match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits)
+            checks.append(
+                _Check(
+                    match,
+                    hits,
+                    self._statuses_of(rule),
+                    not rule.shadow_mode,
+                    rule.tokens and hits > 0,
+                )
             )
-        if takes and any(plan is not None and plan[2] is not None for plan in plans):
-            # Refused already (a cached refusal): counting its other descriptors would only
-            # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
-            plans = [
-                plan if plan is None or plan[2] is not None else (plan[0], plan[1], None, -1)
-                for plan in plans
-            ]
-            takes = []
-        return plans, takes
+        plan = tuple(checks)
+        if len(self._plans) >= MAX_REMEMBERED_REQUESTS:
+            self._plans.clear()  # cheaper than LRU bookkeeping on every request
+        self._plans[data] = plan
+        return plan
 
     async def decide(self, request: rls_pb2.RateLimitRequest) -> Any:
-        """The answer to one RateLimitRequest; DescriptorError for a malformed one."""
-        plans, takes = self._plan(request)
+        """The answer to one RateLimitRequest message (decide_bytes for the wire)."""
+        return Response.FromString(await self.decide_bytes(request.SerializeToString()))
+
+    async def decide_bytes(self, data: bytes) -> bytes:
+        """The serialized answer to one serialized RateLimitRequest; DescriptorError if bad."""
+        plan = self._plans.get(data)
+        if plan is None:
+            plan = self._plan(data)
+        # A cached refusal per check (ms until it ends, count), or None.
+        cache = self._cache
+        refusals: list[tuple[int, int] | None] = []
+        any_cached = False
+        for check in plan:
+            cached = None
+            if check is not None and check.enforced:
+                cached = cache.refused(check.match.key, check.hits)
+                if cached is not None:
+                    metrics.LOCAL_CACHE_HITS.inc()
+                    any_cached = True
+            refusals.append(cached)
+        if any_cached:
+            # Refused already (a cached refusal): counting its other descriptors would only
+            # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
+            return self._answer_from_cache(plan, refusals)
+        takes = [check.take() for check in plan if check is not None]
         outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
-        response = Response(overall_code=OK)
-        statuses = response.statuses
-        shadow = False
-        refusal: tuple[Match, int, int, int] | None = None  # match, hits, used, reset ms
-        retry_ms = 0
-        for plan in plans:
-            if plan is None:
-                statuses.append(_NO_LIMIT)
-                continue
-            match, hits, cached, index = plan
-            rule = match.rule
-            if index < 0 and cached is None:
+        return self._answer(plan, outcomes)
+
+    def _answer_from_cache(self, plan: _Plan, refusals: list[tuple[int, int] | None]) -> bytes:
+        parts = [wire.OVERALL_OVER_LIMIT]
+        refusal: tuple[_Check, int, int] | None = None  # check, used, reset ms
+        for check, cached in zip(plan, refusals, strict=True):
+            if check is None:
+                parts.append(wire.NO_LIMIT_STATUS)
+            elif cached is None:
                 # Not checked: another descriptor's cached refusal decided the request.
-                statuses.append(
-                    Response.DescriptorStatus(code=OK, current_limit=self._limit_proto(rule))
-                )
-                continue
-            if cached is not None:
-                allowed, remaining = False, 0
-                reset_ms, used = cached
+                parts.append(check.statuses.unchecked)
             else:
-                outcome = outcomes[index]
-                allowed, used, remaining, reset_ms = (
-                    outcome.allowed,
-                    outcome.used,
-                    outcome.remaining,
-                    outcome.reset_ms,
-                )
-                # Local counts (while degraded) must not outlive the outage in the cache.
-                if not allowed and not rule.shadow_mode and not self._store.degraded:
-                    self._cache.remember(match.key, hits, reset_ms, used)
-            code = OK
-            if not allowed:
-                if rule.shadow_mode:
+                reset_ms, used = cached
+                parts.append(check.statuses.status(True, 0, reset_ms))
+                if refusal is None or reset_ms >= refusal[2]:
+                    refusal = (check, used, reset_ms)
+        self._outcomes["degraded" if self._store.degraded else "over_limit"].inc()
+        if refusal is not None:  # always: at least one check was refused from the cache
+            parts.append(self._refusal(*refusal))
+        return b"".join(parts)
+
+    def _answer(self, plan: _Plan, outcomes: list[Outcome]) -> bytes:
+        parts: list[bytes] = []
+        shadow = False
+        refusal: tuple[_Check, int, int] | None = None  # check, used, reset ms
+        reserved_at = None
+        degraded = self._store.degraded
+        index = 0
+        for check in plan:
+            if check is None:
+                parts.append(wire.NO_LIMIT_STATUS)
+                continue
+            outcome = outcomes[index]
+            index += 1
+            if reserved_at is None and check.reserves_tokens:
+                reserved_at = outcome.now_ms
+            over = False
+            if not outcome.allowed:
+                if not check.enforced:
                     shadow = True
                 else:
-                    code = OVER_LIMIT
-                    if reset_ms >= retry_ms:
-                        retry_ms, refusal = reset_ms, (match, hits, used, reset_ms)
-            statuses.append(
-                Response.DescriptorStatus(
-                    code=code,
-                    current_limit=self._limit_proto(rule),
-                    limit_remaining=remaining,
-                    duration_until_reset=duration(reset_ms),
-                )
-            )
+                    over = True
+                    # Local counts (while degraded) must not outlive the outage in the cache.
+                    if not degraded:
+                        self._cache.remember(
+                            check.match.key, check.hits, outcome.reset_ms, outcome.used
+                        )
+                    if refusal is None or outcome.reset_ms >= refusal[2]:
+                        refusal = (check, outcome.used, outcome.reset_ms)
+            parts.append(check.statuses.status(over, outcome.remaining, outcome.reset_ms))
         if refusal is not None:
-            response.overall_code = OVER_LIMIT
-            self._give_back(plans, outcomes)
-            self._refuse(response, *refusal)
+            self._give_back(plan, outcomes)
+            parts.insert(0, wire.OVERALL_OVER_LIMIT)
+            parts.append(self._refusal(*refusal))
         else:
-            self._mark_reservation(response, plans, outcomes)
+            parts.insert(0, wire.OVERALL_OK)
+            if reserved_at is not None:
+                # Tell the router (through a request header Envoy adds) when tokens were
+                # reserved, so its reconciliation corrects the same window.
+                parts.append(wire.request_header(_RESERVED_AT, str(reserved_at)))
         outcome_name = (
             "degraded"
-            if self._store.degraded
+            if degraded
             else "over_limit"
             if refusal is not None
             else "shadow"
@@ -192,50 +250,38 @@ class Decider:
             else "ok"
         )
         self._outcomes[outcome_name].inc()
-        return response
+        return b"".join(parts)
 
-    def _give_back(self, plans: list[_Plan | None], outcomes: list[Outcome]) -> None:
+    def _give_back(self, plan: _Plan, outcomes: list[Outcome]) -> None:
         # The request is refused: what its other descriptors counted must not stay counted.
         refunds = []
-        for plan in plans:
-            if plan is None or plan[3] < 0:
-                continue
-            match, hits, _, index = plan
-            outcome = outcomes[index]
-            if outcome.allowed and hits:
-                rule = match.rule
+        checks = [check for check in plan if check is not None]
+        for check, outcome in zip(checks, outcomes, strict=True):
+            if outcome.allowed and check.hits:
+                rule = check.match.rule
                 refunds.append(
-                    Adjust(match.key, rule.algorithm, rule.window_ms, -hits, outcome.now_ms)
+                    Adjust(
+                        check.match.key, rule.algorithm, rule.window_ms, -check.hits, outcome.now_ms
+                    )
                 )
         if refunds:
             self._batcher.adjust_soon(refunds)
 
     @staticmethod
-    def _mark_reservation(
-        response: Any, plans: list[_Plan | None], outcomes: list[Outcome]
-    ) -> None:
-        # Tell the router (through a request header Envoy adds) when tokens were reserved, so
-        # its reconciliation corrects the same window.
-        for plan in plans:
-            if plan is not None and plan[3] >= 0 and plan[0].rule.tokens and plan[1]:
-                response.request_headers_to_add.append(
-                    base_pb2.HeaderValue(
-                        key=RESERVED_AT_HEADER, value=str(outcomes[plan[3]].now_ms)
-                    )
-                )
-                return
-
-    @staticmethod
-    def _refuse(response: Any, match: Match, hits: int, used: int, reset_ms: int) -> None:
+    def _refusal(check: _Check, used: int, reset_ms: int) -> bytes:
+        # The rare parts of a refusal as a message; its bytes merge into the answer's.
+        match, hits = check.match, check.hits
         rule = match.rule
         seconds = max(1, math.ceil(reset_ms / 1000))
         what = "tokens" if rule.tokens else "requests"
-        # The message of the OpenAI-style error body Envoy's local reply builds (listeners.py).
-        response.raw_body = (
-            f"Rate limit reached for {describe(match.entries)} on {what} per {rule.unit}: "
-            f"limit {rule.requests_per_unit}, used {used}, requested {hits}. "
-            f"Please try again in {seconds}s."
-        ).encode()
-        response.response_headers_to_add.append(
-            base_pb2.HeaderValue(key="retry-after", value=str(seconds))
+        extra = Response(
+            # The message of the OpenAI-style error body Envoy's local reply builds
+            # (listeners.py).
+            raw_body=(
+                f"Rate limit reached for {describe(match.entries)} on {what} per {rule.unit}: "
+                f"limit {rule.requests_per_unit}, used {used}, requested {hits}. "
+                f"Please try again in {seconds}s."
+            ).encode(),
+            response_headers_to_add=[base_pb2.HeaderValue(key="retry-after", value=str(seconds))],
         )
+        return bytes(extra.SerializeToString())

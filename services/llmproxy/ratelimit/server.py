@@ -14,7 +14,7 @@ import logging
 import sys
 
 import grpc
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2
 from grpc_health.v1 import health_pb2
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
@@ -79,7 +79,7 @@ async def serve(config: StackConfig) -> RunningServer:
     watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(decider), server)
+        RateLimitServicer(decider).register(server)
         ratelimit_pb2_grpc.add_RateLimitControlServiceServicer_to_server(
             RateLimitControlServicer(holder, store, cache), server
         )

@@ -28,6 +28,7 @@ from llmproxy.router.calls import Failover
 from llmproxy.router.control import RouterControlServicer
 from llmproxy.router.health_view import HealthView
 from llmproxy.router.providers import Provider, ProviderClient, client_for
+from llmproxy.router.providers.pool import LeanTransport
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.typed import ChatServicer
 
@@ -41,7 +42,8 @@ SERVICE_NAMES = (
 def new_http_client() -> httpx.AsyncClient:
     """The one pooled client every provider call goes through."""
     return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        # aiohttp's pool under httpx's client: about 1 ms less CPU per call (providers/pool.py).
+        transport=LeanTransport(max_connections=1000),
         timeout=httpx.Timeout(60.0, connect=5.0),
         # Requests never pick where they go: no redirects, no proxies from the environment.
         follow_redirects=False,

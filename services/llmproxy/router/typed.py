@@ -131,17 +131,18 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             await captured.forward()
             if STATUS_HEADER in captured.metadata:
                 await _abort(context, int(captured.metadata[STATUS_HEADER]), reply.data)
-            payload = sse.data_json(reply.data)
-            if not isinstance(payload, dict):
-                continue  # keep-alive comments and [DONE]
-            if "error" in payload:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, payload["error"]["message"])
-            choices = payload.get("choices") or [{}]
-            yield chat_pb2.StreamChatResponse(
-                delta=choices[0].get("delta", {}).get("content") or "",
-                finish_reason=choices[0].get("finish_reason") or "",
-                usage=_usage(payload.get("usage")),
-            )
+            for event in sse.split(reply.data):  # events that arrived together come as one
+                payload = sse.data_json(event)
+                if not isinstance(payload, dict):
+                    continue  # keep-alive comments and [DONE]
+                if "error" in payload:
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, payload["error"]["message"])
+                choices = payload.get("choices") or [{}]
+                yield chat_pb2.StreamChatResponse(
+                    delta=choices[0].get("delta", {}).get("content") or "",
+                    finish_reason=choices[0].get("finish_reason") or "",
+                    usage=_usage(payload.get("usage")),
+                )
 
     async def Embed(
         self, request: chat_pb2.EmbedRequest, context: Context

@@ -256,3 +256,33 @@ def test_an_invalid_limits_file_stops_startup_naming_the_problem(tmp_path: Path)
     )
     assert done.returncode == 2
     assert "descriptors[0].rate_limit.requests_per_unit: Field required" in done.stderr
+
+
+def handled(code: str) -> float:
+    labels = {
+        "service": "envoy.service.ratelimit.v3.RateLimitService",
+        "method": "ShouldRateLimit",
+        "code": code,
+    }
+    return REGISTRY.get_sample_value("llmproxy_grpc_server_handled_total", labels) or 0.0
+
+
+async def test_should_rate_limit_bytes_that_do_not_parse_are_invalid_and_counted_once(
+    start_instance: StartInstance, limits_file: Callable[[str], Path]
+) -> None:
+    instance = await start_instance(limits_file(LIMITS))
+    raw = instance.channel.unary_unary(
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    ok_before, invalid_before = handled("OK"), handled("INVALID_ARGUMENT")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await raw(b"\x0a\xff\xff")
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a RateLimitRequest" in (raised.value.details() or "")
+    reply = await instance.rls.ShouldRateLimit(request(descriptor(("tenant", "a"))))
+    assert reply.overall_code == OK
+    # Counted by the handler itself, not a second time by the metrics interceptor.
+    assert handled("INVALID_ARGUMENT") - invalid_before == 1
+    assert handled("OK") - ok_before == 1

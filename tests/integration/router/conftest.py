@@ -15,6 +15,7 @@ import pytest
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2_grpc
 from llmproxy.common.server import RunningServer
 from llmproxy.config import StackConfig
+from llmproxy.router.providers import sse
 from llmproxy.router.server import serve
 from tests.harness.fake_provider import RunningProvider, fake_provider
 
@@ -88,7 +89,11 @@ class Router:
             openai_pb2.CreateChatCompletionRequest(body={"data": json.dumps(body).encode()}),
             metadata=tuple((headers or {}).items()),
         )
-        replies = [reply.data async for reply in call]
+        replies: list[bytes] = []
+        async for reply in call:
+            # Stream events that arrived together come in one message: tests read them singly.
+            stream = reply.content_type == "text/event-stream"
+            replies.extend(sse.split(reply.data) if stream else [reply.data])
         metadata = dict((await call.initial_metadata()) or ())
         return metadata, replies
 

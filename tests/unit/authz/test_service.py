@@ -70,6 +70,8 @@ async def test_allowed_requests_carry_identity_model_and_token_estimate() -> Non
         "x-llmproxy-tier": "gold",
         "x-llmproxy-model": "gpt-4o-mini",
         "x-llmproxy-token-estimate": "15",  # 1 token of text + 4 per message + max_tokens 10
+        # Envoy's fault filter reads tenant-targeted chaos experiments' keys by it.
+        "x-envoy-downstream-service-cluster": "tenant-acme",
     }
     assert list(response.ok_response.headers_to_remove) == ["authorization", "x-api-key"]
     assert all(

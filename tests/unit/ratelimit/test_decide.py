@@ -200,3 +200,25 @@ async def test_malformed_requests_are_refused(
 ) -> None:
     with pytest.raises(DescriptorError, match=message):
         await decider.decide(request_)
+
+
+async def test_garbage_bytes_are_refused_not_crashed_on(decider: Decider) -> None:
+    with pytest.raises(DescriptorError, match="the request is not a RateLimitRequest"):
+        await decider.decide_bytes(b"\x0a\xff\xff")
+
+
+async def test_remembered_requests_follow_a_reload(tmp_path: Path) -> None:
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITS)
+    store = FailoverStore(CountingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
+    holder = LimitsHolder(path, "llmproxy")
+    decider = Decider(holder, store, Batcher(store), OverLimitCache(100))
+    holder.on_change(decider.limits_changed)
+    data = req(desc(("tenant", "a"))).SerializeToString()
+    first = rls_pb2.RateLimitResponse.FromString(await decider.decide_bytes(data))
+    again = rls_pb2.RateLimitResponse.FromString(await decider.decide_bytes(data))
+    assert [first.statuses[0].limit_remaining, again.statuses[0].limit_remaining] == [4, 3]
+    path.write_text(LIMITS.replace("requests_per_unit: 5", "requests_per_unit: 50"))
+    holder.reload()
+    reloaded = rls_pb2.RateLimitResponse.FromString(await decider.decide_bytes(data))
+    assert reloaded.statuses[0].current_limit.requests_per_unit == 50

@@ -79,6 +79,9 @@ class FakeClient:
         for event in events:
             if isinstance(event, Exception):
                 raise event
+            if isinstance(event, float):
+                await asyncio.sleep(event)  # a pause between events
+                continue
             yield event
 
 

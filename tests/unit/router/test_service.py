@@ -12,6 +12,7 @@ from llmproxy._gen.router.v1 import openai_pb2
 from llmproxy.common.usage import Identity, Usage
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.calls import Failover
+from llmproxy.router.providers import sse
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
 from tests.unit.router.fakes import FakeClient, MemoryCache, answer, failure, stream_events
@@ -90,6 +91,17 @@ class Harness:
     async def chat(
         self, body: Any, headers: dict[str, str] | None = None
     ) -> tuple[dict[str, str], list[bytes]]:
+        metadata, messages = await self.messages(body, headers)
+        # Stream events that arrived together come in one message: most tests read them singly.
+        events = [event for m in messages for event in sse.split(m)]
+        return metadata, events if (
+            body.get("stream") if isinstance(body, dict) else False
+        ) else messages
+
+    async def messages(
+        self, body: Any, headers: dict[str, str] | None = None
+    ) -> tuple[dict[str, str], list[bytes]]:
+        """The gRPC messages of the answer, as the router sent them."""
         context = Context(headers)
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
@@ -247,6 +259,20 @@ async def test_all_targets_failing_maps_to_a_gateway_status(status: int, expecte
         assert metadata["retry-after"] == "3"
         assert json.loads(replies[0])["error"]["type"] == "rate_limit_exceeded"
     assert harness.cache.entries == {}  # failures are never cached
+
+
+async def test_stream_events_that_arrive_together_leave_in_one_message() -> None:
+    first, second, usage_only, done = stream_events(("a", "b"))
+    harness = Harness(primary=[[first, 0.05, second, usage_only, done]])
+    metadata, messages = await harness.messages({**CHAT, "stream": True})
+    assert metadata["x-cache"] == "MISS"
+    # The first event went out before the pause; the burst after it is one message, without
+    # the usage chunk the client did not ask for.
+    assert messages == [first, second + done]
+    # A replay from the cache is all there at once: one message.
+    metadata, messages = await harness.messages({**CHAT, "stream": True})
+    assert metadata["x-cache"] == "HIT"
+    assert messages == [first + second + done]
 
 
 async def test_stream_broken_midway_ends_with_an_error_event() -> None:

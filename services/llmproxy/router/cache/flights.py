@@ -84,13 +84,24 @@ class Flight:
 
         Call between attach() and detach().
         """
+        async for batch in self.read_batches():
+            for chunk in batch:
+                yield chunk
+
+    async def read_batches(self) -> AsyncIterator[list[bytes]]:
+        """As read(), but every chunk that arrived since the last batch at once.
+
+        Nothing waits for more chunks: a batch holds only what is already here, so a reader
+        sends a fast provider's burst on in one step (one gRPC message, not one per event).
+        """
         position = 0
         while True:
             async with self._changed:
                 await self._changed.wait_for(partial(self._has_news, position))
-            while position < len(self.chunks):
-                position += 1
-                yield self.chunks[position - 1]
+            if position < len(self.chunks):
+                batch = self.chunks[position:]
+                position += len(batch)
+                yield batch
             if self.ended and position == len(self.chunks):
                 if self.error is not None:
                     raise self.error

@@ -24,6 +24,12 @@ async def events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield pending.rstrip(b"\n") + b"\n\n"
 
 
+def split(data: bytes) -> list[bytes]:
+    """The whole events in data (one or more, as the router relays them), each with its
+    blank line."""
+    return [event + b"\n\n" for event in data.split(b"\n\n") if event]
+
+
 def field(event: bytes, name: bytes) -> bytes | None:
     """The value of the first `name:` line of an event, or None."""
     for line in event.split(b"\n"):

@@ -23,23 +23,65 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/fault.proto\x12\x11llmproxy.fault.v1\"\x18\n\x16ListExperimentsRequest\"M\n\x17ListExperimentsResponse\x12\x32\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"M\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".llmproxy.fault.v1.ExperimentState*\xb1\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XPERIMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_COMPLETED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x32x\n\x0c\x46\x61ultService\x12h\n\x0fListExperiments\x12).llmproxy.fault.v1.ListExperimentsRequest\x1a*.llmproxy.fault.v1.ListExperimentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/fault.proto\x12\x11llmproxy.fault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16ListExperimentsRequest\"M\n\x17ListExperimentsResponse\x12\x32\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"\x93\x05\n\nExperiment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".llmproxy.fault.v1.ExperimentState\x12)\n\x06target\x18\x03 \x01(\x0b\x32\x19.llmproxy.fault.v1.Target\x12(\n\x06\x66\x61ults\x18\x04 \x03(\x0b\x32\x18.llmproxy.fault.v1.Fault\x12-\n\x08severity\x18\x05 \x01(\x0e\x32\x1b.llmproxy.fault.v1.Severity\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12<\n\nhypothesis\x18\t \x01(\x0b\x32(.llmproxy.fault.v1.SteadyStateHypothesis\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nend_reason\x18\r \x01(\t\x12\x16\n\x0e\x66\x61ults_applied\x18\x0e \x03(\t\x12\x30\n\x08observed\x18\x0f \x01(\x0b\x32\x1e.llmproxy.fault.v1.Observation\x12\x0c\n\x04runs\x18\x10 \x01(\r\"Z\n\x06Target\x12\x0f\n\x05route\x18\x01 \x01(\tH\x00\x12\x12\n\x08provider\x18\x02 \x01(\tH\x00\x12\x11\n\x07service\x18\x03 \x01(\tH\x00\x12\x10\n\x06tenant\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"\x89\x02\n\x05\x46\x61ult\x12\x32\n\x07latency\x18\x01 \x01(\x0b\x32\x1f.llmproxy.fault.v1.LatencyFaultH\x00\x12.\n\x05\x61\x62ort\x18\x02 \x01(\x0b\x32\x1d.llmproxy.fault.v1.AbortFaultH\x00\x12\x36\n\tbandwidth\x18\x03 \x01(\x0b\x32!.llmproxy.fault.v1.BandwidthFaultH\x00\x12*\n\x03\x63pu\x18\x04 \x01(\x0b\x32\x1b.llmproxy.fault.v1.CpuFaultH\x00\x12\x30\n\x06memory\x18\x05 \x01(\x0b\x32\x1e.llmproxy.fault.v1.MemoryFaultH\x00\x42\x06\n\x04kind\"7\n\x0cLatencyFault\x12\x0f\n\x07percent\x18\x01 \x01(\r\x12\x16\n\x0e\x66ixed_delay_ms\x18\x02 \x01(\r\"U\n\nAbortFault\x12\x0f\n\x07percent\x18\x01 \x01(\r\x12\x15\n\x0bhttp_status\x18\x02 \x01(\rH\x00\x12\x15\n\x0bgrpc_status\x18\x03 \x01(\rH\x00\x42\x08\n\x06status\"/\n\x0e\x42\x61ndwidthFault\x12\x0f\n\x07percent\x18\x01 \x01(\r\x12\x0c\n\x04kbps\x18\x02 \x01(\r\"\x19\n\x08\x43puFault\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\" \n\x0bMemoryFault\x12\x11\n\tmegabytes\x18\x01 \x01(\x03\"\x8b\x01\n\x15SteadyStateHypothesis\x12\x1e\n\x11min_success_ratio\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x17\n\nmax_p99_ms\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x0cmin_requests\x18\x03 \x01(\rB\x14\n\x12_min_success_ratioB\r\n\x0b_max_p99_ms\"W\n\x0bObservation\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\x15\n\rsuccess_ratio\x18\x02 \x01(\x01\x12\x0e\n\x06p99_ms\x18\x03 \x01(\x01\x12\x0f\n\x07verdict\x18\x04 \x01(\t\"$\n\x14GetExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x15GetExperimentResponse\x12\x31\n\nexperiment\x18\x01 \x01(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"\x8d\x03\n\x17\x43reateExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06target\x18\x02 \x01(\x0b\x32\x19.llmproxy.fault.v1.Target\x12(\n\x06\x66\x61ults\x18\x03 \x03(\x0b\x32\x18.llmproxy.fault.v1.Fault\x12-\n\x08severity\x18\x04 \x01(\x0e\x32\x1b.llmproxy.fault.v1.Severity\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12<\n\nhypothesis\x18\x08 \x01(\x0b\x32(.llmproxy.fault.v1.SteadyStateHypothesis\x12\x18\n\x10\x63onfirm_critical\x18\t \x01(\x08\"M\n\x18\x43reateExperimentResponse\x12\x31\n\nexperiment\x18\x01 \x01(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"&\n\x16StartExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"L\n\x17StartExperimentResponse\x12\x31\n\nexperiment\x18\x01 \x01(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"%\n\x15StopExperimentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x16StopExperimentResponse\x12\x31\n\nexperiment\x18\x01 \x01(\x0b\x32\x1d.llmproxy.fault.v1.Experiment\"&\n\x14\x45mergencyStopRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\"(\n\x15\x45mergencyStopResponse\x12\x0f\n\x07stopped\x18\x01 \x03(\t*\xcf\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45XPERIMENT_STATE_PENDING\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_COMPLETED\x10\x03\x12 \n\x1c\x45XPERIMENT_STATE_ROLLED_BACK\x10\x04\x12\x1c\n\x18\x45XPERIMENT_STATE_STOPPED\x10\x05*u\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03\x12\x15\n\x11SEVERITY_CRITICAL\x10\x04\x32\xfe\x04\n\x0c\x46\x61ultService\x12h\n\x0fListExperiments\x12).llmproxy.fault.v1.ListExperimentsRequest\x1a*.llmproxy.fault.v1.ListExperimentsResponse\x12\x62\n\rGetExperiment\x12\'.llmproxy.fault.v1.GetExperimentRequest\x1a(.llmproxy.fault.v1.GetExperimentResponse\x12k\n\x10\x43reateExperiment\x12*.llmproxy.fault.v1.CreateExperimentRequest\x1a+.llmproxy.fault.v1.CreateExperimentResponse\x12h\n\x0fStartExperiment\x12).llmproxy.fault.v1.StartExperimentRequest\x1a*.llmproxy.fault.v1.StartExperimentResponse\x12\x65\n\x0eStopExperiment\x12(.llmproxy.fault.v1.StopExperimentRequest\x1a).llmproxy.fault.v1.StopExperimentResponse\x12\x62\n\rEmergencyStop\x12\'.llmproxy.fault.v1.EmergencyStopRequest\x1a(.llmproxy.fault.v1.EmergencyStopResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.fault.v1.fault_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPERIMENTSTATE']._serialized_start=237
-  _globals['_EXPERIMENTSTATE']._serialized_end=414
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=52
-  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=76
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=78
-  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=155
-  _globals['_EXPERIMENT']._serialized_start=157
-  _globals['_EXPERIMENT']._serialized_end=234
-  _globals['_FAULTSERVICE']._serialized_start=416
-  _globals['_FAULTSERVICE']._serialized_end=536
+  _globals['_EXPERIMENTSTATE']._serialized_start=2639
+  _globals['_EXPERIMENTSTATE']._serialized_end=2846
+  _globals['_SEVERITY']._serialized_start=2848
+  _globals['_SEVERITY']._serialized_end=2965
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=117
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=141
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=143
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=220
+  _globals['_EXPERIMENT']._serialized_start=223
+  _globals['_EXPERIMENT']._serialized_end=882
+  _globals['_TARGET']._serialized_start=884
+  _globals['_TARGET']._serialized_end=974
+  _globals['_FAULT']._serialized_start=977
+  _globals['_FAULT']._serialized_end=1242
+  _globals['_LATENCYFAULT']._serialized_start=1244
+  _globals['_LATENCYFAULT']._serialized_end=1299
+  _globals['_ABORTFAULT']._serialized_start=1301
+  _globals['_ABORTFAULT']._serialized_end=1386
+  _globals['_BANDWIDTHFAULT']._serialized_start=1388
+  _globals['_BANDWIDTHFAULT']._serialized_end=1435
+  _globals['_CPUFAULT']._serialized_start=1437
+  _globals['_CPUFAULT']._serialized_end=1462
+  _globals['_MEMORYFAULT']._serialized_start=1464
+  _globals['_MEMORYFAULT']._serialized_end=1496
+  _globals['_STEADYSTATEHYPOTHESIS']._serialized_start=1499
+  _globals['_STEADYSTATEHYPOTHESIS']._serialized_end=1638
+  _globals['_OBSERVATION']._serialized_start=1640
+  _globals['_OBSERVATION']._serialized_end=1727
+  _globals['_GETEXPERIMENTREQUEST']._serialized_start=1729
+  _globals['_GETEXPERIMENTREQUEST']._serialized_end=1765
+  _globals['_GETEXPERIMENTRESPONSE']._serialized_start=1767
+  _globals['_GETEXPERIMENTRESPONSE']._serialized_end=1841
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_start=1844
+  _globals['_CREATEEXPERIMENTREQUEST']._serialized_end=2241
+  _globals['_CREATEEXPERIMENTRESPONSE']._serialized_start=2243
+  _globals['_CREATEEXPERIMENTRESPONSE']._serialized_end=2320
+  _globals['_STARTEXPERIMENTREQUEST']._serialized_start=2322
+  _globals['_STARTEXPERIMENTREQUEST']._serialized_end=2360
+  _globals['_STARTEXPERIMENTRESPONSE']._serialized_start=2362
+  _globals['_STARTEXPERIMENTRESPONSE']._serialized_end=2438
+  _globals['_STOPEXPERIMENTREQUEST']._serialized_start=2440
+  _globals['_STOPEXPERIMENTREQUEST']._serialized_end=2477
+  _globals['_STOPEXPERIMENTRESPONSE']._serialized_start=2479
+  _globals['_STOPEXPERIMENTRESPONSE']._serialized_end=2554
+  _globals['_EMERGENCYSTOPREQUEST']._serialized_start=2556
+  _globals['_EMERGENCYSTOPREQUEST']._serialized_end=2594
+  _globals['_EMERGENCYSTOPRESPONSE']._serialized_start=2596
+  _globals['_EMERGENCYSTOPRESPONSE']._serialized_end=2636
+  _globals['_FAULTSERVICE']._serialized_start=2968
+  _globals['_FAULTSERVICE']._serialized_end=3606
 # @@protoc_insertion_point(module_scope)

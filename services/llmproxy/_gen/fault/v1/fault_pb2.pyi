@@ -6,7 +6,9 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -36,6 +38,8 @@ class _ExperimentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exper
     """Ended normally."""
     EXPERIMENT_STATE_ROLLED_BACK: _ExperimentState.ValueType  # 4
     """Rolled back because the steady-state hypothesis was breached."""
+    EXPERIMENT_STATE_STOPPED: _ExperimentState.ValueType  # 5
+    """Stopped by StopExperiment or EmergencyStop."""
 
 class ExperimentState(_ExperimentState, metaclass=_ExperimentStateEnumTypeWrapper):
     """ExperimentState is the life cycle stage of an experiment."""
@@ -50,7 +54,41 @@ EXPERIMENT_STATE_COMPLETED: ExperimentState.ValueType  # 3
 """Ended normally."""
 EXPERIMENT_STATE_ROLLED_BACK: ExperimentState.ValueType  # 4
 """Rolled back because the steady-state hypothesis was breached."""
+EXPERIMENT_STATE_STOPPED: ExperimentState.ValueType  # 5
+"""Stopped by StopExperiment or EmergencyStop."""
 Global___ExperimentState: _TypeAlias = ExperimentState  # noqa: Y015
+
+class _Severity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Severity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEVERITY_UNSPECIFIED: _Severity.ValueType  # 0
+    """No severity given (refused)."""
+    SEVERITY_LOW: _Severity.ValueType  # 1
+    """At most 10% of traffic for 5 minutes."""
+    SEVERITY_MEDIUM: _Severity.ValueType  # 2
+    """At most 25% of traffic for 15 minutes."""
+    SEVERITY_HIGH: _Severity.ValueType  # 3
+    """At most 50% of traffic for 30 minutes."""
+    SEVERITY_CRITICAL: _Severity.ValueType  # 4
+    """At most 100% of traffic for 60 minutes; needs confirm_critical."""
+
+class Severity(_Severity, metaclass=_SeverityEnumTypeWrapper):
+    """Severity caps an experiment's blast radius: largest percentage and longest duration."""
+
+SEVERITY_UNSPECIFIED: Severity.ValueType  # 0
+"""No severity given (refused)."""
+SEVERITY_LOW: Severity.ValueType  # 1
+"""At most 10% of traffic for 5 minutes."""
+SEVERITY_MEDIUM: Severity.ValueType  # 2
+"""At most 25% of traffic for 15 minutes."""
+SEVERITY_HIGH: Severity.ValueType  # 3
+"""At most 50% of traffic for 30 minutes."""
+SEVERITY_CRITICAL: Severity.ValueType  # 4
+"""At most 100% of traffic for 60 minutes; needs confirm_critical."""
+Global___Severity: _TypeAlias = Severity  # noqa: Y015
 
 @_typing.final
 class ListExperimentsRequest(_message.Message):
@@ -101,20 +139,657 @@ class Experiment(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    FAULTS_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    HYPOTHESIS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    END_REASON_FIELD_NUMBER: _builtins.int
+    FAULTS_APPLIED_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The experiment's unique name."""
     state: Global___ExperimentState.ValueType
     """Where the experiment is in its life."""
+    severity: Global___Severity.ValueType
+    """The severity whose caps the experiment respects."""
+    end_reason: _builtins.str
+    """Why its last run ended: "completed", "stopped", "emergency stop" or the rollback reason."""
+    runs: _builtins.int
+    """How many runs have started."""
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """What the faults apply to."""
+
+    @_builtins.property
+    def faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fault]:
+        """The faults injected while it runs."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long one run lasts."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the runner starts it by itself; unset means only StartExperiment does."""
+
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """With a start time: the experiment runs again every interval."""
+
+    @_builtins.property
+    def hypothesis(self) -> Global___SteadyStateHypothesis:
+        """The steady state that must hold while it runs; a breach rolls it back."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When its last run started."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp:
+        """When its last run ended (or ends, while running)."""
+
+    @_builtins.property
+    def faults_applied(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The fault kinds applied in the last run, e.g. "latency", "abort"."""
+
+    @_builtins.property
+    def observed(self) -> Global___Observation:
+        """The traffic observed during the last run."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         state: Global___ExperimentState.ValueType = ...,
+        target: Global___Target | None = ...,
+        faults: _abc.Iterable[Global___Fault] | None = ...,
+        severity: Global___Severity.ValueType = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: _duration_pb2.Duration | None = ...,
+        hypothesis: Global___SteadyStateHypothesis | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        end_reason: _builtins.str = ...,
+        faults_applied: _abc.Iterable[_builtins.str] | None = ...,
+        observed: Global___Observation | None = ...,
+        runs: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "duration", b"duration", "ended_at", b"ended_at", "hypothesis", b"hypothesis", "interval", b"interval", "observed", b"observed", "start_time", b"start_time", "started_at", b"started_at", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "duration", b"duration", "end_reason", b"end_reason", "ended_at", b"ended_at", "faults", b"faults", "faults_applied", b"faults_applied", "hypothesis", b"hypothesis", "interval", b"interval", "name", b"name", "observed", b"observed", "runs", b"runs", "severity", b"severity", "start_time", b"start_time", "started_at", b"started_at", "state", b"state", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Experiment: _TypeAlias = Experiment  # noqa: Y015
+
+@_typing.final
+class Target(_message.Message):
+    """Target is what an experiment's faults apply to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    route: _builtins.str
+    """A client route: "chat", "embeddings" or "models"."""
+    provider: _builtins.str
+    """A provider by its configured name (its egress cluster)."""
+    service: _builtins.str
+    """One of our services by name (cpu and memory faults, through its chaos agent)."""
+    tenant: _builtins.str
+    """Only the client requests of this tenant (every route)."""
+    def __init__(
+        self,
+        *,
+        route: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        service: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["route", "provider", "service", "tenant"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Target: _TypeAlias = Target  # noqa: Y015
+
+@_typing.final
+class Fault(_message.Message):
+    """Fault is one kind of fault to inject."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATENCY_FIELD_NUMBER: _builtins.int
+    ABORT_FIELD_NUMBER: _builtins.int
+    BANDWIDTH_FIELD_NUMBER: _builtins.int
+    CPU_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def latency(self) -> Global___LatencyFault:
+        """Delay requests."""
+
+    @_builtins.property
+    def abort(self) -> Global___AbortFault:
+        """Fail requests at once."""
+
+    @_builtins.property
+    def bandwidth(self) -> Global___BandwidthFault:
+        """Limit the response bandwidth."""
+
+    @_builtins.property
+    def cpu(self) -> Global___CpuFault:
+        """Burn CPU inside the target service."""
+
+    @_builtins.property
+    def memory(self) -> Global___MemoryFault:
+        """Hold memory inside the target service."""
+
+    def __init__(
+        self,
+        *,
+        latency: Global___LatencyFault | None = ...,
+        abort: Global___AbortFault | None = ...,
+        bandwidth: Global___BandwidthFault | None = ...,
+        cpu: Global___CpuFault | None = ...,
+        memory: Global___MemoryFault | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kind", b"kind", "latency", b"latency", "memory", b"memory"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kind", b"kind", "latency", b"latency", "memory", b"memory"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["latency", "abort", "bandwidth", "cpu", "memory"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___Fault: _TypeAlias = Fault  # noqa: Y015
+
+@_typing.final
+class LatencyFault(_message.Message):
+    """LatencyFault delays a share of requests by a fixed time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    FIXED_DELAY_MS_FIELD_NUMBER: _builtins.int
+    percent: _builtins.int
+    """Share of requests delayed, in whole percent (1 to 100)."""
+    fixed_delay_ms: _builtins.int
+    """The delay in milliseconds."""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.int = ...,
+        fixed_delay_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fixed_delay_ms", b"fixed_delay_ms", "percent", b"percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LatencyFault: _TypeAlias = LatencyFault  # noqa: Y015
+
+@_typing.final
+class AbortFault(_message.Message):
+    """AbortFault answers a share of requests with an error instead of forwarding them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    GRPC_STATUS_FIELD_NUMBER: _builtins.int
+    percent: _builtins.int
+    """Share of requests aborted, in whole percent (1 to 100)."""
+    http_status: _builtins.int
+    """HTTP status, 200 to 599 (e.g. 503)."""
+    grpc_status: _builtins.int
+    """gRPC status code, 1 to 16 (e.g. 14, UNAVAILABLE); route targets only."""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.int = ...,
+        http_status: _builtins.int = ...,
+        grpc_status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grpc_status", b"grpc_status", "http_status", b"http_status", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc_status", b"grpc_status", "http_status", b"http_status", "percent", b"percent", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_status: _TypeAlias = _typing.Literal["http_status", "grpc_status"]  # noqa: Y015
+    _WhichOneofArgType_status: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_status) -> _WhichOneofReturnType_status | None: ...
+
+Global___AbortFault: _TypeAlias = AbortFault  # noqa: Y015
+
+@_typing.final
+class BandwidthFault(_message.Message):
+    """BandwidthFault slows the responses of a share of requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERCENT_FIELD_NUMBER: _builtins.int
+    KBPS_FIELD_NUMBER: _builtins.int
+    percent: _builtins.int
+    """Share of requests throttled, in whole percent (1 to 100)."""
+    kbps: _builtins.int
+    """Response bandwidth in KiB/s; 0 or the configured Envoy limit (services.fault.bandwidth_kbps)."""
+    def __init__(
+        self,
+        *,
+        percent: _builtins.int = ...,
+        kbps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kbps", b"kbps", "percent", b"percent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BandwidthFault: _TypeAlias = BandwidthFault  # noqa: Y015
+
+@_typing.final
+class CpuFault(_message.Message):
+    """CpuFault burns CPU in the target service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CORES_FIELD_NUMBER: _builtins.int
+    cores: _builtins.float
+    """Fraction of one core, above 0 and at most 1."""
+    def __init__(
+        self,
+        *,
+        cores: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cores", b"cores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CpuFault: _TypeAlias = CpuFault  # noqa: Y015
+
+@_typing.final
+class MemoryFault(_message.Message):
+    """MemoryFault holds memory in the target service."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEGABYTES_FIELD_NUMBER: _builtins.int
+    megabytes: _builtins.int
+    """Megabytes held."""
+    def __init__(
+        self,
+        *,
+        megabytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["megabytes", b"megabytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryFault: _TypeAlias = MemoryFault  # noqa: Y015
+
+@_typing.final
+class SteadyStateHypothesis(_message.Message):
+    """SteadyStateHypothesis is what must stay true while an experiment runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_SUCCESS_RATIO_FIELD_NUMBER: _builtins.int
+    MAX_P99_MS_FIELD_NUMBER: _builtins.int
+    MIN_REQUESTS_FIELD_NUMBER: _builtins.int
+    min_success_ratio: _builtins.float
+    """Lowest client success ratio (0 to 1) allowed; unset: not checked."""
+    max_p99_ms: _builtins.float
+    """Highest client p99 latency in milliseconds allowed; unset: not checked."""
+    min_requests: _builtins.int
+    """Fewest requests a verdict needs (0: the default of 20)."""
+    def __init__(
+        self,
+        *,
+        min_success_ratio: _builtins.float | None = ...,
+        max_p99_ms: _builtins.float | None = ...,
+        min_requests: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_p99_ms", b"_max_p99_ms", "_min_success_ratio", b"_min_success_ratio", "max_p99_ms", b"max_p99_ms", "min_success_ratio", b"min_success_ratio"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_p99_ms", b"_max_p99_ms", "_min_success_ratio", b"_min_success_ratio", "max_p99_ms", b"max_p99_ms", "min_requests", b"min_requests", "min_success_ratio", b"min_success_ratio"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_p99_ms: _TypeAlias = _typing.Literal["max_p99_ms"]  # noqa: Y015
+    _WhichOneofArgType__max_p99_ms: _TypeAlias = _typing.Literal["_max_p99_ms", b"_max_p99_ms"]  # noqa: Y015
+    _WhichOneofReturnType__min_success_ratio: _TypeAlias = _typing.Literal["min_success_ratio"]  # noqa: Y015
+    _WhichOneofArgType__min_success_ratio: _TypeAlias = _typing.Literal["_min_success_ratio", b"_min_success_ratio"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_p99_ms) -> _WhichOneofReturnType__max_p99_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_success_ratio) -> _WhichOneofReturnType__min_success_ratio | None: ...
+
+Global___SteadyStateHypothesis: _TypeAlias = SteadyStateHypothesis  # noqa: Y015
+
+@_typing.final
+class Observation(_message.Message):
+    """Observation is the client traffic seen through Envoy during a run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATIO_FIELD_NUMBER: _builtins.int
+    P99_MS_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Requests seen since the run started."""
+    success_ratio: _builtins.float
+    """Share of them that succeeded."""
+    p99_ms: _builtins.float
+    """Their p99 latency in milliseconds (0 if unknown)."""
+    verdict: _builtins.str
+    """The last verdict on the hypothesis."""
+    def __init__(
+        self,
+        *,
+        requests: _builtins.int = ...,
+        success_ratio: _builtins.float = ...,
+        p99_ms: _builtins.float = ...,
+        verdict: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["p99_ms", b"p99_ms", "requests", b"requests", "success_ratio", b"success_ratio", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Observation: _TypeAlias = Observation  # noqa: Y015
+
+@_typing.final
+class GetExperimentRequest(_message.Message):
+    """GetExperimentRequest names an experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The experiment's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentRequest: _TypeAlias = GetExperimentRequest  # noqa: Y015
+
+@_typing.final
+class GetExperimentResponse(_message.Message):
+    """GetExperimentResponse carries the experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment and its outcome."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExperimentResponse: _TypeAlias = GetExperimentResponse  # noqa: Y015
+
+@_typing.final
+class CreateExperimentRequest(_message.Message):
+    """CreateExperimentRequest describes a new experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    FAULTS_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    HYPOTHESIS_FIELD_NUMBER: _builtins.int
+    CONFIRM_CRITICAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A unique name: letters, digits, '-', '_' and '.', at most 64."""
+    severity: Global___Severity.ValueType
+    """The severity; its caps bound every percentage and the duration."""
+    confirm_critical: _builtins.bool
+    """Must be true for a CRITICAL experiment."""
+    @_builtins.property
+    def target(self) -> Global___Target:
+        """What the faults apply to."""
+
+    @_builtins.property
+    def faults(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fault]:
+        """One or more faults."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """How long one run lasts."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start by itself at this time (optional)."""
+
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration:
+        """With start_time: run again every interval (longer than duration)."""
+
+    @_builtins.property
+    def hypothesis(self) -> Global___SteadyStateHypothesis:
+        """The steady state to check every second while it runs (optional)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        target: Global___Target | None = ...,
+        faults: _abc.Iterable[Global___Fault] | None = ...,
+        severity: Global___Severity.ValueType = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: _duration_pb2.Duration | None = ...,
+        hypothesis: Global___SteadyStateHypothesis | None = ...,
+        confirm_critical: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "hypothesis", b"hypothesis", "interval", b"interval", "start_time", b"start_time", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confirm_critical", b"confirm_critical", "duration", b"duration", "faults", b"faults", "hypothesis", b"hypothesis", "interval", b"interval", "name", b"name", "severity", b"severity", "start_time", b"start_time", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExperimentRequest: _TypeAlias = CreateExperimentRequest  # noqa: Y015
+
+@_typing.final
+class CreateExperimentResponse(_message.Message):
+    """CreateExperimentResponse carries the recorded experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment as recorded (state PENDING)."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExperimentResponse: _TypeAlias = CreateExperimentResponse  # noqa: Y015
+
+@_typing.final
+class StartExperimentRequest(_message.Message):
+    """StartExperimentRequest names the experiment to start."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The experiment's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartExperimentRequest: _TypeAlias = StartExperimentRequest  # noqa: Y015
+
+@_typing.final
+class StartExperimentResponse(_message.Message):
+    """StartExperimentResponse carries the running experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment, now RUNNING."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartExperimentResponse: _TypeAlias = StartExperimentResponse  # noqa: Y015
+
+@_typing.final
+class StopExperimentRequest(_message.Message):
+    """StopExperimentRequest names the experiment to stop."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The experiment's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopExperimentRequest: _TypeAlias = StopExperimentRequest  # noqa: Y015
+
+@_typing.final
+class StopExperimentResponse(_message.Message):
+    """StopExperimentResponse carries the stopped experiment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment, now STOPPED."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopExperimentResponse: _TypeAlias = StopExperimentResponse  # noqa: Y015
+
+@_typing.final
+class EmergencyStopRequest(_message.Message):
+    """EmergencyStopRequest says why every fault must go."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """A note recorded on every stopped experiment."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmergencyStopRequest: _TypeAlias = EmergencyStopRequest  # noqa: Y015
+
+@_typing.final
+class EmergencyStopResponse(_message.Message):
+    """EmergencyStopResponse reports what was stopped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOPPED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stopped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the experiments that were running."""
+
+    def __init__(
+        self,
+        *,
+        stopped: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stopped", b"stopped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmergencyStopResponse: _TypeAlias = EmergencyStopResponse  # noqa: Y015

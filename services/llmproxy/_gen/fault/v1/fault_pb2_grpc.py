@@ -41,6 +41,31 @@ class FaultServiceStub:
                 request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsResponse.FromString,
                 _registered_method=True)
+        self.GetExperiment = channel.unary_unary(
+                '/llmproxy.fault.v1.FaultService/GetExperiment',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentResponse.FromString,
+                _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/llmproxy.fault.v1.FaultService/CreateExperiment',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentResponse.FromString,
+                _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/llmproxy.fault.v1.FaultService/StartExperiment',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentResponse.FromString,
+                _registered_method=True)
+        self.StopExperiment = channel.unary_unary(
+                '/llmproxy.fault.v1.FaultService/StopExperiment',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentResponse.FromString,
+                _registered_method=True)
+        self.EmergencyStop = channel.unary_unary(
+                '/llmproxy.fault.v1.FaultService/EmergencyStop',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopResponse.FromString,
+                _registered_method=True)
 
 
 class FaultServiceServicer:
@@ -54,6 +79,41 @@ class FaultServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExperiment(self, request, context):
+        """GetExperiment returns one experiment and its outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExperiment(self, request, context):
+        """CreateExperiment records a new experiment, checked against its severity's caps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExperiment(self, request, context):
+        """StartExperiment applies a pending experiment's faults now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopExperiment(self, request, context):
+        """StopExperiment removes a running experiment's faults and ends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmergencyStop(self, request, context):
+        """EmergencyStop removes every fault everywhere at once and stops every experiment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaultServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +121,31 @@ def add_FaultServiceServicer_to_server(servicer, server):
                     servicer.ListExperiments,
                     request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsRequest.FromString,
                     response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'GetExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExperiment,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentResponse.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentResponse.SerializeToString,
+            ),
+            'StopExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopExperiment,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentResponse.SerializeToString,
+            ),
+            'EmergencyStop': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmergencyStop,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +176,141 @@ class FaultService:
             '/llmproxy.fault.v1.FaultService/ListExperiments',
             llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsRequest.SerializeToString,
             llmproxy_dot_fault_dot_v1_dot_fault__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.FaultService/GetExperiment',
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.GetExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.FaultService/CreateExperiment',
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.CreateExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.FaultService/StartExperiment',
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.StartExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.FaultService/StopExperiment',
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.StopExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmergencyStop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.FaultService/EmergencyStop',
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_fault__pb2.EmergencyStopResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,16 @@ class FaultServiceStub:
     def __new__(cls, channel: _aio.Channel) -> FaultServiceAsyncStub: ...
     ListExperiments: _grpc.UnaryUnaryMultiCallable[_fault_pb2.ListExperimentsRequest, _fault_pb2.ListExperimentsResponse]
     """ListExperiments returns every experiment the service knows."""
+    GetExperiment: _grpc.UnaryUnaryMultiCallable[_fault_pb2.GetExperimentRequest, _fault_pb2.GetExperimentResponse]
+    """GetExperiment returns one experiment and its outcome."""
+    CreateExperiment: _grpc.UnaryUnaryMultiCallable[_fault_pb2.CreateExperimentRequest, _fault_pb2.CreateExperimentResponse]
+    """CreateExperiment records a new experiment, checked against its severity's caps."""
+    StartExperiment: _grpc.UnaryUnaryMultiCallable[_fault_pb2.StartExperimentRequest, _fault_pb2.StartExperimentResponse]
+    """StartExperiment applies a pending experiment's faults now."""
+    StopExperiment: _grpc.UnaryUnaryMultiCallable[_fault_pb2.StopExperimentRequest, _fault_pb2.StopExperimentResponse]
+    """StopExperiment removes a running experiment's faults and ends it."""
+    EmergencyStop: _grpc.UnaryUnaryMultiCallable[_fault_pb2.EmergencyStopRequest, _fault_pb2.EmergencyStopResponse]
+    """EmergencyStop removes every fault everywhere at once and stops every experiment."""
 
 @_typing.type_check_only
 class FaultServiceAsyncStub(FaultServiceStub):
@@ -44,6 +54,16 @@ class FaultServiceAsyncStub(FaultServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListExperiments: _aio.UnaryUnaryMultiCallable[_fault_pb2.ListExperimentsRequest, _fault_pb2.ListExperimentsResponse]  # type: ignore[assignment]
     """ListExperiments returns every experiment the service knows."""
+    GetExperiment: _aio.UnaryUnaryMultiCallable[_fault_pb2.GetExperimentRequest, _fault_pb2.GetExperimentResponse]  # type: ignore[assignment]
+    """GetExperiment returns one experiment and its outcome."""
+    CreateExperiment: _aio.UnaryUnaryMultiCallable[_fault_pb2.CreateExperimentRequest, _fault_pb2.CreateExperimentResponse]  # type: ignore[assignment]
+    """CreateExperiment records a new experiment, checked against its severity's caps."""
+    StartExperiment: _aio.UnaryUnaryMultiCallable[_fault_pb2.StartExperimentRequest, _fault_pb2.StartExperimentResponse]  # type: ignore[assignment]
+    """StartExperiment applies a pending experiment's faults now."""
+    StopExperiment: _aio.UnaryUnaryMultiCallable[_fault_pb2.StopExperimentRequest, _fault_pb2.StopExperimentResponse]  # type: ignore[assignment]
+    """StopExperiment removes a running experiment's faults and ends it."""
+    EmergencyStop: _aio.UnaryUnaryMultiCallable[_fault_pb2.EmergencyStopRequest, _fault_pb2.EmergencyStopResponse]  # type: ignore[assignment]
+    """EmergencyStop removes every fault everywhere at once and stops every experiment."""
 
 class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
     """FaultService manages chaos experiments that Envoy applies to live traffic."""
@@ -55,5 +75,45 @@ class FaultServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fault_pb2.ListExperimentsResponse, _abc.Awaitable[_fault_pb2.ListExperimentsResponse]]:
         """ListExperiments returns every experiment the service knows."""
+
+    @_abc_1.abstractmethod
+    def GetExperiment(
+        self,
+        request: _fault_pb2.GetExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_pb2.GetExperimentResponse, _abc.Awaitable[_fault_pb2.GetExperimentResponse]]:
+        """GetExperiment returns one experiment and its outcome."""
+
+    @_abc_1.abstractmethod
+    def CreateExperiment(
+        self,
+        request: _fault_pb2.CreateExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_pb2.CreateExperimentResponse, _abc.Awaitable[_fault_pb2.CreateExperimentResponse]]:
+        """CreateExperiment records a new experiment, checked against its severity's caps."""
+
+    @_abc_1.abstractmethod
+    def StartExperiment(
+        self,
+        request: _fault_pb2.StartExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_pb2.StartExperimentResponse, _abc.Awaitable[_fault_pb2.StartExperimentResponse]]:
+        """StartExperiment applies a pending experiment's faults now."""
+
+    @_abc_1.abstractmethod
+    def StopExperiment(
+        self,
+        request: _fault_pb2.StopExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_pb2.StopExperimentResponse, _abc.Awaitable[_fault_pb2.StopExperimentResponse]]:
+        """StopExperiment removes a running experiment's faults and ends it."""
+
+    @_abc_1.abstractmethod
+    def EmergencyStop(
+        self,
+        request: _fault_pb2.EmergencyStopRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fault_pb2.EmergencyStopResponse, _abc.Awaitable[_fault_pb2.EmergencyStopResponse]]:
+        """EmergencyStop removes every fault everywhere at once and stops every experiment."""
 
 def add_FaultServiceServicer_to_server(servicer: FaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,37 @@
+"""Errors of the fault service, each mapped to one gRPC status by the servicer.
+
+FaultError
+ ├─ InvalidExperimentError: INVALID_ARGUMENT, a field is missing, unknown or over its cap
+ ├─ ExperimentExistsError: ALREADY_EXISTS, the name is taken
+ ├─ UnknownExperimentError: NOT_FOUND, no experiment of that name
+ ├─ WrongStateError: FAILED_PRECONDITION, e.g. starting a running experiment
+ └─ StoreUnavailableError: UNAVAILABLE, Redis cannot be reached (nothing was applied)
+"""
+
+from __future__ import annotations
+
+from llmproxy.common.errors import LlmproxyError
+
+
+class FaultError(LlmproxyError):
+    """Base of every error the fault service raises on purpose."""
+
+
+class InvalidExperimentError(FaultError):
+    """A field of the experiment is missing, unknown or over its severity's cap."""
+
+
+class ExperimentExistsError(FaultError):
+    """An experiment of that name already exists."""
+
+
+class UnknownExperimentError(FaultError):
+    """No experiment of that name exists."""
+
+
+class WrongStateError(FaultError):
+    """The experiment is not in a state that allows the operation."""
+
+
+class StoreUnavailableError(FaultError):
+    """Redis cannot be reached; the experiments' records cannot be read or written."""

@@ -1,0 +1,1 @@
+"""Configuration of the monitoring stack (Prometheus, Alertmanager), built from ours."""
