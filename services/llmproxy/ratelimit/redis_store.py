@@ -1,9 +1,11 @@
 """LimitStore on Redis (standalone or Cluster): one EVALSHA decides a whole batch.
 
-Standalone Redis gets one script call per batch, whatever its keys. On a Redis Cluster a
-script may only touch one slot, so a batch is split by slot (every counter's keys share a hash
-tag) and the calls run concurrently. Scripts are sent by SHA; after a Redis restart the first
-call answers NOSCRIPT and is sent once as EVAL, which loads the script again.
+Standalone Redis gets one script call per batch, whatever its keys, over a lean pipelined
+connection of its own (resp.py: redis-py's per-command Python would cost more than the rest of
+a batch). On a Redis Cluster a script may only touch one slot, so a batch is split by slot
+(every counter's keys share a hash tag) and the calls run concurrently, through redis-py.
+Scripts are sent by SHA; after a Redis restart the first call answers NOSCRIPT and is sent
+once as EVAL, which loads the script again.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from llmproxy.common.redis import AnyRedis
 from llmproxy.ratelimit.errors import StoreError
+from llmproxy.ratelimit.resp import ReplyError, ScriptConnection
 from llmproxy.ratelimit.rules import LOG
 from llmproxy.ratelimit.store import Adjust, Outcome, Take, sum_key
 
@@ -32,6 +36,8 @@ class _Script:
     def __init__(self, name: str) -> None:
         self.source = (_HERE / name).read_text()
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        self._evalsha = [b"EVALSHA", self.sha.encode()]
+        self._eval = [b"EVAL", self.source.encode()]
 
     async def run(self, client: Any, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         try:
@@ -39,6 +45,17 @@ class _Script:
         except NoScriptError:
             # Redis restarted (or failed over) and forgot the script: EVAL sends and caches it.
             return await client.eval(self.source, len(keys), *keys, *args)
+
+    async def run_on(
+        self, connection: ScriptConnection, keys: Sequence[bytes], args: Sequence[bytes]
+    ) -> Any:
+        count = b"%d" % len(keys)
+        try:
+            return await connection.call([*self._evalsha, count, *keys, *args])
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await connection.call([*self._eval, count, *keys, *args])
 
 
 _MAX_HEADS = 10_000  # distinct (algorithm, limit, window) argument prefixes kept encoded
@@ -48,6 +65,24 @@ ADJUST = _Script("adjust.lua")
 
 def _keys(key: str, algorithm: str) -> tuple[str, ...]:
     return (key, sum_key(key)) if algorithm == LOG else (key,)
+
+
+def _lean_connection(client: AnyRedis) -> ScriptConnection | None:
+    # Plain TCP to a standalone Redis only; TLS, unix sockets and Cluster stay on redis-py.
+    if isinstance(client, RedisCluster):
+        return None
+    pool = client.connection_pool
+    if pool.connection_class is not Connection:
+        return None
+    settings = pool.connection_kwargs
+    return ScriptConnection(
+        str(settings.get("host") or "localhost"),
+        int(settings.get("port") or 6379),
+        db=int(settings.get("db") or 0),
+        username=settings.get("username"),
+        password=settings.get("password"),
+        connect_timeout_s=float(settings.get("socket_connect_timeout") or 1.0),
+    )
 
 
 class RedisLimitStore:
@@ -60,6 +95,12 @@ class RedisLimitStore:
         self._prefix = os.urandom(6).hex().encode() + b"."
         self._ids = itertools.count()
         self._heads: dict[tuple[str, int, int], bytes] = {}
+        self._lean = _lean_connection(client)
+
+    def _run(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+        if self._lean is not None:
+            return script.run_on(self._lean, keys, args)
+        return script.run(self._client, keys, args)
 
     def _take_call(self, ops: Sequence[Take]) -> tuple[list[bytes], list[bytes]]:
         keys: list[bytes] = []
@@ -114,12 +155,9 @@ class RedisLimitStore:
         groups = self._by_slot([op.key for op in ops])
         try:
             replies = await asyncio.gather(
-                *(
-                    TAKE.run(self._client, *self._take_call([ops[i] for i in group]))
-                    for group in groups
-                )
+                *(self._run(TAKE, *self._take_call([ops[i] for i in group])) for group in groups)
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ReplyError) as exc:
             raise StoreError(f"redis: {exc}") from exc
         outcomes: list[Outcome | None] = [None] * len(ops)
         for group, reply in zip(groups, replies, strict=True):
@@ -143,11 +181,11 @@ class RedisLimitStore:
         try:
             replies = await asyncio.gather(
                 *(
-                    ADJUST.run(self._client, *self._adjust_call([ops[i] for i in group]))
+                    self._run(ADJUST, *self._adjust_call([ops[i] for i in group]))
                     for group in groups
                 )
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ReplyError) as exc:
             raise StoreError(f"redis: {exc}") from exc
         return sum(int(r) for r in replies)
 
@@ -169,6 +207,8 @@ class RedisLimitStore:
                 # Connections from before an outage are dead; dropping them now spares the
                 # next decisions an error each (a cluster client re-discovers by itself).
                 await self._client.connection_pool.disconnect()  # type: ignore[union-attr]
+                if self._lean is not None:
+                    self._lean.close()
             await self._client.ping()
             await self._client.script_load(TAKE.source)
             await self._client.script_load(ADJUST.source)
@@ -176,5 +216,7 @@ class RedisLimitStore:
             raise StoreError(f"redis: {exc}") from exc
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool and the script connection."""
+        if self._lean is not None:
+            self._lean.close()
         await self._client.aclose()

@@ -112,7 +112,6 @@ class ScriptConnection:
                 for reply in replies:
                     answer = await reply
                     if isinstance(answer, ReplyError):
-                        self.close()
                         protocol.transport.abort()  # type: ignore[union-attr]
                         raise answer
         return protocol
