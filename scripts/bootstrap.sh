@@ -25,11 +25,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "bootstrap: creating $VENV"
   python3 -m venv "$VENV"
 fi
-# Reinstall only when the dependency list changed.
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+# Reinstall only when the dependency list (or this script) changed.
+want="$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
   "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  # xds-protos ships older copies of opentelemetry/proto and google/api; the packages that own
+  # those files must win, whatever order pip installed them in.
+  "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt \
+    --force-reinstall --no-deps opentelemetry-proto googleapis-common-protos
   echo "$want" > "$STAMP"
 fi
