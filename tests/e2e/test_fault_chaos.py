@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -23,13 +22,11 @@ from google.protobuf import duration_pb2
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
 from llmproxy._gen.router.v1 import chat_pb2, chat_pb2_grpc
-from llmproxy.config import FakeProviderSettings
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import Stack, fake_provider_process
+from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
-from tests.harness.ports import free_port
+from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -147,36 +144,11 @@ def within_binomial(hits: int, trials: int, p: float, sigmas: float = 4.0) -> bo
 @pytest.fixture(scope="module")
 def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chaos]:
     workdir = tmp_path_factory.mktemp("chaos-stack")
-    ports = {name: free_port() for name in PROVIDERS}
-    fakes = {
-        name: fake_provider_process(
-            FakeProviderSettings(port=ports[name]), ["fake-gpt"], workdir / f"{name}.log"
-        )
-        for name in PROVIDERS
-    }
-    data = stack_config_data(
-        providers=[
-            {"name": n, "base_url": f"http://127.0.0.1:{ports[n]}/v1", "api_key_env": None}
-            for n in PROVIDERS
-        ],
-        models=[
-            {"name": "m", "targets": [{"provider": n, "model": "fake-gpt"} for n in PROVIDERS]}
-        ],
-    )
-    path, config = write_config(workdir, data)
-    stack = Stack(config, path, workdir, os.environ)
-    try:
-        for fake in fakes.values():
-            fake.start()
-        for fake in fakes.values():
-            asyncio.run(fake.wait_ready(20))
-        asyncio.run(stack.start(timeout_s=60))
-        keys = {t: create_key(stack, tenant=f"chaos-{t}", user="pytest").secret for t in "ab"}
-        yield Chaos(stack, fakes, keys)
-    finally:
-        stack.stop()
-        for fake in fakes.values():
-            fake.stop()
+    with providers_stack(workdir, PROVIDERS, timeout_s=60) as started:
+        keys = {
+            t: create_key(started.stack, tenant=f"chaos-{t}", user="pytest").secret for t in "ab"
+        }
+        yield Chaos(started.stack, started.fakes, keys)
 
 
 @pytest.fixture

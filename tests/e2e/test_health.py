@@ -4,9 +4,7 @@ answers through Envoy's control listener as the README shows."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,13 +17,11 @@ import httpx
 import pytest
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
-from llmproxy.config import FakeProviderSettings
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import Stack, fake_provider_process
+from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
-from tests.harness.ports import free_port
+from tests.harness.providers_stack import providers_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -141,38 +137,8 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp("health-stack")
-    ports = {name: free_port() for name in PROVIDERS}
-    fakes = {
-        name: fake_provider_process(
-            FakeProviderSettings(port=ports[name]), ["fake-gpt"], workdir / f"{name}.log"
-        )
-        for name in PROVIDERS
-    }
-    data = stack_config_data(
-        providers=[
-            {"name": n, "base_url": f"http://127.0.0.1:{ports[n]}/v1", "api_key_env": None}
-            for n in PROVIDERS
-        ],
-        models=[
-            {
-                "name": "m",
-                "targets": [{"provider": n, "model": "fake-gpt"} for n in PROVIDERS],
-            }
-        ],
-    )
-    path, config = write_config(workdir, data)
-    stack = Stack(config, path, workdir, os.environ)
-    try:
-        for fake in fakes.values():
-            fake.start()
-        for fake in fakes.values():
-            asyncio.run(fake.wait_ready(20))
-        asyncio.run(stack.start())
-        yield Gateway(stack, fakes, ports)
-    finally:
-        stack.stop()
-        for fake in fakes.values():
-            fake.stop()
+    with providers_stack(workdir, PROVIDERS) as started:
+        yield Gateway(started.stack, started.fakes, started.ports)
 
 
 @pytest.fixture

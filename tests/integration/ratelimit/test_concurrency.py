@@ -84,12 +84,15 @@ async def test_the_same_on_a_redis_cluster(
 
 
 async def reserve_call_reconcile(
-    instance: Instance, tenant: str, rng: random.Random
+    instance: Instance, tenant: str, rng: random.Random, most_over_estimate: int = 100
 ) -> tuple[bool, int, int]:
-    """One request's life: reserve its estimate, call (if admitted), reconcile actual usage."""
+    """One request's life: reserve its estimate, call (if admitted), reconcile actual usage.
+
+    The actual usage is usually below the estimate, and up to most_over_estimate above it.
+    """
     await asyncio.sleep(rng.uniform(0, 0.3))  # arrivals spread over 300 ms
     estimate = rng.randint(200, 600)
-    actual = rng.randint(50, estimate + 100)  # usually less than estimated, sometimes more
+    actual = rng.randint(50, estimate + most_over_estimate)
     reply = await instance.rls.ShouldRateLimit(
         request(descriptor(("tokens", "estimate"), ("tenant", tenant), hits=estimate))
     )
@@ -109,12 +112,14 @@ async def reserve_call_reconcile(
     return True, estimate, actual
 
 
+@pytest.mark.parametrize("most_over_estimate", [0, 100], ids=["estimates-hold", "some-exceed"])
 @pytest.mark.parametrize("algorithm", ["sliding_log", "sliding_counter"])
 async def test_100_concurrent_requests_never_exceed_10000_tokens_per_minute(
     start_instance: StartInstance,
     limits_file: Callable[[str], Path],
     redis_client: aioredis.Redis,
     algorithm: str,
+    most_over_estimate: int,
 ) -> None:
     instance = await start_instance(limits_file(TPM_LIMITS.replace("ALGORITHM", algorithm)))
     if algorithm == "sliding_counter":
@@ -125,13 +130,16 @@ async def test_100_concurrent_requests_never_exceed_10000_tokens_per_minute(
             await asyncio.sleep(seconds_left + 0.1)
     rng = random.Random(4)
     results = await asyncio.gather(
-        *(reserve_call_reconcile(instance, "acme", rng) for _ in range(100))
+        *(reserve_call_reconcile(instance, "acme", rng, most_over_estimate) for _ in range(100))
     )
     admitted = [(estimate, actual) for ok, estimate, actual in results if ok]
     assert 0 < len(admitted) < 100  # the limit was binding
     used = sum(actual for _, actual in admitted)
-    worst_error = max(actual - estimate for estimate, actual in admitted)
-    assert used <= 10_000 + max(worst_error, 0)
+    # Admission is exact on reservations, so only what admitted requests used beyond their
+    # estimate can pass the limit (several of those in flight together add up); when every
+    # estimate holds (prompt + max_tokens), the limit holds exactly.
+    beyond_estimates = sum(max(actual - estimate, 0) for estimate, actual in admitted)
+    assert used <= 10_000 + beyond_estimates
     # After reconciliation the counter holds exactly the actual usage.
     from llmproxy._gen.ratelimit.v1 import ratelimit_pb2  # noqa: PLC0415
 
