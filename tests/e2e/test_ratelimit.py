@@ -212,6 +212,17 @@ def test_the_control_api_through_envoy(rl_stack: Stack, gateway: str) -> None:
         ),
     )
     assert reconcile.returncode == 0, reconcile.stderr
+    item = {
+        "descriptors": [{"entries": [{"key": "tokens"}, {"key": "tenant", "value": "rl-tokens"}]}],
+        "reserved_tokens": 1000,
+        "actual_tokens": 10,
+    }
+    batch = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, item]}))
+    assert batch.returncode == 0, batch.stderr
+    assert json.loads(batch.stdout)["applied_items"] == 2
+    refused = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, {}]}))
+    assert refused.returncode != 0
+    assert "items[1]: no descriptors to reconcile" in refused.stderr
     missing = grpcurl(rl_stack, "GetUsage", '{"descriptor": {"entries": [{"key": "nope"}]}}')
     assert missing.returncode != 0
     assert "no limit applies to the descriptor nope=" in missing.stderr

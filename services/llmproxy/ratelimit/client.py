@@ -8,6 +8,9 @@ usage is known) the router hands the headers it received and the tokens actually
     client = RateLimitClient(f"{config.envoy.host}:{config.envoy.control_port}")
     await client.reconcile_tokens(request_headers, usage.total_tokens)
 
+The router itself queues them in router/reconcile_batch.py, which sends many at once through
+reconcile_batch (one ReconcileTokensBatch call).
+
 Reconciliation is best effort: a failure is logged and leaves the reservation counted, which
 errs on the safe side (the limit holds, the key is charged its estimate).
 """
@@ -15,7 +18,7 @@ errs on the safe side (the limit holds, the key is charged its estimate).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -92,6 +95,22 @@ async def reconcile_tokens(
     return int(reply.adjusted)
 
 
+async def reconcile_batch(
+    stub: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub,
+    requests: Sequence[ratelimit_pb2.ReconcileTokensRequest],
+    timeout_s: float = 1.0,
+) -> int:
+    """Send many reconciliations in one ReconcileTokensBatch call; returns limits corrected.
+
+    Unlike reconcile_tokens this raises grpc.aio.AioRpcError: the caller (the router's
+    reconcile_batch.ReconcileBatcher) logs and counts failures per batch.
+    """
+    reply = await stub.ReconcileTokensBatch(
+        ratelimit_pb2.ReconcileTokensBatchRequest(items=requests), timeout=timeout_s
+    )
+    return int(reply.adjusted)
+
+
 class RateLimitClient:
     """A channel to the rate limit control API (directly or through Envoy's control port)."""
 
@@ -106,6 +125,12 @@ class RateLimitClient:
     ) -> int:
         """See the module function reconcile_tokens."""
         return await reconcile_tokens(self.stub, headers, actual_tokens, timeout_s)
+
+    async def reconcile_batch(
+        self, requests: Sequence[ratelimit_pb2.ReconcileTokensRequest], timeout_s: float = 1.0
+    ) -> int:
+        """See the module function reconcile_batch."""
+        return await reconcile_batch(self.stub, requests, timeout_s)
 
     async def aclose(self) -> None:
         """Close the channel."""

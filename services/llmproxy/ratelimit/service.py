@@ -195,12 +195,10 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
             limit_count=reloaded.limit_count,
         )
 
-    async def ReconcileTokens(
-        self, request: ratelimit_pb2.ReconcileTokensRequest, context: Context
-    ) -> ratelimit_pb2.ReconcileTokensResponse:
-        """Move each token limit's count from the reservation to the actual usage."""
+    def _adjustments(self, request: ratelimit_pb2.ReconcileTokensRequest) -> list[Adjust]:
+        """The corrections one reconciliation asks for; DescriptorError if it is malformed."""
         if not request.descriptors:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no descriptors to reconcile")
+            raise DescriptorError("no descriptors to reconcile")
         delta = request.actual_tokens - request.reserved_tokens
         at_ms = (
             request.reserved_at.ToMilliseconds()
@@ -209,21 +207,52 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
         )
         adjustments = []
         for descriptor in request.descriptors:
-            try:
-                match = self._holder.limits.match(_entries(descriptor))
-            except DescriptorError as exc:
-                await self._abort(context, exc)
-                raise
+            match = self._holder.limits.match(_entries(descriptor))
             if match is None or match.rule.unlimited or not match.rule.tokens:
                 continue  # nothing was reserved on it
             rule = match.rule
             adjustments.append(Adjust(match.key, rule.algorithm, rule.window_ms, delta, at_ms))
-        if not adjustments or delta == 0:
-            return ratelimit_pb2.ReconcileTokensResponse(adjusted=0)
+        return adjustments if delta != 0 else []
+
+    async def _apply(self, items: list[list[Adjust]]) -> int:
+        # One store call (one script call per Redis Cluster slot) for every item's corrections.
+        adjustments = [adjustment for item in items for adjustment in item]
+        if not adjustments:
+            return 0
         adjusted = await self._store.adjust(adjustments)
-        metrics.RECONCILIATIONS.labels("up" if delta > 0 else "down").inc()
-        if delta < 0:
-            # Tokens were given back: a cached refusal may no longer hold.
-            for adjustment in adjustments:
+        for item in items:
+            if item:  # every correction of an item has the item's delta
+                metrics.RECONCILIATIONS.labels("up" if item[0].delta > 0 else "down").inc()
+        for adjustment in adjustments:
+            if adjustment.delta < 0:
+                # Tokens were given back: a cached refusal may no longer hold.
                 self._cache.forget(adjustment.key)
-        return ratelimit_pb2.ReconcileTokensResponse(adjusted=adjusted)
+        return adjusted
+
+    async def ReconcileTokens(
+        self, request: ratelimit_pb2.ReconcileTokensRequest, context: Context
+    ) -> ratelimit_pb2.ReconcileTokensResponse:
+        """Move each token limit's count from the reservation to the actual usage."""
+        try:
+            adjustments = self._adjustments(request)
+        except DescriptorError as exc:
+            await self._abort(context, exc)
+            raise
+        return ratelimit_pb2.ReconcileTokensResponse(adjusted=await self._apply([adjustments]))
+
+    async def ReconcileTokensBatch(
+        self, request: ratelimit_pb2.ReconcileTokensBatchRequest, context: Context
+    ) -> ratelimit_pb2.ReconcileTokensBatchResponse:
+        """Apply many reconciliations with one store call; one invalid item refuses them all."""
+        items: list[list[Adjust]] = []
+        for index, item in enumerate(request.items):
+            try:
+                item_adjustments = self._adjustments(item)
+            except DescriptorError as exc:
+                # Validated before anything is applied: a refused batch changed nothing.
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"items[{index}]: {exc}")
+                raise
+            items.append(item_adjustments)
+        return ratelimit_pb2.ReconcileTokensBatchResponse(
+            adjusted=await self._apply(items), applied_items=sum(1 for item in items if item)
+        )

@@ -8,7 +8,6 @@ error status with its own).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -108,10 +107,10 @@ class _Request:
 
 
 class TokenReconciler(Protocol):
-    """The rate limiter's reconciliation of token reservations (ratelimit.client)."""
+    """The rate limiter's reconciliation of token reservations (router.reconcile_batch)."""
 
-    async def reconcile_tokens(self, headers: Mapping[str, str], actual_tokens: int) -> int:
-        """Replace the request's reserved token estimate with the tokens it used."""
+    def reconcile_soon(self, headers: Mapping[str, str], actual_tokens: int) -> None:
+        """Replace the request's reserved token estimate with the tokens it used, soon."""
 
 
 class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
@@ -135,7 +134,6 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         self._cache = cache
         self._usage = usage
         self._reconciler = reconciler
-        self._background: set[asyncio.Task[int]] = set()
         self._stats = stats or CacheStats()
         self._failover = failover or Failover(clients, settings.failover)
         self._flights = Flights()
@@ -311,12 +309,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             await self._cache.put(call.digest, answer, call.decision.ttl_s, call.decision.tags)
 
     def _reconcile(self, call: _Request, actual_tokens: int) -> None:
-        """Correct the rate limiter's token reservation, in the background."""
-        if self._reconciler is None:
-            return
-        task = asyncio.create_task(self._reconciler.reconcile_tokens(call.headers, actual_tokens))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Correct the rate limiter's token reservation, in the next batch (never raises)."""
+        if self._reconciler is not None:
+            self._reconciler.reconcile_soon(call.headers, actual_tokens)
 
     # --- replies ---------------------------------------------------------------------------
 

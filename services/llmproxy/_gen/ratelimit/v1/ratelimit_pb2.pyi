@@ -459,3 +459,53 @@ class ReconcileTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileTokensResponse: _TypeAlias = ReconcileTokensResponse  # noqa: Y015
+
+@_typing.final
+class ReconcileTokensBatchRequest(_message.Message):
+    """ReconcileTokensBatchRequest carries the reconciliations of many calls, applied together."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReconcileTokensRequest]:
+        """The reconciliations; if any is invalid the whole batch is refused and none is applied."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReconcileTokensRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileTokensBatchRequest: _TypeAlias = ReconcileTokensBatchRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileTokensBatchResponse(_message.Message):
+    """ReconcileTokensBatchResponse reports how many limits the batch corrected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADJUSTED_FIELD_NUMBER: _builtins.int
+    APPLIED_ITEMS_FIELD_NUMBER: _builtins.int
+    adjusted: _builtins.int
+    """The number of token limit counts corrected, summed over the items."""
+    applied_items: _builtins.int
+    """The number of items that needed a correction (a token limit matched and usage differed)."""
+    def __init__(
+        self,
+        *,
+        adjusted: _builtins.int = ...,
+        applied_items: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted", b"adjusted", "applied_items", b"applied_items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileTokensBatchResponse: _TypeAlias = ReconcileTokensBatchResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class RateLimitControlServiceStub:
                 request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.FromString,
                 _registered_method=True)
+        self.ReconcileTokensBatch = channel.unary_unary(
+                '/llmproxy.ratelimit.v1.RateLimitControlService/ReconcileTokensBatch',
+                request_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimitControlServiceServicer:
@@ -102,6 +107,13 @@ class RateLimitControlServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReconcileTokensBatch(self, request, context):
+        """ReconcileTokensBatch applies many reconciliations at once, all or none validated first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RateLimitControlServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +141,11 @@ def add_RateLimitControlServiceServicer_to_server(servicer, server):
                     servicer.ReconcileTokens,
                     request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.FromString,
                     response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.SerializeToString,
+            ),
+            'ReconcileTokensBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileTokensBatch,
+                    request_deserializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchRequest.FromString,
+                    response_serializer=llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +284,33 @@ class RateLimitControlService:
             '/llmproxy.ratelimit.v1.RateLimitControlService/ReconcileTokens',
             llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensRequest.SerializeToString,
             llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileTokensBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.ratelimit.v1.RateLimitControlService/ReconcileTokensBatch',
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchRequest.SerializeToString,
+            llmproxy_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ReconcileTokensBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

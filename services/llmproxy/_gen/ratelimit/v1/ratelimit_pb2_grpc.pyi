@@ -44,6 +44,8 @@ class RateLimitControlServiceStub:
     """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay."""
     ReconcileTokens: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensRequest, _ratelimit_pb2.ReconcileTokensResponse]
     """ReconcileTokens corrects token reservations with the tokens a call actually used."""
+    ReconcileTokensBatch: _grpc.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensBatchRequest, _ratelimit_pb2.ReconcileTokensBatchResponse]
+    """ReconcileTokensBatch applies many reconciliations at once, all or none validated first."""
 
 @_typing.type_check_only
 class RateLimitControlServiceAsyncStub(RateLimitControlServiceStub):
@@ -60,6 +62,8 @@ class RateLimitControlServiceAsyncStub(RateLimitControlServiceStub):
     """ReloadConfig reads the limits file again; an invalid file is refused and the old limits stay."""
     ReconcileTokens: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensRequest, _ratelimit_pb2.ReconcileTokensResponse]  # type: ignore[assignment]
     """ReconcileTokens corrects token reservations with the tokens a call actually used."""
+    ReconcileTokensBatch: _aio.UnaryUnaryMultiCallable[_ratelimit_pb2.ReconcileTokensBatchRequest, _ratelimit_pb2.ReconcileTokensBatchResponse]  # type: ignore[assignment]
+    """ReconcileTokensBatch applies many reconciliations at once, all or none validated first."""
 
 class RateLimitControlServiceServicer(metaclass=_abc_1.ABCMeta):
     """RateLimitControlService is the rate limiter's control API for operators and the router."""
@@ -103,5 +107,13 @@ class RateLimitControlServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ratelimit_pb2.ReconcileTokensResponse, _abc.Awaitable[_ratelimit_pb2.ReconcileTokensResponse]]:
         """ReconcileTokens corrects token reservations with the tokens a call actually used."""
+
+    @_abc_1.abstractmethod
+    def ReconcileTokensBatch(
+        self,
+        request: _ratelimit_pb2.ReconcileTokensBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ratelimit_pb2.ReconcileTokensBatchResponse, _abc.Awaitable[_ratelimit_pb2.ReconcileTokensBatchResponse]]:
+        """ReconcileTokensBatch applies many reconciliations at once, all or none validated first."""
 
 def add_RateLimitControlServiceServicer_to_server(servicer: RateLimitControlServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
