@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 
 import grpc
@@ -17,11 +16,9 @@ import pytest
 import yaml
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
-from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import fake_provider_process
-from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
+from tests.harness.router_process import router_with_fake_provider
 
 pytestmark = pytest.mark.integration
 
@@ -65,28 +62,8 @@ async def router_and_provider(
 ) -> AsyncIterator[tuple[ManagedProcess, dict[str, object]]]:
     """The router process in front of a fake provider that takes 1.5 s per answer."""
     data = stack_config_data(fake_provider={"latency_ms": 1500})
-    data["services"]["router"]["via_egress"] = False  # no Envoy here: call the provider directly
-    path, config = write_config(tmp_path, data)
-    provider = fake_provider_process(
-        config.fake_provider, ["gpt-4o-mini"], tmp_path / "fakeprovider.log"
-    )
-    router_settings = config.services.router
-    router = ManagedProcess(
-        "router",
-        [sys.executable, "-m", "llmproxy.router", "--config", str(path)],
-        tmp_path / "router.log",
-        partial(grpc_serving, f"127.0.0.1:{router_settings.grpc_port}"),
-    )
-    logs.watch(request.node, provider, router)
-    provider.start()
-    router.start()
-    try:
-        await provider.wait_ready(20)
-        await router.wait_ready(20)
+    async with router_with_fake_provider(request, tmp_path, data) as (router, _):
         yield router, data
-    finally:
-        router.stop()
-        provider.stop()
 
 
 async def test_sigterm_lets_in_flight_calls_finish(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,11 @@ import grpc
 import pytest
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
-from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import fake_provider_process
-from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
+from tests.harness.configs import stack_config_data
 from tests.harness.otlp_receiver import ReceivedSpan, otlp_receiver
 from tests.harness.ports import free_port
+from tests.harness.router_process import router_with_fake_provider
 from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -36,28 +32,8 @@ async def router_process(
         redis={"url": redis_url},
         tracing={"otlp_endpoint": otlp_endpoint, "export_interval_s": 0.2, "export_timeout_s": 1},
     )
-    data["services"]["router"]["via_egress"] = False
-    path, config = write_config(tmp_path, data)
-    provider = fake_provider_process(
-        config.fake_provider, ["gpt-4o-mini"], tmp_path / "fakeprovider.log"
-    )
-    port = config.services.router.grpc_port
-    router = ManagedProcess(
-        "router",
-        [sys.executable, "-m", "llmproxy.router", "--config", str(path)],
-        tmp_path / "router.log",
-        partial(grpc_serving, f"127.0.0.1:{port}"),
-    )
-    logs.watch(request.node, provider, router)
-    provider.start()
-    router.start()
-    try:
-        await provider.wait_ready(20)
-        await router.wait_ready(20)
-        yield router, port
-    finally:
-        router.stop()
-        provider.stop()
+    async with router_with_fake_provider(request, tmp_path, data) as (router, config):
+        yield router, config.services.router.grpc_port
 
 
 async def _chat(port: int, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
