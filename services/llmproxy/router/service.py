@@ -92,7 +92,7 @@ class _Request:
     body: dict[str, Any]
     model: ModelSettings
     decision: policy.CacheDecision
-    digest: str
+    digest: str  # the cache key; empty when the cache neither looks up nor stores
     identity: Identity
     headers: Mapping[str, str]
 
@@ -210,8 +210,10 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         if model is None:
             raise ModelNotFoundError(body["model"])
         decision = policy.decide(kind, body, headers, self._settings.cache, model.cache_ttl_s)
-        # Aliases share their model's cache entries.
-        digest = keys.cache_key(kind, {**body, "model": model.name})
+        # Aliases share their model's cache entries. A request the cache leaves alone needs no
+        # key (the normalization costs about 0.1 ms of a request's CPU).
+        cached = decision.lookup or decision.store
+        digest = keys.cache_key(kind, {**body, "model": model.name}) if cached else ""
         return _Request(kind, body, model, decision, digest, _identity(headers), headers)
 
     async def _refuse(self, context: Context, err: RouterError) -> httpbody_pb2.HttpBody:
@@ -254,21 +256,21 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 call.model.targets, call.body, lambda c, b: c.embeddings(b)
             )
             flight.provider = provider
-            await flight.append(answer)
+            flight.append(answer)
         elif call.stream:
             provider, events = await self._failover.run(
                 call.model.targets, call.body, lambda c, b: c.open_chat_stream(b)
             )
             flight.provider = provider
             async for event in events:
-                await flight.append(event)
+                flight.append(event)
         else:
             provider, answer = await self._failover.run(
                 call.model.targets, call.body, lambda c, b: c.chat(b)
             )
             flight.provider = provider
-            await flight.append(answer)
-        await flight.finish()
+            flight.append(answer)
+        flight.finish()
         await self._settle(call, flight, provider, time.perf_counter() - started)
 
     async def _settle(self, call: _Request, flight: Flight, provider: str, seconds: float) -> None:

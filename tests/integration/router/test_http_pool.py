@@ -1,18 +1,22 @@
-"""The router's httpx client over aiohttp's pool, against a real aiohttp server on loopback."""
+"""The router's httpx transport over aiohttp's pool, and the provider calls made through it,
+against a real aiohttp server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from llmproxy.router.providers import Provider, ProviderCallError, client_for
 from llmproxy.router.providers.pool import AiohttpPool
-from llmproxy.router.server import new_http_client
+from llmproxy.router.server import new_http_transport
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -23,6 +27,8 @@ async def _echo(request: web.Request) -> web.Response:
             "path": request.path_qs,
             "body": body.decode(),
             "x_many": request.headers.getall("x-many", []),
+            "authorization": request.headers.get("authorization"),
+            "content_type": request.headers.get("content-type"),
         },
         status=int(request.query.get("status", "200")),
     )
@@ -55,10 +61,10 @@ async def _stream(request: web.Request) -> web.StreamResponse:
 async def server() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_route("*", "/echo", _echo)
-    app.router.add_get("/gzip", _gzipped)
-    app.router.add_get("/redirect", _redirect)
-    app.router.add_get("/slow", _slow)
-    app.router.add_get("/stream", _stream)
+    app.router.add_route("*", "/gzip", _gzipped)
+    app.router.add_route("*", "/redirect", _redirect)
+    app.router.add_route("*", "/slow", _slow)
+    app.router.add_route("*", "/stream", _stream)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -72,13 +78,83 @@ async def server() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with new_http_client() as client:
+    async with httpx.AsyncClient(transport=new_http_transport()) as client:
         yield client
 
 
-def test_the_router_client_runs_on_aiohttps_pool() -> None:
-    client = new_http_client()
-    assert isinstance(client._transport._pool, AiohttpPool)  # type: ignore[attr-defined]
+def test_the_router_transport_runs_on_aiohttps_pool() -> None:
+    transport = new_http_transport()
+    assert isinstance(transport._pool, AiohttpPool)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[httpx.AsyncBaseTransport]:
+    transport = new_http_transport()
+    yield transport
+    await transport.aclose()
+
+
+def _provider(transport: httpx.AsyncBaseTransport, server: str, timeout_s: float = 5.0) -> Any:
+    provider = Provider("p", "openai", server, "sk-secret", timeout_s)
+    return client_for(transport, provider)
+
+
+async def test_a_provider_call_sends_json_with_the_providers_key(
+    server: str, transport: httpx.AsyncBaseTransport
+) -> None:
+    answer = json.loads(await _provider(transport, server).post("/echo", {"b": [1, 2]}))
+    assert answer["method"] == "POST"
+    assert json.loads(answer["body"]) == {"b": [1, 2]}
+    assert answer["authorization"] == "Bearer sk-secret"
+    assert answer["content_type"] == "application/json"
+
+
+async def test_a_provider_answer_is_decoded_once(
+    server: str, transport: httpx.AsyncBaseTransport
+) -> None:
+    assert await _provider(transport, server).post("/gzip", {}) == b"squeezed"
+
+
+async def test_a_provider_error_status_keeps_its_body(
+    server: str, transport: httpx.AsyncBaseTransport
+) -> None:
+    with pytest.raises(ProviderCallError) as raised:
+        await _provider(transport, server).post("/echo?status=503", {"x": 1})
+    assert raised.value.status == 503
+    assert raised.value.retryable
+    assert json.loads(raised.value.body)["path"] == "/echo?status=503"
+
+
+async def test_a_provider_redirect_is_an_error_not_followed(
+    server: str, transport: httpx.AsyncBaseTransport
+) -> None:
+    with pytest.raises(ProviderCallError) as raised:
+        await _provider(transport, server).post("/redirect", {})
+    assert raised.value.status == 302
+
+
+async def test_a_slow_provider_times_out_at_its_timeout(
+    server: str, transport: httpx.AsyncBaseTransport
+) -> None:
+    provider = _provider(transport, server, timeout_s=0.2)
+    with pytest.raises(ProviderCallError) as raised:
+        await provider.post("/slow", {})
+    assert raised.value.status == 504
+    # The same stalls mid-stream once the first bytes are in.
+    chunks = await provider.post_stream("/stream?pause=2", {})
+    assert await anext(chunks) == b"data: 1\n\n"
+    with pytest.raises(ProviderCallError) as raised:
+        await anext(chunks)
+    assert raised.value.status == 504
+
+
+async def test_an_unreachable_provider_is_a_503(transport: httpx.AsyncBaseTransport) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        with pytest.raises(ProviderCallError) as raised:
+            await _provider(transport, f"http://127.0.0.1:{port}").post("/x", {})
+    assert raised.value.status == 503
 
 
 async def test_requests_and_answers_pass_unchanged(server: str, http: httpx.AsyncClient) -> None:
@@ -94,6 +170,8 @@ async def test_requests_and_answers_pass_unchanged(server: str, http: httpx.Asyn
         "path": "/echo?status=418&q=a%2Fb",
         "body": '{"x": 1}',
         "x_many": ["1", "2"],
+        "authorization": None,
+        "content_type": "application/octet-stream",  # aiohttp's default for a bytes body
     }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import partial
 from typing import Any
 
 
@@ -24,7 +23,10 @@ class Flight:
         self.error: BaseException | None = None
         self.done = False  # the producer's task has ended
         self.complete = False  # every chunk is in; the producer may still be settling up
-        self._changed = asyncio.Condition()
+        # Readers waiting for the next chunk or the end; each has its own future, so a reader
+        # cancelled while waiting leaves the others alone (a Condition's lock is not needed:
+        # chunks are only appended from the one event loop).
+        self._waiting: list[asyncio.Future[None]] = []
         self._subscribers = 0
         self._task = asyncio.create_task(self._run(produce))
 
@@ -37,21 +39,29 @@ class Flight:
             self.error = exc
         finally:
             self.done = True
-            async with self._changed:
-                self._changed.notify_all()
+            self._notify()
 
-    async def append(self, chunk: bytes) -> None:
+    def _notify(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():  # a cancelled reader's future is done already
+                waiter.set_result(None)
+
+    async def _next_change(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        await waiter
+
+    def append(self, chunk: bytes) -> None:
         """Called by the producer for each chunk it receives."""
         self.chunks.append(chunk)
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
         """Called by the producer once the answer is whole: readers end now, before the
         producer's bookkeeping (usage, cache) that no client needs to wait for."""
         self.complete = True
-        async with self._changed:
-            self._changed.notify_all()
+        self._notify()
 
     @property
     def ended(self) -> bool:
@@ -60,13 +70,12 @@ class Flight:
 
     async def wait_first(self, timeout_s: float | None = None) -> bool:
         """Wait until a chunk or the end arrives; False if timeout_s passed first."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: bool(self.chunks) or self.ended), timeout_s
-                )
-            except TimeoutError:
-                return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not (self.chunks or self.ended):
+                    await self._next_change()
+        except TimeoutError:
+            return False
         return True
 
     def attach(self) -> None:
@@ -96,8 +105,8 @@ class Flight:
         """
         position = 0
         while True:
-            async with self._changed:
-                await self._changed.wait_for(partial(self._has_news, position))
+            while not self._has_news(position):
+                await self._next_change()
             if position < len(self.chunks):
                 batch = self.chunks[position:]
                 position += len(batch)

@@ -13,10 +13,10 @@ from llmproxy.router.providers.openai import OpenAIClient
 __all__ = ["Provider", "ProviderCallError", "ProviderClient", "client_for"]
 
 
-def client_for(http: httpx.AsyncClient, provider: Provider) -> ProviderClient:
-    """The adapter for provider's API kind."""
+def client_for(transport: httpx.AsyncBaseTransport, provider: Provider) -> ProviderClient:
+    """The adapter for provider's API kind, sending through transport."""
     kinds: Mapping[str, type[OpenAIClient] | type[AnthropicClient]] = {
         "openai": OpenAIClient,
         "anthropic": AnthropicClient,
     }
-    return kinds[provider.kind](http, provider)
+    return kinds[provider.kind](transport, provider)
