@@ -4,7 +4,9 @@ One ReconcileTokens call per answered request cost about 3 ms of CPU across rout
 limiter (gRPC framing on both sides, a Redis script call). Queued reconciliations go out
 together when max_batch are waiting or delay_s after the first one, whichever comes first: a
 correction lands at most delay_s later, which the limits tolerate (the reservation already
-counts until then, on the safe side).
+counts until then, on the safe side). 100 ms by default: at light load (tens of requests a
+second) each call then carries several corrections, which measured 0.4 ms less rate limiter
+CPU per gateway request than 20 ms.
 
 Never raises into the request path: a failed batch is logged and counted and leaves its
 reservations counted (as a failed single call did). The queue is bounded: beyond max_pending
@@ -44,7 +46,7 @@ class ReconcileBatcher:
         send: SendBatch,
         *,
         max_batch: int = 64,
-        delay_s: float = 0.02,
+        delay_s: float = 0.1,
         max_pending: int = 10_000,
     ) -> None:
         if max_batch < 1 or max_pending < max_batch or delay_s < 0:
