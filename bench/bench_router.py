@@ -7,8 +7,10 @@ which the figures include.
 
 It also breaks one uncached request down: the same request at 1 connection to each hop on
 its own (the provider; Envoy's egress listener in front of it; the router over gRPC without
-Envoy, authz and the rate limiter; the whole gateway), and the CPU each process of the stack
-spends per gateway request (from /proc), which is where the time goes on two shared cores.
+Envoy, authz and the rate limiter; the floor of such a hop, a bare grpc.aio handler making the
+same provider call (bench/router_floor_server.py); the whole gateway), and the CPU each
+process of the stack spends per gateway request (from /proc), which is where the time goes on
+two shared cores.
 
     .venv/bin/python -m bench.bench_router [--seconds 10]
 """
@@ -17,11 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +147,16 @@ def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _router_grpc(stack: Stack, body: str, seconds: float) -> dict[str, Any]:
+def _router_grpc(target: str, body: str, seconds: float) -> dict[str, Any]:
     """The router alone: sequential gRPC calls straight to it (no Envoy, authz or limiter).
 
     From a Python client, whose own cost (a few tenths of a ms) is in the figures.
     """
-    router = stack.config.services.router
     request = openai_pb2.CreateChatCompletionRequest(
         body=httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
     )
     metadata = (("x-llmproxy-tenant", "bench"), ("x-llmproxy-key-id", "bench"))
-    with grpc.insecure_channel(f"{router.host}:{router.grpc_port}") as channel:
+    with grpc.insecure_channel(target) as channel:
         stub = openai_pb2_grpc.OpenAIServiceStub(channel)
         for _ in range(20):  # warm up the channel and the router's pools
             list(stub.CreateChatCompletion(request, metadata=metadata))
@@ -164,6 +170,36 @@ def _router_grpc(stack: Stack, body: str, seconds: float) -> dict[str, Any]:
             totals.append((time.perf_counter() - start) * 1000)
             firsts.append((first or 0) * 1000)
     return {"whole": _percentiles(totals), "first_message": _percentiles(firsts)}
+
+
+@contextlib.contextmanager
+def _router_floor(provider_url: str) -> Iterator[str]:
+    """bench/router_floor_server.py on a free port: the floor of a router hop."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("router_floor_server.py")),
+            str(port),
+            provider_url,
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the router floor server did not start") from None
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
@@ -181,8 +217,13 @@ def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     hops: dict[str, Any] = {
         name: run_wrk(url, body, 1, seconds).as_dict() for name, url in urls.items()
     }
-    hops["router_grpc"] = _router_grpc(stack, body, seconds)
-    hops["router_grpc_stream"] = _router_grpc(stack, stream_body, seconds)
+    router = stack.config.services.router
+    hops["router_grpc"] = _router_grpc(f"{router.host}:{router.grpc_port}", body, seconds)
+    hops["router_grpc_stream"] = _router_grpc(
+        f"{router.host}:{router.grpc_port}", stream_body, seconds
+    )
+    with _router_floor(urls["egress_to_provider"]) as floor:
+        hops["router_floor_grpc"] = _router_grpc(floor, body, seconds)
     pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
     gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
     cpu: dict[str, Any] = {}
