@@ -143,8 +143,10 @@ def test_a_spent_budget_is_429_with_the_services_json_intact(
     async def spend() -> None:
         redis = connect_redis(stack_logs.config.redis)
         identity = Identity(tenant="e2e", user="default", key_id=created.key.key_id)
-        await RedisUsageStore(redis).record(identity, "gpt-4o-mini", Usage(10, 10, 1.25))
-        await redis.aclose()
+        try:
+            await RedisUsageStore(redis).record(identity, "gpt-4o-mini", Usage(10, 10, 1.25))
+        finally:
+            await redis.aclose()
 
     asyncio.run(spend())
     with pytest.raises(openai.RateLimitError) as raised:

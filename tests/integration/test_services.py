@@ -49,7 +49,10 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, Ru
     serve, _ = SERVERS[request.param]
     server = await serve(config_on_port_zero())
     yield request.param, server
-    await server.server.stop(None)
+    # RunningServer.stop, not server.server.stop: the service's closers must run too, or its
+    # Redis client (connected whenever something answers on that port) outlives the test's
+    # event loop and warns "unclosed Connection" in a later test.
+    await server.stop(None)
 
 
 async def test_every_service_reports_serving(running: tuple[str, RunningServer]) -> None:

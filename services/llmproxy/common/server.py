@@ -51,9 +51,12 @@ class RunningServer(NamedTuple):
 
     async def stop(self, grace_s: float | None) -> None:
         """Stop serving (in-flight RPCs get grace_s), then close the service's resources."""
-        await self.server.stop(grace_s)
-        for close in self.closers:
-            await close()
+        try:
+            await self.server.stop(grace_s)
+        finally:
+            # Even when grpc's shutdown fails: an unclosed Redis client would outlive its loop.
+            for close in self.closers:
+                await close()
 
 
 async def start_server(

@@ -105,16 +105,22 @@ async def start(redis_url: str, **health: Any) -> AsyncIterator[Setup]:
         service = HealthService(
             running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), config
         )
-        router = await serve_router(config)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{router.port}")
-        setup = Setup(first, second, config, service, router, channel)
+        setup: Setup | None = None
         try:
-            yield setup
+            router = await serve_router(config)
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{router.port}")
+            setup = Setup(first, second, config, service, router, channel)
+            try:
+                yield setup
+            finally:
+                await channel.close()
+                await router.stop(None)
         finally:
-            await channel.close()
-            await router.stop(None)
-            await setup.health.channel.close()
-            await setup.health.running.stop(None)
+            # Even if the router failed to start or stop: a health service left running keeps
+            # its Redis connections past the test's event loop. The test may have restarted it.
+            current = service if setup is None else setup.health
+            await current.channel.close()
+            await current.running.stop(None)
 
 
 @pytest.fixture
