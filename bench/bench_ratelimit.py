@@ -55,6 +55,7 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.wrappers_pb2 import UInt64Value
 
+from bench.ports import wait_port
 from llmproxy.devstack.stack import redis_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,15 +251,6 @@ def drive_measured(
     result["server_cpu_us_per_request"] = round(used / max(result["requests"], 1) * 1e6)
     result["server_cores_busy"] = round(used / result["seconds"], 2)
     return result
-
-
-def wait_port(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @contextlib.contextmanager

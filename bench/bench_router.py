@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,12 @@ import httpx
 import yaml
 from google.api import httpbody_pb2
 
+from bench.ports import wait_port
 from bench.wrk import WrkResult, run_wrk
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.config import DEMO_PROVIDER, load_config
 from llmproxy.devstack.authz import create_demo_key
-from llmproxy.devstack.freeports import with_free_ports
+from llmproxy.devstack.freeports import free_port, with_free_ports
 from llmproxy.devstack.stack import Stack
 
 CONCURRENCY = (1, 10, 100)
@@ -175,9 +175,7 @@ def _router_grpc(target: str, body: str, seconds: float) -> dict[str, Any]:
 @contextlib.contextmanager
 def _router_floor(provider_url: str) -> Iterator[str]:
     """bench/router_floor_server.py on a free port: the floor of a router hop."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [
             sys.executable,
@@ -187,15 +185,7 @@ def _router_floor(provider_url: str) -> Iterator[str]:
         ]
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the router floor server did not start") from None
-                time.sleep(0.05)
+        wait_port(port)
         yield f"127.0.0.1:{port}"
     finally:
         server.terminate()

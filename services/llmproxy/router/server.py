@@ -65,24 +65,26 @@ def health_view(config: StackConfig) -> HealthView | None:
 
 
 def provider_clients(
-    config: StackConfig, http: httpx.AsyncBaseTransport, environ: Mapping[str, str]
+    config: StackConfig, transport: httpx.AsyncBaseTransport, environ: Mapping[str, str]
 ) -> dict[str, ProviderClient]:
     """An adapter per provider requests may go to, by provider name."""
     via_egress = config.services.router.via_egress
     return {
         p.name: client_for(
-            http,
+            transport,
             Provider.from_settings(p, environ, egress_url(config, p.name) if via_egress else None),
         )
         for p in config.provider_endpoints(environ)
     }
 
 
-async def serve(config: StackConfig, http: httpx.AsyncBaseTransport | None = None) -> RunningServer:
+async def serve(
+    config: StackConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> RunningServer:
     """Start the router's gRPC server for config; returns the running server and its port."""
     environ = os.environ
     settings = config.services.router
-    http = http or new_http_transport()
+    transport = transport or new_http_transport()
     redis = connect_redis(config.redis)
     cache = RedisResponseCache(redis, settings.cache.redis_backoff_s)
     if settings.cache.enabled:
@@ -90,7 +92,7 @@ async def serve(config: StackConfig, http: httpx.AsyncBaseTransport | None = Non
     stats = CacheStats()
     usage = BufferedUsageStore(RedisUsageStore(redis))
     models = config.served_models(environ)
-    clients = provider_clients(config, http, environ)
+    clients = provider_clients(config, transport, environ)
     view = health_view(config)
     if view is not None:
         view.start()
@@ -131,7 +133,7 @@ async def serve(config: StackConfig, http: httpx.AsyncBaseTransport | None = Non
             await view.aclose()
         await reconciler.aclose()  # before the channel closes: no correction is lost
         await limiter.aclose()
-        await http.aclose()
+        await transport.aclose()
         await redis.aclose()
 
     return await start_server(settings, register, closers=[close])

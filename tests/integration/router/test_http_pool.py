@@ -8,13 +8,13 @@ import gzip
 import json
 import socket
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
-from llmproxy.router.providers import Provider, ProviderCallError, client_for
+from llmproxy.router.providers import Provider, ProviderCallError
+from llmproxy.router.providers.openai import OpenAIClient
 from llmproxy.router.providers.pool import AiohttpPool
 from llmproxy.router.server import new_http_transport
 
@@ -94,9 +94,10 @@ async def transport() -> AsyncIterator[httpx.AsyncBaseTransport]:
     await transport.aclose()
 
 
-def _provider(transport: httpx.AsyncBaseTransport, server: str, timeout_s: float = 5.0) -> Any:
-    provider = Provider("p", "openai", server, "sk-secret", timeout_s)
-    return client_for(transport, provider)
+def _provider(
+    transport: httpx.AsyncBaseTransport, server: str, timeout_s: float = 5.0
+) -> OpenAIClient:
+    return OpenAIClient(transport, Provider("p", "openai", server, "sk-secret", timeout_s))
 
 
 async def test_a_provider_call_sends_json_with_the_providers_key(
