@@ -44,9 +44,12 @@ for algorithm in words do
       if hits > 0 then
         redis.call('HINCRBY', key, idx, hits)
         if not v[1] then
+          -- A new window: drop the ones no longer needed, and keep the hash until this window
+          -- has served as the previous one (created at or after idx * window, it lives to at
+          -- least (idx + 2) * window). Later hits of the window need not touch the TTL again.
           redis.call('HDEL', key, idx - 2, idx - 3)
+          redis.call('PEXPIRE', key, window * 2)
         end
-        redis.call('PEXPIRE', key, window * 2)
         est = est + hits
       end
       reset = window - elapsed
