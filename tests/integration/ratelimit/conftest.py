@@ -117,3 +117,12 @@ def request(*descriptors: common_pb2.RateLimitDescriptor) -> rls_pb2.RateLimitRe
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
+# 10,000 tokens a minute per tenant; ALGORITHM is replaced with sliding_log or sliding_counter.
+TPM_LIMITS = """
+domain: llmproxy
+descriptors:
+  - key: tokens
+    descriptors:
+      - key: tenant
+        rate_limit: {unit: minute, requests_per_unit: 10000, algorithm: ALGORITHM}
+"""

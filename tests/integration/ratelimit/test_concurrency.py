@@ -23,6 +23,7 @@ from tests.harness.redis_cluster import RedisClusterNodes
 from tests.integration.ratelimit.conftest import (
     OK,
     OVER_LIMIT,
+    TPM_LIMITS,
     Instance,
     StartInstance,
     descriptor,
@@ -38,15 +39,6 @@ descriptors:
     descriptors:
       - key: key_id
         rate_limit: {unit: minute, requests_per_unit: 100, algorithm: sliding_log}
-"""
-
-TPM_LIMITS = """
-domain: llmproxy
-descriptors:
-  - key: tokens
-    descriptors:
-      - key: tenant
-        rate_limit: {unit: minute, requests_per_unit: 10000, algorithm: ALGORITHM}
 """
 
 

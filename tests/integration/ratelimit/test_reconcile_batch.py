@@ -11,18 +11,17 @@ import redis.asyncio as aioredis
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
 from tests.harness.redis_cluster import RedisClusterNodes
-from tests.integration.ratelimit.conftest import OK, Instance, StartInstance, descriptor, request
+from tests.integration.ratelimit.conftest import (
+    OK,
+    TPM_LIMITS,
+    Instance,
+    StartInstance,
+    descriptor,
+    request,
+)
 
 pytestmark = pytest.mark.integration
 
-TPM_LIMITS = """
-domain: llmproxy
-descriptors:
-  - key: tokens
-    descriptors:
-      - key: tenant
-        rate_limit: {unit: minute, requests_per_unit: 10000, algorithm: ALGORITHM}
-"""
 TENANTS = [f"t{i}" for i in range(8)]  # several cluster slots
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
 
 from llmproxy.authz.errors import ConflictError
 from llmproxy.authz.records import AuditEntry, KeyRecord
@@ -117,28 +114,3 @@ class FakeFeed:
         if self.rounds:
             raise OSError("connection lost")
         await asyncio.Event().wait()
-
-
-class Aborted(Exception):
-    """What FakeContext.abort raises, like grpc.aio's AbortError."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    """The parts of a grpc.aio ServicerContext the servicers use."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
-        self.metadata = metadata
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self.metadata
-
-    def peer(self) -> str:
-        return "ipv4:127.0.0.1:40000"
-
-    async def abort(self, code: grpc.StatusCode, details: str = "", *_: Any) -> None:
-        raise Aborted(code, details)

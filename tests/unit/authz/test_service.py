@@ -19,8 +19,9 @@ from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.keys import KeyHasher
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer, header_safe
-from tests.unit.authz.fakes import Aborted, Clock, FakeContext, FakeKeyStore, FakeUsage
+from tests.unit.authz.fakes import Clock, FakeKeyStore, FakeUsage
 from tests.unit.authz.test_requests import check_request
+from tests.unit.grpc_fakes import Aborted, FakeContext
 
 pytestmark = pytest.mark.unit
 

@@ -12,20 +12,9 @@ from google.protobuf.duration_pb2 import Duration
 from llmproxy._gen.fault.v1 import agent_pb2
 from llmproxy.common.chaos.agent import ChaosAgentServicer
 from llmproxy.common.chaos.engine import Stress, StressEngine, StressLimits
+from tests.unit.grpc_fakes import Aborted, FakeContext
 
 pytestmark = pytest.mark.unit
-
-
-class Aborted(Exception):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class FakeContext:
-    async def abort(self, code: grpc.StatusCode, details: str = "", *_: Any) -> None:
-        raise Aborted(code, details)
 
 
 class NullWorker:
