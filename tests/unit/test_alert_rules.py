@@ -177,17 +177,17 @@ def test_a_nonpositive_interval_is_refused(interval: float) -> None:
         build_prometheus_config(config, PrometheusOptions(scrape_interval_s=interval))
 
 
-def test_the_generator_refuses_a_bad_configuration_and_writes_nothing(tmp_path: Path) -> None:
-    bad = tmp_path / "llmproxy.yaml"
-    bad.write_text("services:\n  router: {metrics_port: 70000}\n")
+def run_generator(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """`python -m llmproxy.obsconf` writing into tmp_path: its result and the two outputs."""
     out, compose_out = tmp_path / "prometheus.yml", tmp_path / "prometheus.compose.yml"
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "llmproxy.obsconf",
-            "--config",
-            str(bad),
+            *args,
             "--out",
             str(out),
             "--compose-out",
@@ -198,6 +198,13 @@ def test_the_generator_refuses_a_bad_configuration_and_writes_nothing(tmp_path: 
         check=False,
         timeout=60,
     )
+    return done, out, compose_out
+
+
+def test_the_generator_refuses_a_bad_configuration_and_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "llmproxy.yaml"
+    bad.write_text("services:\n  router: {metrics_port: 70000}\n")
+    done, out, compose_out = run_generator(tmp_path, "--config", str(bad))
     assert done.returncode == 2
     assert "services.router.metrics_port" in done.stderr
     assert not out.exists()
@@ -205,22 +212,7 @@ def test_the_generator_refuses_a_bad_configuration_and_writes_nothing(tmp_path: 
 
 
 def test_the_generator_writes_both_configs(tmp_path: Path) -> None:
-    out, compose_out = tmp_path / "prometheus.yml", tmp_path / "prometheus.compose.yml"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "llmproxy.obsconf",
-            "--out",
-            str(out),
-            "--compose-out",
-            str(compose_out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done, out, compose_out = run_generator(tmp_path)
     assert done.returncode == 0, done.stderr
     assert out.read_text() == COMMITTED_CONFIG.read_text()
     assert compose_out.read_text() == COMPOSE_CONFIG.read_text()
