@@ -1,44 +1,82 @@
-"""Concurrent requests share Redis calls: checks queued in one event-loop turn go together.
+"""Concurrent requests share Redis calls: checks queued close together go in one script call.
 
-redis-py costs tens of microseconds of Python per command, so one EVALSHA per request would
-cap decisions far below what Redis serves. Instead each request queues its checks and waits;
-a flush scheduled with call_soon sends everything queued so far as one script call (at most
-max_batch checks), with at most max_inflight calls outstanding (one by default: measured,
-it doubles the checks per call under load, and a check waits at most one extra Redis round
-trip), so that checks pile up into bigger batches exactly when the load is high.
+Every script call costs the same fixed Python and Redis work whatever its size (a task, a
+deadline, a write, a read, Redis's own command handling), so one call per request would cap
+decisions far below what Redis serves. Instead each request queues its checks and waits; a
+flush sends everything queued so far as one script call (at most max_batch checks), with at
+most max_inflight calls outstanding (one by default: checks pile up while a call is out).
+
+When the flush runs depends on the load, measured as the mean gap between requests:
+- sparse (gap of at least twice the window): in this event-loop turn, so a lone request
+  waits for nothing but Redis;
+- dense: the window (1 ms by default) after the flush is due, so a busy instance sends
+  fewer, larger calls (measured at full load on 2 cores: 11 checks a call instead of 7,
+  about 6% less CPU per decision in this process and 12% less in Redis). The window is
+  envoyproxy/ratelimit's REDIS_PIPELINE_WINDOW, applied only under load.
+A full batch (max_batch checks queued) is sent at once either way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take
 
 _Waiter = tuple[int, int, "asyncio.Future[list[Outcome]]"]
+_GAP_WEIGHT = 1 / 8  # of the newest gap in the moving mean: a burst counts within ~10 requests
+_MAX_GAP_S = 1.0  # an idle spell counts as this gap, so one request after it reads as sparse
 
 
 class Batcher:
     """Coalesces the checks and corrections of concurrent requests into few store calls."""
 
-    def __init__(self, store: LimitStore, max_batch: int = 256, max_inflight: int = 1) -> None:
+    def __init__(
+        self,
+        store: LimitStore,
+        max_batch: int = 256,
+        max_inflight: int = 1,
+        window_s: float = 0.001,
+    ) -> None:
+        if max_batch < 1 or max_inflight < 1 or window_s < 0:
+            raise ValueError(
+                "need max_batch >= 1, max_inflight >= 1 and window_s >= 0, got "
+                f"max_batch={max_batch}, max_inflight={max_inflight}, window_s={window_s}"
+            )
         self._store = store
         self._max_batch = max_batch
         self._max_inflight = max_inflight
+        self._window_s = window_s
         self._takes: list[Take] = []
         self._waiters: list[_Waiter] = []
         self._adjusts: list[Adjust] = []
         self._scheduled = False
+        self._held: asyncio.TimerHandle | None = None  # a flush waiting for the window
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._gap_s = _MAX_GAP_S  # moving mean of the time between requests
+        self._last_s = 0.0
+
+    @property
+    def dense(self) -> bool:
+        """Requests arrive close enough together for the window to gather some."""
+        return self._gap_s < 2 * self._window_s
 
     async def take(self, ops: Sequence[Take]) -> list[Outcome]:
         """Decide ops (atomically each) in the next batch."""
+        now = time.monotonic()
+        self._gap_s += (min(now - self._last_s, _MAX_GAP_S) - self._gap_s) * _GAP_WEIGHT
+        self._last_s = now
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         start = len(self._takes)
         self._takes.extend(ops)
         self._waiters.append((start, len(self._takes), future))
+        if self._held is not None and len(self._takes) >= self._max_batch:
+            self._held.cancel()  # a full batch goes now
+            self._held = None
+            self._scheduled = False
         self._schedule()
         return await future
 
@@ -48,12 +86,18 @@ class Batcher:
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._scheduled and self._inflight < self._max_inflight:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._scheduled or self._inflight >= self._max_inflight:
+            return
+        self._scheduled = True
+        loop = asyncio.get_running_loop()
+        if self._waiters and self.dense and len(self._takes) < self._max_batch:
+            self._held = loop.call_later(self._window_s, self._flush)
+        else:
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._held = None
         if self._inflight >= self._max_inflight or not (self._waiters or self._adjusts):
             return
         # Whole requests only, up to max_batch checks (a larger request goes alone).
@@ -103,8 +147,16 @@ class Batcher:
                 future.set_result(outcomes[start - first : stop - first])
 
     async def aclose(self) -> None:
-        """Wait for the calls in flight."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Send everything queued without waiting for the window, and wait for the answers."""
+        self._window_s = 0.0
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
+            self._scheduled = False
+            self._schedule()
+        while self._tasks or self._scheduled:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.sleep(0)
 
 
 async def _nothing() -> list[Outcome]:

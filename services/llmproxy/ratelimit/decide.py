@@ -55,12 +55,7 @@ class _Check:
     statuses: wire.LimitStatuses
     enforced: bool  # not shadow mode: a refusal refuses the request (and may be cached)
     reserves_tokens: bool  # a token limit with hits: its check is the reservation
-
-    def take(self) -> Take:
-        rule = self.match.rule
-        return Take(
-            self.match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, self.hits
-        )
+    take: Take  # what the store is asked (never changed: built once per request bytes)
 
 
 # Per descriptor: None (no limit applies, or unlimited) or its check.
@@ -145,6 +140,7 @@ class Decider:
                     self._statuses_of(rule),
                     not rule.shadow_mode,
                     rule.tokens and hits > 0,
+                    Take(match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits),
                 )
             )
         plan = tuple(checks)
@@ -178,7 +174,7 @@ class Decider:
             # Refused already (a cached refusal): counting its other descriptors would only
             # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
             return self._answer_from_cache(plan, refusals)
-        takes = [check.take() for check in plan if check is not None]
+        takes = [check.take for check in plan if check is not None]
         outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
         return self._answer(plan, outcomes)
 

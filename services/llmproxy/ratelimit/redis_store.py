@@ -85,6 +85,21 @@ def _lean_connection(client: AnyRedis) -> ScriptConnection | None:
     )
 
 
+def _outcomes(reply: list[Any], count: int) -> list[Outcome]:
+    # take.lua's reply: the server time, then four numbers per check.
+    now = int(reply[0])
+    return [
+        Outcome(
+            reply[base] == 1,
+            int(reply[base + 1]),
+            int(reply[base + 2]),
+            int(reply[base + 3]),
+            now,
+        )
+        for base in range(1, 1 + 4 * count, 4)
+    ]
+
+
 class RedisLimitStore:
     """Sliding-window counters in Redis, decided by take.lua and corrected by adjust.lua."""
 
@@ -152,8 +167,10 @@ class RedisLimitStore:
         """Decide every check; one script call per cluster slot (one in all on standalone)."""
         if not ops:
             return []
-        groups = self._by_slot([op.key for op in ops])
         try:
+            if not self._cluster:
+                return _outcomes(await self._run(TAKE, *self._take_call(ops)), len(ops))
+            groups = self._by_slot([op.key for op in ops])
             replies = await asyncio.gather(
                 *(self._run(TAKE, *self._take_call([ops[i] for i in group])) for group in groups)
             )
@@ -161,16 +178,8 @@ class RedisLimitStore:
             raise StoreError(f"redis: {exc}") from exc
         outcomes: list[Outcome | None] = [None] * len(ops)
         for group, reply in zip(groups, replies, strict=True):
-            now = int(reply[0])
-            for position, index in enumerate(group):
-                base = 1 + 4 * position
-                outcomes[index] = Outcome(
-                    reply[base] == 1,
-                    int(reply[base + 1]),
-                    int(reply[base + 2]),
-                    int(reply[base + 3]),
-                    now,
-                )
+            for index, outcome in zip(group, _outcomes(reply, len(group)), strict=True):
+                outcomes[index] = outcome
         return [o for o in outcomes if o is not None]
 
     async def adjust(self, ops: Sequence[Adjust]) -> int:

@@ -73,7 +73,7 @@ async def serve(config: StackConfig) -> RunningServer:
         instances=settings.instances,
         on_change=redis_health,
     )
-    batcher = Batcher(store, settings.max_batch)
+    batcher = Batcher(store, settings.max_batch, window_s=settings.batch_window_ms / 1000)
     decider = Decider(holder, store, batcher, cache)
     holder.on_change(decider.limits_changed)
     watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))

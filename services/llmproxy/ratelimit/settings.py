@@ -63,6 +63,14 @@ class RateLimitSettings(ServiceSettings):
         description="Most descriptor checks sent to Redis in one script call; concurrent "
         "requests share calls up to this size.",
     )
+    batch_window_ms: float = Field(
+        1.0,
+        ge=0,
+        le=50,
+        description="Under load (requests arriving less than twice this apart on average), "
+        "how long the oldest queued check may wait for others to share its Redis call; "
+        "sparse requests never wait. 0 sends every batch at once.",
+    )
     local_cache_size: int = Field(
         100_000,
         ge=0,

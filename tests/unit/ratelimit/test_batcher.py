@@ -1,0 +1,155 @@
+"""The batcher: which checks share a store call, and when a call goes out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from llmproxy.ratelimit.batcher import Batcher
+from llmproxy.ratelimit.errors import StoreError
+from llmproxy.ratelimit.memory_store import MemoryLimitStore
+from llmproxy.ratelimit.store import Outcome, Take
+
+pytestmark = pytest.mark.unit
+
+# Long enough that a held flush is unmistakable, short enough for a unit test (and under half
+# the batcher's longest gap, 1 s, so that sparse load exists for it).
+WINDOW_S = 0.2
+
+
+class RecordingStore(MemoryLimitStore):
+    """The memory store, remembering the size of each take call; fails while `error` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.error: Exception | None = None
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        self.calls.append(len(ops))
+        if self.error is not None:
+            raise self.error
+        return await super().take(ops)
+
+
+def check(key: str, hits: int = 1) -> Take:
+    return Take(key, "c", 1000, 60_000, hits)
+
+
+async def make_dense(batcher: Batcher, store: RecordingStore, count: int = 60) -> None:
+    """Requests arriving back to back: the batcher now sees dense load."""
+    await asyncio.gather(*(batcher.take([check(f"warm{i}")]) for i in range(count)))
+    assert batcher.dense
+    store.calls.clear()
+
+
+async def test_a_lone_request_goes_at_once() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    start = time.monotonic()
+    [outcome] = await asyncio.wait_for(batcher.take([check("k")]), 5)
+    assert time.monotonic() - start < WINDOW_S / 2
+    assert outcome.allowed
+    assert not batcher.dense
+    assert store.calls == [1]
+
+
+async def test_requests_of_one_loop_turn_share_a_call() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(batcher.take([check(f"k{i}"), check("t")]) for i in range(5))), 5
+    )
+    assert store.calls == [10]
+    # Each request gets its own checks' outcomes, in order; "t" was counted by all five.
+    assert [a[1].used for a in answers] == [1, 2, 3, 4, 5]
+
+
+async def test_under_dense_load_requests_wait_the_window_and_share_a_call() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    await make_dense(batcher, store)
+    start = time.monotonic()
+    first = asyncio.create_task(batcher.take([check("a")]))
+    await asyncio.sleep(WINDOW_S / 4)
+    second = asyncio.create_task(batcher.take([check("b")]))
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    waited = time.monotonic() - start
+    assert store.calls == [2]  # one call for both, though they came a quarter window apart
+    assert waited >= WINDOW_S * 0.9
+
+
+async def test_a_full_batch_goes_without_waiting_for_the_window() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, max_batch=4, window_s=WINDOW_S)
+    await make_dense(batcher, store, count=200)
+    start = time.monotonic()
+    held = asyncio.create_task(batcher.take([check("a")]))
+    await asyncio.sleep(0.01)
+    assert not held.done()  # dense: held for the window
+    rest = [asyncio.create_task(batcher.take([check(f"b{i}")])) for i in range(3)]
+    await asyncio.wait_for(asyncio.gather(held, *rest), 5)
+    assert store.calls == [4]
+    assert time.monotonic() - start < WINDOW_S / 2
+
+
+async def test_after_an_idle_spell_the_next_request_goes_at_once() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=0.01)
+    await make_dense(batcher, store)
+    await asyncio.sleep(0.5)  # idle: far more than twice the window
+    start = time.monotonic()
+    await asyncio.wait_for(batcher.take([check("k")]), 5)
+    assert not batcher.dense
+    assert time.monotonic() - start < 0.01  # the window was not waited
+
+
+async def test_a_zero_window_never_holds() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=0)
+    await asyncio.gather(*(batcher.take([check(f"k{i}")]) for i in range(60)))
+    assert not batcher.dense
+    for i in range(3):
+        await asyncio.wait_for(batcher.take([check(f"x{i}")]), 5)
+    assert store.calls[-3:] == [1, 1, 1]
+
+
+async def test_closing_sends_what_is_held() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    await make_dense(batcher, store)
+    start = time.monotonic()
+    held = asyncio.create_task(batcher.take([check("k")]))
+    await asyncio.sleep(0.01)
+    assert not held.done()
+    await asyncio.wait_for(batcher.aclose(), 5)
+    assert held.done()
+    assert time.monotonic() - start < WINDOW_S / 2
+    [outcome] = held.result()
+    assert outcome.allowed
+
+
+async def test_a_store_error_reaches_every_request_of_the_batch() -> None:
+    store = RecordingStore()
+    store.error = StoreError("redis: connection refused")
+    batcher = Batcher(store, window_s=WINDOW_S)
+    results = await asyncio.gather(
+        *(batcher.take([check(f"k{i}")]) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) for r in results)
+    assert store.calls == [3]
+    store.error = None
+    [outcome] = await asyncio.wait_for(batcher.take([check("k")]), 5)  # the next call works
+    assert outcome.allowed
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [{"max_batch": 0}, {"max_inflight": 0}, {"window_s": -0.001}],
+)
+def test_invalid_settings_are_refused(arguments: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="need max_batch >= 1"):
+        Batcher(RecordingStore(), **arguments)  # type: ignore[arg-type]
