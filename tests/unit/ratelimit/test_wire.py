@@ -35,21 +35,29 @@ def test_varints_match_protobuf(n: int) -> None:
         (False, 0, 0),
         (False, 2**32 - 1, 86_400_000),
         (True, 3, 1),
+        (False, 16_383, 999),  # the largest remaining of the two-byte table, then the next
+        (False, 16_384, 1_000),
     ],
 )
-def test_a_status_is_the_message_upb_builds(over: bool, remaining: int, reset_ms: int) -> None:
-    statuses = wire.LimitStatuses(LIMIT)
+@pytest.mark.parametrize("name", ["", "n" * 300])  # a long name: a multi-byte status length
+def test_a_status_is_the_message_upb_builds(
+    over: bool, remaining: int, reset_ms: int, name: str
+) -> None:
+    limit = Response.RateLimit(name=name, requests_per_unit=60, unit=Response.RateLimit.MINUTE)
+    statuses = wire.LimitStatuses(limit)
     built = Response(
         statuses=[
             Response.DescriptorStatus(
                 code=Response.OVER_LIMIT if over else Response.OK,
-                current_limit=LIMIT,
+                current_limit=limit,
                 limit_remaining=remaining,
                 duration_until_reset=duration(reset_ms),
             )
         ]
     )
-    ours = Response.FromString(statuses.status(over, remaining, reset_ms))
+    encoded = statuses.status(over, remaining, reset_ms)
+    assert encoded == built.SerializeToString()  # byte for byte, fields in upb's order
+    ours = Response.FromString(encoded)
     assert ours == built
     assert ours.statuses[0].HasField("duration_until_reset")
 
