@@ -73,10 +73,8 @@ class Batcher:
         start = len(self._takes)
         self._takes.extend(ops)
         self._waiters.append((start, len(self._takes), future))
-        if self._held is not None and len(self._takes) >= self._max_batch:
-            self._held.cancel()  # a full batch goes now
-            self._held = None
-            self._scheduled = False
+        if len(self._takes) >= self._max_batch:
+            self._send_held()  # a full batch goes now
         self._schedule()
         return await future
 
@@ -94,6 +92,14 @@ class Batcher:
             self._held = loop.call_later(self._window_s, self._flush)
         else:
             loop.call_soon(self._flush)
+
+    def _send_held(self) -> None:
+        # A flush waiting for the window goes in this loop turn instead.
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
+            self._scheduled = False
+            self._schedule()
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -149,11 +155,7 @@ class Batcher:
     async def aclose(self) -> None:
         """Send everything queued without waiting for the window, and wait for the answers."""
         self._window_s = 0.0
-        if self._held is not None:
-            self._held.cancel()
-            self._held = None
-            self._scheduled = False
-            self._schedule()
+        self._send_held()
         while self._tasks or self._scheduled:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await asyncio.sleep(0)

@@ -68,8 +68,8 @@ class RateLimitSettings(ServiceSettings):
         ge=0,
         le=50,
         description="Under load (requests arriving less than twice this apart on average), "
-        "how long the oldest queued check may wait for others to share its Redis call; "
-        "sparse requests never wait. 0 sends every batch at once.",
+        "how long a due batch waits for more checks to share its Redis call; sparse requests "
+        "never wait. 0 sends every batch at once.",
     )
     local_cache_size: int = Field(
         100_000,

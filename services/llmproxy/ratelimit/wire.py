@@ -82,10 +82,10 @@ class LimitStatuses:
 
     def status(self, over: bool, remaining: int, reset_ms: int) -> bytes:
         """One statuses entry with what the check found."""
-        # _field, varint and _duration inlined: three of these per request.
+        # _field and the Duration inlined: three of these per request.
         body = self._over if over else self._ok
         if remaining:
-            body += _REMAINING + (_SMALL[remaining] if remaining < 16384 else varint(remaining))
+            body += _REMAINING + varint(remaining)
         seconds, rest = divmod(reset_ms, 1000)
         reset = (_SECONDS + varint(seconds) if seconds else b"") + _MS_NANOS[rest]
         body += _RESET + _SMALL[len(reset)] + reset
