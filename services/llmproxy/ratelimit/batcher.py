@@ -10,7 +10,7 @@ When the flush runs depends on the load, measured as the mean gap between reques
 - sparse (gap of at least twice the window): in this event-loop turn, so a lone request
   waits for nothing but Redis;
 - dense: the window (1 ms by default) after the flush is due, so a busy instance sends
-  fewer, larger calls (measured at full load on 2 cores: 11 checks a call instead of 7,
+  fewer, larger calls (measured at full load on 2 cores: 9-11 checks a call instead of 7,
   about 6% less CPU per decision in this process and 12% less in Redis). The window is
   envoyproxy/ratelimit's REDIS_PIPELINE_WINDOW, applied only under load.
 A full batch (max_batch checks queued) is sent at once either way.
