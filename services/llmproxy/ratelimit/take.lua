@@ -73,24 +73,27 @@ for algorithm in words do
     local zkey = KEYS[k]
     local skey = KEYS[k + 1]
     k = k + 2
+    -- The sum is read once and written once: with the hit and its TTL when one is counted,
+    -- else (TTL kept) only if expiring members changed it.
+    used = tonumber(redis.call('GET', skey) or '0')
+    local changed = false
     local old = redis.call(
       'ZRANGEBYSCORE', zkey, '-inf', string.format('%d', now - window), 'LIMIT', '0', '1000')
     if #old > 0 then
-      local freed = 0
       for j = 1, #old do
-        freed = freed + weight(old[j])
+        used = used - weight(old[j])
       end
       redis.call('ZREM', zkey, unpack(old))
-      redis.call('DECRBY', skey, string.format('%d', freed))
+      changed = true
     end
-    used = tonumber(redis.call('GET', skey) or '0')
     if used + need <= limit then
       allowed = 1
       if hits > 0 then
         redis.call('ZADD', zkey, now_s, prefix .. id .. ':' .. hits_s)
-        used = redis.call('INCRBY', skey, hits_s)
+        used = used + hits
+        redis.call('SET', skey, string.format('%d', used), 'PX', window_s)
         redis.call('PEXPIRE', zkey, window_s)
-        redis.call('PEXPIRE', skey, window_s)
+        changed = false
       end
       local first = redis.call('ZRANGE', zkey, '0', '0', 'WITHSCORES')
       if first[2] then
@@ -108,6 +111,9 @@ for algorithm in words do
           break
         end
       end
+    end
+    if changed then
+      redis.call('SET', skey, string.format('%d', used), 'KEEPTTL')
     end
   end
   out[#out + 1] = allowed
