@@ -64,10 +64,10 @@ class RateLimitSettings(ServiceSettings):
         "requests share calls up to this size.",
     )
     batch_window_ms: float = Field(
-        1.0,
+        2.0,
         ge=0,
         le=50,
-        description="Under load (requests arriving less than twice this apart on average), "
+        description="Under load (requests arriving less than this apart on average), "
         "how long a due batch waits for more checks to share its Redis call; sparse requests "
         "never wait. 0 sends every batch at once.",
     )

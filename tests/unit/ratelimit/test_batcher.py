@@ -15,8 +15,8 @@ from llmproxy.ratelimit.store import Outcome, Take
 
 pytestmark = pytest.mark.unit
 
-# Long enough that a held flush is unmistakable, short enough for a unit test (and under half
-# the batcher's longest gap, 1 s, so that sparse load exists for it).
+# Long enough that a held flush is unmistakable, short enough for a unit test (and under the
+# batcher's longest gap, 1 s, so that sparse load exists for it).
 WINDOW_S = 0.2
 
 
@@ -101,7 +101,7 @@ async def test_after_an_idle_spell_the_next_request_goes_at_once() -> None:
     window_s = 0.05  # an idle spell counts as 1 s at most, an eighth of it in the mean
     batcher = Batcher(store, window_s=window_s)
     await make_dense(batcher, store)
-    await asyncio.sleep(1.0)  # idle: the mean gap rises past twice the window
+    await asyncio.sleep(1.0)  # idle: the mean gap rises past the window
     start = time.monotonic()
     await asyncio.wait_for(batcher.take([check("k")]), 5)
     assert not batcher.dense
