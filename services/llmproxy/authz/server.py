@@ -61,10 +61,9 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
         authz_pb2_grpc.add_AuthzServiceServicer_to_server(control, server)
         return SERVICE_NAMES
 
-    async def close() -> None:
+    async def stop_follower() -> None:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-        await redis.aclose()
 
-    return await start_server(settings, register, closers=[close])
+    return await start_server(settings, register, closers=[stop_follower, redis.aclose])

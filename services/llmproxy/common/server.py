@@ -41,6 +41,23 @@ _SERVER_OPTIONS = [
 Closer = Callable[[], Awaitable[None]]
 
 
+async def close_all(closers: Sequence[Closer]) -> None:
+    """Run every closer in order, each even if one before it failed; then raise the first error.
+
+    One resource failing to close (a goodbye to a restarted peer, say) must not leave the
+    others (Redis pools, HTTP sessions) open past the event loop. Each failure is logged.
+    """
+    first: Exception | None = None
+    for close in closers:
+        try:
+            await close()
+        except Exception as exc:  # the next closers still run; the first error is raised
+            log.exception("closing failed", extra={"closer": getattr(close, "__qualname__", "?")})
+            first = first or exc
+    if first is not None:
+        raise first
+
+
 class RunningServer(NamedTuple):
     """A started gRPC server, its bound port, its health servicer and what to close after it."""
 
@@ -55,8 +72,7 @@ class RunningServer(NamedTuple):
             await self.server.stop(grace_s)
         finally:
             # Even when grpc's shutdown fails: an unclosed Redis client would outlive its loop.
-            for close in self.closers:
-                await close()
+            await close_all(self.closers)
 
 
 async def start_server(

@@ -73,14 +73,12 @@ async def serve(config: StackConfig) -> RunningServer:
         rtds_pb2_grpc.add_RuntimeDiscoveryServiceServicer_to_server(rtds, server)
         return SERVICE_NAMES
 
-    async def close() -> None:
+    async def stop_tasks() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await agents.aclose()
-        await http.aclose()
-        await store.aclose()
 
-    running = await start_server(settings, register, closers=[close])
+    closers = [stop_tasks, agents.aclose, http.aclose, store.aclose]
+    running = await start_server(settings, register, closers=closers)
     tasks.append(asyncio.create_task(runner.run()))
     return running

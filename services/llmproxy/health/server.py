@@ -106,17 +106,13 @@ async def serve(config: StackConfig) -> RunningServer:
         eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(eds, server)
         return SERVICE_NAMES
 
-    async def close() -> None:
+    async def stop_tasks() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await monitor.aclose()
-        await http.aclose()
-        for channel in channels:
-            await channel.close()
-        await store.aclose()
 
-    running = await start_server(settings, register, closers=[close])
+    closers = [stop_tasks, monitor.aclose, http.aclose, *(c.close for c in channels), store.aclose]
+    running = await start_server(settings, register, closers=closers)
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))
     return running

@@ -85,13 +85,12 @@ async def serve(config: StackConfig) -> RunningServer:
         )
         return SERVICE_NAMES
 
-    async def close() -> None:
+    async def stop_tasks() -> None:
         watcher.cancel()
         await asyncio.gather(watcher, *health_updates, return_exceptions=True)
-        await batcher.aclose()
-        await store.aclose()
 
-    running = await start_server(settings, register, closers=[close])
+    closers = [stop_tasks, batcher.aclose, store.aclose]
+    running = await start_server(settings, register, closers=closers)
     await running.health.set(HEALTH_CONFIG, SERVING)
     await running.health.set(HEALTH_REDIS, NOT_SERVING if store.degraded else SERVING)
     return running

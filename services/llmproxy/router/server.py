@@ -125,15 +125,18 @@ async def serve(
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(openai_api), server)
         return SERVICE_NAMES
 
-    async def close() -> None:
+    async def stop_flushers() -> None:
         for flusher in flushers:
             flusher.cancel()
         await asyncio.gather(*flushers, return_exceptions=True)
-        if view is not None:
-            await view.aclose()
-        await reconciler.aclose()  # before the channel closes: no correction is lost
-        await limiter.aclose()
-        await transport.aclose()
-        await redis.aclose()
 
-    return await start_server(settings, register, closers=[close])
+    # In order, each even if one before it failed (close_all).
+    closers = [
+        stop_flushers,
+        *([view.aclose] if view is not None else []),
+        reconciler.aclose,  # before the channel closes: no correction is lost
+        limiter.aclose,
+        transport.aclose,
+        redis.aclose,
+    ]
+    return await start_server(settings, register, closers=closers)
