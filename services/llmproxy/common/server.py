@@ -58,6 +58,17 @@ async def close_all(closers: Sequence[Closer]) -> None:
         raise first
 
 
+def cancelling(tasks: Sequence[asyncio.Task[None]]) -> Closer:
+    """A closer that cancels the tasks (those in the list when it runs) and waits for them."""
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    return close
+
+
 class RunningServer(NamedTuple):
     """A started gRPC server, its bound port, its health servicer and what to close after it."""
 

@@ -12,7 +12,7 @@ from envoy.service.runtime.v3 import rtds_pb2_grpc
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
 from llmproxy.common.redis import connect_redis
-from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.listeners import CLIENT_ROUTES, SERVICES
 from llmproxy.fault.agents import Agents
@@ -73,12 +73,7 @@ async def serve(config: StackConfig) -> RunningServer:
         rtds_pb2_grpc.add_RuntimeDiscoveryServiceServicer_to_server(rtds, server)
         return SERVICE_NAMES
 
-    async def stop_tasks() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    closers = [stop_tasks, agents.aclose, http.aclose, store.aclose]
+    closers = [cancelling(tasks), agents.aclose, http.aclose, store.aclose]
     running = await start_server(settings, register, closers=closers)
     tasks.append(asyncio.create_task(runner.run()))
     return running

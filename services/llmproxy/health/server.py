@@ -20,7 +20,7 @@ from envoy.service.endpoint.v3 import eds_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.redis import connect_redis
-from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import DEMO_PROVIDER, StackConfig
 from llmproxy.health import metrics
 from llmproxy.health.components import Check, Components, ComponentStatus, grpc_service_check
@@ -106,12 +106,13 @@ async def serve(config: StackConfig) -> RunningServer:
         eds_pb2_grpc.add_EndpointDiscoveryServiceServicer_to_server(eds, server)
         return SERVICE_NAMES
 
-    async def stop_tasks() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    closers = [stop_tasks, monitor.aclose, http.aclose, *(c.close for c in channels), store.aclose]
+    closers = [
+        cancelling(tasks),
+        monitor.aclose,
+        http.aclose,
+        *(c.close for c in channels),
+        store.aclose,
+    ]
     running = await start_server(settings, register, closers=closers)
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))

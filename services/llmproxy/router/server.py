@@ -18,7 +18,7 @@ from llmproxy._gen.router.v1 import (
     router_pb2_grpc,
 )
 from llmproxy.common.redis import connect_redis
-from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
 from llmproxy.ratelimit.client import RateLimitClient
@@ -125,14 +125,9 @@ async def serve(
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(openai_api), server)
         return SERVICE_NAMES
 
-    async def stop_flushers() -> None:
-        for flusher in flushers:
-            flusher.cancel()
-        await asyncio.gather(*flushers, return_exceptions=True)
-
     # In order, each even if one before it failed (close_all).
     closers = [
-        stop_flushers,
+        cancelling(flushers),
         *([view.aclose] if view is not None else []),
         reconciler.aclose,  # before the channel closes: no correction is lost
         limiter.aclose,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from llmproxy.common.server import close_all
+from llmproxy.common.server import cancelling, close_all
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +44,11 @@ async def test_nothing_to_raise_when_all_close() -> None:
 
     await close_all([close, close])
     assert ran == [1, 1]
+
+
+async def test_cancelling_stops_the_tasks_listed_when_it_runs() -> None:
+    tasks: list[asyncio.Task[None]] = []
+    close = cancelling(tasks)
+    tasks.append(asyncio.create_task(asyncio.sleep(3600)))  # added after the closer was made
+    await close()
+    assert all(task.cancelled() for task in tasks)
