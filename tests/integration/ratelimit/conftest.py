@@ -16,6 +16,7 @@ from google.protobuf.wrappers_pb2 import UInt64Value
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2_grpc
 from llmproxy.common.server import RunningServer
 from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.ratelimit.redis_store import RedisLimitStore
 from llmproxy.ratelimit.server import serve
 from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
 
@@ -47,6 +48,14 @@ async def cluster_client(cluster: RedisClusterNodes) -> AsyncIterator[aioredis.R
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_process: str, redis_client: aioredis.Redis) -> AsyncIterator[RedisLimitStore]:
+    """take.lua and adjust.lua on the session's Redis (flushed first), without a server."""
+    limiter = RedisLimitStore(aioredis.Redis.from_url(redis_process))
+    yield limiter
+    await limiter.aclose()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,13 +17,6 @@ from tests.harness.waiting import eventually
 pytestmark = pytest.mark.integration
 
 KEY = "llmproxy:rl:test:{counter}"
-
-
-@pytest.fixture
-async def store(redis_process: str, redis_client: aioredis.Redis) -> AsyncIterator[RedisLimitStore]:
-    limiter = RedisLimitStore(aioredis.Redis.from_url(redis_process))
-    yield limiter
-    await limiter.aclose()
 
 
 def take(limit: int, window_ms: int, hits: int = 1) -> list[Take]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,13 +19,6 @@ SUM = KEY + ":sum"
 # Long enough that a hit made half a window later is surely still in it when the test looks,
 # even on a busy machine; the sleeps aim past the first hit's expiry by the server's clock.
 WINDOW_MS = 2000
-
-
-@pytest.fixture
-async def store(redis_process: str, redis_client: aioredis.Redis) -> AsyncIterator[RedisLimitStore]:
-    limiter = RedisLimitStore(aioredis.Redis.from_url(redis_process))
-    yield limiter
-    await limiter.aclose()
 
 
 async def take(store: RedisLimitStore, limit: int, hits: int = 1) -> Outcome:
