@@ -28,7 +28,9 @@ Fairness on a shared machine: both sets of servers run side by side (idle ones c
 and are driven in alternation, ours then noop, --rounds times, so each ratio compares two runs
 a few seconds apart under the same background load; the medians and each round are printed.
 Beside throughput, the CPU time each side's processes used per request (from /proc), which
-other processes' load distorts much less than requests per second.
+other processes' load distorts much less than requests per second. Last, one_caller: one
+connection with one stream on one process of each side, a caller that sends its next request
+when it has the answer (the latency of a decision with nothing queued).
 
 Prints one JSON object.
 """
@@ -69,6 +71,7 @@ KEYS = 10_000
 HOT_KEYS = 10
 HOT_EVERY = 20  # one rewrite in 20 picks a hot key
 REWRITES_PER_S = 1000
+ONE_CALLER_REQUESTS = 3000
 LIMITS = """
 domain: llmproxy
 descriptors:
@@ -196,6 +199,8 @@ def drive(
 ) -> dict[str, Any]:
     """h2load on every port at once, keys rewritten meanwhile; totals and latency."""
     logs = [work / f"h2load-{port}.log" for port in ports]
+    for log in logs:
+        log.unlink(missing_ok=True)  # h2load appends: each run's latencies are its own
     rewriter = Rewriter(files)
     rewriter.start()
     start = time.monotonic()
@@ -431,6 +436,7 @@ def measure_rounds(
                     "loadavg_1min_after": round(os.getloadavg()[0], 2),
                 }
             )
+        one_caller = measure_one_caller(args, work, files, ours, noop)
     return {
         "ours_decisions_per_s": statistics.median(r["ours"]["per_s"] for r in rounds),
         "noop_grpc_requests_per_s": statistics.median(r["noop"]["per_s"] for r in rounds),
@@ -441,6 +447,24 @@ def measure_rounds(
         ],
         "noop_cpu_over_ours_cpu": statistics.median(r["noop_cpu_over_ours_cpu"] for r in rounds),
         "rounds": rounds,
+        "one_caller": one_caller,
+    }
+
+
+def measure_one_caller(
+    args: argparse.Namespace,
+    work: Path,
+    files: list[Path],
+    ours: tuple[list[int], list[int], list[int]],
+    noop: tuple[list[int], list[int]],
+) -> dict[str, Any]:
+    """One connection with one stream on one process of each: a caller that waits for each
+    answer, so the latency of a decision with nothing queued."""
+    one = argparse.Namespace(**{**vars(args), "connections": 1, "streams": 1})
+    sides = {"ours": (ours[0][:1], ours[2][:1]), "noop": (noop[0][:1], noop[1][:1])}
+    return {
+        name: drive_measured(side, files[:1], ONE_CALLER_REQUESTS, one, work)
+        for name, side in sides.items()
     }
 
 
