@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from llmproxy.ratelimit.batcher import Batcher
+from llmproxy.ratelimit.batcher import _PROBE_EVERY, Batcher
 from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Outcome, Take
@@ -106,6 +106,44 @@ async def test_after_an_idle_spell_the_next_request_goes_at_once() -> None:
     await asyncio.wait_for(batcher.take([check("k")]), 5)
     assert not batcher.dense
     assert time.monotonic() - start < window_s  # the window was not waited
+
+
+async def test_a_caller_waiting_for_each_answer_is_held_once_then_never() -> None:
+    # Back-to-back requests keep the mean gap short, but each comes only after the last
+    # answer: a hold gathers nobody, so the next ones are not held.
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    await make_dense(batcher, store)
+    start = time.monotonic()
+    await asyncio.wait_for(batcher.take([check("first")]), 5)
+    assert time.monotonic() - start >= WINDOW_S * 0.9  # held, and nobody came
+    for i in range(_PROBE_EVERY - 2):
+        start = time.monotonic()
+        await asyncio.wait_for(batcher.take([check(f"next{i}")]), 5)
+        assert time.monotonic() - start < WINDOW_S / 2
+    assert batcher.dense
+    assert store.calls == [1] * (_PROBE_EVERY - 1)
+
+
+async def test_holds_come_back_with_company() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    await make_dense(batcher, store)
+    await batcher.take([check("alone")])  # a hold that gathers nobody: holds stop
+
+    async def three_in_a_row() -> None:
+        first = asyncio.create_task(batcher.take([check("a")]))
+        await asyncio.sleep(0.005)
+        await asyncio.gather(first, batcher.take([check("b")]), batcher.take([check("c")]))
+
+    for i in range(_PROBE_EVERY - 1):  # not held
+        await asyncio.wait_for(batcher.take([check(f"lone{i}")]), 5)
+    store.calls.clear()
+    await asyncio.wait_for(three_in_a_row(), 5)  # the probe: held, it gathers b and c
+    assert store.calls == [3]
+    store.calls.clear()
+    await asyncio.wait_for(three_in_a_row(), 5)
+    assert store.calls == [3]  # holding again
 
 
 async def test_a_zero_window_never_holds() -> None:
