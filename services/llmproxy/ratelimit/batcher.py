@@ -17,12 +17,14 @@ When the flush runs depends on the load, measured as the mean gap between reques
   only under load.
 A full batch (max_batch checks queued) is sent at once either way.
 
-A hold must pay: one that gathered fewer than two more requests is not repeated, since the
-mean gap alone cannot tell many callers from a few callers in step. One caller sending its next
-request as soon as it has the answer arrives a gap after the last answer, so every hold would
-delay it and gather nobody (measured: such a caller was held to 500 decisions/s, 2 ms each).
-While holds do not pay, one dense flush in _PROBE_EVERY still holds, to notice when company
-comes back.
+Holding also needs company: batches must carry at least 1.5 requests on average (a moving mean
+over every batch, held or not). The mean gap alone cannot tell many callers from one caller
+that sends its next request as soon as it has the answer: that one arrives right after each
+answer, so it reads as dense, yet each hold would only delay it and gather nobody (measured:
+such a caller was held to 500 decisions/s at 2 ms each). Several callers share batches even
+unheld (what arrives while a call is out goes in the next), so their mean rises past 1.5 and
+holding starts. (Whether a hold gathered anyone is no test: under full load many gather nobody,
+every request in flight being queued already, yet holding is what keeps the batches large.)
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take
 _Waiter = tuple[int, int, "asyncio.Future[list[Outcome]]"]
 _GAP_WEIGHT = 1 / 8  # of the newest gap in the moving mean: a burst counts within ~10 requests
 _MAX_GAP_S = 1.0  # an idle spell counts as this gap, so one request after it reads as sparse
-_PAYING_JOINS = 2  # requests a hold must gather to be worth holding again
-_PROBE_EVERY = 16
+_COMPANY = 1.5  # mean requests a batch must carry for holding to gather anyone
 
 
 class Batcher:
@@ -65,9 +66,7 @@ class Batcher:
         self._adjusts: list[Adjust] = []
         self._scheduled = False
         self._held: asyncio.TimerHandle | None = None  # a flush waiting for the window
-        self._held_from = 0  # requests waiting when the hold began
-        self._hold_pays = True
-        self._unheld = 0  # dense flushes not held since holds stopped paying
+        self._batch_requests = 1.0  # moving mean of the requests a batch carries
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._gap_s = _MAX_GAP_S  # moving mean of the time between requests
@@ -102,20 +101,11 @@ class Batcher:
             return
         self._scheduled = True
         loop = asyncio.get_running_loop()
-        if self._waiters and self.dense and len(self._takes) < self._max_batch and self._may_hold():
-            self._held_from = len(self._waiters)
+        holding = self._waiters and self.dense and self._batch_requests >= _COMPANY
+        if holding and len(self._takes) < self._max_batch:
             self._held = loop.call_later(self._window_s, self._flush)
         else:
             loop.call_soon(self._flush)
-
-    def _may_hold(self) -> bool:
-        if self._hold_pays:
-            return True
-        self._unheld += 1
-        if self._unheld < _PROBE_EVERY:
-            return False
-        self._unheld = 0
-        return True
 
     def _send_held(self) -> None:
         # A flush waiting for the window goes in this loop turn instead.
@@ -126,8 +116,6 @@ class Batcher:
             self._schedule()
 
     def _flush(self) -> None:
-        if self._held is not None:  # the window is over: did it gather enough to hold again?
-            self._hold_pays = len(self._waiters) - self._held_from >= _PAYING_JOINS
         self._scheduled = False
         self._held = None
         if self._inflight >= self._max_inflight or not (self._waiters or self._adjusts):
@@ -140,6 +128,8 @@ class Batcher:
             count += stop - start
             end += 1
         waiters, self._waiters = self._waiters[:end], self._waiters[end:]
+        if end:
+            self._batch_requests += (end - self._batch_requests) * _GAP_WEIGHT
         first = waiters[0][0] if waiters else 0
         takes = self._takes[first : first + count]
         del self._takes[first : first + count]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from llmproxy.ratelimit.batcher import _PROBE_EVERY, Batcher
+from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Outcome, Take
@@ -108,42 +108,36 @@ async def test_after_an_idle_spell_the_next_request_goes_at_once() -> None:
     assert time.monotonic() - start < window_s  # the window was not waited
 
 
-async def test_a_caller_waiting_for_each_answer_is_held_once_then_never() -> None:
-    # Back-to-back requests keep the mean gap short, but each comes only after the last
-    # answer: a hold gathers nobody, so the next ones are not held.
-    store = RecordingStore()
-    batcher = Batcher(store, window_s=WINDOW_S)
-    await make_dense(batcher, store)
-    start = time.monotonic()
-    await asyncio.wait_for(batcher.take([check("first")]), 5)
-    assert time.monotonic() - start >= WINDOW_S * 0.9  # held, and nobody came
-    for i in range(_PROBE_EVERY - 2):
+async def one_caller(batcher: Batcher, count: int) -> None:
+    """One caller sending each request when it has the last answer: back to back, alone."""
+    for i in range(count):
         start = time.monotonic()
-        await asyncio.wait_for(batcher.take([check(f"next{i}")]), 5)
-        assert time.monotonic() - start < WINDOW_S / 2
-    assert batcher.dense
-    assert store.calls == [1] * (_PROBE_EVERY - 1)
+        await asyncio.wait_for(batcher.take([check(f"seq{i}")]), 5)
+        assert time.monotonic() - start < WINDOW_S / 2  # not held
 
 
-async def test_holds_come_back_with_company() -> None:
+async def test_a_caller_waiting_for_each_answer_is_never_held() -> None:
+    # Its requests come back to back, so the mean gap reads dense, but a hold would gather
+    # nobody: every batch carries that one request.
     store = RecordingStore()
     batcher = Batcher(store, window_s=WINDOW_S)
-    await make_dense(batcher, store)
-    await batcher.take([check("alone")])  # a hold that gathers nobody: holds stop
+    await one_caller(batcher, 40)
+    assert batcher.dense
+    assert store.calls == [1] * 40
 
-    async def three_in_a_row() -> None:
-        first = asyncio.create_task(batcher.take([check("a")]))
-        await asyncio.sleep(0.005)
-        await asyncio.gather(first, batcher.take([check("b")]), batcher.take([check("c")]))
 
-    for i in range(_PROBE_EVERY - 1):  # not held
-        await asyncio.wait_for(batcher.take([check(f"lone{i}")]), 5)
+async def test_holding_starts_when_company_comes() -> None:
+    store = RecordingStore()
+    batcher = Batcher(store, window_s=WINDOW_S)
+    await one_caller(batcher, 40)
+    for _ in range(2):  # callers together: batches of ten raise the mean past the bar
+        await asyncio.gather(*(batcher.take([check(f"k{i}")]) for i in range(10)))
     store.calls.clear()
-    await asyncio.wait_for(three_in_a_row(), 5)  # the probe: held, it gathers b and c
-    assert store.calls == [3]
-    store.calls.clear()
-    await asyncio.wait_for(three_in_a_row(), 5)
-    assert store.calls == [3]  # holding again
+    first = asyncio.create_task(batcher.take([check("a")]))
+    await asyncio.sleep(WINDOW_S / 4)
+    assert not first.done()  # held
+    await asyncio.wait_for(asyncio.gather(first, batcher.take([check("b")])), 5)
+    assert store.calls == [2]
 
 
 async def test_a_zero_window_never_holds() -> None:
