@@ -29,7 +29,7 @@ from llmproxy.ratelimit.errors import DescriptorError
 from llmproxy.ratelimit.failover import FailoverStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
-from llmproxy.ratelimit.rules import Entries, Match, Rule
+from llmproxy.ratelimit.rules import Entries, Limits, Rule
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
 
 Response = rls_pb2.RateLimitResponse
@@ -47,17 +47,21 @@ _RESERVED_AT = wire.header_key(RESERVED_AT_HEADER)
 
 
 @dataclass(frozen=True, slots=True)
-class _Check:
-    """One descriptor of a request with a limit to check: what its bytes mean."""
+class _Limit:
+    """A configured limit with its answers' statuses, prepared once per version of the limits."""
 
-    match: Match
-    hits: int
+    rule: Rule
     statuses: wire.LimitStatuses
-    enforced: bool  # not shadow mode: a refusal refuses the request (and may be cached)
-    reserves_tokens: bool  # a token limit with hits: its check is the reservation
-    take: Take  # what the store is asked (never changed: built once per request bytes)
 
 
+# One descriptor of a request with a limit to check, what its bytes mean: (counter key, hits,
+# index of its _Limit, enforced, reserves tokens, entries). Enforced: not shadow mode, so a
+# refusal refuses the request (and may be cached). Reserves tokens: a token limit with hits,
+# whose check is the reservation. Plain values only: the garbage collector stops tracking
+# tuples of str, int and bool, so tens of thousands of remembered plans add nothing to its full
+# collections (as objects they did: 100-200 ms stalls every few seconds under load, longer than
+# Envoy's timeout).
+_Check = tuple[str, int, int, bool, bool, Entries]
 # Per descriptor: None (no limit applies, or unlimited) or its check.
 _Plan = tuple[_Check | None, ...]
 
@@ -86,7 +90,7 @@ class Decider:
         self._store = store
         self._batcher = batcher
         self._cache = cache
-        self._statuses: dict[int, wire.LimitStatuses] = {}
+        self._prepared: tuple[Limits | None, list[_Limit]] = (None, [])
         self._plans: dict[bytes, _Plan] = {}
         self._outcomes = {
             name: metrics.DECISIONS.labels(holder.domain, name)
@@ -95,20 +99,30 @@ class Decider:
 
     def limits_changed(self) -> None:
         """Forget what was derived from the old limits."""
-        self._statuses.clear()
         self._plans.clear()
         self._cache.clear()
 
-    def _statuses_of(self, rule: Rule) -> wire.LimitStatuses:
-        found = self._statuses.get(id(rule))
-        if found is None:
-            found = wire.LimitStatuses(
-                Response.RateLimit(
-                    name=rule.name, requests_per_unit=rule.requests_per_unit, unit=UNITS[rule.unit]
+    def _limits(self) -> list[_Limit]:
+        """The limits in force, prepared, by their index in Limits.rules."""
+        limits = self._holder.limits
+        owner, prepared = self._prepared
+        if owner is not limits:
+            prepared = [
+                _Limit(
+                    rule,
+                    wire.LimitStatuses(
+                        Response.RateLimit(
+                            name=rule.name,
+                            requests_per_unit=rule.requests_per_unit,
+                            # An unlimited rule's statuses are never sent (it is never checked).
+                            unit=UNITS.get(rule.unit, Response.RateLimit.UNKNOWN),
+                        )
+                    ),
                 )
-            )
-            self._statuses[id(rule)] = found
-        return found
+                for rule in limits.rules
+            ]
+            self._prepared = (limits, prepared)
+        return prepared
 
     def _plan(self, data: bytes) -> _Plan:
         try:
@@ -125,24 +139,18 @@ class Decider:
         default_hits = request.hits_addend or 1
         checks: list[_Check | None] = []
         for descriptor in request.descriptors:
-            match = limits.match(tuple([(e.key, e.value) for e in descriptor.entries]))
-            if match is None or match.rule.unlimited:
+            entries = tuple([(e.key, e.value) for e in descriptor.entries])
+            found = limits.locate(entries)
+            if found is None or limits.rules[found[0]].unlimited:
                 checks.append(None)
                 continue
-            rule = match.rule
+            index, key = found
+            rule = limits.rules[index]
             hits = (
                 descriptor.hits_addend.value if descriptor.HasField("hits_addend") else default_hits
             )
-            checks.append(
-                _Check(
-                    match,
-                    hits,
-                    self._statuses_of(rule),
-                    not rule.shadow_mode,
-                    rule.tokens and hits > 0,
-                    Take(match.key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits),
-                )
-            )
+            reserves_tokens = rule.tokens and hits > 0
+            checks.append((key, hits, index, not rule.shadow_mode, reserves_tokens, entries))
         plan = tuple(checks)
         if len(self._plans) >= MAX_REMEMBERED_REQUESTS:
             self._plans.clear()  # cheaper than LRU bookkeeping on every request
@@ -158,46 +166,58 @@ class Decider:
         plan = self._plans.get(data)
         if plan is None:
             plan = self._plan(data)
+        # Taken with the plan, before any wait: a reload meanwhile must not renumber its limits.
+        limits = self._limits()
         # A cached refusal per check (ms until it ends, count), or None.
         cache = self._cache
         refusals: list[tuple[int, int] | None] = []
+        takes: list[Take] = []
         any_cached = False
         for check in plan:
             cached = None
-            if check is not None and check.enforced:
-                cached = cache.refused(check.match.key, check.hits)
-                if cached is not None:
-                    metrics.LOCAL_CACHE_HITS.inc()
-                    any_cached = True
+            if check is not None:
+                key, hits, index, enforced, _, _ = check
+                if enforced:
+                    cached = cache.refused(key, hits)
+                    if cached is not None:
+                        metrics.LOCAL_CACHE_HITS.inc()
+                        any_cached = True
+                rule = limits[index].rule
+                takes.append(
+                    Take(key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits)
+                )
             refusals.append(cached)
         if any_cached:
             # Refused already (a cached refusal): counting its other descriptors would only
             # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
-            return self._answer_from_cache(plan, refusals)
-        takes = [check.take for check in plan if check is not None]
+            return self._answer_from_cache(plan, limits, refusals)
         outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
-        return self._answer(plan, outcomes)
+        return self._answer(plan, limits, outcomes)
 
-    def _answer_from_cache(self, plan: _Plan, refusals: list[tuple[int, int] | None]) -> bytes:
+    def _answer_from_cache(
+        self, plan: _Plan, limits: list[_Limit], refusals: list[tuple[int, int] | None]
+    ) -> bytes:
         parts = [wire.OVERALL_OVER_LIMIT]
         refusal: tuple[_Check, int, int] | None = None  # check, used, reset ms
         for check, cached in zip(plan, refusals, strict=True):
             if check is None:
                 parts.append(wire.NO_LIMIT_STATUS)
-            elif cached is None:
+                continue
+            statuses = limits[check[2]].statuses
+            if cached is None:
                 # Not checked: another descriptor's cached refusal decided the request.
-                parts.append(check.statuses.unchecked)
+                parts.append(statuses.unchecked)
             else:
                 reset_ms, used = cached
-                parts.append(check.statuses.status(True, 0, reset_ms))
+                parts.append(statuses.status(True, 0, reset_ms))
                 if refusal is None or reset_ms >= refusal[2]:
                     refusal = (check, used, reset_ms)
         self._outcomes["degraded" if self._store.degraded else "over_limit"].inc()
         if refusal is not None:  # always: at least one check was refused from the cache
-            parts.append(self._refusal(*refusal))
+            parts.append(self._refusal(limits, *refusal))
         return b"".join(parts)
 
-    def _answer(self, plan: _Plan, outcomes: list[Outcome]) -> bytes:
+    def _answer(self, plan: _Plan, limits: list[_Limit], outcomes: list[Outcome]) -> bytes:
         parts: list[bytes] = []
         shadow = False
         refusal: tuple[_Check, int, int] | None = None  # check, used, reset ms
@@ -208,28 +228,28 @@ class Decider:
             if check is None:
                 parts.append(wire.NO_LIMIT_STATUS)
                 continue
+            key, hits, limit_index, enforced, reserves_tokens, _ = check
             outcome = outcomes[index]
             index += 1
-            if reserved_at is None and check.reserves_tokens:
+            if reserved_at is None and reserves_tokens:
                 reserved_at = outcome.now_ms
             over = False
             if not outcome.allowed:
-                if not check.enforced:
+                if not enforced:
                     shadow = True
                 else:
                     over = True
                     # Local counts (while degraded) must not outlive the outage in the cache.
                     if not degraded:
-                        self._cache.remember(
-                            check.match.key, check.hits, outcome.reset_ms, outcome.used
-                        )
+                        self._cache.remember(key, hits, outcome.reset_ms, outcome.used)
                     if refusal is None or outcome.reset_ms >= refusal[2]:
                         refusal = (check, outcome.used, outcome.reset_ms)
-            parts.append(check.statuses.status(over, outcome.remaining, outcome.reset_ms))
+            statuses = limits[limit_index].statuses
+            parts.append(statuses.status(over, outcome.remaining, outcome.reset_ms))
         if refusal is not None:
-            self._give_back(plan, outcomes)
+            self._give_back(plan, limits, outcomes)
             parts.insert(0, wire.OVERALL_OVER_LIMIT)
-            parts.append(self._refusal(*refusal))
+            parts.append(self._refusal(limits, *refusal))
         else:
             parts.insert(0, wire.OVERALL_OK)
             if reserved_at is not None:
@@ -248,33 +268,29 @@ class Decider:
         self._outcomes[outcome_name].inc()
         return b"".join(parts)
 
-    def _give_back(self, plan: _Plan, outcomes: list[Outcome]) -> None:
+    def _give_back(self, plan: _Plan, limits: list[_Limit], outcomes: list[Outcome]) -> None:
         # The request is refused: what its other descriptors counted must not stay counted.
         refunds = []
         checks = [check for check in plan if check is not None]
-        for check, outcome in zip(checks, outcomes, strict=True):
-            if outcome.allowed and check.hits:
-                rule = check.match.rule
-                refunds.append(
-                    Adjust(
-                        check.match.key, rule.algorithm, rule.window_ms, -check.hits, outcome.now_ms
-                    )
-                )
+        for (key, hits, index, _, _, _), outcome in zip(checks, outcomes, strict=True):
+            if outcome.allowed and hits:
+                rule = limits[index].rule
+                refunds.append(Adjust(key, rule.algorithm, rule.window_ms, -hits, outcome.now_ms))
         if refunds:
             self._batcher.adjust_soon(refunds)
 
     @staticmethod
-    def _refusal(check: _Check, used: int, reset_ms: int) -> bytes:
+    def _refusal(limits: list[_Limit], check: _Check, used: int, reset_ms: int) -> bytes:
         # The rare parts of a refusal as a message; its bytes merge into the answer's.
-        match, hits = check.match, check.hits
-        rule = match.rule
+        _, hits, index, _, _, entries = check
+        rule = limits[index].rule
         seconds = max(1, math.ceil(reset_ms / 1000))
         what = "tokens" if rule.tokens else "requests"
         extra = Response(
             # The message of the OpenAI-style error body Envoy's local reply builds
             # (listeners.py).
             raw_body=(
-                f"Rate limit reached for {describe(match.entries)} on {what} per {rule.unit}: "
+                f"Rate limit reached for {describe(entries)} on {what} per {rule.unit}: "
                 f"limit {rule.requests_per_unit}, used {used}, requested {hits}. "
                 f"Please try again in {seconds}s."
             ).encode(),

@@ -60,6 +60,7 @@ class Match:
 @dataclass
 class _Node:
     rule: Rule | None = None
+    index: int = -1  # of rule in Limits.rules
     exact: dict[tuple[str, str], _Node] = field(default_factory=dict)
     prefixes: list[tuple[str, str, _Node]] = field(default_factory=list)
     any_value: dict[str, _Node] = field(default_factory=dict)
@@ -120,7 +121,10 @@ class Limits:
         self.rules: list[Rule] = []
         self._root = _Node()
         self._build(self._root, spec.descriptors, ())
-        self._cache: dict[Entries, Match | None] = {}
+        # Plain tuples of str and int, which the garbage collector stops tracking: with one
+        # entry per distinct descriptor (hundreds of thousands), objects here made every full
+        # collection long enough to stall the service past Envoy's timeout.
+        self._cache: dict[Entries, tuple[int, str] | None] = {}
 
     def _build(self, node: _Node, children: list[DescriptorSpec], path: Entries) -> None:
         for spec in children:
@@ -129,6 +133,7 @@ class Limits:
             child_path = (*path, (spec.key, value))
             child.rule = _rule_of(spec, child_path)
             if child.rule is not None:
+                child.index = len(self.rules)
                 self.rules.append(child.rule)
             if not value:
                 node.any_value[spec.key] = child
@@ -140,6 +145,11 @@ class Limits:
 
     def match(self, entries: Entries) -> Match | None:
         """The limit that applies to a descriptor's entries, or None when none does."""
+        found = self.locate(entries)
+        return None if found is None else Match(self.rules[found[0]], found[1], entries)
+
+    def locate(self, entries: Entries) -> tuple[int, str] | None:
+        """match() as plain values: the limit's index in rules and the counter's key."""
         try:
             return self._cache[entries]
         except KeyError:
@@ -155,7 +165,7 @@ class Limits:
                 break
         found = None
         if node is not None and node.rule is not None:
-            found = Match(node.rule, counter_key(self.domain, entries, node.rule), entries)
+            found = (node.index, counter_key(self.domain, entries, node.rule))
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()  # distinct descriptors are unbounded; the tree is the truth
         self._cache[entries] = found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -222,3 +223,33 @@ async def test_remembered_requests_follow_a_reload(tmp_path: Path) -> None:
     holder.reload()
     reloaded = rls_pb2.RateLimitResponse.FromString(await decider.decide_bytes(data))
     assert reloaded.statuses[0].current_limit.requests_per_unit == 50
+
+
+class AllowingStore(CountingStore):
+    """Allows everything and keeps nothing: the counters live elsewhere, as in Redis."""
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        return [Outcome(True, 0, op.limit, op.window_ms, 0) for op in ops]
+
+
+async def test_remembered_requests_leave_nothing_for_the_garbage_collector(
+    tmp_path: Path,
+) -> None:
+    # Tens of thousands of remembered requests must not lengthen every full collection (its
+    # pauses stall the service): what they mean is kept in untracked plain tuples.
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITS)
+    store = FailoverStore(AllowingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
+    decider = Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
+
+    def request(i: int) -> bytes:
+        return bytes(req(desc(("tenant", f"t{i}"), ("key_id", f"k{i}"))).SerializeToString())
+
+    await decider.decide_bytes(request(-1))
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(1000):
+        await decider.decide_bytes(request(i))
+    for _ in range(3):  # a tuple is untracked once what it holds is: one level per collection
+        gc.collect()
+    assert len(gc.get_objects()) - before < 50  # as objects, four or more per request
