@@ -37,7 +37,7 @@ from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take
 
 _Waiter = tuple[int, int, "asyncio.Future[list[Outcome]]"]
-_GAP_WEIGHT = 1 / 8  # of the newest gap in the moving mean: a burst counts within ~10 requests
+_MEAN_WEIGHT = 1 / 8  # of the newest sample in each moving mean: a burst counts within ~10
 _MAX_GAP_S = 1.0  # an idle spell counts as this gap, so one request after it reads as sparse
 _COMPANY = 1.5  # mean requests a batch must carry for holding to gather anyone
 
@@ -80,7 +80,7 @@ class Batcher:
     async def take(self, ops: Sequence[Take]) -> list[Outcome]:
         """Decide ops (atomically each) in the next batch."""
         now = time.monotonic()
-        self._gap_s += (min(now - self._last_s, _MAX_GAP_S) - self._gap_s) * _GAP_WEIGHT
+        self._gap_s += (min(now - self._last_s, _MAX_GAP_S) - self._gap_s) * _MEAN_WEIGHT
         self._last_s = now
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         start = len(self._takes)
@@ -101,7 +101,7 @@ class Batcher:
             return
         self._scheduled = True
         loop = asyncio.get_running_loop()
-        holding = self._waiters and self.dense and self._batch_requests >= _COMPANY
+        holding = bool(self._waiters) and self.dense and self._batch_requests >= _COMPANY
         if holding and len(self._takes) < self._max_batch:
             self._held = loop.call_later(self._window_s, self._flush)
         else:
@@ -129,7 +129,7 @@ class Batcher:
             end += 1
         waiters, self._waiters = self._waiters[:end], self._waiters[end:]
         if end:
-            self._batch_requests += (end - self._batch_requests) * _GAP_WEIGHT
+            self._batch_requests += (end - self._batch_requests) * _MEAN_WEIGHT
         first = waiters[0][0] if waiters else 0
         takes = self._takes[first : first + count]
         del self._takes[first : first + count]
