@@ -36,6 +36,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Why each rerun test failed its first time: a rerun must not hide a flake's cause."""
+    reruns = terminalreporter.stats.get("rerun", [])
+    if not reruns:
+        return
+    terminalreporter.section("first failures of rerun tests")
+    for report in reruns:
+        terminalreporter.line(f"{report.nodeid} ({report.when}):")
+        for line in report.longreprtext.splitlines()[-_RERUN_TAIL_LINES:]:
+            terminalreporter.line(f"    {line}")
+
+
+_RERUN_TAIL_LINES = 40
+
+
 def _docker_engine_available() -> bool:
     try:
         done = subprocess.run(
