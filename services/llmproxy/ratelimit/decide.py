@@ -66,6 +66,13 @@ _Check = tuple[str, int, int, bool, bool, Entries]
 _Plan = tuple[_Check | None, ...]
 
 
+def _take(limits: list[_Limit], check: _Check) -> Take:
+    """What the store is asked for one check."""
+    key, hits, index, _, _, _ = check
+    rule = limits[index].rule
+    return Take(key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits)
+
+
 def duration(ms: int) -> Duration:
     """A protobuf Duration of ms milliseconds."""
     return Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
@@ -171,26 +178,21 @@ class Decider:
         # A cached refusal per check (ms until it ends, count), or None.
         cache = self._cache
         refusals: list[tuple[int, int] | None] = []
-        takes: list[Take] = []
         any_cached = False
         for check in plan:
             cached = None
             if check is not None:
-                key, hits, index, enforced, _, _ = check
-                if enforced:
-                    cached = cache.refused(key, hits)
-                    if cached is not None:
-                        metrics.LOCAL_CACHE_HITS.inc()
-                        any_cached = True
-                rule = limits[index].rule
-                takes.append(
-                    Take(key, rule.algorithm, rule.requests_per_unit, rule.window_ms, hits)
-                )
+                key, hits, _, enforced, _, _ = check
+                cached = cache.refused(key, hits) if enforced else None
+                if cached is not None:
+                    metrics.LOCAL_CACHE_HITS.inc()
+                    any_cached = True
             refusals.append(cached)
         if any_cached:
             # Refused already (a cached refusal): counting its other descriptors would only
             # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
             return self._answer_from_cache(plan, limits, refusals)
+        takes = [_take(limits, check) for check in plan if check is not None]
         outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
         return self._answer(plan, limits, outcomes)
 
