@@ -18,6 +18,8 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_server import redis_server
 
+_RERUN_TAIL_LINES = 40  # of each rerun test's first failure, printed at the end of the run
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
@@ -46,9 +48,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.line(f"{report.nodeid} ({report.when}):")
         for line in report.longreprtext.splitlines()[-_RERUN_TAIL_LINES:]:
             terminalreporter.line(f"    {line}")
-
-
-_RERUN_TAIL_LINES = 40
 
 
 def _docker_engine_available() -> bool:
