@@ -23,11 +23,11 @@ import contextlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.config import DEMO_PROVIDER, load_config
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.freeports import free_port, with_free_ports
+from llmproxy.devstack.probes import grpc_serving
+from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack
 
 CONCURRENCY = (1, 10, 100)
@@ -172,24 +174,46 @@ def _router_grpc(target: str, body: str, seconds: float) -> dict[str, Any]:
     return {"whole": _percentiles(totals), "first_message": _percentiles(firsts)}
 
 
+def _floor_process(stack: Stack, role: str, port: int, provider_url: str) -> ManagedProcess:
+    """bench/floor_servers.py in a role, on the port of the service it stands in for."""
+    args = [provider_url] if role == "router" else []
+    argv = [sys.executable, "-m", "bench.floor_servers", role, str(port), *args]
+    name = f"{role}-floor-{port}"
+    ready = partial(grpc_serving, f"127.0.0.1:{port}")
+    return ManagedProcess(name, argv, stack.workdir / "logs" / f"{name}.log", ready, stack.environ)
+
+
 @contextlib.contextmanager
-def _router_floor(provider_url: str) -> Iterator[str]:
-    """bench/router_floor_server.py on a free port: the floor of a router hop."""
+def _router_floor(stack: Stack, provider_url: str) -> Iterator[str]:
+    """The router's stand-in on a free port: the floor of a router hop."""
     port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("router_floor_server.py")),
-            str(port),
-            provider_url,
-        ]
-    )
+    server = _floor_process(stack, "router", port, provider_url)
+    server.start()
     try:
         wait_port(port)
         yield f"127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
+
+
+def _egress_url(stack: Stack) -> str:
+    envoy = stack.config.envoy
+    return f"http://{envoy.host}:{envoy.egress_port}/{DEMO_PROVIDER}/chat/completions"
+
+
+def _cpu_per_request(
+    stack: Stack, url: str, body: str, seconds: float, headers: dict[str, str]
+) -> tuple[WrkResult, dict[str, float]]:
+    """One wrk run at 1 connection, and the CPU each process of the stack spent per request."""
+    pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
+    before = _cpu_ms(pids)
+    result = run_wrk(url, body, 1, seconds, headers)
+    after = _cpu_ms(pids)
+    per_request = {
+        process: round((after[process] - before[process]) / max(1, result.requests), 3)
+        for process in pids
+    }
+    return result, {**per_request, "total": round(sum(per_request.values()), 3)}
 
 
 def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
@@ -200,9 +224,7 @@ def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     auth = {"authorization": f"Bearer {key}"}
     urls = {
         "provider": f"http://{fake.host}:{fake.port}/v1/chat/completions",
-        "egress_to_provider": (
-            f"http://{envoy.host}:{envoy.egress_port}/{DEMO_PROVIDER}/chat/completions"
-        ),
+        "egress_to_provider": _egress_url(stack),
     }
     hops: dict[str, Any] = {
         name: run_wrk(url, body, 1, seconds).as_dict() for name, url in urls.items()
@@ -212,22 +234,65 @@ def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     hops["router_grpc_stream"] = _router_grpc(
         f"{router.host}:{router.grpc_port}", stream_body, seconds
     )
-    with _router_floor(urls["egress_to_provider"]) as floor:
+    with _router_floor(stack, urls["egress_to_provider"]) as floor:
         hops["router_floor_grpc"] = _router_grpc(floor, body, seconds)
-    pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
     gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
     cpu: dict[str, Any] = {}
     for name, payload in (("gateway", body), ("gateway_stream", stream_body)):
-        before = _cpu_ms(pids)
-        result: WrkResult = run_wrk(gateway, payload, 1, seconds, auth)
-        after = _cpu_ms(pids)
+        result, cpu[name] = _cpu_per_request(stack, gateway, payload, seconds, auth)
         hops[name] = result.as_dict()
-        per_request = {
-            process: round((after[process] - before[process]) / max(1, result.requests), 3)
-            for process in pids
-        }
-        cpu[name] = {**per_request, "total": round(sum(per_request.values()), 3)}
     return {"latency_at_1_connection": hops, "cpu_ms_per_request": cpu}
+
+
+async def floor(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
+    """The same gateway with bare stand-ins for authz, the rate limiter and the router.
+
+    bench/floor_servers.py does no work of its own, so this is the floor of the design on this
+    machine: Envoy and three Python gRPC hops, the router's provider call through the egress
+    included. Run it last: it stops those three services (Envoy and the rest stay as they were).
+    """
+    services = stack.config.services
+    ports = {
+        "authz": [services.authz.grpc_port],
+        "ratelimit": services.ratelimit.grpc_ports(),
+        "router": [services.router.grpc_port],
+    }
+    for name in [n for n in stack.processes if n.split("-")[0] in ports]:
+        stack.processes.pop(name).stop()
+    stand_ins = [
+        _floor_process(stack, role, port, _egress_url(stack))
+        for role, role_ports in ports.items()
+        for port in role_ports
+    ]
+    for process in stand_ins:
+        stack.processes[process.name] = process
+        process.start()
+    await asyncio.gather(*(process.wait_ready(30) for process in stand_ins))
+    envoy, fake = stack.config.envoy, stack.config.fake_provider
+    gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
+    body = chat("Where does the time go?", temperature=1.0)
+    auth = {"authorization": f"Bearer {key}"}
+    await _until_answered(gateway, body, auth)
+    via, cpu = _cpu_per_request(stack, gateway, body, seconds, auth)
+    direct = run_wrk(f"http://{fake.host}:{fake.port}/v1/chat/completions", body, 1, seconds)
+    return {
+        "time_to_first_token": ttft(stack, key),
+        "gateway_at_1_connection": via.as_dict(),
+        "direct_at_1_connection": direct.as_dict(),
+        "overhead_p50_ms": round(via.p50_ms - direct.p50_ms, 3),
+        "cpu_ms_per_request": cpu,
+    }
+
+
+async def _until_answered(url: str, body: str, headers: dict[str, str]) -> None:
+    """Wait until Envoy reaches the stand-ins (its pools reconnect, its health checks pass)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        for _ in range(300):
+            response = await client.post(url, content=body, headers=headers)
+            if response.status_code == 200:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the floor gateway answers {response.status_code}: {response.text}")
 
 
 def cache_hits(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
@@ -294,6 +359,7 @@ async def main() -> None:
                 "gateway_overhead": overhead(stack, key, args.seconds),
                 "cache_hit_latency": cache_hits(stack, key, args.seconds),
                 "zipf_replay": await zipf_replay(stack, key),
+                "floor": await floor(stack, key, args.seconds),
                 "cpu_count": os.cpu_count(),
             }
         finally:
