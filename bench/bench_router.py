@@ -8,9 +8,10 @@ which the figures include.
 It also breaks one uncached request down: the same request at 1 connection to each hop on
 its own (the provider; Envoy's egress listener in front of it; the router over gRPC without
 Envoy, authz and the rate limiter; the floor of such a hop, a bare grpc.aio handler making the
-same provider call (bench/router_floor_server.py); the whole gateway), and the CPU each
-process of the stack spends per gateway request (from /proc), which is where the time goes on
-two shared cores.
+same provider call (the router role of bench/floor_servers.py); the whole gateway), and the CPU
+each process of the stack spends per gateway request (from /proc), which is where the time goes
+on two shared cores. Last, the floor of the design: the same gateway with authz, the rate
+limiter and the router replaced by those bare stand-ins, measured the same way.
 
     .venv/bin/python -m bench.bench_router [--seconds 10]
 """
