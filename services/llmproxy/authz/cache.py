@@ -18,7 +18,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from llmproxy.authz.records import KeyRecord
+from llmproxy.authz.records import Atoms, KeyRecord
 from llmproxy.authz.store import RESYNC, KeyStore
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,13 @@ class InvalidationFeed(Protocol):
 
 
 class KeyCache:
-    """A TTL and LRU bounded map of key id to record (or None for a known miss)."""
+    """A TTL and LRU bounded map of key id to record (or None for a known miss).
+
+    Records are kept as plain tuples (KeyRecord.as_atoms), which the garbage collector stops
+    tracking: as objects, 100,000 cached records made every full collection take about 70 ms
+    (6.5 ms as tuples), a stall of every check, and the short TTL keeps adding new ones, which
+    triggers such collections. Rebuilding a record on each hit costs about 6 µs.
+    """
 
     def __init__(
         self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic
@@ -42,7 +48,7 @@ class KeyCache:
         self._ttl = ttl_s
         self._max = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Atoms | None]] = OrderedDict()
         # Bumped by every eviction: a lookup that raced with one must not cache what it read.
         self.generation = 0
 
@@ -51,16 +57,16 @@ class KeyCache:
         entry = self._entries.get(key_id)
         if entry is None:
             return _MISSING
-        stored_at, record = entry
+        stored_at, atoms = entry
         if self._clock() - stored_at >= self._ttl:
             del self._entries[key_id]
             return _MISSING
         self._entries.move_to_end(key_id)
-        return record
+        return None if atoms is None else KeyRecord.from_atoms(atoms)
 
     def put(self, key_id: str, record: KeyRecord | None) -> None:
         """Cache record (or a miss) for key_id, evicting the least recently used beyond max."""
-        self._entries[key_id] = (self._clock(), record)
+        self._entries[key_id] = (self._clock(), None if record is None else record.as_atoms())
         self._entries.move_to_end(key_id)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -69,6 +69,20 @@ class KeyRecord:
         """The record as stored in Redis."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    def as_atoms(self) -> Atoms:
+        """The record as a tuple of strings, numbers and tuples: the garbage collector stops
+        tracking such a tuple once a collection has seen it (see authz.cache)."""
+        values = [getattr(self, name) for name in _FIELD_NAMES]
+        values[_LABELS] = tuple(self.labels.items())
+        return tuple(values)
+
+    @classmethod
+    def from_atoms(cls, atoms: Atoms) -> KeyRecord:
+        """The record as_atoms made."""
+        values = list(atoms)
+        values[_LABELS] = dict(values[_LABELS])
+        return cls(*values)
+
     @classmethod
     def from_json(cls, text: str | bytes) -> KeyRecord:
         """The record read back from Redis; fields added later take their defaults."""
@@ -77,6 +91,11 @@ class KeyRecord:
         data = {name: value for name, value in data.items() if name in known}
         data["allowed_models"] = tuple(data.get("allowed_models", ALL_MODELS))
         return cls(**data)
+
+
+Atoms = tuple[Any, ...]
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(KeyRecord))
+_LABELS = _FIELD_NAMES.index("labels")
 
 
 @dataclass(frozen=True)
