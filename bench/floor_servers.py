@@ -3,7 +3,7 @@
 Same runtime as the services (grpc.aio on uvloop, gRPC health for Envoy's checks), no work of
 their own:
 - authz: Check allows every request with a fixed set of identity headers;
-- ratelimit: ShouldRateLimit answers OK without looking at the request;
+- ratelimit: ShouldRateLimit answers OK whatever the request;
 - router: CreateChatCompletion POSTs the body to the provider URL (through Envoy's egress, as
   the router does) and relays its answer, streamed chunk by chunk when the request streams.
 
@@ -50,6 +50,25 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
 
 
+def _constant(service: str, method: str, request_type: Any, answer: Any) -> grpc.GenericRpcHandler:
+    """A unary method that answers every request with answer (the request is still decoded,
+    as a real service's would be)."""
+
+    async def handle(request: Any, context: Any) -> Any:
+        return answer
+
+    return grpc.method_handlers_generic_handler(
+        service,
+        {
+            method: grpc.unary_unary_rpc_method_handler(
+                handle,
+                request_deserializer=request_type.FromString,
+                response_serializer=type(answer).SerializeToString,
+            )
+        },
+    )
+
+
 def authz(_: list[str]) -> grpc.GenericRpcHandler:
     """ext_authz Check: allowed, naming a fixed caller as the real service would."""
     identity = {
@@ -65,38 +84,19 @@ def authz(_: list[str]) -> grpc.GenericRpcHandler:
             headers=[_header(name, value) for name, value in identity.items()]
         ),
     )
-
-    async def check(request: Any, context: Any) -> Any:
-        return answer
-
-    return grpc.method_handlers_generic_handler(
-        "envoy.service.auth.v3.Authorization",
-        {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                check,
-                request_deserializer=external_auth_pb2.CheckRequest.FromString,
-                response_serializer=external_auth_pb2.CheckResponse.SerializeToString,
-            )
-        },
+    return _constant(
+        "envoy.service.auth.v3.Authorization", "Check", external_auth_pb2.CheckRequest, answer
     )
 
 
 def ratelimit(_: list[str]) -> grpc.GenericRpcHandler:
-    """ShouldRateLimit: OK, request unread (the rate limit service's own no-op)."""
+    """ShouldRateLimit: OK, whatever the request (the rate limit service's own no-op)."""
     answer = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
-
-    async def should_rate_limit(request: Any, context: Any) -> Any:
-        return answer
-
-    return grpc.method_handlers_generic_handler(
+    return _constant(
         "envoy.service.ratelimit.v3.RateLimitService",
-        {
-            "ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
-                should_rate_limit,
-                request_deserializer=rls_pb2.RateLimitRequest.FromString,
-                response_serializer=rls_pb2.RateLimitResponse.SerializeToString,
-            )
-        },
+        "ShouldRateLimit",
+        rls_pb2.RateLimitRequest,
+        answer,
     )
 
 
