@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from llmproxy._gen.router.v1 import openai_pb2
-from llmproxy.authz.headers import (
+from llmproxy.common.contract import (
     FAULT_CLUSTER_HEADER,
     KEY_ID_HEADER,
     TENANT_HEADER,

@@ -16,13 +16,12 @@ import pytest
 import yaml
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc, router_pb2, router_pb2_grpc
+from llmproxy.common.contract import SERVICES
 from llmproxy.devstack.process import ManagedProcess
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.router_process import router_with_fake_provider
 
 pytestmark = pytest.mark.integration
-
-SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 
 
 @pytest.mark.parametrize("service", SERVICES)

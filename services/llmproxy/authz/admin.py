@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.authz import validation
-from llmproxy.authz.convert import seconds
 from llmproxy.authz.errors import (
     ConflictError,
     FailedPreconditionError,
@@ -23,6 +22,7 @@ from llmproxy.authz.errors import (
 from llmproxy.authz.keys import KeyHasher, new_key, new_key_id
 from llmproxy.authz.records import AuditEntry, KeyRecord
 from llmproxy.authz.store import KeyStore
+from llmproxy.common.timestamps import seconds
 
 KEYS_CURSOR = re.compile(r"^\d{15}:[0-9a-f]{16}$")
 AUDIT_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")

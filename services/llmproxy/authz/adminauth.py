@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from llmproxy.authz.errors import AdminPermissionError, AdminUnauthenticatedError
+from llmproxy.common.contract import ACTOR_METADATA
 
-ACTOR_METADATA = "x-llmproxy-actor"
 ADMIN_ACTOR = "admin"
 
 

@@ -21,8 +21,9 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.authz.convert import timestamp
+from llmproxy.common.contract import ACTOR_METADATA
 from llmproxy.common.errors import ConfigError
+from llmproxy.common.timestamps import timestamp
 from llmproxy.config import load_config
 
 PROG = "python -m llmproxy.authz.cli"
@@ -223,7 +224,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     user = env.get("USER", "")
     metadata = [("authorization", f"Bearer {token}")]
     if user.isprintable() and user:
-        metadata.append(("x-llmproxy-actor", f"cli:{user}"[:64]))
+        metadata.append((ACTOR_METADATA, f"cli:{user}"[:64]))
     with grpc.insecure_channel(target) as channel:
         stub: Any = authz_pb2_grpc.AuthzServiceStub(channel)
         try:

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.authz.keys import key_prefix
 from llmproxy.authz.records import AuditEntry, KeyRecord
-
-
-def timestamp(seconds: float | None) -> Timestamp | None:
-    """A Timestamp for Unix seconds, or None."""
-    if seconds is None:
-        return None
-    value = Timestamp()
-    value.FromNanoseconds(round(seconds * 1e9))
-    return value
-
-
-def seconds(value: Timestamp) -> float:
-    """Unix seconds of a Timestamp."""
-    return float(value.ToNanoseconds()) / 1e9
+from llmproxy.common.timestamps import optional_timestamp, timestamp
 
 
 def api_key(record: KeyRecord) -> authz_pb2.ApiKey:
@@ -36,15 +21,15 @@ def api_key(record: KeyRecord) -> authz_pb2.ApiKey:
         budget=authz_pb2.Budget(
             daily_usd=record.daily_budget_usd, monthly_usd=record.monthly_budget_usd
         ),
-        expire_time=timestamp(record.expires_at),
+        expire_time=optional_timestamp(record.expires_at),
         revoked=record.revoked,
-        revoke_time=timestamp(record.revoked_at),
+        revoke_time=optional_timestamp(record.revoked_at),
         revoke_reason=record.revoke_reason,
         labels=record.labels,
-        create_time=timestamp(record.created_at),
-        update_time=timestamp(record.updated_at),
-        rotate_time=timestamp(record.rotated_at),
-        previous_secret_expire_time=timestamp(record.previous_valid_until),
+        create_time=optional_timestamp(record.created_at),
+        update_time=optional_timestamp(record.updated_at),
+        rotate_time=optional_timestamp(record.rotated_at),
+        previous_secret_expire_time=optional_timestamp(record.previous_valid_until),
     )
 
 

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
 from llmproxy._gen.router.v1 import chat_pb2, openai_pb2
-from llmproxy.authz.headers import API_KEY_HEADER, AUTHORIZATION_HEADER
+from llmproxy.common.contract import API_KEY_HEADER, AUTHORIZATION_HEADER
 from llmproxy.common.tokens import estimate_request_tokens
 
 _GRPC_FRAME_HEADER = struct.Struct(">BI")  # compressed flag, message length

@@ -27,11 +27,13 @@ from llmproxy.authz.admin import KeyAdmin
 from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.errors import AdminError, BudgetExceededError, Denied
-from llmproxy.authz.headers import (
+from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.requests import check_input
+from llmproxy.authz.store import KeyStore
+from llmproxy.common.contract import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
     FAULT_CLUSTER_HEADER,
-    IDENTITY_HEADERS,
     KEY_ID_HEADER,
     MODEL_HEADER,
     TENANT_HEADER,
@@ -41,22 +43,9 @@ from llmproxy.authz.headers import (
     USER_HEADER,
     fault_cluster,
 )
-from llmproxy.authz.records import AuditEntry, KeyRecord
-from llmproxy.authz.requests import check_input
-from llmproxy.authz.store import KeyStore
 from llmproxy.common.grpc_types import Context
 
-# The header names live in authz.headers; they are also importable from here, where the
-# services behind Envoy first found them.
 __all__ = [
-    "IDENTITY_HEADERS",
-    "KEY_ID_HEADER",
-    "MODEL_HEADER",
-    "TENANT_HEADER",
-    "TIER_HEADER",
-    "TOKEN_ESTIMATE_HEADER",
-    "TRUSTED_HEADERS",
-    "USER_HEADER",
     "AuthorizationServicer",
     "AuthzControlServicer",
 ]

@@ -9,8 +9,9 @@ from collections.abc import MutableMapping
 import grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.authz.convert import timestamp
 from llmproxy.authz.settings import AuthzSettings
+from llmproxy.common.contract import ACTOR_METADATA
+from llmproxy.common.timestamps import timestamp
 from llmproxy.config import StackConfig
 from llmproxy.devstack.process import StartupError
 
@@ -47,7 +48,7 @@ async def create_demo_key(config: StackConfig, admin_token: str) -> str:
                 request,
                 metadata=(
                     ("authorization", f"Bearer {admin_token}"),
-                    ("x-llmproxy-actor", "devstack"),
+                    (ACTOR_METADATA, "devstack"),
                 ),
                 timeout=10,
             )

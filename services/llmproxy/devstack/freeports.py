@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
+from llmproxy.common.contract import SERVICES
 from llmproxy.config import DEFAULT_CONFIG
 
-SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 _handed_out: set[int] = set()
 
 

@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from llmproxy.common.contract import SERVICES
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.authz import ensure_authz_secrets
@@ -17,7 +18,6 @@ from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
 from llmproxy.envoyconf.__main__ import write as write_envoy_config
 from llmproxy.envoyconf.build import build_bootstrap
-from llmproxy.envoyconf.listeners import SERVICES
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

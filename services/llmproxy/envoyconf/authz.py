@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.authz.headers import CREDENTIAL_HEADERS, TRUSTED_HEADERS
+from llmproxy.common.contract import CREDENTIAL_HEADERS, TRUSTED_HEADERS
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import grpc_service, typed
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from llmproxy.common.contract import SERVICES
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster, socket_address
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
-from llmproxy.envoyconf.listeners import SERVICES, client_listener, control_listener
+from llmproxy.envoyconf.listeners import client_listener, control_listener
 from llmproxy.envoyconf.tracing import collector_clusters, tracing_runtime
 
 

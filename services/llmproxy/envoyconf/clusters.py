@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from llmproxy.common.contract import service_cluster_name
 from llmproxy.common.settings import ServiceSettings
 from llmproxy.ratelimit.settings import RateLimitSettings
 
@@ -19,11 +20,6 @@ def typed(type_name: str, **fields: Any) -> dict[str, Any]:
 def socket_address(host: str, port: int) -> dict[str, Any]:
     """An Envoy address for host:port."""
     return {"socket_address": {"address": host, "port_value": port}}
-
-
-def service_cluster_name(service: str) -> str:
-    """The name of the cluster that reaches one of our services."""
-    return f"llmproxy_{service}"
 
 
 def grpc_service(service: str, timeout_s: float) -> dict[str, Any]:

@@ -15,8 +15,9 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
+from llmproxy.common.contract import provider_cluster_name, service_cluster_name
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
+from llmproxy.envoyconf.clusters import socket_address, typed
 from llmproxy.envoyconf.fault import egress_fault_filter, provider_route_faults
 from llmproxy.envoyconf.tracing import hcm_tracing
 from llmproxy.router.settings import ProviderSettings
@@ -25,11 +26,6 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # How long Envoy waits for the health service's first endpoints before it starts anyway (the
 # provider clusters then have no endpoint, hence 503, until the health service answers).
 EDS_INITIAL_FETCH_TIMEOUT = "3s"
-
-
-def provider_cluster_name(provider: str) -> str:
-    """The Envoy cluster that reaches provider."""
-    return f"provider_{provider}"
 
 
 def _is_ip(host: str) -> bool:

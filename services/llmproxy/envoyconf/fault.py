@@ -20,11 +20,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.authz.headers import FAULT_CLUSTER_HEADER, fault_cluster
-from llmproxy.envoyconf.clusters import service_cluster_name, typed
+from llmproxy.common.contract import (
+    FAULT_CLUSTER_HEADER,
+    RTDS_RESOURCE,
+    provider_fault_prefix,
+    route_fault_prefix,
+    service_cluster_name,
+)
+from llmproxy.envoyconf.clusters import typed
 
 HTTP_FAULT = "envoy.extensions.filters.http.fault.v3.HTTPFault"
-RTDS_RESOURCE = "llmproxy_faults"
 TENANT_FILTER = "fault_tenant"
 ROUTE_FILTER = "fault_route"
 ROUTE_GRPC_FILTER = "fault_route_grpc"
@@ -33,21 +38,6 @@ PROVIDER_FILTER = "fault_provider"
 RTDS_INITIAL_FETCH_TIMEOUT = "2s"
 DEFAULT_ABORT_HTTP_STATUS = 503
 DEFAULT_ABORT_GRPC_STATUS = 14  # UNAVAILABLE
-
-
-def route_prefix(route: str) -> str:
-    """Runtime key prefix of a client route's faults."""
-    return f"fault.route.{route}."
-
-
-def provider_prefix(provider: str) -> str:
-    """Runtime key prefix of a provider's (egress) faults."""
-    return f"fault.provider.{provider}."
-
-
-def tenant_prefix(tenant: str) -> str:
-    """Envoy's per-downstream-cluster runtime key prefix for a tenant."""
-    return f"fault.http.{fault_cluster(tenant)}."
 
 
 def _zero() -> dict[str, Any]:
@@ -104,7 +94,7 @@ def client_route_faults(route: str, bandwidth_kbps: int, grpc_clients: bool) -> 
     a local reply's form from the request as the client sent it, so on a transcoded REST
     request a gRPC-status abort would be a plain-text 200. REST clients get HTTP aborts.
     """
-    prefix = route_prefix(route)
+    prefix = route_fault_prefix(route)
     grpc = (
         grpc_fault(prefix)
         if grpc_clients
@@ -123,7 +113,7 @@ def egress_fault_filter(bandwidth_kbps: int) -> dict[str, Any]:
 
 def provider_route_faults(provider: str, bandwidth_kbps: int) -> dict[str, Any]:
     """typed_per_filter_config of a provider's egress route: its own runtime keys."""
-    return {PROVIDER_FILTER: http_fault(provider_prefix(provider), bandwidth_kbps)}
+    return {PROVIDER_FILTER: http_fault(provider_fault_prefix(provider), bandwidth_kbps)}
 
 
 def rtds_layer() -> dict[str, Any]:

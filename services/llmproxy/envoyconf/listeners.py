@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
+from llmproxy.common.contract import (
+    CHAT_SERVICE,
+    CLIENT_ROUTES,
+    OPENAI_SERVICE,
+    SERVICES,
+    STATUS_HEADER,
+    service_cluster_name,
+)
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
-from llmproxy.envoyconf.clusters import service_cluster_name, socket_address, typed
+from llmproxy.envoyconf.clusters import socket_address, typed
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.envoyconf.tracing import hcm_tracing
 from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
-CHAT_SERVICE = "llmproxy.router.v1.ChatService"
 LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
-SERVICES = ("router", "ratelimit", "authz", "health", "fault")
-# The client routes a chaos experiment can target, and the router methods each one serves.
-CLIENT_ROUTES = {
-    "chat": (
-        f"{OPENAI_SERVICE}/CreateChatCompletion",
-        f"{CHAT_SERVICE}/Chat",
-        f"{CHAT_SERVICE}/StreamChat",
-    ),
-    "embeddings": (f"{OPENAI_SERVICE}/CreateEmbedding", f"{CHAT_SERVICE}/Embed"),
-    "models": (f"{OPENAI_SERVICE}/ListOpenAIModels", f"{OPENAI_SERVICE}/GetModel"),
-}
 
 _ACCESS_LOG_FORMAT = {
     "ts": "%START_TIME%",
@@ -40,6 +36,15 @@ _ACCESS_LOG_FORMAT = {
     "upstream": "%UPSTREAM_CLUSTER%",
     "request_id": "%REQ(X-REQUEST-ID)%",
 }
+
+
+def status_filter_source() -> str:
+    """The Lua status filter, reading the header the router names the status in."""
+    source = LUA_STATUS_FILTER.read_text()
+    default = 'local STATUS_HEADER = "x-llmproxy-status"'
+    if default not in source:
+        raise RuntimeError(f"{LUA_STATUS_FILTER} no longer declares STATUS_HEADER")
+    return source.replace(default, f"local STATUS_HEADER = {json.dumps(STATUS_HEADER)}")
 
 
 def _access_log() -> list[dict[str, Any]]:
@@ -121,7 +126,7 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
             "name": "envoy.filters.http.lua",
             "typed_config": typed(
                 "envoy.extensions.filters.http.lua.v3.Lua",
-                default_source_code={"inline_string": LUA_STATUS_FILTER.read_text()},
+                default_source_code={"inline_string": status_filter_source()},
             ),
         },
         {

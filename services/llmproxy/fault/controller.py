@@ -12,9 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection
 
-from google.protobuf import timestamp_pb2
-
 from llmproxy._gen.fault.v1 import fault_pb2
+from llmproxy.common.timestamps import seconds, timestamp
 from llmproxy.fault import metrics
 from llmproxy.fault.agents import AgentError, Agents
 from llmproxy.fault.errors import (
@@ -33,18 +32,6 @@ RUNNING = fault_pb2.EXPERIMENT_STATE_RUNNING
 COMPLETED = fault_pb2.EXPERIMENT_STATE_COMPLETED
 STOPPED = fault_pb2.EXPERIMENT_STATE_STOPPED
 ROLLED_BACK = fault_pb2.EXPERIMENT_STATE_ROLLED_BACK
-
-
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    """A Timestamp of seconds since the epoch."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
-
-
-def seconds(stamp: timestamp_pb2.Timestamp) -> float:
-    """Seconds since the epoch of a Timestamp."""
-    return stamp.ToNanoseconds() / 1e9
 
 
 def fault_kinds(experiment: fault_pb2.Experiment) -> list[str]:

@@ -22,9 +22,9 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 
+from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.xds import pump_requests
-from llmproxy.envoyconf.fault import RTDS_RESOURCE
 from llmproxy.fault import metrics
 from llmproxy.fault.controller import Controller
 from llmproxy.fault.runtime import TYPE_URL, build_runtime

@@ -18,8 +18,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from llmproxy._gen.fault.v1 import fault_pb2
+from llmproxy.common.timestamps import seconds
 from llmproxy.fault import metrics
-from llmproxy.fault.controller import COMPLETED, ROLLED_BACK, RUNNING, Controller, seconds
+from llmproxy.fault.controller import COMPLETED, ROLLED_BACK, RUNNING, Controller
 from llmproxy.fault.envoy_stats import StatsUnavailable, TrafficSample
 from llmproxy.fault.errors import FaultError
 from llmproxy.fault.hypothesis import SteadyState, judge

@@ -18,7 +18,12 @@ from envoy.service.runtime.v3 import rtds_pb2
 from google.protobuf import struct_pb2
 
 from llmproxy._gen.fault.v1 import fault_pb2
-from llmproxy.envoyconf.fault import RTDS_RESOURCE, provider_prefix, route_prefix, tenant_prefix
+from llmproxy.common.contract import (
+    RTDS_RESOURCE,
+    provider_fault_prefix,
+    route_fault_prefix,
+    tenant_fault_prefix,
+)
 
 TYPE_URL = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
 PERCENT_SUFFIXES = ("_percent",)
@@ -28,11 +33,11 @@ def key_prefix(target: fault_pb2.Target) -> str | None:
     """The runtime key prefix of a target's Envoy faults; None for a service target."""
     kind = target.WhichOneof("kind")
     if kind == "route":
-        return route_prefix(target.route)
+        return route_fault_prefix(target.route)
     if kind == "provider":
-        return provider_prefix(target.provider)
+        return provider_fault_prefix(target.provider)
     if kind == "tenant":
-        return tenant_prefix(target.tenant)
+        return tenant_fault_prefix(target.tenant)
     return None
 
 

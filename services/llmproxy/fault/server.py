@@ -11,10 +11,10 @@ import httpx
 from envoy.service.runtime.v3 import rtds_pb2_grpc
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
+from llmproxy.common.contract import CLIENT_ROUTES, SERVICES
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.listeners import CLIENT_ROUTES, SERVICES
 from llmproxy.fault.agents import Agents
 from llmproxy.fault.controller import Controller
 from llmproxy.fault.envoy_stats import TrafficSample, sample_traffic

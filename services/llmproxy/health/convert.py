@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
 from llmproxy._gen.health.v1 import health_pb2
+from llmproxy.common.timestamps import duration, timestamp
 from llmproxy.health.components import ComponentStatus
 from llmproxy.health.records import ProbeResult
 from llmproxy.health.state import ProviderStatus
@@ -20,20 +19,6 @@ _CIRCUITS = {
     "open": health_pb2.CIRCUIT_STATE_OPEN,
     "half_open": health_pb2.CIRCUIT_STATE_HALF_OPEN,
 }
-
-
-def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    """A Timestamp of Unix seconds."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
-def duration(seconds: float) -> duration_pb2.Duration:
-    """A Duration of seconds."""
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(int(seconds * 1e9))
-    return value
 
 
 def probe_message(result: ProbeResult) -> health_pb2.ProbeResult:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from llmproxy.envoyconf.egress import provider_cluster_name
+from llmproxy.common.contract import provider_cluster_name
 from llmproxy.health.dns import Target
 from llmproxy.health.state import ProviderStatus
 

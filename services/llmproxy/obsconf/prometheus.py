@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmproxy.common.contract import SERVICES
 from llmproxy.config import StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -20,7 +21,6 @@ PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 COMMITTED_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 COMPOSE_CONFIG = PROMETHEUS_DIR / "prometheus.compose.yml"
-SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 # In docker-compose.yml every container is reached by its service name (x-llmproxy-env there).
 COMPOSE_ENVIRON = {
     **{f"LLMPROXY__SERVICES__{name.upper()}__HOST": name for name in SERVICES},

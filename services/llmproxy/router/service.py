@@ -20,6 +20,14 @@ from opentelemetry import trace
 from prometheus_client import Counter
 
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
+from llmproxy.common.contract import (
+    CACHE_RESULT_HEADER,
+    KEY_ID_HEADER,
+    PROVIDER_HEADER,
+    STATUS_HEADER,
+    TENANT_HEADER,
+    USER_HEADER,
+)
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.usage import Identity, Usage, UsageStore
 from llmproxy.router import accounting
@@ -47,15 +55,13 @@ USAGE_ERRORS = Counter(
     "llmproxy_usage_record_errors_total", "Calls whose usage could not be recorded."
 )
 
-STATUS_HEADER = "x-llmproxy-status"
-PROVIDER_HEADER = "x-llmproxy-provider"
-CACHE_RESULT_HEADER = "x-cache"
 JSON = "application/json"
 SSE = "text/event-stream"
 KEEPALIVE = b": keepalive\n\n"
-IDENTITY_HEADERS = ("x-llmproxy-tenant", "x-llmproxy-user", "x-llmproxy-key-id")
+# What the router records usage under, from the headers authz set.
+USAGE_IDENTITY = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER)
 # Warming caches every request it is given, sampled or not, under its own identity.
-WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(IDENTITY_HEADERS, "warming")}
+WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(USAGE_IDENTITY, "warming")}
 
 
 def _http_body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
@@ -67,7 +73,7 @@ def _headers(context: Context) -> dict[str, str]:
 
 
 def _identity(headers: Mapping[str, str]) -> Identity:
-    tenant, user, key_id = (headers.get(h, "unknown") for h in IDENTITY_HEADERS)
+    tenant, user, key_id = (headers.get(h, "unknown") for h in USAGE_IDENTITY)
     return Identity(tenant=tenant, user=user, key_id=key_id)
 
 

@@ -15,9 +15,10 @@ import grpc
 from google.api import httpbody_pb2
 
 from llmproxy._gen.router.v1 import chat_pb2, chat_pb2_grpc, openai_pb2
+from llmproxy.common.contract import STATUS_HEADER
 from llmproxy.common.grpc_types import Context
 from llmproxy.router.providers import sse
-from llmproxy.router.service import STATUS_HEADER, OpenAIServicer
+from llmproxy.router.service import OpenAIServicer
 
 GRPC_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

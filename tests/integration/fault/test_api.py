@@ -16,10 +16,10 @@ from google.rpc import status_pb2
 from prometheus_client import REGISTRY
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2, fault_pb2_grpc
+from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.settings import ServiceSettings
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.fault import RTDS_RESOURCE
 from llmproxy.fault.runtime import TYPE_URL
 from llmproxy.fault.server import serve
 from tests.harness.ports import free_port

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmproxy._gen.fault.v1 import fault_pb2
-from llmproxy.envoyconf.fault import RTDS_RESOURCE
+from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.fault.runtime import build_runtime, runtime_keys
 from llmproxy.fault.severity import CAPS
 

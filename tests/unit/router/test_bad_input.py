@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmproxy._gen.router.v1 import openai_pb2
-from llmproxy.router.service import STATUS_HEADER, OpenAIServicer
+from llmproxy.common.contract import STATUS_HEADER
+from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
 from tests.unit.router.fakes import FakeClient, MemoryCache
 
