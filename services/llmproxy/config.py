@@ -18,12 +18,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from llmproxy.authz.settings import AuthzSettings
 from llmproxy.common.errors import ConfigError
-from llmproxy.common.settings import RedisSettings, StrictModel
+from llmproxy.common.settings import ProviderSettings, RedisSettings, StrictModel
 from llmproxy.common.tracing_settings import TracingSettings
 from llmproxy.fault.settings import FaultSettings
 from llmproxy.health.settings import HealthSettings
 from llmproxy.ratelimit.settings import RateLimitSettings
-from llmproxy.router.settings import ModelSettings, ModelTarget, ProviderSettings, RouterSettings
+from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
 
 ENV_PREFIX = "LLMPROXY__"
 CONFIG_ENV = "LLMPROXY_CONFIG"

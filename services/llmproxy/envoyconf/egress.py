@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmproxy.common.contract import provider_cluster_name, service_cluster_name
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import socket_address, typed
 from llmproxy.envoyconf.fault import egress_fault_filter, provider_route_faults
 from llmproxy.envoyconf.tracing import hcm_tracing
-from llmproxy.router.settings import ProviderSettings
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # How long Envoy waits for the health service's first endpoints before it starts anyway (the

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.config import StackConfig
-from llmproxy.envoyconf.clusters import grpc_service, typed
-from llmproxy.ratelimit.descriptors import (
+from llmproxy.common.contract import TOKEN_ESTIMATE_HEADER
+from llmproxy.common.ratelimit_descriptors import (
     DESCRIPTORS,
     HEADER_KEYS,
     REMOTE_ADDRESS_KEY,
-    TOKEN_ESTIMATE_HEADER,
     DescriptorShape,
 )
+from llmproxy.config import StackConfig
+from llmproxy.envoyconf.clusters import grpc_service, typed
 
 
 def ratelimit_filter(config: StackConfig) -> dict[str, Any]:

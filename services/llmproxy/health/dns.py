@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from llmproxy.router.settings import ProviderSettings
+from llmproxy.common.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 

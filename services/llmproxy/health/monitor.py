@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health import dns, metrics
 from llmproxy.health.errors import StoreUnavailableError
 from llmproxy.health.probe import ProbeRunner
@@ -26,7 +27,6 @@ from llmproxy.health.settings import HealthSettings
 from llmproxy.health.state import ProviderStatus, evaluate
 from llmproxy.health.store import HealthStore
 from llmproxy.health.tasks import stop_if_cancelled
-from llmproxy.router.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.answers import check_answer
 from llmproxy.health.records import ProbeResult
 from llmproxy.health.settings import ProviderProbeSettings
-from llmproxy.router.settings import ProviderSettings
 
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_BODY = 1024 * 1024

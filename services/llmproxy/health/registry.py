@@ -12,10 +12,10 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.dns import Target
 from llmproxy.health.errors import UnknownProviderError
 from llmproxy.health.state import ProviderStatus
-from llmproxy.router.settings import ProviderSettings
 
 Listener = Callable[[ProviderStatus, ProviderStatus | None], None]
 

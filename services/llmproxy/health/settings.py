@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from llmproxy.common.settings import ServiceSettings, StrictModel
+from llmproxy.common.settings import HealthClientSettings, ServiceSettings, StrictModel
 
 ProbeMode = Literal["models", "completion"]
 
@@ -109,41 +109,6 @@ class CircuitSettings(StrictModel):
         le=1,
         description="Share of failed calls in the window (with min_calls) that makes a "
         "provider DEGRADED while its circuit stays closed.",
-    )
-
-
-class HealthClientSettings(StrictModel):
-    """How the router follows the health service and reports call outcomes to it."""
-
-    enabled: bool = Field(
-        True, description="Whether the router subscribes to provider health at all."
-    )
-    report_interval_s: float = Field(
-        0.25, gt=0, le=60, description="How often batched call outcomes are sent."
-    )
-    max_batch: int = Field(
-        1000, ge=1, le=10_000, description="Most outcomes sent in one ReportOutcomes call."
-    )
-    max_pending: int = Field(
-        10_000,
-        ge=1,
-        le=1_000_000,
-        description="Outcomes kept while the health service cannot be reached; the oldest "
-        "are dropped (and counted) beyond this.",
-    )
-    call_timeout_s: float = Field(
-        1.0, gt=0, le=30, description="Timeout of one ReportOutcomes call."
-    )
-    reconnect_min_s: float = Field(
-        0.2, gt=0, le=60, description="First wait before watching again after a broken stream."
-    )
-    reconnect_max_s: float = Field(5.0, gt=0, le=300, description="Longest such wait.")
-    stale_after_s: float = Field(
-        30.0,
-        gt=0,
-        le=3600,
-        description="How long the last known states are trusted once the health service is "
-        "unreachable; after that every provider counts as available.",
     )
 
 

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health import circuit
 from llmproxy.health.records import Circuit, ProbeResult, SharedState
 from llmproxy.health.settings import HealthSettings
-from llmproxy.router.settings import ProviderSettings
 
 State = Literal["unspecified", "healthy", "degraded", "unhealthy"]
 

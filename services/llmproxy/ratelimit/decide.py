@@ -22,9 +22,10 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 
+from llmproxy.common.contract import RESERVED_AT_HEADER
+from llmproxy.common.ratelimit_descriptors import TOKENS_KEY
 from llmproxy.ratelimit import metrics, wire
 from llmproxy.ratelimit.batcher import Batcher
-from llmproxy.ratelimit.descriptors import RESERVED_AT_HEADER, TOKENS_KEY
 from llmproxy.ratelimit.errors import DescriptorError
 from llmproxy.ratelimit.failover import FailoverStore
 from llmproxy.ratelimit.overlimit import OverLimitCache

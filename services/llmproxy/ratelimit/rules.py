@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from llmproxy.ratelimit.descriptors import TOKENS_KEY
+from llmproxy.common.ratelimit_descriptors import TOKENS_KEY
 from llmproxy.ratelimit.errors import DescriptorError
 from llmproxy.ratelimit.limits import UNIT_MS, DescriptorSpec, LimitsFile
 

@@ -33,7 +33,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
-from llmproxy.health.settings import HealthClientSettings
+from llmproxy.common.settings import HealthClientSettings
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
 

@@ -24,7 +24,7 @@ import grpc
 from prometheus_client import Counter
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
-from llmproxy.ratelimit.client import reconcile_request
+from llmproxy.common.ratelimit_client import reconcile_request
 
 log = logging.getLogger(__name__)
 

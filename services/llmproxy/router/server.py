@@ -17,11 +17,11 @@ from llmproxy._gen.router.v1 import (
     router_pb2,
     router_pb2_grpc,
 )
+from llmproxy.common.ratelimit_client import RateLimitClient
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
-from llmproxy.ratelimit.client import RateLimitClient
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import RedisResponseCache
 from llmproxy.router.calls import Failover

@@ -4,32 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from llmproxy.common.settings import ServiceSettings, StrictModel
-
-
-class ProviderSettings(StrictModel):
-    """One upstream LLM provider."""
-
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Unique provider name.")
-    kind: Literal["openai", "anthropic"] = Field(
-        "openai",
-        description="API flavour: 'openai' for any OpenAI-compatible endpoint, 'anthropic' for "
-        "Anthropic's Messages API (translated to and from OpenAI's format).",
-    )
-    base_url: str = Field(pattern=r"^https?://", description="Base URL, up to and including /v1.")
-    api_key_env: str | None = Field(
-        None,
-        description="Environment variable holding the API key. The provider is enabled only "
-        "when it is set, unless this is null (a keyless local server such as vLLM).",
-    )
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one provider call.")
-
-    @field_validator("base_url")
-    @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
 
 
 class ModelTarget(StrictModel):

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from llmproxy.ratelimit.client import reconcile_tokens
-from llmproxy.ratelimit.descriptors import (
+from llmproxy.common.contract import (
     KEY_ID_HEADER,
     MODEL_HEADER,
     RESERVED_AT_HEADER,
     TENANT_HEADER,
     TOKEN_ESTIMATE_HEADER,
 )
+from llmproxy.common.ratelimit_client import reconcile_tokens
 from tests.harness.redis_cluster import RedisClusterNodes
 from tests.integration.ratelimit.conftest import (
     OK,

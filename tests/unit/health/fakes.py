@@ -8,11 +8,11 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.errors import StoreUnavailableError
 from llmproxy.health.records import CircuitRecord, Outcome, ProbeResult, Transition
 from llmproxy.health.settings import ProviderProbeSettings
 from llmproxy.health.store import Loaded
-from llmproxy.router.settings import ProviderSettings
 
 
 class ScriptedProber:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.errors import StoreUnavailableError, UnknownProviderError
 from llmproxy.health.fallback import FallbackHealthStore
 from llmproxy.health.memory_store import MemoryHealthStore
@@ -15,7 +16,6 @@ from llmproxy.health.monitor import Monitor
 from llmproxy.health.records import Outcome
 from llmproxy.health.registry import Registry
 from llmproxy.health.settings import HealthSettings
-from llmproxy.router.settings import ProviderSettings
 from tests.unit.health.fakes import BrokenStore, ScriptedProber, eventually
 
 pytestmark = pytest.mark.unit

@@ -8,11 +8,11 @@ import json
 import httpx
 import pytest
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.answers import check_answer
 from llmproxy.health.probe import Prober
 from llmproxy.health.records import ProbeResult
 from llmproxy.health.settings import ProviderProbeSettings
-from llmproxy.router.settings import ProviderSettings
 
 pytestmark = pytest.mark.unit
 

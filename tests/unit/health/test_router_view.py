@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmproxy._gen.health.v1 import health_pb2
-from llmproxy.health.settings import HealthClientSettings
+from llmproxy.common.settings import HealthClientSettings
 from llmproxy.router.calls import Failover
 from llmproxy.router.errors import ProviderError
 from llmproxy.router.health_view import HealthView, call_ok

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.records import AdminRecord, CircuitRecord, ProbeResult, SharedState
 from llmproxy.health.settings import HealthSettings
 from llmproxy.health.state import evaluate, probes_down
-from llmproxy.router.settings import ProviderSettings
 
 pytestmark = pytest.mark.unit
 

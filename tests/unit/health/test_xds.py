@@ -9,12 +9,12 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from llmproxy.common.settings import ProviderSettings
 from llmproxy.health import xds
 from llmproxy.health.dns import Target
 from llmproxy.health.eds import _Stream
 from llmproxy.health.registry import Registry
 from llmproxy.health.state import ProviderStatus
-from llmproxy.router.settings import ProviderSettings
 
 pytestmark = pytest.mark.unit
 

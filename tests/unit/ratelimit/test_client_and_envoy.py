@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
+from llmproxy.common.ratelimit_client import reconcile_request
+from llmproxy.common.ratelimit_descriptors import DESCRIPTORS, token_descriptors
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.envoyconf.build import build_bootstrap
 from llmproxy.envoyconf.ratelimit import filter_rate_limits, ratelimit_filter
-from llmproxy.ratelimit.client import reconcile_request
-from llmproxy.ratelimit.descriptors import (
-    DESCRIPTORS,
-    RESERVED_AT_HEADER,
-    TOKEN_ESTIMATE_HEADER,
-    token_descriptors,
-)
 
 pytestmark = pytest.mark.unit
 

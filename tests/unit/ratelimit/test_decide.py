@@ -13,9 +13,9 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.wrappers_pb2 import UInt64Value
 from prometheus_client import REGISTRY
 
+from llmproxy.common.contract import RESERVED_AT_HEADER
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
-from llmproxy.ratelimit.descriptors import RESERVED_AT_HEADER
 from llmproxy.ratelimit.errors import DescriptorError, StoreError
 from llmproxy.ratelimit.failover import FailoverStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
-from llmproxy.ratelimit.descriptors import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
+from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
 from llmproxy.router.reconcile_batch import ReconcileBatcher
 
 pytestmark = pytest.mark.unit

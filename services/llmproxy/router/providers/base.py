@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from llmproxy.router.settings import ProviderSettings
+from llmproxy.common.settings import ProviderSettings
 
 
 class ProviderCallError(Exception):

@@ -24,12 +24,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
-from llmproxy.ratelimit.descriptors import (
-    RESERVED_AT_HEADER,
-    TOKEN_ESTIMATE_HEADER,
-    header_value,
-    token_descriptors,
-)
+from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
+from llmproxy.common.ratelimit_descriptors import header_value, token_descriptors
 
 log = logging.getLogger(__name__)
 

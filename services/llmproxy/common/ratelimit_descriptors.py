@@ -1,8 +1,8 @@
 """The descriptors Envoy sends for each request, and the headers they are built from.
 
 One module for both sides of the contract: envoyconf builds Envoy's rate limit actions from
-DESCRIPTORS, and client.py rebuilds the token descriptors from the same headers to reconcile a
-reservation, so the two can never disagree.
+DESCRIPTORS, and ratelimit_client.py rebuilds the token descriptors from the same headers to
+reconcile a reservation, so the two can never disagree.
 
 The headers are set by the authz service after it authorizes a request (Envoy strips clients'
 copies first), so no descriptor value comes from the client except its IP address.
@@ -13,15 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-TENANT_HEADER = "x-llmproxy-tenant"
-USER_HEADER = "x-llmproxy-user"
-KEY_ID_HEADER = "x-llmproxy-key-id"
-TIER_HEADER = "x-llmproxy-tier"
-MODEL_HEADER = "x-llmproxy-model"
-TOKEN_ESTIMATE_HEADER = "x-llmproxy-token-estimate"  # noqa: S105 - a header name
-# Set by this service on the request Envoy forwards when it reserved tokens: when, in the
-# counters' clock (ms), so that a reconciliation corrects the window the tokens went into.
-RESERVED_AT_HEADER = "x-llmproxy-ratelimit-reserved-at"
+from llmproxy.common.contract import (
+    KEY_ID_HEADER,
+    MODEL_HEADER,
+    TENANT_HEADER,
+    TIER_HEADER,
+    USER_HEADER,
+)
 
 # Descriptor keys, and the header each is read from.
 HEADER_KEYS = {
