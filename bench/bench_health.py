@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.net import free_port
 from llmproxy.config import DEFAULT_CONFIG, FakeProviderSettings
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
@@ -45,12 +45,6 @@ from llmproxy.devstack.stack import fake_provider_process, redis_process
 
 PROVIDERS = ("steady", "hangs1", "hangs2")
 OUTAGES = ("503", "hang", "reset")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(sorted_ms: list[float], share: float) -> float:

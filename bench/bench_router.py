@@ -40,9 +40,10 @@ from google.api import httpbody_pb2
 from bench.ports import wait_port
 from bench.wrk import WrkResult, run_wrk
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
+from llmproxy.common.net import free_port
 from llmproxy.config import DEMO_PROVIDER, load_config
 from llmproxy.devstack.authz import create_demo_key
-from llmproxy.devstack.freeports import free_port, with_free_ports
+from llmproxy.devstack.freeports import with_free_ports
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 from google.rpc import code_pb2
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.common.net import free_port
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import redis_process
@@ -45,12 +45,6 @@ BODY = json.dumps(
         ],
     }
 ).encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def check_request(key: str) -> external_auth_pb2.CheckRequest:

@@ -26,8 +26,7 @@ from llmproxy.common.grpc_types import Context
 from llmproxy.devstack.probes import http_ok
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack, find_binary
-from llmproxy.envoyconf.__main__ import write
-from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port

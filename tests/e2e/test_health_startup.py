@@ -16,8 +16,7 @@ from llmproxy.common.descriptors import descriptor_set
 from llmproxy.devstack.probes import grpc_serving, http_ok
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import fake_provider_process, find_binary, redis_process
-from llmproxy.envoyconf.__main__ import write
-from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
+from llmproxy.common.net import free_port
 from llmproxy.config import StackConfig
-from llmproxy.devstack.freeports import free_port
 from llmproxy.devstack.monitoring import (
     ALERTMANAGER_CONFIG,
     alertmanager_process,

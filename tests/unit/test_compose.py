@@ -23,8 +23,7 @@ import yaml
 from llmproxy.common.contract import SERVICES
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import StackConfig, load_config
-from llmproxy.envoyconf.__main__ import write
-from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.build import build_bootstrap, write
 
 pytestmark = pytest.mark.unit
 

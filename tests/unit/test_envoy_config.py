@@ -12,8 +12,7 @@ import yaml
 
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
-from llmproxy.envoyconf.__main__ import write
-from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness.configs import stack_config_data, write_config
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,8 @@
 """Exceptions of the authorization service.
 
-AuthzError
- ├─ Denied: a request is refused; answered to the client as an OpenAI-style JSON error
+AuthzError (a common.errors.LlmproxyError)
+ ├─ Denied (also a common.openai_errors.OpenAIError): a request is refused; answered to the
+ │   client with an HTTP status and OpenAI's error body
  │   ├─ MissingKeyError: 401, no key in Authorization or x-api-key
  │   ├─ InvalidKeyError: 401, the key is malformed, unknown or does not match
  │   ├─ KeyRevokedError: 403
@@ -22,33 +23,22 @@ Messages never contain a secret: at most a key id.
 
 from __future__ import annotations
 
-import json
-
 import grpc
 
 from llmproxy.common.errors import ConfigError, LlmproxyError
+from llmproxy.common.openai_errors import OpenAIError
 
 
 class AuthzError(LlmproxyError):
     """Base of every error the authorization service raises on purpose."""
 
 
-class Denied(AuthzError):
+class Denied(AuthzError, OpenAIError):
     """A request refused, with the HTTP status and OpenAI error the client gets."""
 
-    status: int = 403
-    error_type: str = "permission_error"
-    code: str = "permission_denied"
-    param: str | None = None
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def body(self) -> bytes:
-        """The OpenAI error object, as the SDKs parse it."""
-        error = {"message": self.message, "type": self.error_type, "param": self.param}
-        return json.dumps({"error": {**error, "code": self.code}}).encode()
+    status = 403
+    error_type = "permission_error"
+    code: str | None = "permission_denied"
 
 
 class MissingKeyError(Denied):

@@ -4,26 +4,13 @@
 from __future__ import annotations
 
 import copy
-import socket
 from typing import Any
 
 import yaml
 
 from llmproxy.common.contract import SERVICES
+from llmproxy.common.net import free_port
 from llmproxy.config import DEFAULT_CONFIG
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now and not handed out before by this process."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def with_free_ports(data: dict[str, Any] | None = None) -> dict[str, Any]:

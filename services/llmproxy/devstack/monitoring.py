@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from llmproxy.common.net import free_port
 from llmproxy.config import StackConfig
-from llmproxy.devstack.freeports import free_port
 from llmproxy.devstack.probes import http_ok
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.obsconf.prometheus import RULES_DIR, PrometheusOptions, build_prometheus_config

@@ -16,8 +16,8 @@ from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.authz import ensure_authz_secrets
 from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
-from llmproxy.envoyconf.__main__ import write as write_envoy_config
 from llmproxy.envoyconf.build import build_bootstrap
+from llmproxy.envoyconf.build import write as write_envoy_config
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

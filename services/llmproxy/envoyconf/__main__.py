@@ -7,24 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.common.errors import ConfigError
 from llmproxy.config import load_config
-from llmproxy.envoyconf.build import build_bootstrap
-
-ENVOY_FILE = "envoy.yaml"
-PROTOSET_FILE = "llmproxy.protoset"
-
-
-def write(out_dir: Path, bootstrap: dict[str, object], descriptor: bytes) -> Path:
-    """Write envoy.yaml and llmproxy.protoset (for grpcurl) into out_dir; returns envoy.yaml."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PROTOSET_FILE).write_bytes(descriptor)
-    path = out_dir / ENVOY_FILE
-    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
-    return path
+from llmproxy.envoyconf.build import build_bootstrap, write
 
 
 def main() -> None:

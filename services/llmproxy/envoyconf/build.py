@@ -1,9 +1,13 @@
-"""Builds Envoy's bootstrap configuration from the stack configuration: a pure function."""
+"""Envoy's bootstrap configuration, built from the stack configuration by a pure function, and
+the files it is written to beside our descriptor set."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from llmproxy.common.contract import SERVICES
 from llmproxy.config import StackConfig
@@ -47,3 +51,16 @@ def build_bootstrap(
             ]
         },
     }
+
+
+ENVOY_FILE = "envoy.yaml"
+PROTOSET_FILE = "llmproxy.protoset"
+
+
+def write(out_dir: Path, bootstrap: dict[str, object], descriptor: bytes) -> Path:
+    """Write envoy.yaml and llmproxy.protoset (for grpcurl) into out_dir; returns envoy.yaml."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PROTOSET_FILE).write_bytes(descriptor)
+    path = out_dir / ENVOY_FILE
+    path.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+    return path

@@ -11,11 +11,11 @@ connection attempt, and the router moves on to its next target.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
 from llmproxy.common.contract import provider_cluster_name, service_cluster_name
+from llmproxy.common.net import is_ip
 from llmproxy.common.settings import ProviderSettings
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import socket_address, typed
@@ -26,14 +26,6 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # How long Envoy waits for the health service's first endpoints before it starts anyway (the
 # provider clusters then have no endpoint, hence 503, until the health service answers).
 EDS_INITIAL_FETCH_TIMEOUT = "3s"
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def health_eds_config() -> dict[str, Any]:
@@ -118,7 +110,7 @@ def _route(provider: ProviderSettings, timeout_s: float, bandwidth_kbps: int) ->
         "timeout": f"{timeout_s}s",
         "idle_timeout": f"{provider.timeout_s}s",
     }
-    if _is_ip(url.hostname or ""):
+    if is_ip(url.hostname or ""):
         route["host_rewrite_literal"] = url.netloc
     else:
         route["auto_host_rewrite"] = True

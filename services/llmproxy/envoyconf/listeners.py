@@ -15,13 +15,13 @@ from llmproxy.common.contract import (
     STATUS_HEADER,
     service_cluster_name,
 )
+from llmproxy.common.openai_errors import error_object
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
 from llmproxy.envoyconf.clusters import socket_address, typed
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.envoyconf.tracing import hcm_tracing
-from llmproxy.router.errors import InvalidRequestError
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
@@ -60,12 +60,14 @@ def _access_log() -> list[dict[str, Any]]:
 
 
 def _not_found_route() -> dict[str, Any]:
-    error = InvalidRequestError(
-        "Unknown request URL. See the README for the supported endpoints.", code="unknown_url"
+    error = error_object(
+        "Unknown request URL. See the README for the supported endpoints.",
+        "invalid_request_error",
+        code="unknown_url",
     )
     return {
         "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string": error.body().decode()}},
+        "direct_response": {"status": 404, "body": {"inline_string": json.dumps(error)}},
         "response_headers_to_add": [
             {"header": {"key": "content-type", "value": "application/json"}}
         ],

@@ -8,13 +8,13 @@ used to be configured), and a failed lookup keeps the previous addresses.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from llmproxy.common.net import is_ip
 from llmproxy.common.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
@@ -37,15 +37,6 @@ def host_and_port(provider: ProviderSettings) -> tuple[str, int]:
     """The host and port of provider's base URL."""
     url = urlsplit(provider.base_url)
     return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
-
-
-def is_ip(host: str) -> bool:
-    """Whether host is an IP literal."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def system_lookup(host: str, port: int) -> list[str]:

@@ -1,38 +1,21 @@
 """Errors the router answers clients with, in OpenAI's error format.
 
-RouterError (carries the HTTP status and OpenAI error type)
- ├─ InvalidRequestError: 400, the body is not a valid request
- ├─ ModelNotFoundError: 404, no such model is served
- ├─ ProviderError: 502/503/504, every provider target failed (429 if all were rate limited)
- └─ UpstreamRejection: a provider's own 4xx about the request, relayed as it sent it
+LlmproxyError
+ └─ OpenAIError (common.openai_errors: an HTTP status and OpenAI's error body)
+     └─ RouterError
+         ├─ InvalidRequestError: 400, the body is not a valid request
+         ├─ ModelNotFoundError: 404, no such model is served
+         ├─ ProviderError: 502/503/504, every provider target failed (429 if all were rate limited)
+         └─ UpstreamRejection: a provider's own 4xx about the request, relayed as it sent it
 """
 
 from __future__ import annotations
 
-import json
+from llmproxy.common.openai_errors import OpenAIError
 
 
-class RouterError(Exception):
-    """An error answered to the client with an HTTP status and an OpenAI-style JSON body."""
-
-    status: int = 500
-    error_type: str = "api_error"
-
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-    def body(self) -> bytes:
-        """The OpenAI error object, as the SDKs parse it."""
-        error = {
-            "message": self.message,
-            "type": self.error_type,
-            "param": self.param,
-            "code": self.code,
-        }
-        return json.dumps({"error": error}).encode()
+class RouterError(OpenAIError):
+    """An error the router answers a client with."""
 
 
 class InvalidRequestError(RouterError):
