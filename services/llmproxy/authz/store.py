@@ -15,13 +15,13 @@ creation order and the last member of a page is a stable cursor for the next.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from llmproxy.authz.errors import ConflictError
 from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.common.lua import LuaScript
 from llmproxy.common.redis import AnyRedis
 from llmproxy.common.settings import RedisSettings
 
@@ -29,7 +29,7 @@ _PREFIX = "llmproxy:authz"
 INVALIDATION_CHANNEL = f"{_PREFIX}:invalidate"
 AUDIT_STREAM = f"{_PREFIX}:audit"
 ALL_KEYS_INDEX = f"{_PREFIX}:keys"
-_REPLACE_SCRIPT = (Path(__file__).with_name("replace_key.lua")).read_text()
+REPLACE_KEY = LuaScript.beside(__file__, "replace_key.lua")
 
 # An invalidation event that means "anything may have changed": the feed (re)subscribed.
 RESYNC = ""
@@ -87,7 +87,6 @@ class RedisKeyStore:
     def __init__(self, redis: AnyRedis, audit_max_entries: int = 100_000) -> None:
         self._redis = redis
         self._audit_max = audit_max_entries
-        self._replace = redis.register_script(_REPLACE_SCRIPT)
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """The record of key_id, or None."""
@@ -106,8 +105,8 @@ class RedisKeyStore:
 
     async def replace(self, record: KeyRecord) -> bool:
         """Compare-and-set on the record's version, in one Lua script."""
-        done = await self._replace(
-            keys=[record_key(record.key_id)], args=[record.version - 1, record.to_json()]
+        done = await REPLACE_KEY.run(
+            self._redis, [record_key(record.key_id)], [record.version - 1, record.to_json()]
         )
         return int(done) == 1
 

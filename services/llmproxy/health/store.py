@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from llmproxy.common.lua import LuaScript
 from llmproxy.common.redis import AnyRedis
 from llmproxy.health.circuit import slice_s
 from llmproxy.health.errors import StoreUnavailableError
@@ -31,7 +31,7 @@ from llmproxy.health.records import (
 )
 from llmproxy.health.settings import CircuitSettings
 
-CIRCUIT_LUA = (Path(__file__).parent / "circuit.lua").read_text()
+CIRCUIT = LuaScript.beside(__file__, "circuit.lua")
 
 Loaded = dict[str, tuple[SharedState, list[Transition]]]
 
@@ -97,7 +97,6 @@ class RedisHealthStore:
         self._redis = redis
         self._settings = settings
         self._prefix = prefix
-        self._circuit = redis.register_script(CIRCUIT_LUA)
         # Long enough to outlive the window and an open period, short enough to forget.
         self._circuit_ttl_ms = int(1000 * (2 * max(settings.window_s, settings.open_s) + 60))
 
@@ -145,8 +144,8 @@ class RedisHealthStore:
         self, provider: str, outcomes: Sequence[Outcome], now: float
     ) -> tuple[CircuitRecord, list[Transition]]:
         try:
-            raw = await self._circuit(
-                keys=[self.key(provider, "circuit")], args=self._circuit_args(now, outcomes)
+            raw = await CIRCUIT.run(
+                self._redis, [self.key(provider, "circuit")], self._circuit_args(now, outcomes)
             )
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"redis: {exc}") from exc

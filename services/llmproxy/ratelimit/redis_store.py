@@ -11,56 +11,42 @@ once as EVAL, which loads the script again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from llmproxy.common.lua import LuaScript
 from llmproxy.common.redis import AnyRedis
 from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.resp import ReplyError, ScriptConnection
 from llmproxy.ratelimit.rules import LOG
 from llmproxy.ratelimit.store import Adjust, Outcome, Take, sum_key
 
-_HERE = Path(__file__).parent
-
-
-class _Script:
-    def __init__(self, name: str) -> None:
-        self.source = (_HERE / name).read_text()
-        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
-        self._evalsha = [b"EVALSHA", self.sha.encode()]
-        self._eval = [b"EVAL", self.source.encode()]
-
-    async def run(self, client: Any, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Redis restarted (or failed over) and forgot the script: EVAL sends and caches it.
-            return await client.eval(self.source, len(keys), *keys, *args)
-
-    async def run_on(
-        self, connection: ScriptConnection, keys: Sequence[bytes], args: Sequence[bytes]
-    ) -> Any:
-        count = b"%d" % len(keys)
-        try:
-            return await connection.call([*self._evalsha, count, *keys, *args])
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await connection.call([*self._eval, count, *keys, *args])
-
-
 _MAX_HEADS = 10_000  # distinct (algorithm, limit, window) argument prefixes kept encoded
-TAKE = _Script("take.lua")
-ADJUST = _Script("adjust.lua")
+TAKE = LuaScript.beside(__file__, "take.lua")
+ADJUST = LuaScript.beside(__file__, "adjust.lua")
+# Each script's command words on the lean connection, encoded once.
+_EVALSHA = {s.sha: [b"EVALSHA", s.sha.encode()] for s in (TAKE, ADJUST)}
+_EVAL = {s.sha: [b"EVAL", s.source.encode()] for s in (TAKE, ADJUST)}
+
+
+async def _run_on(
+    connection: ScriptConnection, script: LuaScript, keys: Sequence[bytes], args: Sequence[bytes]
+) -> Any:
+    """LuaScript.run on the lean connection: EVALSHA, then EVAL if Redis forgot the script."""
+    count = b"%d" % len(keys)
+    try:
+        return await connection.call([*_EVALSHA[script.sha], count, *keys, *args])
+    except ReplyError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        return await connection.call([*_EVAL[script.sha], count, *keys, *args])
 
 
 def _keys(key: str, algorithm: str) -> tuple[str, ...]:
@@ -112,9 +98,9 @@ class RedisLimitStore:
         self._heads: dict[tuple[str, int, int], bytes] = {}
         self._lean = _lean_connection(client)
 
-    def _run(self, script: _Script, keys: list[bytes], args: list[bytes]) -> Any:
+    def _run(self, script: LuaScript, keys: list[bytes], args: list[bytes]) -> Any:
         if self._lean is not None:
-            return script.run_on(self._lean, keys, args)
+            return _run_on(self._lean, script, keys, args)
         return script.run(self._client, keys, args)
 
     def _take_call(self, ops: Sequence[Take]) -> tuple[list[bytes], list[bytes]]:
@@ -219,8 +205,8 @@ class RedisLimitStore:
                 if self._lean is not None:
                     self._lean.close()
             await self._client.ping()
-            await self._client.script_load(TAKE.source)
-            await self._client.script_load(ADJUST.source)
+            await TAKE.load(self._client)
+            await ADJUST.load(self._client)
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis: {exc}") from exc
 
