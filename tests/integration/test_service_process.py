@@ -55,6 +55,23 @@ def test_invalid_environment_override_stops_startup(tmp_path: Path) -> None:
     assert "envoy.admin_port: Input should be less than or equal to 65535" in done.stderr
 
 
+def test_a_config_error_found_while_starting_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    # Found by health's serve(), not by the config model: run_service reports it all the same.
+    data = stack_config_data()
+    data["services"]["health"]["provider_probes"] = {"opnai": {"mode": "models"}}
+    path, _ = write_config(tmp_path, data)
+    done = subprocess.run(
+        [sys.executable, "-m", "llmproxy.health", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "llmproxy.health: invalid configuration: services.health.provider_probes" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.fixture
 async def router_and_provider(
     request: pytest.FixtureRequest, tmp_path: Path

@@ -8,7 +8,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
@@ -19,7 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmproxy.common.chaos import agent as chaos_agent
-from llmproxy.common.errors import ConfigError
+from llmproxy.common.errors import exit_on_config_error
 from llmproxy.common.logging import configure_logging
 from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
 from llmproxy.common.settings import ServiceSettings
@@ -140,16 +139,14 @@ def run_service(
 ) -> None:
     """Entry point of a service process: load config, start metrics and gRPC, run to SIGTERM.
 
-    An invalid configuration exits with status 2 and a message naming each bad field.
+    An invalid configuration, found at load or while the service starts (a limits file, a
+    secret), exits with status 2 and a message naming what is wrong.
     """
     parser = argparse.ArgumentParser(prog=f"python -m llmproxy.{name}")
     parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_config_error(f"llmproxy.{name}"):
         config = load_config(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"llmproxy.{name}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
     configure_logging(name, config.log_level)
     configure_tracing(name, config.tracing)
     settings = settings_of(config)
@@ -169,6 +166,7 @@ def run_service(
         await serve_until_signalled(running, settings.shutdown_grace_s)
 
     try:
-        uvloop.run(main())
+        with exit_on_config_error(f"llmproxy.{name}"):
+            uvloop.run(main())
     finally:
         shutdown_tracing()  # the last spans (shutdown included) reach the collector

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from llmproxy.common.errors import ConfigError
+from llmproxy.common.errors import exit_on_config_error
 from llmproxy.config import StackConfig, config_path, load_config
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.monitoring import monitoring_processes, monitoring_urls
@@ -99,14 +99,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(".run"), help="logs and state")
     args = parser.parse_args()
     path = config_path(os.environ, args.config)
-    try:
+    with exit_on_config_error("llmproxy"):
         config = load_config(path, os.environ)
         stack = Stack(config, path.resolve(), args.workdir.resolve(), os.environ)
         stack.monitoring = monitoring_processes(config, stack.workdir)
-        asyncio.run(run(stack))
-    except (ConfigError, StartupError) as exc:
-        print(f"llmproxy: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        try:
+            asyncio.run(run(stack))
+        except StartupError as exc:
+            print(f"llmproxy: {exc}", file=sys.stderr)
+            raise SystemExit(2) from exc
     print("stopped.")
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from llmproxy.common.descriptors import descriptor_set
-from llmproxy.common.errors import ConfigError
+from llmproxy.common.errors import exit_on_config_error
 from llmproxy.config import load_config
 from llmproxy.envoyconf.build import build_bootstrap, write
 
@@ -23,11 +22,8 @@ def main() -> None:
         help="as if no provider key were set (how the committed envoy/envoy.yaml is made)",
     )
     args = parser.parse_args()
-    try:
+    with exit_on_config_error("llmproxy.envoyconf"):
         config = load_config(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"llmproxy.envoyconf: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
     descriptor = descriptor_set().SerializeToString(deterministic=True)
     environ = {} if args.demo else os.environ
     print(write(args.out, build_bootstrap(config, descriptor, environ), descriptor))

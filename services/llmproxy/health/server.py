@@ -13,12 +13,12 @@ import asyncio
 import os
 import secrets
 import socket
-import sys
 
 import grpc
 from envoy.service.endpoint.v3 import eds_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.errors import ConfigError
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import DEMO_PROVIDER, StackConfig
@@ -44,16 +44,14 @@ COMPONENT_TIMEOUT_S = 1.0
 
 
 def check_probe_settings(config: StackConfig) -> None:
-    """Exit with status 2 if provider_probes names a provider that is not configured."""
+    """Raise ConfigError if provider_probes names a provider that is not configured."""
     known = {p.name for p in config.providers} | {DEMO_PROVIDER}
     unknown = sorted(set(config.services.health.provider_probes) - known)
     if unknown:
-        print(
-            "llmproxy.health: invalid configuration: services.health.provider_probes names "
-            f"unknown providers {unknown} (configured: {sorted(known)})",
-            file=sys.stderr,
+        raise ConfigError(
+            "invalid configuration: services.health.provider_probes names "
+            f"unknown providers {unknown} (configured: {sorted(known)})"
         )
-        raise SystemExit(2)
 
 
 def instance_id() -> str:

@@ -4,12 +4,11 @@ prometheus.compose.yml (docker-compose's containers) from our configuration."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
 
-from llmproxy.common.errors import ConfigError
+from llmproxy.common.errors import exit_on_config_error
 from llmproxy.config import load_config
 from llmproxy.obsconf.prometheus import (
     COMMITTED_CONFIG,
@@ -38,13 +37,10 @@ def main() -> None:
         "--compose-out", type=Path, default=COMPOSE_CONFIG, help="docker-compose variant"
     )
     args = parser.parse_args()
-    try:
+    with exit_on_config_error("llmproxy.obsconf"):
         # Not the caller's environment: the committed files must not depend on who made them.
         local = load_config(args.config, environ={})
         compose = load_config(args.config, environ=COMPOSE_ENVIRON)
-    except ConfigError as exc:
-        print(f"llmproxy.obsconf: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
     for out, data in (
         (args.out, build_prometheus_config(local)),
         (args.compose_out, build_prometheus_config(compose, compose_options())),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2
@@ -23,7 +22,6 @@ from llmproxy.common.server import RunningServer, start_server
 from llmproxy.config import StackConfig
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
-from llmproxy.ratelimit.errors import LimitsConfigError
 from llmproxy.ratelimit.failover import FailoverStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
@@ -44,14 +42,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def serve(config: StackConfig) -> RunningServer:
-    """Start the rate limit gRPC server; exits with status 2 if the limits file is invalid."""
+    """Start the rate limit gRPC server; raises LimitsConfigError if the limits file is invalid."""
     settings = config.services.ratelimit
     cache = OverLimitCache(settings.local_cache_size)
-    try:
-        holder = LimitsHolder(settings.limits_file, settings.domain)
-    except LimitsConfigError as exc:
-        print(f"llmproxy.ratelimit: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+    holder = LimitsHolder(settings.limits_file, settings.domain)
     # Tighter than the stack's Redis settings and without retries: a slow Redis must turn into
     # a local decision well within Envoy's own timeout.
     redis = connect_redis(

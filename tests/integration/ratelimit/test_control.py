@@ -256,6 +256,7 @@ def test_an_invalid_limits_file_stops_startup_naming_the_problem(tmp_path: Path)
     )
     assert done.returncode == 2
     assert "descriptors[0].rate_limit.requests_per_unit: Field required" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def handled(code: str) -> float:
