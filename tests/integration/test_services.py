@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,13 +19,17 @@ from llmproxy._gen.health.v1 import health_pb2_grpc as provider_health_pb2_grpc
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy._gen.router.v1 import router_pb2, router_pb2_grpc
 from llmproxy.authz import server as authz_server
+from llmproxy.common.contract import component_health_name
 from llmproxy.common.server import RunningServer
 from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
+from llmproxy.devstack.stack import redis_process
 from llmproxy.fault import server as fault_server
 from llmproxy.health import server as health_server
 from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
+from tests.harness import logs
 from tests.harness.ports import free_port
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +137,42 @@ async def test_control_api_answers(running: tuple[str, RunningServer]) -> None:
         assert [p.name for p in reply.providers] == ["demo"]
     else:
         assert list(reply.stopped) == []
+
+
+def health_check(server: RunningServer, service: str) -> Callable[[], Awaitable[str]]:
+    """A probe of one gRPC health service name's status, by name."""
+
+    async def probe() -> str:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    return probe
+
+
+@pytest.mark.parametrize("name", ["router", "authz", "fault"])
+async def test_a_service_reports_its_redis_dying_and_coming_back(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    redis = redis_process(url, tmp_path / "redis", tmp_path / "redis.log")
+    logs.watch(request.node, redis)
+    redis.start()
+    await redis.wait_ready(15)
+    environ = {f"LLMPROXY__SERVICES__{n.upper()}__GRPC_PORT": "0" for n in SERVERS}
+    config = load_config(DEFAULT_CONFIG, environ={**environ, "LLMPROXY__REDIS__URL": url})
+    server = await SERVERS[name][0](config)
+    component = health_check(server, component_health_name(name, "redis"))
+    try:
+        await eventually(component, lambda status: status == "SERVING", 10)
+        redis.signal(signal.SIGKILL)
+        await eventually(component, lambda status: status == "NOT_SERVING", 15)
+        # Reported, not decisive: the service still answers what it can without Redis.
+        assert await health_check(server, "")() == "SERVING"
+        redis.start()  # the same port, as a supervisor restarts it
+        await redis.wait_ready(15)
+        await eventually(component, lambda status: status == "SERVING", 15)
+    finally:
+        await server.stop(None)
+        redis.stop()

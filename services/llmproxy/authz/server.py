@@ -19,7 +19,7 @@ from llmproxy.authz.cache import CachedKeys, KeyCache
 from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
 from llmproxy.authz.store import RedisInvalidationFeed, RedisKeyStore
-from llmproxy.common.redis import connect_redis
+from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import RedisUsageStore
 from llmproxy.config import StackConfig
@@ -66,4 +66,11 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
         with contextlib.suppress(asyncio.CancelledError):
             await follower
 
-    return await start_server(settings, register, closers=[stop_follower, redis.aclose])
+    running = await start_server(
+        settings, register, closers=[stop_follower, redis.aclose], service="authz"
+    )
+    # Reported only: cached keys are still authorized while Redis is down.
+    await running.components.watch(
+        "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
+    )
+    return running

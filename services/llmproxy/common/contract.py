@@ -63,10 +63,13 @@ CLIENT_ROUTES = {
     "models": (f"{OPENAI_SERVICE}/ListOpenAIModels", f"{OPENAI_SERVICE}/GetModel"),
 }
 
-# --- gRPC health service names beyond each service's own.
-REDIS_HEALTH_NAME = "llmproxy.health.redis"
-SERVICE_HEALTH_PREFIX = "llmproxy.health.service."
-PROVIDER_HEALTH_PREFIX = "llmproxy.health.provider."
+# --- gRPC health service names beyond each service's own (common.component_health).
+PROVIDER_HEALTH_PREFIX = "llmproxy.health.provider."  # health's mirror of each provider
+
+
+def component_health_name(service: str, component: str) -> str:
+    """The gRPC health service name one component of a service is reported under."""
+    return f"llmproxy.{service}.{component}"
 
 
 def service_cluster_name(service: str) -> str:

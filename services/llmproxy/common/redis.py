@@ -13,6 +13,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from llmproxy.common.settings import RedisSettings
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
+# How often a service PINGs its Redis to report the `redis` component of its gRPC health.
+REDIS_CHECK_INTERVAL_S = 2.0
 
 
 def _retry(settings: RedisSettings) -> Retry:

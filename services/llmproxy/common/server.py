@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import NamedTuple
 
 import grpc
@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmproxy.common.chaos import agent as chaos_agent
+from llmproxy.common.component_health import ComponentHealth
 from llmproxy.common.errors import exit_on_config_error
 from llmproxy.common.logging import configure_logging
 from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
@@ -70,11 +71,13 @@ def cancelling(tasks: Sequence[asyncio.Task[None]]) -> Closer:
 
 
 class RunningServer(NamedTuple):
-    """A started gRPC server, its bound port, its health servicer and what to close after it."""
+    """A started gRPC server, its bound port, its health (overall and per component) and what
+    to close after it."""
 
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    components: ComponentHealth
     closers: tuple[Closer, ...] = ()
 
     async def stop(self, grace_s: float | None) -> None:
@@ -87,11 +90,17 @@ class RunningServer(NamedTuple):
 
 
 async def start_server(
-    settings: ServiceSettings, register: Registrar, closers: Sequence[Closer] = ()
+    settings: ServiceSettings,
+    register: Registrar,
+    closers: Sequence[Closer] = (),
+    *,
+    service: str = "service",
+    required: Collection[str] = (),
 ) -> RunningServer:
     """Start a gRPC server with the registered services, health and reflection.
 
-    Every registered service, and the overall "" service, is reported SERVING once it listens.
+    Every registered service, and the overall "" service, is reported SERVING once it listens;
+    a required component (see ComponentHealth) turns them NOT_SERVING while it is unhealthy.
     """
     server = grpc.aio.server(
         interceptors=[*server_interceptors(), MetricsInterceptor()], options=_SERVER_OPTIONS
@@ -114,8 +123,11 @@ async def start_server(
     await server.start()
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    components = ComponentHealth(health, service, names, required)
     # Closing the chaos engine undoes any stress left: none outlives the server.
-    return RunningServer(server, port, health, (*closers, chaos.close))
+    return RunningServer(
+        server, port, health, components, (components.aclose, *closers, chaos.close)
+    )
 
 
 async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:

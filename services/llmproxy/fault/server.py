@@ -12,7 +12,7 @@ from envoy.service.runtime.v3 import rtds_pb2_grpc
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
 from llmproxy.common.contract import CLIENT_ROUTES, SERVICES
-from llmproxy.common.redis import connect_redis
+from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
 from llmproxy.fault.agents import Agents
@@ -53,9 +53,8 @@ def agent_targets(config: StackConfig) -> dict[str, str]:
 async def serve(config: StackConfig) -> RunningServer:
     """Start the fault gRPC server and its runner."""
     settings = config.services.fault
-    store = RedisExperimentStore(
-        connect_redis(config.redis.model_copy(update={"retries": 1})), settings.key_prefix
-    )
+    redis = connect_redis(config.redis.model_copy(update={"retries": 1}))
+    store = RedisExperimentStore(redis, settings.key_prefix)
     agents = Agents(agent_targets(config), settings.agent_timeout_s)
     controller = Controller(store, known_targets(config, dict(os.environ)), agents, time.time)
     http = httpx.AsyncClient(timeout=STATS_TIMEOUT_S)
@@ -74,6 +73,10 @@ async def serve(config: StackConfig) -> RunningServer:
         return SERVICE_NAMES
 
     closers = [cancelling(tasks), agents.aclose, http.aclose, store.aclose]
-    running = await start_server(settings, register, closers=closers)
+    running = await start_server(settings, register, closers=closers, service="fault")
+    # Reported only: the emergency stop and the experiments already pushed keep working.
+    await running.components.watch(
+        "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
+    )
     tasks.append(asyncio.create_task(runner.run()))
     return running

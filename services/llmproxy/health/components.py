@@ -18,13 +18,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmproxy.common.contract import component_health_name
 from llmproxy.health import metrics
 from llmproxy.health.tasks import stop_if_cancelled
 
 log = logging.getLogger(__name__)
 
-REDIS_HEALTH_NAME = "llmproxy.health.redis"
-SERVICE_HEALTH_PREFIX = "llmproxy.health.service."
 NOT_CHECKED = "not checked yet"
 
 Check = Callable[[], Awaitable[None]]
@@ -43,11 +42,14 @@ class ComponentStatus:
     health_service: str
 
 
+def health_component(component: str) -> str:
+    """This service's name for a component in its gRPC health: `redis`, `service.<name>`."""
+    return component if component == "redis" else f"service.{component}"
+
+
 def health_name(component: str) -> str:
     """The gRPC health service name a component is reported under."""
-    if component == "redis":
-        return REDIS_HEALTH_NAME
-    return SERVICE_HEALTH_PREFIX + component
+    return component_health_name("health", health_component(component))
 
 
 def grpc_service_check(channel: grpc.aio.Channel, timeout_s: float) -> Check:

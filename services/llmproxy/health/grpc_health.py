@@ -11,11 +11,10 @@ from __future__ import annotations
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from llmproxy.health.components import ComponentStatus
+from llmproxy.common.contract import PROVIDER_HEALTH_PREFIX
 from llmproxy.health.registry import Registry
 from llmproxy.health.state import ProviderStatus
 
-PROVIDER_HEALTH_PREFIX = "llmproxy.health.provider."
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 UNKNOWN = health_pb2.HealthCheckResponse.UNKNOWN
@@ -44,8 +43,3 @@ async def mirror_providers(registry: Registry, health: HealthServicer) -> None:
             for name in await subscription.changes():
                 status = registry.status(name)
                 await health.set(provider_health_name(name), serving_status(status))
-
-
-async def publish_component(health: HealthServicer, component: ComponentStatus) -> None:
-    """Report one component's status under its health service name."""
-    await health.set(component.health_service, SERVING if component.healthy else NOT_SERVING)

@@ -23,11 +23,17 @@ from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import DEMO_PROVIDER, StackConfig
 from llmproxy.health import metrics
-from llmproxy.health.components import Check, Components, ComponentStatus, grpc_service_check
+from llmproxy.health.components import (
+    Check,
+    Components,
+    ComponentStatus,
+    grpc_service_check,
+    health_component,
+)
 from llmproxy.health.eds import SERVICE_NAME as EDS_SERVICE_NAME
 from llmproxy.health.eds import EndpointDiscoveryServicer
 from llmproxy.health.fallback import FallbackHealthStore
-from llmproxy.health.grpc_health import mirror_providers, publish_component
+from llmproxy.health.grpc_health import mirror_providers
 from llmproxy.health.memory_store import MemoryHealthStore
 from llmproxy.health.monitor import Monitor
 from llmproxy.health.probe import Prober, new_probe_client
@@ -92,7 +98,7 @@ async def serve(config: StackConfig) -> RunningServer:
 
     async def publish(component: ComponentStatus) -> None:
         if running is not None:
-            await publish_component(running.health, component)
+            await running.components.set(health_component(component.name), component.healthy)
 
     components = Components(checks, COMPONENT_TIMEOUT_S, on_change=publish)
     servicer = ProviderHealthServicer(registry, monitor, components)
@@ -111,7 +117,7 @@ async def serve(config: StackConfig) -> RunningServer:
         *(c.close for c in channels),
         store.aclose,
     ]
-    running = await start_server(settings, register, closers=closers)
+    running = await start_server(settings, register, closers=closers, service="health")
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))
     return running

@@ -14,11 +14,10 @@ import logging
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2
-from grpc_health.v1 import health_pb2
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.redis import connect_redis
-from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
@@ -35,10 +34,6 @@ SERVICE_NAMES = (
     rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name,
     ratelimit_pb2.DESCRIPTOR.services_by_name["RateLimitControlService"].full_name,
 )
-HEALTH_CONFIG = "llmproxy.ratelimit.config"
-HEALTH_REDIS = "llmproxy.ratelimit.redis"
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def serve(config: StackConfig) -> RunningServer:
@@ -51,13 +46,11 @@ async def serve(config: StackConfig) -> RunningServer:
     redis = connect_redis(
         config.redis.model_copy(update={"socket_timeout_s": settings.redis_timeout_s, "retries": 0})
     )
-    health_updates: list[asyncio.Task[None]] = []
     running: RunningServer | None = None
 
     def redis_health(degraded: bool) -> None:
         if running is not None:
-            status = NOT_SERVING if degraded else SERVING
-            health_updates.append(asyncio.create_task(running.health.set(HEALTH_REDIS, status)))
+            running.components.report("redis", not degraded)
 
     store = FailoverStore(
         RedisLimitStore(redis),
@@ -79,12 +72,10 @@ async def serve(config: StackConfig) -> RunningServer:
         )
         return SERVICE_NAMES
 
-    async def stop_tasks() -> None:
-        watcher.cancel()
-        await asyncio.gather(watcher, *health_updates, return_exceptions=True)
-
-    closers = [stop_tasks, batcher.aclose, store.aclose]
-    running = await start_server(settings, register, closers=closers)
-    await running.health.set(HEALTH_CONFIG, SERVING)
-    await running.health.set(HEALTH_REDIS, NOT_SERVING if store.degraded else SERVING)
+    closers = [cancelling([watcher]), batcher.aclose, store.aclose]
+    running = await start_server(
+        settings, register, closers=closers, service="ratelimit", required=("config",)
+    )
+    await running.components.set("config", True)  # loaded: an invalid file stopped startup
+    await running.components.set("redis", not store.degraded)
     return running

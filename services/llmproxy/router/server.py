@@ -18,7 +18,7 @@ from llmproxy._gen.router.v1 import (
     router_pb2_grpc,
 )
 from llmproxy.common.ratelimit_client import RateLimitClient
-from llmproxy.common.redis import connect_redis
+from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
@@ -134,4 +134,9 @@ async def serve(
         transport.aclose,
         redis.aclose,
     ]
-    return await start_server(settings, register, closers=closers)
+    running = await start_server(settings, register, closers=closers, service="router")
+    # Without Redis the router still answers (no cache, usage kept in memory): reported only.
+    await running.components.watch(
+        "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
+    )
+    return running

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from llmproxy.common.contract import component_health_name
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.ratelimit.server import HEALTH_REDIS
 from tests.harness import logs
 from tests.harness.redis_server import redis_server
 from tests.integration.ratelimit.conftest import (
@@ -65,7 +65,9 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
 
 async def redis_health(instance: Instance) -> int:
     stub = health_pb2_grpc.HealthStub(instance.channel)
-    reply = await stub.Check(health_pb2.HealthCheckRequest(service=HEALTH_REDIS))
+    reply = await stub.Check(
+        health_pb2.HealthCheckRequest(service=component_health_name("ratelimit", "redis"))
+    )
     return int(reply.status)
 
 
