@@ -23,7 +23,7 @@ envoy-config: bootstrap  ## Regenerate envoy/envoy.yaml and envoy/llmproxy.proto
 	$(PY) -m llmproxy.envoyconf --config deploy/llmproxy.yaml --out envoy --demo
 
 lint: bootstrap  ## What pre-commit runs, plus buf.
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports --no-cache && $(VENV)/bin/buf lint
 
 clean:
 	rm -rf .run build .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache
