@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.common.contract import ACTOR_METADATA
-from llmproxy.common.errors import ConfigError
+from llmproxy.common.errors import ConfigError, LlmproxyError
 from llmproxy.common.timestamps import timestamp
 from llmproxy.config import load_config
 
@@ -31,7 +31,7 @@ _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class UsageError(Exception):
+class UsageError(LlmproxyError):
     """A command-line value is invalid."""
 
 

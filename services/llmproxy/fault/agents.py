@@ -13,11 +13,12 @@ import grpc
 from google.protobuf import duration_pb2
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2
+from llmproxy.fault.errors import FaultError
 
 AGENT_KINDS = ("cpu", "memory")
 
 
-class AgentError(Exception):
+class AgentError(FaultError):
     """A chaos agent could not be reached or refused the stress; the message says which."""
 
 

@@ -1,11 +1,12 @@
 """Errors of the fault service, each mapped to one gRPC status by the servicer.
 
-FaultError
+FaultError (a common.errors.LlmproxyError)
  ├─ InvalidExperimentError: INVALID_ARGUMENT, a field is missing, unknown or over its cap
  ├─ ExperimentExistsError: ALREADY_EXISTS, the name is taken
  ├─ UnknownExperimentError: NOT_FOUND, no experiment of that name
  ├─ WrongStateError: FAILED_PRECONDITION, e.g. starting a running experiment
- └─ StoreUnavailableError: UNAVAILABLE, Redis cannot be reached (nothing was applied)
+ ├─ StoreUnavailableError: UNAVAILABLE, Redis cannot be reached (nothing was applied)
+ └─ AgentError (fault.agents): a service's chaos agent could not be reached or refused
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ from typing import Any, Protocol
 
 import httpx
 
+from llmproxy.common.errors import LlmproxyError
 from llmproxy.common.settings import ProviderSettings
 
 
-class ProviderCallError(Exception):
+class ProviderCallError(LlmproxyError):
     """One provider call failed; retryable says whether trying again or elsewhere may help."""
 
     def __init__(
