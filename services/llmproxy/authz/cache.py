@@ -37,9 +37,9 @@ class KeyCache:
     """A TTL and LRU bounded map of key id to record (or None for a known miss).
 
     Records are kept as plain tuples (KeyRecord.as_atoms), which the garbage collector stops
-    tracking: as objects, 100,000 cached records made every full collection take about 70 ms
-    (6.5 ms as tuples), a stall of every check, and the short TTL keeps adding new ones, which
-    triggers such collections. Rebuilding a record on each hit costs about 6 µs.
+    tracking: as objects, a full cache made every full collection long enough to stall every
+    check, and the short TTL keeps adding new ones, which triggers such collections. Rebuilding
+    a record on each hit costs far less than such a stall.
     """
 
     def __init__(

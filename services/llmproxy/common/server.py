@@ -169,7 +169,7 @@ def run_service(
         # What startup built (modules, classes, configuration) lives as long as the process:
         # out of the garbage collector's sight, every full collection under load is shorter
         # (its pauses stall the loop; Envoy gives a rate limit call 100 ms). No collection
-        # first: it would stall the started server 100-200 ms to free a few dozen objects.
+        # first: it would stall the just-started server to free a few dozen objects.
         gc.freeze()
         log.info(
             "serving",

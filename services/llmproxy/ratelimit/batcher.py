@@ -11,17 +11,16 @@ When the flush runs depends on the load, measured as the mean gap between reques
   nothing but Redis;
 - dense (the window is expected to gather at least one more request): the window (2 ms by
   default, so from 500 requests/s) after the flush is due, so a busy instance sends fewer,
-  larger calls (measured at full load on 2 cores: 17-21 checks a call, against 9-10 with a
-  1 ms window and 7 without; 2 ms against 1 ms, about 3% less CPU a decision in this process
-  and Redis together). The window is envoyproxy/ratelimit's REDIS_PIPELINE_WINDOW, applied
-  only under load.
+  larger calls, each check costing less CPU here and in Redis (docs/benchmarks.md has the
+  batch sizes). The window is envoyproxy/ratelimit's REDIS_PIPELINE_WINDOW, applied only under
+  load.
 A full batch (max_batch checks queued) is sent at once either way.
 
 Holding also needs company: batches must carry at least 1.5 requests on average (a moving mean
 over every batch, held or not). The mean gap alone cannot tell many callers from one caller
 that sends its next request as soon as it has the answer: that one arrives right after each
-answer, so it reads as dense, yet each hold would only delay it and gather nobody (measured:
-such a caller was held to 500 decisions/s at 2 ms each). Several callers share batches even
+answer, so it reads as dense, yet each hold would only delay it and gather nobody: it would be
+held to one decision per window. Several callers share batches even
 unheld (what arrives while a call is out goes in the next), so their mean rises past 1.5 and
 holding starts. (Whether a hold gathered anyone is no test: under full load many gather nobody,
 every request in flight being queued already, yet holding is what keeps the batches large.)

@@ -60,8 +60,7 @@ class _Limit:
 # refusal refuses the request (and may be cached). Reserves tokens: a token limit with hits,
 # whose check is the reservation. Plain values only: the garbage collector stops tracking
 # tuples of str, int and bool, so tens of thousands of remembered plans add nothing to its full
-# collections (as objects they did: 100-200 ms stalls every few seconds under load, longer than
-# Envoy's timeout).
+# collections (as objects they made its pauses longer than Envoy's timeout under load).
 _Check = tuple[str, int, int, bool, bool, Entries]
 # Per descriptor: None (no limit applies, or unlimited) or its check.
 _Plan = tuple[_Check | None, ...]

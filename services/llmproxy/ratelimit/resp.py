@@ -1,12 +1,11 @@
 """A lean pipelined connection to a standalone Redis, for the limiter's script calls only.
 
-redis-py spends about 150 µs of Python on each command (connection pool, retry wrapper,
-stream reader, parser glue; measured with the benchmark's 18-check batches: ~270 µs of CPU a
-call against ~100 µs here). The limiter sends one script call per batch, thousands a second,
-so those calls go through this instead: one asyncio Protocol, commands written as RESP by
-hand, replies parsed by hiredis and handed to the callers in the order they were sent. A
-caller that gave up (timeout) just leaves its reply unread. Everything else (PING, SCRIPT
-LOAD, DEL, Redis Cluster, TLS, unix sockets) stays on redis-py.
+redis-py spends more Python on each command than the command itself costs here (connection
+pool, retry wrapper, stream reader, parser glue). The limiter sends one script call per batch,
+thousands a second, so those calls go through this instead: one asyncio Protocol, commands
+written as RESP by hand, replies parsed by hiredis and handed to the callers in the order they
+were sent. A caller that gave up (timeout) just leaves its reply unread. Everything else (PING,
+SCRIPT LOAD, DEL, Redis Cluster, TLS, unix sockets) stays on redis-py.
 
 Errors: OSError (ConnectionError) when Redis cannot be reached or the connection drops, and
 ReplyError (an error answer) or ProtocolError from hiredis; the store turns them into

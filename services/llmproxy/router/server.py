@@ -43,7 +43,7 @@ SERVICE_NAMES = (
 def new_http_transport() -> httpx.AsyncBaseTransport:
     """The one pooled httpx transport every provider call goes through.
 
-    aiohttp's pool under httpx's transport: about 1 ms less CPU per call (providers/pool.py).
+    aiohttp's pool under httpx's transport, which costs less CPU a call (providers/pool.py).
     No proxies from the environment, no redirects: a request never picks where it goes.
     """
     return LeanTransport(max_connections=1000)
@@ -99,7 +99,7 @@ async def serve(
     # Token reservations made by the rate limiter are corrected with actual usage.
     ratelimit = config.services.ratelimit
     limiter = RateLimitClient(f"{ratelimit.host}:{ratelimit.grpc_port}")
-    # Many requests' corrections per call: one call each cost ~3 ms of CPU per request.
+    # Many requests' corrections per call, not one call each (reconcile_batch.py).
     reconciler = ReconcileBatcher(limiter.reconcile_batch)
     openai_api = OpenAIServicer(
         models,

@@ -217,7 +217,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             raise ModelNotFoundError(body["model"])
         decision = policy.decide(kind, body, headers, self._settings.cache, model.cache_ttl_s)
         # Aliases share their model's cache entries. A request the cache leaves alone needs no
-        # key (the normalization costs about 0.1 ms of a request's CPU).
+        # key, and computing one (normalizing the body) is not free.
         cached = decision.lookup or decision.store
         digest = keys.cache_key(kind, {**body, "model": model.name}) if cached else ""
         return _Request(kind, body, model, decision, digest, _identity(headers), headers)

@@ -118,7 +118,7 @@ class HttpProvider:
 
     Requests go to the transport itself rather than through an httpx.AsyncClient: the client's
     layers (auth flow, redirect loop, cookie jar, URL merging) do nothing for provider calls,
-    which never follow redirects or keep cookies, and cost about 0.4 ms of CPU a call here.
+    which never follow redirects or keep cookies, yet cost CPU on every call.
     What the transport gives stays: httpx's requests, responses, errors and timeouts, and the
     OpenTelemetry span of every call.
     """

@@ -1,11 +1,11 @@
 """The connection pool under the router's httpx client: aiohttp's, which costs less CPU.
 
-Measured on this project's 2-core machine, a provider call through httpx's own pool (httpcore
-on anyio) costs 1.7-2.2 ms of router CPU; through aiohttp's pool, 0.75-1.3 ms (bench notes in
-the README). The router keeps httpx's API and client (requests, errors, timeouts, the
-OpenTelemetry instrumentation of `httpx.AsyncHTTPTransport`): only the layer that moves bytes
-changes. `AiohttpPool` answers httpcore's pool interface, so httpx's transport maps its errors
-to httpx's exceptions as it does for its own pool.
+A provider call through aiohttp's pool costs the router about half the CPU it costs through
+httpx's own pool (httpcore on anyio; docs/benchmarks.md). The router keeps httpx's API and
+client (requests, errors, timeouts, the OpenTelemetry instrumentation of
+`httpx.AsyncHTTPTransport`): only the layer that moves bytes changes. `AiohttpPool` answers
+httpcore's pool interface, so httpx's transport maps its errors to httpx's exceptions as it
+does for its own pool.
 
 Bytes pass through unchanged: no decompression here (httpx decodes `content-encoding` itself),
 no redirects, no cookies kept, no proxies from the environment.
