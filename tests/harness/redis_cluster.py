@@ -23,7 +23,7 @@ from pathlib import Path
 
 from llmproxy.devstack.probes import redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
-from llmproxy.devstack.stack import find_binary
+from llmproxy.devstack.stack import DURABILITY_ARGS, find_binary
 from tests.harness.ports import free_port
 
 MASTERS = 3
@@ -57,10 +57,7 @@ def _node(workdir: Path, port: int) -> ManagedProcess:
         "nodes.conf",
         "--cluster-node-timeout",
         "2000",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
+        *DURABILITY_ARGS,
         "--dir",
         str(data),
     ]

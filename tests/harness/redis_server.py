@@ -14,7 +14,7 @@ from tests.harness.ports import free_port
 
 @contextmanager
 def redis_server(workdir: Path) -> Iterator[tuple[str, ManagedProcess]]:
-    """Start redis-server without persistence; yields its URL and process, stops it after."""
+    """Start a durable redis-server; yields its URL and process, stops it after."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     process = redis_process(url, workdir, workdir / "redis.log")
     process.start()

@@ -80,6 +80,12 @@ class ManagedProcess:
         if self._popen is not None and self.running():
             self._popen.send_signal(signum)
 
+    def kill(self) -> None:
+        """SIGKILL the process and wait until it is gone: a crash, with no chance to clean up."""
+        if self._popen is not None and self.running():
+            self._popen.kill()
+            self._popen.wait()
+
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, wait up to grace_s, then SIGKILL; returns the exit code."""
         if self._popen is None:

@@ -31,10 +31,19 @@ def find_binary(name: str, hint: str) -> str:
     return found
 
 
+# Every Redis we start keeps its data across restarts (API keys, audit records, experiments and
+# usage live there): an append-only file in its data folder, fsynced every second, so a crash
+# loses at most about a second of writes. No RDB snapshots: the AOF alone restores everything.
+DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
+
+
 def redis_process(
     url: str, data_dir: Path, log_path: Path, environ: Mapping[str, str] | None = None
 ) -> ManagedProcess:
-    """A redis-server without persistence on the loopback port of url."""
+    """A durable redis-server (DURABILITY_ARGS) in data_dir, on the loopback port of url.
+
+    Restarted on the same data_dir, it comes back with every key it had.
+    """
     binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = str(urlsplit(url).port or 6379)
@@ -44,10 +53,7 @@ def redis_process(
         port,
         "--bind",
         "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
+        *DURABILITY_ARGS,
         "--dir",
         str(data_dir),
     ]
