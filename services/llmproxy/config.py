@@ -110,7 +110,24 @@ class StackConfig(StrictModel):
                     raise ValueError(
                         f"models: {model.name!r} targets unknown provider {target.provider!r}"
                     )
+        self._check_cache_eviction()
         return self
+
+    def _check_cache_eviction(self) -> None:
+        # Cache pressure must never evict authoritative state: on the Redis that holds API keys,
+        # usage, limits and experiments, allkeys-* evicts keys and volatile-* evicts the usage
+        # and rate limit counters (they have TTLs too). Only a Redis of the cache's own may.
+        cache = self.services.router.cache
+        if cache.redis_url is not None and cache.redis_url != self.redis.url:
+            return
+        for field in ("maxmemory_policy", "maxmemory"):
+            value = getattr(cache, field)
+            if value is not None:
+                raise ValueError(
+                    f"services.router.cache.{field}: {value} would apply to the stack's Redis "
+                    "and evict API keys, usage or rate limit counters under cache pressure; "
+                    "set services.router.cache.redis_url to a Redis of the cache's own"
+                )
 
     def enabled_providers(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
         """The providers whose key is present in environ (or that need none)."""

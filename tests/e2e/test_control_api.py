@@ -84,6 +84,8 @@ def test_warm_cli_fills_the_cache_through_the_control_listener(
             str(requests),
             "--target",
             f"{envoy.host}:{envoy.control_port}",
+            "--tenant",
+            "e2e",  # the client key's tenant: cache.scope is tenant
         ],
         capture_output=True,
         text=True,

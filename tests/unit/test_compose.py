@@ -262,6 +262,16 @@ def test_redis_is_the_compose_redis(compose: Compose) -> None:
     assert not config.redis.managed  # compose runs it, not `make up`
 
 
+def test_the_cache_has_a_redis_of_its_own(compose: Compose) -> None:
+    cache = config_of(compose, "router").services.router.cache
+    assert cache.redis_url is not None
+    url = urlsplit(cache.redis_url)
+    assert url.hostname in compose
+    assert url.hostname != urlsplit(config_of(compose, "router").redis.url).hostname
+    assert compose[url.hostname]["image"] == "redis:7-alpine"
+    assert url.hostname in compose["router"]["depends_on"]
+
+
 def test_fake_provider_serves_every_configured_model(
     compose: Compose, defaults: StackConfig
 ) -> None:

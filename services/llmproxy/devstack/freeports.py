@@ -24,6 +24,9 @@ def with_free_ports(data: dict[str, Any] | None = None) -> dict[str, Any]:
         egress_port=free_port(),
     )
     data.setdefault("redis", {})["url"] = f"redis://127.0.0.1:{free_port()}/0"
+    cache = data.get("services", {}).get("router", {}).get("cache", {})
+    if cache.get("redis_url"):
+        cache["redis_url"] = f"redis://127.0.0.1:{free_port()}/0"
     data.setdefault("fake_provider", {})["port"] = free_port()
     services = data.setdefault("services", {})
     for name in SERVICES:

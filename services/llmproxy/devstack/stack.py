@@ -37,13 +37,22 @@ def find_binary(name: str, hint: str) -> str:
 DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
 
 
-def redis_process(
-    url: str, data_dir: Path, log_path: Path, environ: Mapping[str, str] | None = None
-) -> ManagedProcess:
-    """A durable redis-server (DURABILITY_ARGS) in data_dir, on the loopback port of url.
+# The response cache's Redis keeps nothing across restarts: entries are answers it can fetch
+# again, and not writing them to disk spares the cache's every write.
+DISPOSABLE_ARGS = ("--appendonly", "no", "--save", "")
 
-    Restarted on the same data_dir, it comes back with every key it had.
-    """
+
+def redis_process(
+    url: str,
+    data_dir: Path,
+    log_path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    durable: bool = True,
+    name: str = "redis",
+) -> ManagedProcess:
+    """A redis-server in data_dir on the loopback port of url: durable (DURABILITY_ARGS) unless
+    told otherwise, so restarted on the same data_dir it comes back with every key it had."""
     binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
     data_dir.mkdir(parents=True, exist_ok=True)
     port = str(urlsplit(url).port or 6379)
@@ -53,11 +62,11 @@ def redis_process(
         port,
         "--bind",
         "127.0.0.1",
-        *DURABILITY_ARGS,
+        *(DURABILITY_ARGS if durable else DISPOSABLE_ARGS),
         "--dir",
         str(data_dir),
     ]
-    return ManagedProcess("redis", argv, log_path, partial(redis_pong, url), environ)
+    return ManagedProcess(name, argv, log_path, partial(redis_pong, url), environ)
 
 
 def fake_provider_process(
@@ -115,6 +124,22 @@ class Stack:
             return None
         return redis_process(
             self.config.redis.url, self.workdir / "redis", self._log("redis"), self.environ
+        )
+
+    def _cache_redis(self) -> ManagedProcess | None:
+        # The response cache's own Redis, managed alongside the stack's (router.cache.redis_url).
+        url = self.config.services.router.cache.redis_url
+        if url is None or url == self.config.redis.url or not self.config.redis.managed:
+            return None
+        if urlsplit(url).hostname not in LOOPBACK:
+            return None
+        return redis_process(
+            url,
+            self.workdir / "redis-cache",
+            self._log("redis-cache"),
+            self.environ,
+            durable=False,
+            name="redis-cache",
         )
 
     def _fake_provider(self) -> ManagedProcess | None:
@@ -190,7 +215,12 @@ class Stack:
             if redis is not None and await redis_pong(self.config.redis.url):
                 # Debian's redis-server package starts one on 6379 as it installs: use it.
                 redis = None
-            await self._launch(redis, self._fake_provider(), timeout_s=timeout_s)
+            cache = self._cache_redis()
+            if cache is not None and await redis_pong(
+                str(self.config.services.router.cache.redis_url)
+            ):
+                cache = None  # one already answers there: use it
+            await self._launch(redis, cache, self._fake_provider(), timeout_s=timeout_s)
             await self._launch(*self._services(), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)
             await self._launch(*self.monitoring, timeout_s=timeout_s)

@@ -16,6 +16,7 @@ from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings
 
 MAX_WARM_LINES = 10_000
+MAX_TENANT = 64  # tenants are names authz gives keys, never longer
 
 
 class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
@@ -59,11 +60,12 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
     async def InvalidateCache(
         self, request: router_pb2.InvalidateCacheRequest, context: Context
     ) -> router_pb2.InvalidateCacheResponse:
-        """Remove entries by key, model, tag or all; at least one selector is required."""
+        """Remove entries by key, model, tag, tenant or all; at least one selector is required."""
         cache = await self._require_cache(context)
-        if not (request.keys or request.models or request.tags or request.all):
+        if not (request.keys or request.models or request.tags or request.tenants or request.all):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "name keys, models, tags, or set all: true"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "name keys, models, tags, tenants, or set all: true",
             )
         bad = [
             k for k in request.keys if len(k) != 64 or not all(c in "0123456789abcdef" for c in k)
@@ -72,7 +74,9 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"keys are 64 lowercase hex digits: {bad[:3]}"
             )
-        removed = await cache.invalidate(request.keys, request.models, request.tags, request.all)
+        removed = await cache.invalidate(
+            request.keys, request.models, request.tags, request.all, request.tenants
+        )
         return router_pb2.InvalidateCacheResponse(removed=removed)
 
     async def GetCacheStats(
@@ -103,6 +107,17 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.WarmCacheResponse:
         """Answer and cache each JSONL line; a bad line is reported, not fatal."""
         await self._require_cache(context)
+        tenant = self._openai.cache_tenant(request.tenant)
+        if tenant == "":
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "tenant is required: cache.scope is tenant, so entries are cached per tenant",
+            )
+        if tenant is not None and (len(tenant) > MAX_TENANT or not tenant.isprintable()):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"tenant must be printable and at most {MAX_TENANT} characters",
+            )
         lines = request.jsonl.splitlines()
         if len(lines) > MAX_WARM_LINES:
             await context.abort(
@@ -113,7 +128,7 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
             if not line.strip():
                 continue
             try:
-                if await self._warm_line(line):
+                if await self._warm_line(line, tenant):
                     reply.cached += 1
                 else:
                     reply.already_cached += 1
@@ -122,9 +137,9 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
                 reply.failures.append(router_pb2.WarmCacheFailure(line=number, reason=reason))
         return reply
 
-    async def _warm_line(self, line: str) -> bool:
+    async def _warm_line(self, line: str, tenant: str | None) -> bool:
         body = json.loads(line)
         kind = body.pop("endpoint", "chat") if isinstance(body, dict) else "chat"
         if kind not in ("chat", "embeddings"):
             raise RouterError(f"endpoint must be 'chat' or 'embeddings', not {kind!r}")
-        return await self._openai.warm(kind, json.dumps(body).encode())
+        return await self._openai.warm(kind, json.dumps(body).encode(), tenant)

@@ -86,7 +86,13 @@ async def serve(
     settings = config.services.router
     transport = transport or new_http_transport()
     redis = connect_redis(config.redis)
-    cache = RedisResponseCache(redis, settings.cache.redis_backoff_s)
+    # The cache's own Redis when configured: cache pressure there evicts nothing authoritative.
+    cache_redis = (
+        connect_redis(config.redis.model_copy(update={"url": settings.cache.redis_url}))
+        if settings.cache.redis_url and settings.cache.redis_url != config.redis.url
+        else redis
+    )  # the stack's Redis otherwise, then with no eviction settings (StackConfig refuses them)
+    cache = RedisResponseCache(cache_redis, settings.cache.redis_backoff_s)
     if settings.cache.enabled:
         await cache.configure_eviction(settings.cache.maxmemory_policy, settings.cache.maxmemory)
     stats = CacheStats()
@@ -132,6 +138,7 @@ async def serve(
         reconciler.aclose,  # before the channel closes: no correction is lost
         limiter.aclose,
         transport.aclose,
+        *([cache_redis.aclose] if cache_redis is not redis else []),
         redis.aclose,
     ]
     running = await start_server(settings, register, closers=closers, service="router")

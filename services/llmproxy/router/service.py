@@ -99,6 +99,7 @@ class _Request:
     model: ModelSettings
     decision: policy.CacheDecision
     digest: str  # the cache key; empty when the cache neither looks up nor stores
+    cache_tenant: str | None  # whose cache entry it is; None when every tenant shares it
     identity: Identity
     headers: Mapping[str, str]
 
@@ -186,9 +187,15 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             return await self._refuse(context, ModelNotFoundError(request.model))
         return _http_body(JSON, json.dumps(_model_object(request.model)).encode())
 
-    async def warm(self, kind: str, raw: bytes) -> bool:
+    def cache_tenant(self, tenant: str) -> str | None:
+        """Whose entries a request of tenant reads and writes: tenant itself under cache.scope
+        tenant, None (shared entries) under scope global."""
+        return tenant if self._settings.cache.scope == "tenant" else None
+
+    async def warm(self, kind: str, raw: bytes, tenant: str | None = None) -> bool:
         """Answer one request and cache it whatever its sampling; False if already cached.
 
+        tenant is whose entry it becomes (cache_tenant), and whose usage it counts as.
         Raises RouterError when the request is invalid or no provider answers.
         """
         if self._cache is None:
@@ -196,7 +203,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         body = parse_chat_request(raw) if kind == "chat" else parse_embeddings_request(raw)
         body.pop("stream", None)
         body.pop("stream_options", None)
-        call = self._prepare(kind, body, WARMING_HEADERS)
+        headers = WARMING_HEADERS if tenant is None else {**WARMING_HEADERS, TENANT_HEADER: tenant}
+        call = self._prepare(kind, body, headers)
         if await self._cache.get(call.digest) is not None:
             return False
         flight, _ = self._flights.join(call.digest, lambda f: self._produce(call, f))
@@ -219,8 +227,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         # Aliases share their model's cache entries. A request the cache leaves alone needs no
         # key, and computing one (normalizing the body) is not free.
         cached = decision.lookup or decision.store
-        digest = keys.cache_key(kind, {**body, "model": model.name}) if cached else ""
-        return _Request(kind, body, model, decision, digest, _identity(headers), headers)
+        tenant = self.cache_tenant(headers.get(TENANT_HEADER, ""))
+        digest = keys.cache_key(kind, {**body, "model": model.name}, tenant) if cached else ""
+        return _Request(kind, body, model, decision, digest, tenant, _identity(headers), headers)
 
     async def _refuse(self, context: Context, err: RouterError) -> httpbody_pb2.HttpBody:
         log.info("request refused", extra={"status": err.status, "reason": err.message})
@@ -312,7 +321,12 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             and len(body) <= self._settings.cache.max_entry_bytes
         ):
             answer = CachedAnswer(
-                SSE if call.stream else JSON, body, call.model.name, *tokens, cost
+                SSE if call.stream else JSON,
+                body,
+                call.model.name,
+                *tokens,
+                cost,
+                tenant=call.cache_tenant or "",
             )
             await self._cache.put(call.digest, answer, call.decision.ttl_s, call.decision.tags)
 

@@ -57,14 +57,31 @@ class CacheSettings(StrictModel):
     max_entry_bytes: int = Field(
         1024 * 1024, ge=1024, description="Answers larger than this are not cached."
     )
+    scope: Literal["tenant", "global"] = Field(
+        "tenant",
+        description="Who shares cached answers. tenant: each tenant its own entries, so no "
+        "tenant can tell from x-cache: HIT that another sent the same prompt. global: every "
+        "tenant shares them (more hits), at the cost of that leak; an explicit opt-in.",
+    )
+    redis_url: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="A Redis of the cache's own, where cache pressure evicts only cache entries; "
+        "null: the stack's Redis, left without an eviction policy (entries leave by their TTL).",
+    )
     maxmemory_policy: (
         Literal["allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-lfu", "volatile-ttl"] | None
     ) = Field(
-        "allkeys-lru",
-        description="Redis eviction policy set at startup (CONFIG SET); null leaves Redis as is.",
+        None,
+        description="Eviction policy set on the cache's own Redis at startup (CONFIG SET); null "
+        "leaves it as is. Refused without redis_url: on the stack's Redis any policy could evict "
+        "API keys (allkeys-*) or usage and rate limit counters, which have TTLs too (volatile-*).",
     )
     maxmemory: str | None = Field(
-        None, pattern=r"^\d+(kb|mb|gb)?$", description="Redis maxmemory set at startup, e.g. 256mb."
+        None,
+        pattern=r"^\d+(kb|mb|gb)?$",
+        description="maxmemory set on the cache's own Redis at startup, e.g. 256mb; refused "
+        "without redis_url (it would cap authoritative state too).",
     )
     redis_backoff_s: float = Field(
         1.0, gt=0, le=60, description="After a Redis error, requests skip the cache this long."

@@ -22,6 +22,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m llmproxy.router.warm", description=__doc__)
     parser.add_argument("file", type=Path, help="JSONL file, one request body per line")
     parser.add_argument("--target", default="127.0.0.1:8081", help="router or control listener")
+    parser.add_argument(
+        "--tenant",
+        default="",
+        help="whose cache to warm (required when cache.scope is tenant, the default)",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per batch")
     args = parser.parse_args()
     lines = args.file.read_text().splitlines()
@@ -33,7 +38,8 @@ def main() -> None:
             batch = "\n".join(lines[start : start + BATCH_LINES])
             try:
                 reply = stub.WarmCache(
-                    router_pb2.WarmCacheRequest(jsonl=batch), timeout=args.timeout
+                    router_pb2.WarmCacheRequest(jsonl=batch, tenant=args.tenant),
+                    timeout=args.timeout,
                 )
             except grpc.RpcError as exc:
                 print(f"warming failed: {exc.code().name}: {exc.details()}", file=sys.stderr)

@@ -99,11 +99,14 @@ class Router:
 
 
 @asynccontextmanager
-async def running_router(redis_url: str, cluster: bool = False) -> AsyncIterator[Router]:
-    """A router over the fake provider (both kinds) and the Redis at redis_url."""
+async def running_router(
+    redis_url: str, cluster: bool = False, **router: Any
+) -> AsyncIterator[Router]:
+    """A router over the fake provider (both kinds) and the Redis at redis_url; router holds
+    settings of services.router."""
     os.environ[ANTHROPIC_KEY_ENV] = "test-anthropic-key"
     async with fake_provider(["fake-gpt", "fake-claude", "fake-embed"]) as provider:
-        config = router_config(redis_url, provider.url)
+        config = router_config(redis_url, provider.url, **router)
         if cluster:
             redis = config.redis.model_copy(update={"cluster": True})
             config = config.model_copy(update={"redis": redis})

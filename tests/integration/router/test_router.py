@@ -13,12 +13,13 @@ from llmproxy._gen.router.v1 import openai_pb2, router_pb2
 from llmproxy.common.usage import RedisUsageStore
 from llmproxy.router.providers import sse
 from tests.harness.waiting import eventually
-from tests.integration.router.conftest import Router
+from tests.integration.router.conftest import Router, running_router
 
 pytestmark = pytest.mark.integration
 
 HELLO = [{"role": "user", "content": "Hello router"}]
 CACHED = {"model": "gpt", "messages": HELLO, "temperature": 0}
+ACME = "acme"
 
 
 async def test_openai_provider_answer_and_cache_hit_in_redis(
@@ -154,24 +155,67 @@ async def test_warming_from_jsonl(router: Router) -> None:
             json.dumps({"model": "nope", "messages": HELLO}),
         ]
     )
-    reply = await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl))
+    reply = await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl, tenant=ACME))
     assert (reply.cached, reply.already_cached) == (2, 1)
     assert [f.line for f in reply.failures] == [4, 5]
-    metadata, _ = await router.chat(
-        {"model": "gpt", "messages": HELLO, "temperature": 1}, {"x-llmproxy-cache": "force"}
-    )
+    acme = {"x-llmproxy-cache": "force", "x-llmproxy-tenant": ACME}
+    metadata, _ = await router.chat({"model": "gpt", "messages": HELLO, "temperature": 1}, acme)
     assert metadata["x-cache"] == "BYPASS" or metadata["x-cache"] == "MISS"
-    metadata, _ = await router.chat(
-        {"model": "gpt", "messages": HELLO}, {"x-llmproxy-cache": "force"}
-    )
+    metadata, _ = await router.chat({"model": "gpt", "messages": HELLO}, acme)
     assert metadata["x-cache"] == "HIT"
+    # Warmed for acme only: another tenant's identical request is a miss.
+    other = {**acme, "x-llmproxy-tenant": "globex"}
+    metadata, _ = await router.chat({"model": "gpt", "messages": HELLO}, other)
+    assert metadata["x-cache"] == "MISS"
 
 
-async def test_eviction_policy_is_set_from_config(
+async def test_warming_needs_a_valid_tenant_under_tenant_scope(router: Router) -> None:
+    jsonl = json.dumps({"model": "gpt", "messages": HELLO})
+    for tenant, says in (("", "tenant is required"), ("x" * 65, "at most 64"), ("a\nb", "")):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl, tenant=tenant))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert says in (raised.value.details() or "")
+    # Nothing was cached by the refused calls.
+    metadata, _ = await router.chat(CACHED, {"x-llmproxy-tenant": ""})
+    assert metadata["x-cache"] == "MISS"
+
+
+async def test_tenants_do_not_share_cached_answers_by_default(router: Router) -> None:
+    acme, globex = {"x-llmproxy-tenant": ACME}, {"x-llmproxy-tenant": "globex"}
+    assert (await router.chat(CACHED, acme))[0]["x-cache"] == "MISS"
+    assert (await router.chat(CACHED, acme))[0]["x-cache"] == "HIT"
+    # globex cannot learn from x-cache that acme sent this prompt.
+    assert (await router.chat(CACHED, globex))[0]["x-cache"] == "MISS"
+    assert (await router.chat(CACHED, globex))[0]["x-cache"] == "HIT"
+    removed = await router.control.InvalidateCache(
+        router_pb2.InvalidateCacheRequest(tenants=[ACME])
+    )
+    assert removed.removed == 1
+    assert (await router.chat(CACHED, acme))[0]["x-cache"] == "MISS"
+    assert (await router.chat(CACHED, globex))[0]["x-cache"] == "HIT"
+
+
+async def test_global_scope_shares_answers_across_tenants(
+    redis_process: str, redis_client: aioredis.Redis
+) -> None:
+    async with running_router(redis_process, cache={"scope": "global"}) as router:
+        assert (await router.chat(CACHED, {"x-llmproxy-tenant": ACME}))[0]["x-cache"] == "MISS"
+        hit = await router.chat(CACHED, {"x-llmproxy-tenant": "globex"})
+        assert hit[0]["x-cache"] == "HIT"
+        # Warming takes no tenant then: the entry is everyone's.
+        jsonl = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "w"}]})
+        reply = await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl))
+        assert reply.cached == 1
+
+
+async def test_the_stacks_redis_gets_no_eviction_settings(
     router: Router, redis_client: aioredis.Redis
 ) -> None:
+    # The cache shares the stack's Redis here (no cache.redis_url): the router leaves its
+    # eviction alone, so cache pressure cannot evict API keys or counters.
     assert (await redis_client.config_get("maxmemory-policy"))["maxmemory-policy"] == (
-        "allkeys-lru"
+        "noeviction"
     )
 
 

@@ -122,11 +122,16 @@ class MemoryCache:
         models: Iterable[str] = (),
         tags: Iterable[str] = (),
         everything: bool = False,
+        tenants: Iterable[str] = (),
     ) -> int:
         doomed = {
             d
             for d, (a, _, t) in self.entries.items()
-            if everything or d in set(digests) or a.model in set(models) or set(t) & set(tags)
+            if everything
+            or d in set(digests)
+            or a.model in set(models)
+            or set(t) & set(tags)
+            or (a.tenant and a.tenant in set(tenants))
         }
         for digest in doomed:
             del self.entries[digest]

@@ -21,13 +21,16 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def normalized(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a request that decide its answer, with numbers in one form."""
+def normalized(kind: str, body: dict[str, Any], tenant: str | None = None) -> dict[str, Any]:
+    """The parts of a request that decide its answer, with numbers in one form, and the tenant
+    whose entry it is (None: an entry every tenant shares)."""
     kept = {k: v for k, v in body.items() if k not in IGNORED_FIELDS}
-    return {"kind": kind, "request": _canonical(kept)}
+    scope = {} if tenant is None else {"tenant": tenant}
+    return {"kind": kind, "request": _canonical(kept), **scope}
 
 
-def cache_key(kind: str, body: dict[str, Any]) -> str:
-    """A hex SHA-256 of the normalized request; kind separates chat from embeddings."""
-    canonical = json.dumps(normalized(kind, body), sort_keys=True, separators=(",", ":"))
+def cache_key(kind: str, body: dict[str, Any], tenant: str | None = None) -> str:
+    """A hex SHA-256 of the normalized request; kind separates chat from embeddings, and the
+    tenant (cache.scope tenant) separates one tenant's entries from another's."""
+    canonical = json.dumps(normalized(kind, body, tenant), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

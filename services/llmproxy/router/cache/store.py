@@ -4,6 +4,7 @@ Layout (every key hash-tagged, so each command touches one Cluster slot):
   llmproxy:cache:{<sha256>}           hash: meta (JSON), body (bytes); TTL per entry
   llmproxy:cache:idx:{model:<name>}   set of entry keys of a model, for invalidation
   llmproxy:cache:idx:{tag:<tag>}      set of entry keys carrying a tag
+  llmproxy:cache:idx:{tenant:<name>}  set of entry keys of a tenant (cache.scope tenant)
   llmproxy:cache:stats:{<model>}      hash of counters shared by every router instance
 
 Redis trouble never reaches the client: an error makes the cache skip Redis for a short backoff
@@ -55,6 +56,7 @@ class CachedAnswer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    tenant: str = ""  # whose entry it is; empty when every tenant shares it (scope global)
 
     @property
     def saved_tokens(self) -> int:
@@ -77,8 +79,9 @@ class ResponseCache(Protocol):
         models: Iterable[str] = (),
         tags: Iterable[str] = (),
         everything: bool = False,
+        tenants: Iterable[str] = (),
     ) -> int:
-        """Remove entries by digest, model, tag or all; returns how many were removed."""
+        """Remove entries by digest, model, tag, tenant or all; returns how many were removed."""
 
     async def add_stats(self, model: str, counters: dict[str, float]) -> None:
         """Add to the shared counters of model."""
@@ -141,7 +144,10 @@ class RedisResponseCache:
                 pipe.hset(key, mapping={"meta": json.dumps(meta), "body": answer.body})
                 pipe.expire(key, ttl_s)
                 await pipe.execute()
-            for index in [index_key("model", answer.model), *(index_key("tag", t) for t in tags)]:
+            indexes = [index_key("model", answer.model), *(index_key("tag", t) for t in tags)]
+            if answer.tenant:
+                indexes.append(index_key("tenant", answer.tenant))
+            for index in indexes:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.sadd(index, key)
                     # An index outlives its entries a little; stale members are harmless.
@@ -170,10 +176,15 @@ class RedisResponseCache:
         models: Iterable[str] = (),
         tags: Iterable[str] = (),
         everything: bool = False,
+        tenants: Iterable[str] = (),
     ) -> int:
         """Remove entries; Redis errors propagate so the operator sees them."""
         keys = {entry_key(d) for d in digests}
-        indexes = [index_key("model", m) for m in models] + [index_key("tag", t) for t in tags]
+        indexes = [
+            *(index_key("model", m) for m in models),
+            *(index_key("tag", t) for t in tags),
+            *(index_key("tenant", t) for t in tenants),
+        ]
         for index in indexes:
             keys.update(await self._members(index))
         if everything:

@@ -130,6 +130,7 @@ class InvalidateCacheRequest(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     ALL_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
     all: _builtins.bool
     """Remove every cached answer."""
     @_builtins.property
@@ -144,6 +145,10 @@ class InvalidateCacheRequest(_message.Message):
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tags (from x-llmproxy-cache-tags) whose cached answers to remove."""
 
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tenants whose cached answers to remove (entries cached under cache.scope tenant)."""
+
     def __init__(
         self,
         *,
@@ -151,10 +156,11 @@ class InvalidateCacheRequest(_message.Message):
         models: _abc.Iterable[_builtins.str] | None = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         all: _builtins.bool = ...,
+        tenants: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "keys", b"keys", "models", b"models", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "keys", b"keys", "models", b"models", "tags", b"tags", "tenants", b"tenants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,16 +286,20 @@ class WarmCacheRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JSONL_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
     jsonl: _builtins.str
     """One OpenAI request body per line; `"endpoint": "embeddings"` marks an embeddings request."""
+    tenant: _builtins.str
+    """The tenant whose cache to warm; required when cache.scope is tenant, ignored when global."""
     def __init__(
         self,
         *,
         jsonl: _builtins.str = ...,
+        tenant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jsonl", b"jsonl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jsonl", b"jsonl", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,102 @@
+"""Cache pressure evicts cache entries only: the cache has a Redis of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from llmproxy.authz.records import KeyRecord
+from llmproxy.authz.store import RedisKeyStore
+from llmproxy.common.errors import ConfigError
+from llmproxy.common.redis import AnyRedis, connect_redis
+from llmproxy.common.settings import RedisSettings
+from llmproxy.common.usage import Identity, RedisUsageStore, Usage
+from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.devstack.process import ManagedProcess
+from llmproxy.devstack.stack import redis_process
+from llmproxy.router.cache.store import CachedAnswer, RedisResponseCache
+from tests.harness import logs
+from tests.harness.ports import free_port
+from tests.integration.router.conftest import running_router
+
+pytestmark = pytest.mark.integration
+
+ENTRY = b"x" * 64 * 1024  # 200 answers of 64 KiB: more than three times the cache's maxmemory
+CACHED = {"model": "gpt", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
+
+
+@asynccontextmanager
+async def redis_at(
+    tmp_path: Path, name: str, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[str, AnyRedis, ManagedProcess]]:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    process = redis_process(url, tmp_path / name, tmp_path / f"{name}.log", name=name)
+    logs.watch(request.node, process)
+    process.start()
+    client = connect_redis(RedisSettings(url=url))
+    try:
+        await process.wait_ready(15)
+        yield url, client, process
+    finally:
+        await client.aclose()
+        process.stop()
+
+
+def key_record(index: int) -> KeyRecord:
+    return KeyRecord(
+        key_id=f"{index:016x}",
+        key_hash="ab" * 32,
+        tenant="acme",
+        user="u",
+        created_at=1.0,
+        updated_at=1.0,
+    )
+
+
+async def test_filling_the_cache_past_maxmemory_leaves_keys_and_usage_alone(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with (
+        redis_at(tmp_path, "redis", request) as (main_url, main, _),
+        redis_at(tmp_path, "redis-cache", request) as (cache_url, cache_client, _),
+    ):
+        store, usage = RedisKeyStore(main), RedisUsageStore(main)
+        records = [key_record(i) for i in range(200)]
+        for record in records:
+            await store.create(record)
+        who = Identity(tenant="acme", user="u", key_id=records[0].key_id)
+        await usage.record(who, "gpt", Usage(10, 5, 0.25))
+        settings = {"redis_url": cache_url, "maxmemory_policy": "allkeys-lru", "maxmemory": "4mb"}
+        async with running_router(main_url, cache=settings) as router:
+            # The router configured its cache's Redis, and only that one.
+            assert (await cache_client.config_get("maxmemory"))["maxmemory"] == str(4 * 2**20)
+            assert (await main.config_get("maxmemory-policy"))["maxmemory-policy"] == "noeviction"
+            filler = RedisResponseCache(cache_client, backoff_s=1)
+            for i in range(200):
+                answer = CachedAnswer("application/json", ENTRY, "gpt", tenant="acme")
+                await filler.put(f"{i:064x}", answer, ttl_s=3600, tags=())
+            assert (await cache_client.info("stats"))["evicted_keys"] > 0
+            # The cache keeps working: a new answer is stored and hits.
+            assert (await router.chat(CACHED))[0]["x-cache"] == "MISS"
+            assert (await router.chat(CACHED))[0]["x-cache"] == "HIT"
+            assert await filler.get(f"{199:064x}") is not None  # the newest entries stay
+        assert [await store.get(r.key_id) for r in records] == records
+        assert await usage.spend_usd("key", who.key_id, "day") == 0.25
+        assert await main.keys("llmproxy:cache:*") == []  # no cache entry in the stack's Redis
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("maxmemory_policy", "volatile-lru"), ("maxmemory", "256mb")]
+)
+def test_eviction_settings_on_the_stacks_redis_are_refused(field: str, value: str) -> None:
+    environ = {
+        "LLMPROXY__SERVICES__ROUTER__CACHE__REDIS_URL": "null",
+        "LLMPROXY__SERVICES__ROUTER__CACHE__MAXMEMORY_POLICY": "null",
+        "LLMPROXY__SERVICES__ROUTER__CACHE__MAXMEMORY": "null",
+        f"LLMPROXY__SERVICES__ROUTER__CACHE__{field.upper()}": value,
+    }
+    with pytest.raises(ConfigError, match=rf"services\.router\.cache\.{field}: {value} would"):
+        load_config(DEFAULT_CONFIG, environ)
