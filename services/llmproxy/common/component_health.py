@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+from prometheus_client import Gauge
 
 from llmproxy.common.contract import component_health_name
 
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# The same states for Prometheus (the RedisDown alert reads component="redis").
+COMPONENT_UP = Gauge(
+    "llmproxy_component_up",
+    "1 while this process's component (redis, config, ...) is healthy, 0 while not.",
+    ["component"],
+)
 
 Check = Callable[[], Awaitable[object]]
 """Returns if the component is healthy, raises with the reason otherwise."""
@@ -55,6 +63,7 @@ class ComponentHealth:
     async def set(self, component: str, healthy: bool) -> None:
         """Report one component's state, and the overall status if it is required."""
         self.healthy[component] = healthy
+        COMPONENT_UP.labels(component).set(1 if healthy else 0)
         name = component_health_name(self._service, component)
         await self._health.set(name, SERVING if healthy else NOT_SERVING)
         if component in self._required:

@@ -214,9 +214,7 @@ async def test_the_stacks_redis_gets_no_eviction_settings(
 ) -> None:
     # The cache shares the stack's Redis here (no cache.redis_url): the router leaves its
     # eviction alone, so cache pressure cannot evict API keys or counters.
-    assert (await redis_client.config_get("maxmemory-policy"))["maxmemory-policy"] == (
-        "noeviction"
-    )
+    assert (await redis_client.config_get("maxmemory-policy"))["maxmemory-policy"] == ("noeviction")
 
 
 async def test_fifty_identical_requests_make_one_provider_call(router: Router) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+from prometheus_client import REGISTRY
 
 from llmproxy.common.component_health import ComponentHealth
 from tests.harness.waiting import eventually
@@ -95,3 +96,11 @@ async def test_a_hanging_check_is_unhealthy_after_its_timeout() -> None:
     await components.watch("redis", hang, interval_s=0.01, timeout_s=0.05)
     await eventually(redis_state(components), lambda healthy: healthy is False, 5)
     await components.aclose()
+
+
+async def test_each_state_is_exported_for_the_redis_down_alert() -> None:
+    components = ComponentHealth(HealthServicer(), "router", [])
+    await components.set("redis", False)
+    assert REGISTRY.get_sample_value("llmproxy_component_up", {"component": "redis"}) == 0
+    await components.set("redis", True)
+    assert REGISTRY.get_sample_value("llmproxy_component_up", {"component": "redis"}) == 1
