@@ -17,12 +17,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from llmproxy.authz.errors import ConflictError
 from llmproxy.authz.records import AuditEntry, KeyRecord
 from llmproxy.common.lua import LuaScript
-from llmproxy.common.redis import AnyRedis
+from llmproxy.common.redis import AnyRedis, connect_subscriber
 from llmproxy.common.settings import RedisSettings
 
 _PREFIX = "llmproxy:authz"
@@ -158,11 +156,7 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisInvalidationFeed:
-    """The invalidation channel, read on a connection of its own.
-
-    A plain (non-cluster) connection to the configured node is enough even for a cluster:
-    classic pub/sub messages are broadcast to every node.
-    """
+    """The invalidation channel, read on a connection of its own (connect_subscriber)."""
 
     def __init__(self, settings: RedisSettings) -> None:
         self._settings = settings
@@ -172,12 +166,8 @@ class RedisInvalidationFeed:
 
         Raises a Redis or OS error when the connection is lost for good; callers reconnect.
         """
-        client = Redis.from_url(
-            self._settings.url,
-            socket_connect_timeout=self._settings.socket_timeout_s,
-            # Idle subscriptions are PINGed each second, so a dead connection is noticed.
-            health_check_interval=1,
-        )
+        # Idle subscriptions are PINGed each second, so a dead connection is noticed.
+        client = connect_subscriber(self._settings)
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(INVALIDATION_CHANNEL)

@@ -1,4 +1,11 @@
-"""The one way services connect to Redis: bounded timeouts and retries, standalone or cluster."""
+"""The one way services connect to Redis: bounded timeouts and retries, for a standalone Redis,
+a Redis Cluster, or a primary watched by Redis Sentinel.
+
+A Sentinel URL names the sentinels and the primary's name, as redis-py's Sentinel client takes
+them: `redis+sentinel://host:26379,host:26380/mymaster/0`. The client asks a sentinel where the
+primary is, and asks again whenever a connection to it fails, so a failover is followed without
+a restart.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ from typing import TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from llmproxy.common.settings import RedisSettings
+from llmproxy.common.settings import SENTINEL_SCHEME, RedisSettings, parse_sentinel_url
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
 # How often a service PINGs its Redis to report the `redis` component of its gRPC health.
@@ -26,9 +34,40 @@ def _retry(settings: RedisSettings) -> Retry:
     )
 
 
+class _SentinelPrimary(Redis):
+    """The primary's client, which also closes the connections it made to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
+def _sentinel_primary(settings: RedisSettings, health_check_interval: int) -> Redis:
+    url = parse_sentinel_url(settings.url)
+    timeout = settings.socket_timeout_s
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        list(url.sentinels),
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+    )
+    primary: Redis = sentinel.master_for(
+        url.primary,
+        redis_class=_SentinelPrimary,
+        db=url.db,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_retry(settings),
+        health_check_interval=health_check_interval,
+    )
+    return primary
+
+
 def connect_redis(settings: RedisSettings) -> AnyRedis:
     """A client for settings.url; no connection is made until the first command."""
     timeout = settings.socket_timeout_s
+    if settings.url.startswith(SENTINEL_SCHEME):
+        return _sentinel_primary(settings, health_check_interval=10)
     if settings.cluster:
         return RedisCluster.from_url(
             settings.url,
@@ -42,4 +81,17 @@ def connect_redis(settings: RedisSettings) -> AnyRedis:
         socket_connect_timeout=timeout,
         retry=_retry(settings),
         health_check_interval=10,
+    )
+
+
+def connect_subscriber(settings: RedisSettings) -> Redis:
+    """A plain client for pub/sub subscriptions, whose idle connection is PINGed every second.
+
+    A non-cluster connection to the configured node is enough even for a cluster: classic
+    pub/sub messages are broadcast to every node. Behind Sentinel it follows the primary.
+    """
+    if settings.url.startswith(SENTINEL_SCHEME):
+        return _sentinel_primary(settings, health_check_interval=1)
+    return Redis.from_url(
+        settings.url, socket_connect_timeout=settings.socket_timeout_s, health_check_interval=1
     )

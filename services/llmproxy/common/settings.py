@@ -6,9 +6,11 @@ follows the health service with HealthClientSettings, configured beside the serv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -45,13 +47,44 @@ class ServiceSettings(StrictModel):
         return self.bind_host or self.host
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A parsed `redis+sentinel://host:port,host:port/primary_name[/db]` URL."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    primary: str
+    db: int
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """The sentinels, primary name and db of a Sentinel URL; ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
+    sentinels = []
+    for address in parts.netloc.split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"sentinel address {address!r} is not host:port")
+        sentinels.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("the path must be /<primary name> or /<primary name>/<db number>")
+    return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0)
+
+
 class RedisSettings(StrictModel):
     """The Redis every stateful service shares."""
 
     url: str = Field(
         "redis://127.0.0.1:6379/0",
-        pattern=r"^rediss?://",
-        description="redis:// or rediss:// URL of the Redis server.",
+        pattern=r"^(rediss?|redis\+sentinel)://",
+        description="redis:// or rediss:// URL of the Redis server (or of a Cluster node), or "
+        "redis+sentinel://host:port,host:port/<primary name>[/db] for a primary watched by "
+        "Redis Sentinel.",
     )
     managed: bool = Field(
         True,
@@ -65,6 +98,17 @@ class RedisSettings(StrictModel):
     retries: int = Field(
         2, ge=0, le=10, description="Retries of a failed Redis call, with jittered backoff."
     )
+
+    @model_validator(mode="after")
+    def _check_sentinel(self) -> RedisSettings:
+        if self.url.startswith(SENTINEL_SCHEME):
+            try:
+                parse_sentinel_url(self.url)
+            except ValueError as exc:
+                raise ValueError(f"url: {exc}") from exc
+            if self.cluster:
+                raise ValueError("cluster: a Sentinel URL names a primary, not a Cluster node")
+        return self
 
 
 class ProviderSettings(StrictModel):

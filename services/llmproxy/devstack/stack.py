@@ -50,6 +50,7 @@ def redis_process(
     *,
     durable: bool = True,
     name: str = "redis",
+    replica_of: int | None = None,
 ) -> ManagedProcess:
     """A redis-server in data_dir on the loopback port of url: durable (DURABILITY_ARGS) unless
     told otherwise, so restarted on the same data_dir it comes back with every key it had."""
@@ -65,6 +66,7 @@ def redis_process(
         *(DURABILITY_ARGS if durable else DISPOSABLE_ARGS),
         "--dir",
         str(data_dir),
+        *(("--replicaof", "127.0.0.1", str(replica_of)) if replica_of is not None else ()),
     ]
     return ManagedProcess(name, argv, log_path, partial(redis_pong, url), environ)
 

@@ -1,0 +1,131 @@
+"""Redis behind Sentinel: the primary is killed, a replica is promoted, and clients follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from google.rpc import code_pb2
+from redis.exceptions import RedisError
+
+from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.authz.server import serve as serve_authz
+from llmproxy.common.errors import ConfigError
+from llmproxy.common.redis import connect_redis
+from llmproxy.common.settings import RedisSettings
+from llmproxy.config import DEFAULT_CONFIG, load_config
+from tests.harness.redis_sentinel import PRIMARY_NAME, SentinelRedis, sentinel_redis
+from tests.integration.authz.conftest import ADMIN, ENVIRON
+from tests.unit.authz.test_requests import check_request
+
+pytestmark = pytest.mark.integration
+
+FAILOVER_DEADLINE_S = 30.0
+
+
+async def replicated(topology: SentinelRedis) -> None:
+    """Wait until the replica has every write the primary acknowledged so far."""
+    primary = aioredis.Redis(port=topology.primary_port, socket_timeout=10)
+    try:
+        assert await primary.execute_command("WAIT", 1, 5000) == 1
+    finally:
+        await primary.aclose()
+
+
+async def promoted(topology: SentinelRedis) -> bool:
+    """Whether a sentinel names the former replica as the primary now."""
+    port = int(topology.sentinels[0].name.removeprefix("sentinel-"))
+    client = aioredis.Redis(port=port, socket_timeout=1)
+    try:
+        address = await client.sentinel_get_master_addr_by_name(PRIMARY_NAME)
+    finally:
+        await client.aclose()
+    return bool(address) and int(address[1]) == topology.replica_port
+
+
+async def test_the_authz_service_follows_a_failover(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with sentinel_redis(tmp_path, request) as topology:
+        environ = {
+            "LLMPROXY__REDIS__URL": topology.url,
+            "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
+        }
+        running = await serve_authz(load_config(DEFAULT_CONFIG, environ), ENVIRON)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        admin = authz_pb2_grpc.AuthzServiceStub(channel)
+        checks = external_auth_pb2_grpc.AuthorizationStub(channel)
+
+        async def allowed(secret: str) -> bool:
+            headers = {"authorization": f"Bearer {secret}"}
+            body = b'{"model": "gpt-4o-mini", "messages": []}'
+            reply = await checks.Check(check_request(headers, body), timeout=5)
+            return bool(reply.status.code == code_pb2.OK)
+
+        try:
+            before = await admin.CreateKey(
+                authz_pb2.CreateKeyRequest(tenant="acme"), metadata=ADMIN
+            )
+            assert await allowed(before.secret)
+            await replicated(topology)
+            topology.primary.kill()
+            killed = time.monotonic()
+            # Admin writes fail until the sentinels promote the replica, then succeed there.
+            while True:
+                try:
+                    after = await admin.CreateKey(
+                        authz_pb2.CreateKeyRequest(tenant="acme"), metadata=ADMIN, timeout=5
+                    )
+                    break
+                except grpc.aio.AioRpcError:
+                    assert time.monotonic() - killed < FAILOVER_DEADLINE_S, "no failover"
+                    await asyncio.sleep(0.1)
+            assert await promoted(topology)
+            # Both keys, the one from before the crash (replicated) and the new one, work.
+            assert await allowed(before.secret)
+            assert await allowed(after.secret)
+        finally:
+            await channel.close()
+            await running.stop(None)
+
+
+async def test_a_client_writes_to_the_promoted_replica(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async with sentinel_redis(tmp_path, request) as topology:
+        client = connect_redis(RedisSettings(url=topology.url))
+        try:
+            await client.set("before", "1")
+            await replicated(topology)
+            topology.primary.kill()
+            killed = time.monotonic()
+            while True:
+                try:
+                    await client.set("after", "2")
+                    break
+                except (RedisError, OSError):
+                    assert time.monotonic() - killed < FAILOVER_DEADLINE_S, "no failover"
+                    await asyncio.sleep(0.1)
+            assert await client.get("before") == b"1"
+            assert await promoted(topology)
+        finally:
+            await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://127.0.0.1:26379", "the path must be /<primary name>"),
+        ("redis+sentinel://127.0.0.1/mymaster", "is not host:port"),
+        ("redis+sentinel://127.0.0.1:26379/mymaster/zero", "the path must be"),
+    ],
+)
+def test_a_wrong_sentinel_url_is_a_config_error_naming_the_field(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match="redis") as raised:
+        load_config(DEFAULT_CONFIG, {"LLMPROXY__REDIS__URL": url})
+    assert says in str(raised.value)
