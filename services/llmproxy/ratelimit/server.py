@@ -24,7 +24,7 @@ from llmproxy.config import StackConfig
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
 from llmproxy.ratelimit.errors import LimitsConfigError
-from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.redis_store import RedisLimitStore
@@ -65,7 +65,7 @@ async def serve(config: StackConfig) -> RunningServer:
             status = NOT_SERVING if degraded else SERVING
             health_updates.append(asyncio.create_task(running.health.set(HEALTH_REDIS, status)))
 
-    store = FailoverStore(
+    store = FallbackLimitStore(
         RedisLimitStore(redis),
         MemoryLimitStore(max_keys=max(settings.local_cache_size, 1000)),
         timeout_s=settings.redis_timeout_s,
