@@ -156,6 +156,24 @@ class SotwStream:
         )
 
 
+DeltaHandler = Callable[[Any, AsyncIterator[Any], Context], AsyncIterator[Any]]
+
+
+def incremental_not_served(service: str, instead: str) -> DeltaHandler:
+    """A servicer's Delta* method: our xDS servers serve the state-of-the-world protocol only."""
+
+    async def delta(
+        self: Any, request_iterator: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, f"incremental {service} is not served; use {instead}"
+        )
+        yield discovery_pb2.DiscoveryResponse()  # pragma: no cover - abort raised
+
+    delta.__doc__ = "Not served: this service uses the state-of-the-world protocol."
+    return delta
+
+
 def fetch(
     resources: XdsResources, request: discovery_pb2.DiscoveryRequest
 ) -> discovery_pb2.DiscoveryResponse:

@@ -17,12 +17,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.runtime.v3 import rtds_pb2
 
 from llmproxy.common.grpc_types import Context
-from llmproxy.common.xds import XdsResources, fetch, serve_stream
+from llmproxy.common.xds import XdsResources, fetch, incremental_not_served, serve_stream
 from llmproxy.envoyconf.fault import RTDS_RESOURCE
 from llmproxy.fault import metrics
 from llmproxy.fault.controller import Controller
@@ -77,14 +76,7 @@ class RuntimeDiscoveryServicer:
             async for response in responses:
                 yield response
 
-    async def DeltaRuntime(
-        self, request_iterator: AsyncIterator[Any], context: Context
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        """Not served: the fault layer uses the state-of-the-world protocol."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "incremental RTDS is not served; use StreamRuntime"
-        )
-        yield discovery_pb2.DiscoveryResponse()  # pragma: no cover - abort raised
+    DeltaRuntime = incremental_not_served("RTDS", "StreamRuntime")
 
     async def FetchRuntime(self, request: Any, context: Context) -> discovery_pb2.DiscoveryResponse:
         """One-off fetch of the fault layer (REST-style xDS over gRPC)."""

@@ -15,12 +15,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import grpc
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from llmproxy.common.grpc_types import Context
-from llmproxy.common.xds import XdsResources, fetch, serve_stream
+from llmproxy.common.xds import XdsResources, fetch, incremental_not_served, serve_stream
 from llmproxy.health import metrics, xds
 from llmproxy.health.registry import Registry
 
@@ -82,11 +81,4 @@ class EndpointDiscoveryServicer:
         """One-off fetch of the requested assignments (REST-style xDS over gRPC)."""
         return fetch(self._resources, request)
 
-    async def DeltaEndpoints(
-        self, request_iterator: AsyncIterator[Any], context: Context
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        """Not served: the provider clusters use the state-of-the-world protocol."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "incremental EDS is not served; use StreamEndpoints"
-        )
-        yield discovery_pb2.DiscoveryResponse()  # pragma: no cover - abort raised
+    DeltaEndpoints = incremental_not_served("EDS", "StreamEndpoints")

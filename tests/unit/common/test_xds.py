@@ -13,7 +13,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import wrappers_pb2
 from prometheus_client import CollectorRegistry, Counter
 
-from llmproxy.common.xds import RESOURCE_TYPE_URL, XdsResources, fetch, serve_stream
+from llmproxy.common.xds import (
+    RESOURCE_TYPE_URL,
+    XdsResources,
+    fetch,
+    incremental_not_served,
+    serve_stream,
+)
 from tests.harness.waiting import eventually
 from tests.unit.grpc_fakes import Aborted, FakeContext
 
@@ -263,3 +269,17 @@ def test_a_fetch_answers_once_with_what_it_names() -> None:
     state = State()
     response = fetch(state.resources(), request("b"))
     assert (response.version_info, response.nonce, values(response)) == ("1", "1", ["2"])
+
+
+async def no_requests() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+    for found in ():
+        yield found
+
+
+async def test_the_incremental_protocol_is_refused_with_what_to_use_instead() -> None:
+    delta = incremental_not_served("EDS", "StreamEndpoints")
+    context: Any = FakeContext()
+    with pytest.raises(Aborted) as aborted:
+        await anext(delta(None, no_requests(), context))
+    assert aborted.value.code == grpc.StatusCode.UNIMPLEMENTED
+    assert aborted.value.details == "incremental EDS is not served; use StreamEndpoints"
