@@ -3,24 +3,23 @@
 A Redis outage must not take provider health down with it: probes and circuits carry on
 locally (every instance then probes for itself), seeded with the last state read from Redis.
 Changes that only make sense fleet-wide (maintenance) are refused meanwhile, with UNAVAILABLE,
-rather than applied to one instance silently. Redis is tried again every retry_s.
+rather than applied to one instance silently. Redis is tried again every retry_s. When to switch
+is `common.fallback`'s; what goes where is here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
+from llmproxy.common.fallback import FallbackSwitch
 from llmproxy.health.errors import StoreUnavailableError
 from llmproxy.health.memory_store import MemoryHealthStore
 from llmproxy.health.records import CircuitRecord, Outcome, ProbeResult, Transition
 from llmproxy.health.store import HealthStore, Loaded
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class FallbackHealthStore:
@@ -36,45 +35,30 @@ class FallbackHealthStore:
     ) -> None:
         self._primary = primary
         self._local = local
-        self._retry_s = retry_s
-        self._on_change = on_change
-        self._clock = clock
-        self._retry_at = 0.0
-        self.degraded = False
+        # No background probe: once retry_s has passed, the next call tries Redis again.
+        self._switch = FallbackSwitch(
+            log=log,
+            degraded_message="redis unreachable: provider health is kept locally",
+            restored_message="redis reachable again: provider health is shared",
+            unavailable=(StoreUnavailableError,),
+            probe_interval_s=retry_s,
+            on_change=on_change,
+            clock=clock,
+        )
 
-    def _set_degraded(self, degraded: bool, why: str = "") -> None:
-        if degraded == self.degraded:
-            return
-        self.degraded = degraded
-        if degraded:
-            log.warning("redis unreachable: provider health is kept locally", extra={"why": why})
-        else:
-            log.info("redis reachable again: provider health is shared")
-        if self._on_change is not None:
-            self._on_change(degraded)
-
-    async def _call(
-        self, primary: Callable[[], Awaitable[T]], local: Callable[[], Awaitable[T]]
-    ) -> T:
-        if not self.degraded or self._clock() >= self._retry_at:
-            try:
-                result = await primary()
-            except StoreUnavailableError as exc:
-                self._retry_at = self._clock() + self._retry_s
-                self._set_degraded(True, str(exc))
-            else:
-                self._set_degraded(False)
-                return result
-        return await local()
+    @property
+    def degraded(self) -> bool:
+        """True while this instance's memory serves instead of Redis."""
+        return self._switch.degraded
 
     async def try_lock_probe(self, provider: str, ttl_s: float, owner: str) -> bool:
-        return await self._call(
+        return await self._switch.call(
             lambda: self._primary.try_lock_probe(provider, ttl_s, owner),
             lambda: self._local.try_lock_probe(provider, ttl_s, owner),
         )
 
     async def add_probe(self, provider: str, result: ProbeResult, keep: int, ttl_s: float) -> None:
-        await self._call(
+        await self._switch.call(
             lambda: self._primary.add_probe(provider, result, keep, ttl_s),
             lambda: self._local.add_probe(provider, result, keep, ttl_s),
         )
@@ -82,7 +66,7 @@ class FallbackHealthStore:
     async def record_outcomes(
         self, provider: str, outcomes: Sequence[Outcome], now: float
     ) -> tuple[CircuitRecord, list[Transition]]:
-        return await self._call(
+        return await self._switch.call(
             lambda: self._primary.record_outcomes(provider, outcomes, now),
             lambda: self._local.record_outcomes(provider, outcomes, now),
         )
@@ -94,7 +78,7 @@ class FallbackHealthStore:
                 self._local.seed(name, shared)
             return loaded
 
-        return await self._call(primary, lambda: self._local.load(providers, now))
+        return await self._switch.call(primary, lambda: self._local.load(providers, now))
 
     async def set_maintenance(self, provider: str, maintenance: bool, reason: str) -> None:
         try:
@@ -107,7 +91,7 @@ class FallbackHealthStore:
         await self._local.set_maintenance(provider, maintenance, reason)
 
     async def set_disabled(self, provider: str, reason: str) -> None:
-        await self._call(
+        await self._switch.call(
             lambda: self._primary.set_disabled(provider, reason),
             lambda: self._local.set_disabled(provider, reason),
         )
@@ -116,5 +100,6 @@ class FallbackHealthStore:
         await self._primary.ping()
 
     async def aclose(self) -> None:
+        await self._switch.aclose()
         await self._primary.aclose()
         await self._local.aclose()

@@ -27,7 +27,7 @@ from llmproxy.common.ratelimit_descriptors import TOKENS_KEY
 from llmproxy.ratelimit import metrics, wire
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.errors import DescriptorError
-from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.rules import Entries, Limits, Rule
@@ -89,7 +89,7 @@ class Decider:
     def __init__(
         self,
         holder: LimitsHolder,
-        store: FailoverStore,
+        store: FallbackLimitStore,
         batcher: Batcher,
         cache: OverLimitCache,
     ) -> None:

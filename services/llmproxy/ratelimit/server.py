@@ -21,7 +21,7 @@ from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
-from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.redis_store import RedisLimitStore
@@ -52,7 +52,7 @@ async def serve(config: StackConfig) -> RunningServer:
         if running is not None:
             running.components.report("redis", not degraded)
 
-    store = FailoverStore(
+    store = FallbackLimitStore(
         RedisLimitStore(redis),
         MemoryLimitStore(max_keys=max(settings.local_cache_size, 1000)),
         timeout_s=settings.redis_timeout_s,

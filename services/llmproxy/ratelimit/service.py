@@ -1,7 +1,7 @@
 """The rate limit servicers: Envoy's ShouldRateLimit and the operators' control API.
 
 Decisions are responses: an over-limit request is an OVER_LIMIT answer, and a Redis outage is
-decided locally (failover.py), so Envoy sees a gRPC error only for a malformed request
+decided locally (fallback.py), so Envoy sees a gRPC error only for a malformed request
 (INVALID_ARGUMENT: no descriptors, an entry without key, a foreign domain).
 """
 
@@ -19,7 +19,7 @@ from llmproxy.common.metrics import UnaryRpcMetrics
 from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.decide import Decider, duration
 from llmproxy.ratelimit.errors import DescriptorError, LimitsConfigError, NoLimitError
-from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.rules import LOG, Entries, Match, Rule
@@ -108,7 +108,7 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
     def __init__(
         self,
         holder: LimitsHolder,
-        store: FailoverStore,
+        store: FallbackLimitStore,
         cache: OverLimitCache,
     ) -> None:
         self._holder = holder

@@ -1,4 +1,4 @@
-"""Decisions with fakes: statuses, 429 details, give-backs, the over-limit cache, failover."""
+"""Decisions with fakes: statuses, 429 details, give-backs, the over-limit cache, fallback."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from llmproxy.common.contract import RESERVED_AT_HEADER
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
 from llmproxy.ratelimit.errors import DescriptorError, StoreError
-from llmproxy.ratelimit.failover import FailoverStore
+from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
@@ -91,7 +91,7 @@ def primary() -> CountingStore:
 def decider(tmp_path: Path, primary: CountingStore) -> Decider:
     path = tmp_path / "limits.yaml"
     path.write_text(LIMITS)
-    store = FailoverStore(
+    store = FallbackLimitStore(
         primary, MemoryLimitStore(), timeout_s=1, probe_interval_s=0.01, instances=2
     )
     return Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
@@ -211,7 +211,7 @@ async def test_garbage_bytes_are_refused_not_crashed_on(decider: Decider) -> Non
 async def test_remembered_requests_follow_a_reload(tmp_path: Path) -> None:
     path = tmp_path / "limits.yaml"
     path.write_text(LIMITS)
-    store = FailoverStore(CountingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
+    store = FallbackLimitStore(CountingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
     holder = LimitsHolder(path, "llmproxy")
     decider = Decider(holder, store, Batcher(store), OverLimitCache(100))
     holder.on_change(decider.limits_changed)
@@ -239,7 +239,7 @@ async def test_remembered_requests_leave_nothing_for_the_garbage_collector(
     # pauses stall the service): what they mean is kept in untracked plain tuples.
     path = tmp_path / "limits.yaml"
     path.write_text(LIMITS)
-    store = FailoverStore(AllowingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
+    store = FallbackLimitStore(AllowingStore(), MemoryLimitStore(), timeout_s=1, probe_interval_s=1)
     decider = Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
 
     def request(i: int) -> bytes:
