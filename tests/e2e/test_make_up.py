@@ -32,9 +32,26 @@ def processes_mentioning(text: str) -> list[str]:
     return [line for line in listing.splitlines() if text in line and "ps -ww" not in line]
 
 
+def pasted(banner: str, commands: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """commands run by bash after the banner's `export` lines, as a user would paste them."""
+    exports = [line.strip() for line in banner.splitlines() if line.startswith("  export ")]
+    assert exports, banner
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + "\n".join([*exports, commands])],
+        cwd=Path(__file__).resolve().parents[2],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     path, config = write_config(tmp_path, stack_config_data())
     workdir = tmp_path / "run"
+    # Without the authz secrets: `make up` makes random ones and says so.
+    environ = {k: v for k, v in os.environ.items() if k not in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV)}
     up = subprocess.Popen(
         [
             sys.executable,
@@ -49,8 +66,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        # Without the authz secrets: `make up` makes random ones and says so.
-        env={k: v for k, v in os.environ.items() if k not in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV)},
+        env=environ,
     )
     assert up.stdout is not None
     banner: list[str] = []
@@ -70,6 +86,8 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             prometheus = re.search(r"Prometheus +(http://127.0.0.1:\d+)", text)
             assert prometheus, text
             assert httpx.get(f"{prometheus.group(1)}/-/ready", timeout=5).status_code == 200
+            # Demo mode: alerts go to a local receiver's log, and the banner says where.
+            assert f"Alerts go to    {workdir / 'logs' / 'alerts.log'}" in text
         assert f"random for this run: ${ADMIN_TOKEN_ENV} unset" in text
         key = re.search(r"authorization: Bearer (sk-llmp-[\w-]+)'", text)
         assert key, text
@@ -85,6 +103,18 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             "This is a fake answer to: Hello!"
         )
         assert processes_mentioning(str(tmp_path))  # the children run while the stack is up
+        # The banner's exports work as pasted: the API key, grpcurl, the admin token.
+        done = pasted(
+            text,
+            'curl -sf http://$LLMPROXY_API/v1/models -H "authorization: Bearer $LLMPROXY_KEY"\n'
+            "$GRPCURL $LLMPROXY_CONTROL llmproxy.health.v1.ProviderHealthService/ListProviders\n"
+            ".venv/bin/python -m llmproxy.authz.cli --target $LLMPROXY_CONTROL list --tenant demo",
+            environ,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert '"id": "text-embedding-3-small"' in done.stdout
+        assert '"name": "demo"' in done.stdout
+        assert '"tenant": "demo"' in done.stdout
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = up.communicate(timeout=60)
@@ -93,7 +123,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert processes_mentioning(str(tmp_path)) == []
     assert (workdir / "envoy.yaml").exists()
     # Prometheus and Alertmanager too, where Debian's packages are installed.
-    monitoring = {"prometheus.log", "alertmanager.log"} if find_binaries() else set()
+    monitoring = {"prometheus.log", "alertmanager.log", "alerts.log"} if find_binaries() else set()
     assert {p.name for p in (workdir / "logs").iterdir()} == {
         "redis.log",
         "fakeprovider.log",

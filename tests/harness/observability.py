@@ -24,9 +24,9 @@ import yaml
 from llmproxy.common.net import free_port
 from llmproxy.config import StackConfig
 from llmproxy.devstack.monitoring import (
-    ALERTMANAGER_CONFIG,
     alertmanager_process,
     find_binaries,
+    local_alertmanager_config,
     prometheus_process,
 )
 from llmproxy.devstack.process import ManagedProcess
@@ -97,8 +97,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 def alertmanager_test_config(receiver_url: str, secrets_dir: Path) -> dict[str, Any]:
     """The committed alertmanager.yml, with second-scale timings and the receiver's URLs."""
-    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
-    secrets_dir.mkdir(parents=True, exist_ok=True)
+    config = local_alertmanager_config(receiver_url, secrets_dir)
 
     def fast(route: dict[str, Any]) -> None:
         for key, value in (("group_wait", "1s"), ("group_interval", "2s")):
@@ -109,15 +108,6 @@ def alertmanager_test_config(receiver_url: str, secrets_dir: Path) -> dict[str, 
 
     fast(config["route"])
     (secrets_dir / "pager_token").write_text(PAGER_TOKEN)
-    (secrets_dir / "slack_api_url").write_text(f"{receiver_url}/slack")
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = f"{receiver_url}/{receiver['name']}"
-            hook["http_config"]["authorization"]["credentials_file"] = str(
-                secrets_dir / "pager_token"
-            )
-        for slack in receiver.get("slack_configs", []):
-            slack["api_url_file"] = str(secrets_dir / "slack_api_url")
     return config
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from llmproxy.devstack.monitoring import (
+    ALERTMANAGER_CONFIG,
     monitoring_processes,
     monitoring_urls,
     port_or_free,
@@ -54,3 +55,35 @@ def test_a_taken_port_is_replaced_by_a_free_one() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         assert port_or_free(port) != port
+
+
+def test_demo_mode_delivers_every_receiver_to_the_local_alert_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    _, config = write_config(tmp_path, stack_config_data())
+    receiver, alertmanager, _ = monitoring_processes(config, tmp_path, alert_log=True)
+    assert receiver.name == "alerts"
+    assert receiver.log_path == tmp_path / "logs" / "alerts.log"
+    port = receiver.argv[receiver.argv.index("--port") + 1]
+    config_file = tmp_path / "alertmanager" / "alertmanager.yml"
+    assert f"--config.file={config_file}" in alertmanager.argv
+    routed = yaml.safe_load(config_file.read_text())
+    committed = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    assert routed["route"] == committed["route"]
+    assert routed["inhibit_rules"] == committed["inhibit_rules"]
+    (pager,) = [r for r in routed["receivers"] if r["name"] == "pager"]
+    assert pager["webhook_configs"][0]["url"] == f"http://127.0.0.1:{port}/pager"
+    (slack,) = [r for r in routed["receivers"] if r["name"] == "slack"]
+    slack_url = Path(slack["slack_configs"][0]["api_url_file"])
+    assert slack_url.read_text() == f"http://127.0.0.1:{port}/slack"
+    assert slack_url.is_relative_to(tmp_path)
+
+
+def test_live_mode_keeps_the_committed_routes_and_receivers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
+    _, config = write_config(tmp_path, stack_config_data())
+    alertmanager, _ = monitoring_processes(config, tmp_path)
+    assert f"--config.file={ALERTMANAGER_CONFIG}" in alertmanager.argv

@@ -132,7 +132,7 @@ def test_a_key_enables_its_provider_and_only_its_models() -> None:
     assert not config.demo_mode(environ)
     assert [p.name for p in config.provider_endpoints(environ)] == ["openai"]
     table = config.routing_table(environ)
-    assert list(table) == ["gpt-4o-mini"]
+    assert list(table) == ["gpt-4o-mini", "text-embedding-3-small"]
     assert table["gpt-4o-mini"][0].provider == "openai"
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from llmproxy.common.errors import exit_on_config_error
 from llmproxy.config import StackConfig, config_path, load_config
 from llmproxy.devstack.authz import create_demo_key
-from llmproxy.devstack.monitoring import monitoring_processes, monitoring_urls
+from llmproxy.devstack.exports import export_lines, shell_exports
+from llmproxy.devstack.monitoring import ALERT_LOG, monitoring_processes, monitoring_urls
 from llmproxy.devstack.process import StartupError
 from llmproxy.devstack.stack import Stack
 
@@ -38,10 +39,23 @@ def _monitoring_note(stack: Stack) -> str:
     urls = monitoring_urls(stack.monitoring)
     if not urls:
         return "  Monitoring      off (apt-get install prometheus prometheus-alertmanager)\n"
+    if any(p.name == "alerts" for p in stack.monitoring):
+        alerts = f"{stack.workdir / 'logs' / ALERT_LOG}   (demo mode: no pager or Slack)"
+    else:
+        alerts = "as deploy/alertmanager/alertmanager.yml routes them"
     return (
         f"  Prometheus      {urls['prometheus']}   (alert rules: deploy/prometheus/rules)\n"
         f"  Alertmanager    {urls['alertmanager']}\n"
+        f"  Alerts go to    {alerts}\n"
     )
+
+
+def _exports_note(stack: Stack, api_key: str | None) -> str:
+    if api_key is None:
+        return ""
+    lines = export_lines(shell_exports(stack, api_key))
+    header = "\nFor the examples in README.md and docs/, paste into your shell:\n"
+    return header + "".join(f"  {line}\n" for line in lines)
 
 
 def banner(stack: Stack, api_key: str | None = None) -> str:
@@ -71,7 +85,7 @@ Try it:
   curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
     -H 'authorization: Bearer {key}' \\
     -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-
+{_exports_note(stack, api_key)}
 Press Ctrl-C to stop everything.
 """
 
@@ -102,7 +116,9 @@ def main() -> None:
     with exit_on_config_error("llmproxy"):
         config = load_config(path, os.environ)
         stack = Stack(config, path.resolve(), args.workdir.resolve(), os.environ)
-        stack.monitoring = monitoring_processes(config, stack.workdir)
+        stack.monitoring = monitoring_processes(
+            config, stack.workdir, alert_log=config.demo_mode(stack.environ)
+        )
         try:
             asyncio.run(run(stack))
         except StartupError as exc:

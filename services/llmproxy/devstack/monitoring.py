@@ -2,16 +2,20 @@
 
 `make up` adds them after Envoy (the test suite's stacks do not: they would pay for two more
 processes); the alerting tests start them with their own timings through the same builders.
+In demo mode `make up` also runs a local alert receiver (`alertlog`) and points Alertmanager's
+receivers at it, as a local stack has no pager or Slack to reach.
 """
 
 from __future__ import annotations
 
 import shutil
 import socket
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -25,6 +29,8 @@ ALERTMANAGER_CONFIG = RULES_DIR.parents[1] / "alertmanager" / "alertmanager.yml"
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 STANDARD_LISTENER_PORT = 8080
+ALERT_LOG = "alerts.log"
+LOCAL_PAGER_TOKEN = "local"  # noqa: S105 - the local receiver checks no token
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,43 @@ def prometheus_process(
     return ManagedProcess("prometheus", argv, log_path, ready)
 
 
-def monitoring_processes(config: StackConfig, workdir: Path) -> list[ManagedProcess]:
-    """Alertmanager then Prometheus for `make up`, or none when they are not installed."""
+def local_alertmanager_config(receiver_url: str, secrets_dir: Path) -> dict[str, Any]:
+    """The committed alertmanager.yml with every receiver delivering to receiver_url.
+
+    Routes, grouping and inhibitions stay as shipped; the pager's webhook posts to
+    `<receiver_url>/pager` and Slack's to `<receiver_url>/slack`, their secret files written
+    into secrets_dir.
+    """
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    pager_token = secrets_dir / "pager_token"
+    pager_token.write_text(LOCAL_PAGER_TOKEN)
+    slack_url = secrets_dir / "slack_api_url"
+    slack_url.write_text(f"{receiver_url}/slack")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"{receiver_url}/{receiver['name']}"
+            hook["http_config"]["authorization"]["credentials_file"] = str(pager_token)
+        for slack in receiver.get("slack_configs", []):
+            slack["api_url_file"] = str(slack_url)
+    return config
+
+
+def alert_log_process(port: int, log_path: Path) -> ManagedProcess:
+    """The local alert receiver on 127.0.0.1:port; each alert is a line of log_path."""
+    argv = [sys.executable, "-m", "llmproxy.devstack.alertlog", "--port", str(port)]
+    ready = partial(http_ok, f"http://127.0.0.1:{port}/healthz")
+    return ManagedProcess("alerts", argv, log_path, ready)
+
+
+def monitoring_processes(
+    config: StackConfig, workdir: Path, *, alert_log: bool = False
+) -> list[ManagedProcess]:
+    """Alertmanager then Prometheus for `make up`, or none when they are not installed.
+
+    With alert_log (demo mode), the local alert receiver first, and Alertmanager delivering
+    to it: alerts then end up in workdir/logs/alerts.log.
+    """
     binaries = find_binaries()
     if binaries is None:
         return []
@@ -112,10 +153,21 @@ def monitoring_processes(config: StackConfig, workdir: Path) -> list[ManagedProc
     alertmanager_port = port_or_free(ALERTMANAGER_PORT) if usual else free_port()
     prometheus_port = port_or_free(PROMETHEUS_PORT) if usual else free_port()
     logs = workdir / "logs"
+    receivers: list[ManagedProcess] = []
+    alertmanager_config = ALERTMANAGER_CONFIG
+    if alert_log:
+        receiver_port = free_port()
+        receivers.append(alert_log_process(receiver_port, logs / ALERT_LOG))
+        alertmanager_config = workdir / "alertmanager" / "alertmanager.yml"
+        local = local_alertmanager_config(
+            f"http://127.0.0.1:{receiver_port}", alertmanager_config.parent / "secrets"
+        )
+        alertmanager_config.write_text(yaml.safe_dump(local))
     return [
+        *receivers,
         alertmanager_process(
             binaries.alertmanager,
-            ALERTMANAGER_CONFIG,
+            alertmanager_config,
             workdir=workdir,
             port=alertmanager_port,
             log_path=logs / "alertmanager.log",

@@ -2,7 +2,8 @@
 
 Each line is an OpenAI request body (chat by default; `"endpoint": "embeddings"` for
 embeddings). Lines go to the router's WarmCache RPC in batches, through Envoy's control
-listener by default; a summary and any failed lines are printed.
+listener by default; a summary and any failed lines are printed. Exit status: 0, 1 when a line
+or a call failed, 2 when the file cannot be read.
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per batch")
     args = parser.parse_args()
-    lines = args.file.read_text().splitlines()
+    try:
+        lines = args.file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        # A usage error, not a crash: say which file and why, as argparse would.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        parser.exit(2, f"{parser.prog}: cannot read {args.file}: {reason}\n")
     cached = already = 0
     failures: list[str] = []
     with grpc.insecure_channel(args.target) as channel:
