@@ -126,6 +126,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     monitoring = {"prometheus.log", "alertmanager.log", "alerts.log"} if find_binaries() else set()
     assert {p.name for p in (workdir / "logs").iterdir()} == {
         "redis.log",
+        "redis-cache.log",
         "fakeprovider.log",
         "router.log",
         "ratelimit.log",
