@@ -41,7 +41,8 @@ from llmproxy.common.net import free_port
 from llmproxy.config import DEFAULT_CONFIG, FakeProviderSettings
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import fake_provider_process, redis_process
+from llmproxy.devstack.redis import redis_process
+from llmproxy.devstack.stack import fake_provider_process
 
 PROVIDERS = ("steady", "hangs1", "hangs2")
 OUTAGES = ("503", "hang", "reset")

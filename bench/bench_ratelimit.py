@@ -61,7 +61,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.wrappers_pb2 import UInt64Value
 
 from bench.ports import wait_port
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent

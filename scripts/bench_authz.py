@@ -33,7 +33,7 @@ from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.common.net import free_port
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 
 BODY = json.dumps(
     {

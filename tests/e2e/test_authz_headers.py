@@ -23,9 +23,10 @@ from grpc_health.v1._async import HealthServicer
 from llmproxy._gen.router.v1 import openai_pb2_grpc
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.common.grpc_types import Context
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import http_ok
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import Stack, find_binary
+from llmproxy.devstack.stack import Stack
 from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config

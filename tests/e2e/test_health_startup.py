@@ -13,9 +13,11 @@ import httpx
 import pytest
 
 from llmproxy.common.descriptors import descriptor_set
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import grpc_serving, http_ok
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import fake_provider_process, find_binary, redis_process
+from llmproxy.devstack.redis import redis_process
+from llmproxy.devstack.stack import fake_provider_process
 from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
-from llmproxy.devstack.stack import DURABILITY_ARGS, find_binary
+from llmproxy.devstack.redis import DURABILITY_ARGS
 from tests.harness.ports import free_port
 
 MASTERS = 3

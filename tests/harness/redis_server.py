@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from tests.harness.ports import free_port
 
 

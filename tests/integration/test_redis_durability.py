@@ -11,7 +11,7 @@ from llmproxy.authz.store import RedisKeyStore
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from tests.harness import logs
 from tests.harness.ports import free_port
 

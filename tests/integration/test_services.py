@@ -22,7 +22,7 @@ from llmproxy.authz import server as authz_server
 from llmproxy.common.contract import component_health_name
 from llmproxy.common.server import RunningServer
 from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from llmproxy.fault import server as fault_server
 from llmproxy.health import server as health_server
 from llmproxy.ratelimit import server as ratelimit_server

@@ -16,8 +16,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from llmproxy.common.settings import SentinelURL, parse_sentinel_url
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import find_binary, redis_process
+from llmproxy.devstack.redis import redis_process
 
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -12,63 +11,18 @@ from urllib.parse import urlsplit
 
 from llmproxy.common.contract import SERVICES
 from llmproxy.common.descriptors import descriptor_set
+from llmproxy.common.settings import SENTINEL_SCHEME, parse_sentinel_url
 from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.authz import ensure_authz_secrets
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
-from llmproxy.devstack.process import ManagedProcess, StartupError
+from llmproxy.devstack.process import ManagedProcess
+from llmproxy.devstack.redis import redis_process
+from llmproxy.devstack.redis_sentinel import sentinel_topology
 from llmproxy.envoyconf.build import build_bootstrap
 from llmproxy.envoyconf.build import write as write_envoy_config
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def find_binary(name: str, hint: str) -> str:
-    """The path of a binary from the venv or PATH, or StartupError saying how to install it."""
-    beside_python = Path(sys.executable).parent / name
-    found = str(beside_python) if beside_python.exists() else shutil.which(name)
-    if not found:
-        raise StartupError(f"{name} not found; {hint}")
-    return found
-
-
-# Every Redis we start keeps its data across restarts (API keys, audit records, experiments and
-# usage live there): an append-only file in its data folder, fsynced every second, so a crash
-# loses at most about a second of writes. No RDB snapshots: the AOF alone restores everything.
-DURABILITY_ARGS = ("--appendonly", "yes", "--appendfsync", "everysec", "--save", "")
-
-
-# The response cache's Redis keeps nothing across restarts: entries are answers it can fetch
-# again, and not writing them to disk spares the cache's every write.
-DISPOSABLE_ARGS = ("--appendonly", "no", "--save", "")
-
-
-def redis_process(
-    url: str,
-    data_dir: Path,
-    log_path: Path,
-    environ: Mapping[str, str] | None = None,
-    *,
-    durable: bool = True,
-    name: str = "redis",
-    replica_of: int | None = None,
-) -> ManagedProcess:
-    """A redis-server in data_dir on the loopback port of url: durable (DURABILITY_ARGS) unless
-    told otherwise, so restarted on the same data_dir it comes back with every key it had."""
-    binary = find_binary("redis-server", "install it with: apt-get install -y redis-server")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    port = str(urlsplit(url).port or 6379)
-    argv = [
-        binary,
-        "--port",
-        port,
-        "--bind",
-        "127.0.0.1",
-        *(DURABILITY_ARGS if durable else DISPOSABLE_ARGS),
-        "--dir",
-        str(data_dir),
-        *(("--replicaof", "127.0.0.1", str(replica_of)) if replica_of is not None else ()),
-    ]
-    return ManagedProcess(name, argv, log_path, partial(redis_pong, url), environ)
 
 
 def fake_provider_process(
@@ -127,6 +81,27 @@ class Stack:
         return redis_process(
             self.config.redis.url, self.workdir / "redis", self._log("redis"), self.environ
         )
+
+    async def _start_redis(self, timeout_s: float) -> None:
+        # Each Redis the configuration names on loopback, unless one already answers there
+        # (Debian's redis-server package starts one on 6379 as it installs: use it).
+        settings = self.config.redis
+        if settings.url.startswith(SENTINEL_SCHEME):
+            hosts = {host for host, _ in parse_sentinel_url(settings.url).sentinels}
+            if settings.managed and hosts <= LOOPBACK:
+                primary, replica, sentinels = sentinel_topology(
+                    settings.url, self.workdir, self.environ
+                )
+                await self._launch(primary, timeout_s=timeout_s)
+                await self._launch(replica, *sentinels, timeout_s=timeout_s)
+            return
+        redis, cache = self._redis(), self._cache_redis()
+        if redis is not None and await redis_pong(settings.url):
+            redis = None
+        cache_url = self.config.services.router.cache.redis_url
+        if cache is not None and cache_url and await redis_pong(cache_url):
+            cache = None
+        await self._launch(redis, cache, timeout_s=timeout_s)
 
     def _cache_redis(self) -> ManagedProcess | None:
         # The response cache's own Redis, managed alongside the stack's (router.cache.redis_url).
@@ -213,16 +188,8 @@ class Stack:
         """Start every component and wait until each is ready; on failure stop what started."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            redis = self._redis()
-            if redis is not None and await redis_pong(self.config.redis.url):
-                # Debian's redis-server package starts one on 6379 as it installs: use it.
-                redis = None
-            cache = self._cache_redis()
-            if cache is not None and await redis_pong(
-                str(self.config.services.router.cache.redis_url)
-            ):
-                cache = None  # one already answers there: use it
-            await self._launch(redis, cache, self._fake_provider(), timeout_s=timeout_s)
+            await self._start_redis(timeout_s)
+            await self._launch(self._fake_provider(), timeout_s=timeout_s)
             await self._launch(*self._services(), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)
             await self._launch(*self.monitoring, timeout_s=timeout_s)

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
+from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import http_ok
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import find_binary
 from llmproxy.fault.envoy_stats import StatsUnavailable, TrafficSample, sample_traffic
 from tests.harness import logs
 from tests.harness.ports import free_port

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from llmproxy._gen.health.v1 import health_pb2
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from llmproxy.health.server import serve
 from tests.harness import logs
 from tests.harness.fake_provider import fake_provider

@@ -16,7 +16,7 @@ from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from llmproxy.router.cache.store import CachedAnswer, RedisResponseCache
 from tests.harness import logs
 from tests.harness.ports import free_port

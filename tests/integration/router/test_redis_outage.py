@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from llmproxy.devstack.stack import redis_process
+from llmproxy.devstack.redis import redis_process
 from llmproxy.router.server import serve
 from tests.harness import logs
 from tests.harness.fake_provider import fake_provider
