@@ -18,7 +18,7 @@ from llmproxy.authz.errors import (
 )
 from llmproxy.authz.keys import KeyHasher, key_id_of
 from llmproxy.authz.records import KeyRecord
-from llmproxy.common.usage import Period, UsageStore
+from llmproxy.common.usage import Period
 
 
 class KeyLookup(Protocol):
@@ -28,6 +28,13 @@ class KeyLookup(Protocol):
         """The record, or None."""
 
 
+class SpendLookup(Protocol):
+    """Reads a key's spend so far (from Redis, or as last read while it is down)."""
+
+    async def spend_usd(self, subject: str, name: str, period: Period) -> float:
+        """Spend so far this period of subject called name."""
+
+
 class Authorizer:
     """Decides whether a presented key may make a request for a model."""
 
@@ -35,7 +42,7 @@ class Authorizer:
         self,
         keys: KeyLookup,
         hasher: KeyHasher,
-        usage: UsageStore,
+        usage: SpendLookup,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys

@@ -16,6 +16,8 @@ AuthzError (a common.errors.LlmproxyError)
  │   ├─ KeyNotFoundError
  │   ├─ FailedPreconditionError: the key's state forbids the call (rotating a revoked key)
  │   └─ ConflictError: the key changed concurrently too often to apply the change
+ ├─ KeyStoreUnavailableError: Redis is down and the key has no last-known record (or the
+ │   grace is over): no verdict, so Envoy fails closed
  └─ SecretConfigError (also a ConfigError): the HMAC secret is missing or too short
 
 Messages never contain a secret: at most a key id.
@@ -155,6 +157,10 @@ class ConflictError(AdminError):
     """Concurrent changes to one key kept winning; the caller may retry."""
 
     code = grpc.StatusCode.ABORTED
+
+
+class KeyStoreUnavailableError(AuthzError):
+    """No verdict: Redis is unreachable and nothing known here may stand in for it."""
 
 
 class SecretConfigError(AuthzError, ConfigError):

@@ -16,6 +16,7 @@ from llmproxy.authz.admin import KeyAdmin
 from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.cache import CachedKeys, KeyCache
+from llmproxy.authz.fallback import FallbackKeys
 from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
 from llmproxy.authz.store import RedisInvalidationFeed, RedisKeyStore
@@ -51,7 +52,24 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
     # waiting for it (connection refused is quick) makes the cache useful from the start.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(keys.first_attempt_done.wait(), 2 * config.redis.socket_timeout_s)
-    check = AuthorizationServicer(Authorizer(keys, hasher, RedisUsageStore(redis)))
+    # Known keys outlive a Redis outage for stale_grace_s (authz.fallback); the mode is the
+    # `keys` component of this service's health: NOT_SERVING while decided from memory.
+    running: RunningServer | None = None
+
+    def keys_mode(degraded: bool) -> None:
+        if running is not None:
+            running.components.report("keys", not degraded)
+
+    lookups = FallbackKeys(
+        keys,
+        RedisUsageStore(redis),
+        ping=redis.ping,
+        timeout_s=settings.redis_timeout_s,
+        stale_grace_s=settings.stale_grace_s,
+        max_keys=settings.cache_max_keys,
+        on_change=keys_mode,
+    )
+    check = AuthorizationServicer(Authorizer(lookups, hasher, lookups))
     control = AuthzControlServicer(
         KeyAdmin(store, hasher), AdminAuth(admin_token, settings.admin_token_env), store
     )
@@ -67,9 +85,10 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
             await follower
 
     running = await start_server(
-        settings, register, closers=[stop_follower, redis.aclose], service="authz"
+        settings, register, closers=[stop_follower, lookups.aclose, redis.aclose], service="authz"
     )
-    # Reported only: cached keys are still authorized while Redis is down.
+    await running.components.set("keys", True)
+    # Reported only: known keys are still authorized while Redis is down.
     await running.components.watch(
         "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
     )

@@ -26,7 +26,12 @@ from llmproxy.authz import convert
 from llmproxy.authz.admin import KeyAdmin
 from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
-from llmproxy.authz.errors import AdminError, BudgetExceededError, Denied
+from llmproxy.authz.errors import (
+    AdminError,
+    BudgetExceededError,
+    Denied,
+    KeyStoreUnavailableError,
+)
 from llmproxy.authz.records import AuditEntry, KeyRecord
 from llmproxy.authz.requests import check_input
 from llmproxy.authz.store import KeyStore
@@ -141,9 +146,9 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             DECISIONS.labels(error.code).inc()
             log.info("denied", extra={"status": error.status, "reason": error.message})
             return denied(error)
-        except RedisError as exc:
+        except (RedisError, KeyStoreUnavailableError) as exc:
             # No verdict without the key store: an error, so Envoy fails closed.
-            log.warning("key store unavailable", extra={"error": type(exc).__name__})
+            log.warning("key store unavailable", extra={"error": str(exc) or type(exc).__name__})
             await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
         DECISIONS.labels("allowed").inc()
         return allowed(record, check.model, check.token_estimate)

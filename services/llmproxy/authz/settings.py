@@ -39,6 +39,22 @@ class AuthzSettings(ServiceSettings):
     cache_max_keys: int = Field(
         100_000, ge=1, le=10_000_000, description="Most key records (and misses) cached."
     )
+    stale_grace_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="While Redis is unreachable, keys seen before keep being authorized from "
+        "their last-known records (and budgets from their last-known spend) for this long; "
+        "unknown keys fail closed at once. No revocation reaches authz meanwhile. 0 fails "
+        "closed at once.",
+    )
+    redis_timeout_s: float = Field(
+        0.2,
+        gt=0,
+        le=10,
+        description="Longest a check waits for Redis before deciding from last-known records; "
+        "below Envoy's ext_authz_timeout_s so that a hanging Redis still gets answers.",
+    )
     audit_max_records: int = Field(
         100_000, ge=100, le=100_000_000, description="Audit records kept in Redis (about)."
     )
