@@ -86,6 +86,9 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             prometheus = re.search(r"Prometheus +(http://127.0.0.1:\d+)", text)
             assert prometheus, text
             assert httpx.get(f"{prometheus.group(1)}/-/ready", timeout=5).status_code == 200
+            # Where the state lives, and that it survives a restart.
+            assert f"(durable: append-only file in {workdir / 'redis'})" in text
+            assert "(not persisted; evicts cache entries only)" in text
             # Demo mode: alerts go to a local receiver's log, and the banner says where.
             assert f"Alerts go to    {workdir / 'logs' / 'alerts.log'}" in text
         assert f"random for this run: ${ADMIN_TOKEN_ENV} unset" in text

@@ -58,12 +58,28 @@ def _exports_note(stack: Stack, api_key: str | None) -> str:
     return header + "".join(f"  {line}\n" for line in lines)
 
 
+def _redis_note(stack: Stack) -> str:
+    # Where the state lives and whether it survives: what an operator asks first in an outage.
+    config = stack.config
+    if "redis" in stack.processes:
+        state = f"durable: append-only file in {stack.workdir / 'redis'}"
+    elif "redis-primary" in stack.processes:
+        state = "Sentinel: a primary, a replica and three sentinels, durable"
+    else:
+        state = "already running, not started"
+    lines = [f"  Redis           {config.redis.url}   ({state})"]
+    cache = config.services.router.cache.redis_url
+    if cache and cache != config.redis.url:
+        started = "not persisted" if "redis-cache" in stack.processes else "already running"
+        lines.append(f"  Cache Redis     {cache}   ({started}; evicts cache entries only)")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def banner(stack: Stack, api_key: str | None = None) -> str:
     """What a user needs once the stack is up: endpoints, keys, logs and a request to paste."""
     config: StackConfig = stack.config
     envoy = config.envoy
     base = f"http://{envoy.host}:{envoy.listener_port}"
-    redis_note = "" if "redis" in stack.processes else "   (already running, not started)"
     model = config.models[0].name if config.models else "MODEL"
     mode = (
         "demo (fake provider; set a provider key to go live)"
@@ -76,8 +92,7 @@ llmproxy is up ({mode}).
   OpenAI API      {base}/v1   (Envoy)
   Control gRPC    {envoy.host}:{envoy.control_port}   protoset {stack.protoset_path}
   Envoy admin     http://{envoy.host}:{envoy.admin_port}
-  Redis           {config.redis.url}{redis_note}
-{_monitoring_note(stack)}  Logs            {stack.workdir / "logs"}
+{_redis_note(stack)}{_monitoring_note(stack)}  Logs            {stack.workdir / "logs"}
   API key         {key}   (tenant demo, expires in 24 h)
 {_secrets_note(stack)}
 

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 NOT_CHECKED = "not checked yet"
 
-Check = Callable[[], Awaitable[None]]
-"""Returns if the component is healthy, raises with the reason otherwise."""
+Check = Callable[[], Awaitable[str | None]]
+"""Raises with the reason if the component is unhealthy; returns why a healthy one is degraded,
+or None when it runs normally."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ComponentStatus:
     latency_s: float
     at: float
     health_service: str
+    degraded: bool = False  # healthy, but on its fallback (its Redis unreachable)
 
 
 def health_component(component: str) -> str:
@@ -52,19 +54,29 @@ def health_name(component: str) -> str:
     return component_health_name("health", health_component(component))
 
 
-def grpc_service_check(channel: grpc.aio.Channel, timeout_s: float) -> Check:
-    """A check that asks a service's gRPC health for its overall status."""
+def grpc_service_check(channel: grpc.aio.Channel, service: str, timeout_s: float) -> Check:
+    """A check that asks a service's gRPC health for its overall status, then for its own
+    Redis component (common.component_health): unreachable means it runs degraded."""
     # types-grpcio-health-checking declares HealthStub without its methods.
     stub: Any = health_pb2_grpc.HealthStub(channel)
+    redis = component_health_name(service, "redis")
 
-    async def check() -> None:
+    async def check() -> str | None:
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                raise ConnectionError(f"reports {name}")
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=redis), timeout=timeout_s
+            )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None  # a service that reports no Redis component
             raise ConnectionError(f"{exc.code().name}: {exc.details()}") from exc
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            raise ConnectionError(f"reports {name}")
+            return "serving on its fallback: its Redis is unreachable"
+        return None
 
     return check
 
@@ -91,18 +103,27 @@ class Components:
 
     async def _check(self, name: str, check: Check) -> ComponentStatus:
         started = time.perf_counter()
+        degraded = None
         try:
             async with asyncio.timeout(self._timeout_s):
-                await check()
+                degraded = await check()
         except TimeoutError:
             healthy, reason = False, f"no answer within {self._timeout_s:g} s"
         except Exception as exc:  # any failure of a check is the component's ill health
             healthy, reason = False, str(exc) or type(exc).__name__
         else:
-            healthy, reason = True, "ok"
+            healthy, reason = True, degraded or "ok"
         latency = time.perf_counter() - started
         metrics.COMPONENT_CHECK_SECONDS.labels(name).observe(latency)
-        return ComponentStatus(name, healthy, reason, latency, self._clock(), health_name(name))
+        return ComponentStatus(
+            name,
+            healthy,
+            reason,
+            latency,
+            self._clock(),
+            health_name(name),
+            degraded=degraded is not None,
+        )
 
     async def check_all(self) -> None:
         """Check every component once, concurrently."""

@@ -65,4 +65,13 @@ def component_message(component: ComponentStatus) -> health_pb2.Component:
         latency=duration(component.latency_s),
         check_time=timestamp(component.at),
         health_service=component.health_service,
+        mode=_mode(component),
     )
+
+
+def _mode(component: ComponentStatus) -> health_pb2.ComponentMode.ValueType:
+    if not component.healthy or component.name == "redis":
+        return health_pb2.COMPONENT_MODE_UNSPECIFIED
+    if component.degraded:
+        return health_pb2.COMPONENT_MODE_DEGRADED
+    return health_pb2.COMPONENT_MODE_NORMAL

@@ -87,13 +87,14 @@ async def serve(config: StackConfig) -> RunningServer:
     await monitor.start()
 
     channels: list[grpc.aio.Channel] = []
+
     checks: dict[str, Check] = {"redis": redis_store.ping}
     for name in CHECKED_SERVICES:
         service = getattr(config.services, name)
         if service.grpc_port:  # port 0 (tests) cannot be reached
             channel = grpc.aio.insecure_channel(f"{service.host}:{service.grpc_port}")
             channels.append(channel)
-            checks[name] = grpc_service_check(channel, COMPONENT_TIMEOUT_S)
+            checks[name] = grpc_service_check(channel, name, COMPONENT_TIMEOUT_S)
     running: RunningServer | None = None
 
     async def publish(component: ComponentStatus) -> None:

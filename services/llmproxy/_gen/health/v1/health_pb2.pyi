@@ -78,6 +78,30 @@ CIRCUIT_STATE_HALF_OPEN: CircuitState.ValueType  # 3
 """A few trial calls (and probes) decide whether it closes or opens again."""
 Global___CircuitState: _TypeAlias = CircuitState  # noqa: Y015
 
+class _ComponentMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComponentModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComponentMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPONENT_MODE_UNSPECIFIED: _ComponentMode.ValueType  # 0
+    """Not known: the component is not a service, or it is unhealthy."""
+    COMPONENT_MODE_NORMAL: _ComponentMode.ValueType  # 1
+    """Serving with everything it depends on."""
+    COMPONENT_MODE_DEGRADED: _ComponentMode.ValueType  # 2
+    """Serving on its fallback: its Redis is unreachable (local limits, last-known keys, no cache)."""
+
+class ComponentMode(_ComponentMode, metaclass=_ComponentModeEnumTypeWrapper):
+    """ComponentMode is how a healthy service is running."""
+
+COMPONENT_MODE_UNSPECIFIED: ComponentMode.ValueType  # 0
+"""Not known: the component is not a service, or it is unhealthy."""
+COMPONENT_MODE_NORMAL: ComponentMode.ValueType  # 1
+"""Serving with everything it depends on."""
+COMPONENT_MODE_DEGRADED: ComponentMode.ValueType  # 2
+"""Serving on its fallback: its Redis is unreachable (local limits, last-known keys, no cache)."""
+Global___ComponentMode: _TypeAlias = ComponentMode  # noqa: Y015
+
 @_typing.final
 class ListProvidersRequest(_message.Message):
     """ListProvidersRequest takes no parameters."""
@@ -604,6 +628,7 @@ class Component(_message.Message):
     LATENCY_FIELD_NUMBER: _builtins.int
     CHECK_TIME_FIELD_NUMBER: _builtins.int
     HEALTH_SERVICE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"redis", or a service name such as "router"."""
     healthy: _builtins.bool
@@ -612,6 +637,8 @@ class Component(_message.Message):
     """What the last check found."""
     health_service: _builtins.str
     """The gRPC health service name this component is reported under."""
+    mode: Global___ComponentMode.ValueType
+    """Whether a healthy service runs normally or on its fallback (its own Redis unreachable)."""
     @_builtins.property
     def latency(self) -> _duration_pb2.Duration:
         """How long the last check took."""
@@ -629,10 +656,11 @@ class Component(_message.Message):
         latency: _duration_pb2.Duration | None = ...,
         check_time: _timestamp_pb2.Timestamp | None = ...,
         health_service: _builtins.str = ...,
+        mode: Global___ComponentMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "latency", b"latency"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "health_service", b"health_service", "healthy", b"healthy", "latency", b"latency", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "health_service", b"health_service", "healthy", b"healthy", "latency", b"latency", "mode", b"mode", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
