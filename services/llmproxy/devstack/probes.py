@@ -31,6 +31,18 @@ async def grpc_serving(target: str, service: str = "") -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+async def redis_replica_linked(url: str) -> bool:
+    """True when the Redis at url is a replica that has synced with its primary."""
+    client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        replication = await client.info("replication")
+    except (aioredis.RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+    return bool(replication.get("master_link_status") == "up")
+
+
 async def redis_pong(url: str) -> bool:
     """True when the Redis at url answers PING."""
     client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)

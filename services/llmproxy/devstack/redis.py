@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from llmproxy.devstack.binaries import find_binary
-from llmproxy.devstack.probes import redis_pong
+from llmproxy.devstack.probes import redis_pong, redis_replica_linked
 from llmproxy.devstack.process import ManagedProcess
 
 # Every Redis we start keeps its data across restarts (API keys, audit records, experiments and
@@ -48,4 +48,6 @@ def redis_process(
         str(data_dir),
         *(("--replicaof", "127.0.0.1", str(replica_of)) if replica_of is not None else ()),
     ]
-    return ManagedProcess(name, argv, log_path, partial(redis_pong, url), environ)
+    # A replica is ready once it has its primary's data, not merely once it answers.
+    ready = redis_pong if replica_of is None else redis_replica_linked
+    return ManagedProcess(name, argv, log_path, partial(ready, url), environ)
