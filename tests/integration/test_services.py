@@ -24,6 +24,7 @@ from llmproxy.health import server as health_server
 from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
 from tests.harness.ports import free_port
+from tests.harness.services import served
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +48,8 @@ def config_on_port_zero() -> StackConfig:
 @pytest.fixture(params=list(SERVERS))
 async def running(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, RunningServer]]:
     serve, _ = SERVERS[request.param]
-    server = await serve(config_on_port_zero())
-    yield request.param, server
-    # RunningServer.stop, not server.server.stop: the service's closers must run too, or its
-    # Redis client (connected whenever something answers on that port) outlives the test's
-    # event loop and warns "unclosed Connection" in a later test.
-    await server.stop(None)
+    async with served(serve(config_on_port_zero())) as service:
+        yield request.param, service.running
 
 
 async def test_every_service_reports_serving(running: tuple[str, RunningServer]) -> None:
