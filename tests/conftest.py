@@ -18,8 +18,6 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_server import redis_server
 
-_RERUN_TAIL_LINES = 40  # of each rerun test's first failure, printed at the end of the run
-
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
@@ -36,18 +34,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     logs.attach(item, report)
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Why each rerun test failed its first time: a rerun must not hide a flake's cause."""
-    reruns = terminalreporter.stats.get("rerun", [])
-    if not reruns:
-        return
-    terminalreporter.section("first failures of rerun tests")
-    for report in reruns:
-        terminalreporter.line(f"{report.nodeid} ({report.when}):")
-        for line in report.longreprtext.splitlines()[-_RERUN_TAIL_LINES:]:
-            terminalreporter.line(f"    {line}")
 
 
 def _docker_engine_available() -> bool:
