@@ -22,6 +22,7 @@ from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
+from tests.harness.waiting import eventually
 
 pytestmark = pytest.mark.unit
 
@@ -182,9 +183,7 @@ async def test_a_failing_store_degrades_to_local_limits_and_recovers(
     assert codes == [OK, OK, OK, OVER_LIMIT]
     assert degraded() == 1
     primary.failing = False
-    async with asyncio.timeout(5):
-        while degraded() != 0:  # noqa: ASYNC110 - polls a gauge the probe task sets
-            await asyncio.sleep(0.01)
+    await eventually(degraded, lambda found: found == 0, what="the probe finding the store back")
     assert (await decider.decide(key)).overall_code == OK
 
 
