@@ -193,7 +193,9 @@ async def test_usage_is_counted_per_key_tenant_and_model_with_cost(
     store = RedisUsageStore(redis_client)
     expected = 2 * (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
     # The router writes usage in batches (every 0.5 s by default).
-    await eventually(lambda: store.spend_usd("key", "k1", "day"), lambda v: v > 0)
+    await eventually(
+        lambda: store.spend_usd("key", "k1", "day"), lambda v: v > 0, what="spend recorded"
+    )
     assert await store.spend_usd("key", "k1", "day") == pytest.approx(expected)
     assert await store.spend_usd("tenant", "acme", "month") == pytest.approx(expected)
     assert await store.spend_usd("model", "gpt", "day") == pytest.approx(expected)
