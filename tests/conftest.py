@@ -18,6 +18,11 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_server import redis_server
 
+TESTS = Path(__file__).parent
+# Each directory's tests carry its marker, so `-m unit` (or integration, e2e, performance)
+# selects by kind without a `pytestmark` line in every module.
+KINDS = ("unit", "integration", "e2e", "performance")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
@@ -27,6 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # for every stack and in-process service it starts.
     for name in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV):
         os.environ[name] = secrets.token_urlsafe(32)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind in KINDS:
+            item.add_marker(kind)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -32,8 +32,6 @@ from tests.harness.observability import (
 )
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.e2e
-
 T = TypeVar("T")
 
 DETECT_WITHIN_S = 60.0

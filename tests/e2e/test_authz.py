@@ -19,8 +19,6 @@ from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import admin_metadata, create_key
 from tests.harness.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
-
 HELLO = [{"role": "user", "content": "Hello through Envoy"}]
 DEADLINE_S = 5.0
 

@@ -16,8 +16,6 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.e2e
-
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 

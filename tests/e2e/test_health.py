@@ -24,8 +24,6 @@ from tests.harness import logs
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 PROVIDERS = ("alpha", "beta")

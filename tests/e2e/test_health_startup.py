@@ -21,8 +21,6 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
-
 
 def test_envoy_starts_without_the_health_service_then_follows_it(
     tmp_path: Path, request: pytest.FixtureRequest

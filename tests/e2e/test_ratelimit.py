@@ -25,8 +25,6 @@ from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port
 from tests.harness.waiting import eventually_sync
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 LIMITS = """

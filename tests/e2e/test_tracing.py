@@ -25,8 +25,6 @@ from tests.harness.configs import stack_config_data, write_config
 from tests.harness.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.e2e
-
 ENVOY = "envoy"
 ROUTER, AUTHZ, RATELIMIT = "llmproxy-router", "llmproxy-authz", "llmproxy-ratelimit"
 

@@ -20,8 +20,6 @@ from tests.harness.configs import stack_config_data, write_config
 from tests.harness.router_process import router_with_fake_provider
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 SERVICES = ("router", "ratelimit", "authz", "health", "fault")
 
 

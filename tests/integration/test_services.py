@@ -26,8 +26,6 @@ from llmproxy.router import server as router_server
 from tests.harness.ports import free_port
 from tests.harness.services import served
 
-pytestmark = pytest.mark.integration
-
 Serve = Callable[[StackConfig], Awaitable[RunningServer]]
 SERVERS: dict[str, tuple[Serve, tuple[str, ...]]] = {
     "router": (router_server.serve, router_server.SERVICE_NAMES),

@@ -26,8 +26,6 @@ from llmproxy.envoyconf.__main__ import write
 from llmproxy.envoyconf.build import build_bootstrap
 from llmproxy.envoyconf.listeners import SERVICES
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -16,8 +16,6 @@ from llmproxy.envoyconf.__main__ import write
 from llmproxy.envoyconf.build import build_bootstrap
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.unit
-
 ENVOY = str(Path(sys.executable).parent / "envoy")
 DESCRIPTOR = descriptor_set().SerializeToString(deterministic=True)
 

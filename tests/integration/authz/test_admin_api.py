@@ -21,8 +21,6 @@ from llmproxy.devstack.process import StartupError
 from tests.harness.configs import stack_config_data
 from tests.integration.authz.conftest import ADMIN, TOKEN, StartAuthz
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize(
     ("metadata", "code"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis.asyncio as aioredis
 from google.rpc import code_pb2
 
@@ -17,8 +16,6 @@ from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.authz.store import RedisKeyStore
 from tests.harness.waiting import eventually
 from tests.integration.authz.conftest import ADMIN, Instance, StartAuthz
-
-pytestmark = pytest.mark.integration
 
 DEADLINE_S = 5.0
 

@@ -20,8 +20,6 @@ from tests.harness.ports import free_port
 from tests.harness.router_process import router_with_fake_provider
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 
 @asynccontextmanager
 async def router_process(

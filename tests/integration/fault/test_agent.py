@@ -28,8 +28,6 @@ from tests.harness.ports import free_port
 from tests.harness.services import served
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -26,8 +26,6 @@ from tests.harness.ports import free_port
 from tests.harness.services import served
 from tests.integration.fault.conftest import StartFault, fault_config
 
-pytestmark = pytest.mark.integration
-
 
 def create(name: str, route: str = "chat", percent: int = 50) -> fault_pb2.CreateExperimentRequest:
     return fault_pb2.CreateExperimentRequest(

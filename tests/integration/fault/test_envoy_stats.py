@@ -19,8 +19,6 @@ from tests.harness import logs
 from tests.harness.ports import free_port
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 SLOW_MS = 60
 
 

@@ -16,8 +16,6 @@ from tests.harness.fake_provider import fake_provider
 from tests.harness.waiting import eventually
 from tests.integration.health.conftest import StartHealth
 
-pytestmark = pytest.mark.integration
-
 FAST = {
     "probe": {"interval_s": 0.2, "timeout_s": 0.5, "degraded_latency_s": 0.5},
     "sync_interval_s": 0.05,

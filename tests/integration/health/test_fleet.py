@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from llmproxy._gen.health.v1 import health_pb2
 from tests.harness.fake_provider import fake_provider
 from tests.harness.waiting import eventually
 from tests.integration.health.conftest import StartHealth
-
-pytestmark = pytest.mark.integration
 
 INTERVAL_S = 0.25
 SETTINGS = {

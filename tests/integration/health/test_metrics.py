@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import REGISTRY
 
 from llmproxy._gen.health.v1 import health_pb2
 from tests.harness.fake_provider import fake_provider
 from tests.harness.waiting import eventually
 from tests.integration.health.conftest import StartHealth
-
-pytestmark = pytest.mark.integration
 
 FAST = {
     "probe": {"interval_s": 0.2, "timeout_s": 0.5, "degraded_latency_s": 0.5},

@@ -18,8 +18,6 @@ from tests.harness.ports import free_port
 from tests.harness.waiting import eventually
 from tests.integration.health.conftest import HealthService, health_config, health_service
 
-pytestmark = pytest.mark.integration
-
 SETTINGS = {
     "probe": {"interval_s": 0.2, "timeout_s": 0.5, "degraded_latency_s": 0.5},
     "sync_interval_s": 0.05,

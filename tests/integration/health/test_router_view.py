@@ -21,8 +21,6 @@ from tests.harness.services import Served, served
 from tests.harness.waiting import eventually
 from tests.integration.health.conftest import HealthService, health_service
 
-pytestmark = pytest.mark.integration
-
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 

@@ -30,8 +30,6 @@ from tests.integration.ratelimit.conftest import (
     until_redis_time,
 )
 
-pytestmark = pytest.mark.integration
-
 LOG_LIMIT = """
 domain: llmproxy
 descriptors:

@@ -24,8 +24,6 @@ from tests.integration.ratelimit.conftest import (
     request,
 )
 
-pytestmark = pytest.mark.integration
-
 LIMITS = """
 domain: llmproxy
 descriptors:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import redis.asyncio as aioredis
 
 from llmproxy.ratelimit.redis_store import RedisLimitStore
@@ -12,8 +11,6 @@ from llmproxy.ratelimit.rules import COUNTER
 from llmproxy.ratelimit.store import Take
 from tests.harness.waiting import eventually
 from tests.integration.ratelimit.conftest import redis_now_ms, until_redis_time
-
-pytestmark = pytest.mark.integration
 
 KEY = "llmproxy:rl:test:{counter}"
 

@@ -28,8 +28,6 @@ from tests.integration.ratelimit.conftest import (
     request,
 )
 
-pytestmark = pytest.mark.integration
-
 LIMITS = """
 domain: llmproxy
 descriptors:

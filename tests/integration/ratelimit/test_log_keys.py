@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import redis.asyncio as aioredis
 
 from llmproxy.ratelimit.redis_store import RedisLimitStore
 from llmproxy.ratelimit.rules import LOG
 from llmproxy.ratelimit.store import Outcome, Take
 from tests.integration.ratelimit.conftest import until_redis_time
-
-pytestmark = pytest.mark.integration
 
 KEY = "llmproxy:rl:test:{log}"
 SUM = KEY + ":sum"

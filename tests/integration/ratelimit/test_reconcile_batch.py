@@ -20,8 +20,6 @@ from tests.integration.ratelimit.conftest import (
     request,
 )
 
-pytestmark = pytest.mark.integration
-
 TENANTS = [f"t{i}" for i in range(8)]  # several cluster slots
 
 

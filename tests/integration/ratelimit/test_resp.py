@@ -12,8 +12,6 @@ import redis.asyncio as aioredis
 from llmproxy.ratelimit.resp import ReplyError, ScriptConnection, pack
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 
 def address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)

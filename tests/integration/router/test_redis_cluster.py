@@ -13,8 +13,6 @@ from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
 from tests.harness.waiting import eventually
 from tests.integration.router.conftest import StartRouter
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:

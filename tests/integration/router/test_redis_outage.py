@@ -16,8 +16,6 @@ from tests.harness.ports import free_port
 from tests.harness.waiting import eventually
 from tests.integration.router.conftest import StartRouter
 
-pytestmark = pytest.mark.integration
-
 CACHED = {"model": "gpt", "messages": [{"role": "user", "content": "outage"}], "temperature": 0}
 
 

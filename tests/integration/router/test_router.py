@@ -15,8 +15,6 @@ from llmproxy.router.providers import sse
 from tests.harness.waiting import eventually
 from tests.integration.router.conftest import Router
 
-pytestmark = pytest.mark.integration
-
 HELLO = [{"role": "user", "content": "Hello router"}]
 CACHED = {"model": "gpt", "messages": HELLO, "temperature": 0}
 

@@ -6,15 +6,11 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 
-import pytest
-
 from llmproxy.authz.cache import CachedKeys, KeyCache
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.store import RESYNC
 from tests.harness.waiting import eventually
 from tests.unit.authz.fakes import Clock, FakeFeed, FakeKeyStore
-
-pytestmark = pytest.mark.unit
 
 
 def record(key_id: str = "0123456789abcdef", **fields: object) -> KeyRecord:

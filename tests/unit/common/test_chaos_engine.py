@@ -21,8 +21,6 @@ from llmproxy.common.chaos.errors import InvalidStress, OverBudget
 from llmproxy.common.chaos.workers import CpuBurner, MemoryHog, available_megabytes
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.unit
-
 
 class FakeWorker:
     def __init__(self, stress: Stress) -> None:

@@ -14,8 +14,6 @@ from tests.harness.waiting import eventually
 
 from .conftest import RunningProvider
 
-pytestmark = pytest.mark.unit
-
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 
 

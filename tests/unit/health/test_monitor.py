@@ -20,8 +20,6 @@ from llmproxy.router.settings import ProviderSettings
 from tests.harness.waiting import eventually
 from tests.unit.health.fakes import BrokenStore, ScriptedProber
 
-pytestmark = pytest.mark.unit
-
 PROVIDERS = [
     ProviderSettings(name="a", base_url="http://127.0.0.1:1/v1"),
     ProviderSettings(name="b", base_url="http://127.0.0.1:2/v1"),

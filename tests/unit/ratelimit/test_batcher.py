@@ -13,8 +13,6 @@ from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Outcome, Take
 
-pytestmark = pytest.mark.unit
-
 # Long enough that a held flush is unmistakable, short enough for a unit test (and under the
 # batcher's longest gap, 1 s, so that sparse load exists for it).
 WINDOW_S = 0.2

@@ -15,8 +15,6 @@ from llmproxy.ratelimit.descriptors import (
     token_descriptors,
 )
 
-pytestmark = pytest.mark.unit
-
 HEADERS = {
     "x-llmproxy-tenant": "acme",
     "x-llmproxy-key-id": "k1",

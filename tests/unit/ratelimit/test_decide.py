@@ -24,8 +24,6 @@ from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.unit
-
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
 LIMITS = """
