@@ -104,7 +104,7 @@ async def start_ratelimit(
         yield start
 
 
-async def redis_now_ms(client: aioredis.Redis | aioredis.RedisCluster) -> int:
+async def redis_now_ms(client: aioredis.Redis) -> int:
     """Redis's clock (TIME), which take.lua's windows follow, in milliseconds."""
     seconds, micros = await client.time()
     return int(seconds) * 1000 + int(micros) // 1000
@@ -112,7 +112,7 @@ async def redis_now_ms(client: aioredis.Redis | aioredis.RedisCluster) -> int:
 
 async def until_redis_time(client: aioredis.Redis, accept: Callable[[int], bool], what: str) -> int:
     """Poll Redis's clock until accept(now_ms): a window the test needs to pass has passed."""
-    return await eventually(lambda: redis_now_ms(client), accept, what=what, timeout_s=70)
+    return await eventually(lambda: redis_now_ms(client), accept, what=what, timeout_s=30)
 
 
 def descriptor(
