@@ -27,6 +27,9 @@ class _Poll:
         self.deadline = time.monotonic() + timeout_s
         self.last: object = "nothing yet"
 
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline
 
@@ -48,14 +51,21 @@ async def eventually(
     """Poll probe (a coroutine function or a plain one) until accept(result); return the result.
 
     Exceptions of the types in `ignoring` count as "not yet" (a peer still starting, say) and
-    are reported as the last thing seen. Fails with AssertionError at the deadline.
+    are reported as the last thing seen. Fails with AssertionError at the deadline, also when
+    a probe is still running then (a call that hangs).
     """
     poll = _Poll(what, timeout_s)
     while True:
+        deadline = asyncio.timeout(poll.remaining())
         try:
-            found: Any = probe()
-            if inspect.isawaitable(found):
-                found = await found
+            async with deadline:
+                found: Any = probe()
+                if inspect.isawaitable(found):
+                    found = await found
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the probe's own
+            raise poll.failure() from None
         except ignoring as exc:
             poll.last = exc
         else:
@@ -76,7 +86,8 @@ def eventually_sync(
     ignoring: tuple[type[Exception], ...] = (),
     interval_s: float = INTERVAL_S,
 ) -> T:
-    """`eventually` for synchronous code: blocks the thread between polls."""
+    """`eventually` for synchronous code: blocks the thread between polls (and cannot cut a
+    probe short: give the calls it makes their own timeouts)."""
     poll = _Poll(what, timeout_s)
     while True:
         try:

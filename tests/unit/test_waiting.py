@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.harness.waiting import eventually, eventually_sync
@@ -20,6 +22,17 @@ async def test_eventually_returns_the_accepted_result_of_a_plain_or_async_probe(
 async def test_eventually_fails_with_the_last_result_at_the_deadline() -> None:
     with pytest.raises(AssertionError, match=r"the answer: not within 0.05 s; last seen: 41"):
         await eventually(lambda: 41, lambda n: n == 42, what="the answer", timeout_s=0.05)
+
+
+async def test_eventually_cuts_a_probe_still_running_at_the_deadline() -> None:
+    async def hangs() -> int:
+        await asyncio.sleep(60)  # a call that never answers
+        return 0
+
+    with pytest.raises(
+        AssertionError, match=r"an answer: not within 0.05 s; last seen: 'nothing yet'"
+    ):
+        await eventually(hangs, what="an answer", timeout_s=0.05)
 
 
 def test_eventually_sync_counts_ignored_errors_as_not_yet_and_reports_the_last() -> None:
