@@ -18,7 +18,10 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_server import redis_server
 
-_RERUN_TAIL_LINES = 40  # of each rerun test's first failure, printed at the end of the run
+TESTS = Path(__file__).parent
+# Each directory's tests carry its marker, so `-m unit` (or integration, e2e, performance)
+# selects by kind without a `pytestmark` line in every module.
+KINDS = ("unit", "integration", "e2e", "performance")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,23 +34,18 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = secrets.token_urlsafe(32)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = item.path.relative_to(TESTS).parts[0]
+        if kind in KINDS:
+            item.add_marker(kind)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report: pytest.TestReport = yield
     logs.attach(item, report)
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Why each rerun test failed its first time: a rerun must not hide a flake's cause."""
-    reruns = terminalreporter.stats.get("rerun", [])
-    if not reruns:
-        return
-    terminalreporter.section("first failures of rerun tests")
-    for report in reruns:
-        terminalreporter.line(f"{report.nodeid} ({report.when}):")
-        for line in report.longreprtext.splitlines()[-_RERUN_TAIL_LINES:]:
-            terminalreporter.line(f"    {line}")
 
 
 def _docker_engine_available() -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,8 +31,6 @@ from tests.harness.observability import (
     webhook_receiver,
 )
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
@@ -97,15 +95,6 @@ def _pages(receiver: WebhookReceiver, status: str) -> list[Notification]:
     return [n for n in receiver.received("/pager") if _alerts(n, status, "ProviderDown")]
 
 
-def _poll(read: Callable[[], T]) -> Callable[[], Awaitable[T]]:
-    """An async probe for eventually() from a plain read of what the receiver got."""
-
-    async def probe() -> T:
-        return read()
-
-    return probe
-
-
 async def _set_outage(watched: Watched, outage: str) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
         reply = await client.put(f"{watched.fake_url}/_fake/knobs", json={"outage": outage})
@@ -126,6 +115,7 @@ async def test_a_provider_outage_pages_and_its_end_resolves(alerting: Watched) -
     jobs = await eventually(
         lambda: _prometheus_targets_up(alerting),
         lambda up: {"router", "ratelimit", "authz", "health", "fault", "envoy"} <= set(up),
+        what="every target scraped",
         timeout_s=15,
     )
     assert "envoy" in jobs
@@ -134,7 +124,9 @@ async def test_a_provider_outage_pages_and_its_end_resolves(alerting: Watched) -
     await _set_outage(alerting, "503")
     broke = time.monotonic()
     try:
-        pages = await eventually(_poll(lambda: _pages(receiver, "firing")), bool, DETECT_WITHIN_S)
+        pages = await eventually(
+            lambda: _pages(receiver, "firing"), what="a page", timeout_s=DETECT_WITHIN_S
+        )
     finally:
         await _set_outage(alerting, "none")
     restored = time.monotonic()
@@ -154,12 +146,15 @@ async def test_a_provider_outage_pages_and_its_end_resolves(alerting: Watched) -
     assert alert["annotations"]["runbook_url"] == "deploy/RUNBOOK.md#providerdown"  # type: ignore[index]
     # Critical goes to Slack as well (the route continues).
     slack = await eventually(
-        _poll(lambda: receiver.received("/slack")),
+        lambda: receiver.received("/slack"),
         lambda posts: any("[CRITICAL] ProviderDown" in str(p.body) for p in posts),
+        what="the Slack post",
         timeout_s=10,
     )
     assert slack
 
-    resolved = await eventually(_poll(lambda: _pages(receiver, "resolved")), bool, DETECT_WITHIN_S)
+    resolved = await eventually(
+        lambda: _pages(receiver, "resolved"), what="the resolved page", timeout_s=DETECT_WITHIN_S
+    )
     print(f"ProviderDown: resolved {resolved[0].received - restored:.1f} s after the outage ended")
     assert resolved[0].body["status"] == "resolved"

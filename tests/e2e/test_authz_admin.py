@@ -13,8 +13,6 @@ import pytest
 from llmproxy.authz.cli import main as cli
 from llmproxy.devstack.stack import Stack
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 SERVICE = "llmproxy.authz.v1.AuthzService"

@@ -32,8 +32,6 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port
 
-pytestmark = pytest.mark.e2e
-
 SPOOFED = {
     "x-llmproxy-tenant": "evil-corp",
     "x-llmproxy-user": "root",

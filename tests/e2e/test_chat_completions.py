@@ -10,8 +10,6 @@ import pytest
 
 from llmproxy.devstack.stack import Stack
 
-pytestmark = pytest.mark.e2e
-
 HELLO = [{"role": "user", "content": "Hello through Envoy"}]
 
 

@@ -8,11 +8,8 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from llmproxy.devstack.stack import Stack
-
-pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")

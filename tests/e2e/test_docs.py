@@ -31,8 +31,6 @@ from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.e2e
-
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TAG = "doc-test"

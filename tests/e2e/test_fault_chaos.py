@@ -29,7 +29,7 @@ from tests.harness import logs
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually
 
-pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+pytestmark = pytest.mark.chaos
 
 PROVIDERS = ("primary", "secondary")
 CONCURRENCY = 16

@@ -6,7 +6,6 @@ import asyncio
 
 import grpc
 import httpx
-import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc
@@ -14,8 +13,6 @@ from llmproxy.devstack.stack import Stack
 from llmproxy.fault.envoy_stats import TrafficSample, sample_traffic
 from llmproxy.fault.hypothesis import SteadyState, judge
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.e2e
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "sample me"}]}
 

@@ -22,8 +22,7 @@ from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
 from tests.harness.providers_stack import providers_stack
-
-pytestmark = pytest.mark.e2e
+from tests.harness.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -96,12 +95,15 @@ class Gateway:
             )
 
     def wait_state(self, name: str, state: int, within_s: float) -> float:
+        """Seconds until the health service reports provider name in state."""
         started = time.monotonic()
-        while time.monotonic() - started < within_s:
-            if self.provider(name).state == state:
-                return time.monotonic() - started
-            time.sleep(0.05)
-        pytest.fail(f"{name} not {state} within {within_s} s: {self.provider(name)}")
+        eventually_sync(
+            lambda: self.provider(name),
+            lambda found: found.state == state,
+            what=f"{name} in state {state}",
+            timeout_s=within_s,
+        )
+        return time.monotonic() - started
 
     def envoy_flags(self, provider: str) -> str:
         """Envoy's health flags of the provider's endpoint, from its admin /clusters."""
@@ -114,16 +116,38 @@ class Gateway:
         return flags[0].rsplit("::", 1)[1] if flags else "(no endpoint)"
 
     def wait_flags(self, provider: str, expected: str, within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.envoy_flags(provider) == expected:
-                return
-            time.sleep(0.05)
-        pytest.fail(f"Envoy's provider_{provider}: {self.envoy_flags(provider)}, not {expected}")
+        eventually_sync(
+            lambda: self.envoy_flags(provider),
+            lambda flags: flags == expected,
+            what=f"Envoy's provider_{provider} {expected}",
+            timeout_s=within_s,
+        )
 
     def stat(self, name: str) -> int:
         text = httpx.get(f"{self.admin}/stats?filter=^{name}$", timeout=5).text
         return int(text.split(":")[1]) if ":" in text else 0
+
+    def attempts(self, provider: str) -> int:
+        """Requests the router sent to provider through Envoy, refused ones included."""
+        return self.stat(f"cluster.provider_{provider}.upstream_rq_total") + self.stat(
+            f"cluster.provider_{provider}.upstream_cx_none_healthy"
+        )
+
+    def until_router_skips(self, provider: str) -> None:
+        """Wait until a chat goes without an attempt at provider: the router got the news.
+
+        Envoy already refuses provider (the caller waited for its flags), so a chat the router
+        still sends there fails over at once rather than hanging.
+        """
+
+        def attempts_during_a_chat() -> int:
+            before = self.attempts(provider)
+            self.chat()
+            return self.attempts(provider) - before
+
+        eventually_sync(
+            attempts_during_a_chat, lambda count: count == 0, what=f"the router skipping {provider}"
+        )
 
     def chat(self) -> httpx.Response:
         return httpx.post(
@@ -182,16 +206,15 @@ def test_the_router_skips_an_unhealthy_provider_without_a_call(health: Gateway) 
     assert (first.status_code, first.headers["x-llmproxy-provider"]) == (200, "alpha")
     health.knobs("alpha", outage="hang")
     health.wait_state("alpha", UNHEALTHY, within_s=5)
-    time.sleep(0.3)  # the router's watch stream delivers the change
-    sent = health.stat("cluster.provider_alpha.upstream_rq_total")
-    refused = health.stat("cluster.provider_alpha.upstream_cx_none_healthy")
+    health.wait_flags("alpha", "/failed_eds_health", within_s=2)
+    health.until_router_skips("alpha")  # the router's watch stream delivered the change
+    attempts = health.attempts("alpha")
     answers = [health.chat() for _ in range(5)]
     assert [(r.status_code, r.headers.get("x-llmproxy-provider")) for r in answers] == [
         (200, "beta")
     ] * 5
     # Not one call to alpha left the router: Envoy saw none, not even one it refused.
-    assert health.stat("cluster.provider_alpha.upstream_rq_total") == sent
-    assert health.stat("cluster.provider_alpha.upstream_cx_none_healthy") == refused
+    assert health.attempts("alpha") == attempts
 
 
 def test_maintenance_drains_a_provider_in_envoy_and_the_router(health: Gateway) -> None:
@@ -200,7 +223,7 @@ def test_maintenance_drains_a_provider_in_envoy_and_the_router(health: Gateway) 
     )
     assert reply["provider"]["maintenance"] is True
     health.wait_flags("alpha", "/eds_status_draining", within_s=2)
-    time.sleep(0.3)
+    health.until_router_skips("alpha")
     assert health.chat().headers["x-llmproxy-provider"] == "beta"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from llmproxy.devstack.stack import fake_provider_process
 from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
-
-pytestmark = pytest.mark.e2e
+from tests.harness.waiting import eventually_sync
 
 
 def test_envoy_starts_without_the_health_service_then_follows_it(
@@ -70,10 +68,12 @@ def test_envoy_starts_without_the_health_service_then_follows_it(
             process.start()
         for process in (redis, fake, health):
             asyncio.run(process.wait_ready(20))
-        deadline = time.monotonic() + 20
-        while httpx.get(egress, timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "Envoy never took the endpoints over EDS"
-            time.sleep(0.2)
+        eventually_sync(
+            lambda: httpx.get(egress, timeout=5).status_code,
+            lambda status: status == 200,
+            what="Envoy taking the endpoints over EDS",
+            timeout_s=20,
+        )
     finally:
         for process in (envoy, health, fake, redis):
             process.stop()

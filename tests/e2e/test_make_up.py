@@ -11,15 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
 from llmproxy.devstack.__main__ import banner
 from llmproxy.devstack.monitoring import find_binaries
 from llmproxy.devstack.stack import Stack
 from tests.harness.configs import stack_config_data, write_config
-
-pytestmark = pytest.mark.e2e
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,8 +21,6 @@ from llmproxy.devstack.stack import Stack
 from llmproxy.obsconf.prometheus import RULES_DIR, service_targets
 from tests.harness.promql import metric_names
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.e2e
 
 DASHBOARDS_DIR = RULES_DIR.parents[1] / "grafana" / "dashboards"
 # Made by Prometheus itself for every target, not exported by anyone.

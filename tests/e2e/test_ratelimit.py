@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,8 +23,7 @@ from tests.e2e.conftest import create_key
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port
-
-pytestmark = pytest.mark.e2e
+from tests.harness.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -143,10 +141,12 @@ def test_token_limits_reserve_the_estimate_before_the_call(rl_stack: Stack, gate
     assert codes == [200, 200, 429]
     # Reconciliation runs just after each answer: two more requests fit again, soon.
     for _ in range(2):
-        deadline = time.monotonic() + 10
-        while post(gateway, key).status_code != 200:
-            assert time.monotonic() < deadline, "reservations were never reconciled"
-            time.sleep(0.2)
+        eventually_sync(
+            lambda: post(gateway, key).status_code,
+            lambda status: status == 200,
+            what="a request fitting again (reservations reconciled)",
+            interval_s=0.2,
+        )
 
 
 def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.CompletedProcess[str]:

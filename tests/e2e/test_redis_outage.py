@@ -17,8 +17,6 @@ from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.e2e
-
 RATE_PER_S = 10
 OUTAGE_S = 15
 BACK_WITHIN_S = 10

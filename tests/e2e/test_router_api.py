@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 
 from llmproxy.devstack.stack import Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def sdk(gateway_url: str, client_api_key: str) -> Iterator[openai.OpenAI]:

@@ -25,8 +25,6 @@ from tests.harness.configs import stack_config_data, write_config
 from tests.harness.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.e2e
-
 ENVOY = "envoy"
 ROUTER, AUTHZ, RATELIMIT = "llmproxy-router", "llmproxy-authz", "llmproxy-ratelimit"
 
@@ -125,7 +123,9 @@ async def test_a_client_traceparent_is_continued_by_every_part(gateway: TracedSt
     async def spans() -> list[ReceivedSpan]:
         return gateway.receiver.spans(trace_id)
 
-    found = await eventually(spans, lambda s: _complete(s, parent_id), timeout_s=20)
+    found = await eventually(
+        spans, lambda s: _complete(s, parent_id), what="the trace complete", timeout_s=20
+    )
     assert not _tree_problems(found, parent_id)
     (root,) = [s for s in found if s.parent_span_id == parent_id]
     assert (root.service, root.kind, root.name) == (ENVOY, "SPAN_KIND_SERVER", "ingress")
@@ -177,7 +177,9 @@ async def test_a_request_without_traceparent_still_makes_one_trace(gateway: Trac
         ]
         return gateway.receiver.spans(roots[0].trace_id) if roots else []
 
-    spans = await eventually(trace_of_request, lambda s: _complete(s, ""), timeout_s=20)
+    spans = await eventually(
+        trace_of_request, lambda s: _complete(s, ""), what="the trace complete", timeout_s=20
+    )
     (root,) = [s for s in spans if not s.parent_span_id]
     assert (root.service, root.kind, root.name) == (ENVOY, "SPAN_KIND_SERVER", "ingress")
 
@@ -191,7 +193,7 @@ async def test_router_logs_carry_the_trace_id(gateway: TracedStack) -> None:
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
         return [line for line in lines if line.get("trace_id") == trace_id]
 
-    lines = await eventually(answered_lines, bool, timeout_s=10)
+    lines = await eventually(answered_lines, what="log lines with the trace id", timeout_s=10)
     assert any(line["msg"] == "answered" for line in lines), lines
     assert all(len(str(line["span_id"])) == 16 for line in lines)
 
@@ -215,7 +217,18 @@ async def test_a_client_asking_for_a_trace_gets_one_whatever_the_ratio(
     async def spans() -> list[ReceivedSpan]:
         return unsampled.receiver.spans()
 
-    found = await eventually(spans, lambda s: _complete(s, parent_id), timeout_s=20)
-    await asyncio.sleep(1)  # five export intervals: the other request's spans would be in
-    assert {s.trace_id for s in unsampled.receiver.spans()} == {trace_id}
+    found = await eventually(
+        spans, lambda s: _complete(s, parent_id), what="the trace complete", timeout_s=20
+    )
+    # A witness: a second traced request. Each process exports its spans in the order they end,
+    # so once the witness's spans are all in, anything the first request made is in too.
+    witness_id, witness_parent = secrets.token_hex(16), secrets.token_hex(8)
+    _chat(unsampled, {"traceparent": f"00-{witness_id}-{witness_parent}-01"})
+    await eventually(
+        lambda: unsampled.receiver.spans(witness_id),
+        lambda s: _complete(s, witness_parent),
+        what="the witness's trace complete",
+        timeout_s=20,
+    )
+    assert {s.trace_id for s in unsampled.receiver.spans()} == {trace_id, witness_id}
     assert not _tree_problems(found, parent_id)

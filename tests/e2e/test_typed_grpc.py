@@ -10,8 +10,6 @@ import pytest
 from llmproxy._gen.router.v1 import chat_pb2, chat_pb2_grpc
 from llmproxy.devstack.stack import Stack
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 async def chat(stack_logs: Stack) -> AsyncIterator[chat_pb2_grpc.ChatServiceStub]:

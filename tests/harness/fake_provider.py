@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from aiohttp import web
 
 from llmproxy.fakeprovider.app import build_app
@@ -19,6 +21,16 @@ class RunningProvider:
 
     url: str
     knobs: Knobs
+
+    async def stats(self) -> dict[str, Any]:
+        """What it has seen so far, as ``GET /_fake/stats`` tells."""
+        async with httpx.AsyncClient(trust_env=False) as client:
+            found: dict[str, Any] = (await client.get(f"{self.url}/_fake/stats")).json()
+        return found
+
+    async def requests(self, path: str) -> int:
+        """Requests to path (e.g. ``/v1/models``, which health probes call) so far."""
+        return int((await self.stats())["requests"].get(path, 0))
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from llmproxy.devstack.probes import redis_pong
 from llmproxy.devstack.process import ManagedProcess, StartupError
 from llmproxy.devstack.redis import DURABILITY_ARGS
 from tests.harness.ports import free_port
+from tests.harness.waiting import eventually_sync
 
 MASTERS = 3
 
@@ -115,9 +115,11 @@ def redis_cluster(workdir: Path, timeout_s: float = 30.0) -> Iterator[RedisClust
             raise StartupError(
                 f"redis-cli --cluster create failed:\n{create.stdout}{create.stderr}"
             )
-        deadline = time.monotonic() + timeout_s
-        while not all(_cluster_ok(redis_cli, port) for port in ports):
-            if time.monotonic() > deadline:
-                raise StartupError(f"cluster not ok after {timeout_s}s:\n{create.stdout}")
-            time.sleep(0.1)
+        eventually_sync(
+            lambda: [_cluster_ok(redis_cli, port) for port in ports],
+            all,
+            what=f"cluster_state:ok on every node after:\n{create.stdout}",
+            timeout_s=timeout_s,
+            interval_s=0.1,
+        )
         yield RedisClusterNodes(f"redis://127.0.0.1:{ports[0]}/0", ports, nodes)

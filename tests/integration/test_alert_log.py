@@ -16,8 +16,6 @@ from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 ALERT = {
     "labels": {"alertname": "ProviderDown", "provider": "demo", "severity": "critical"},
     "annotations": {"summary": "Provider demo is down (health probes fail)"},

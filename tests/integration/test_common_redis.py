@@ -9,8 +9,6 @@ from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from tests.harness.ports import free_port
 
-pytestmark = pytest.mark.integration
-
 
 async def test_connects_to_a_real_redis(redis_process: str) -> None:
     client = connect_redis(RedisSettings(url=redis_process))

@@ -8,8 +8,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-pytestmark = pytest.mark.integration
-
 
 async def test_process_backend_is_a_real_redis(redis_client: aioredis.Redis) -> None:
     await redis_client.set("llmproxy:probe", "1", px=60_000)

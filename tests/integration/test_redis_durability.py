@@ -15,8 +15,6 @@ from llmproxy.devstack.redis import redis_process
 from tests.harness import logs
 from tests.harness.ports import free_port
 
-pytestmark = pytest.mark.integration
-
 
 async def test_keys_audit_and_usage_survive_a_kill_9(
     tmp_path: Path, request: pytest.FixtureRequest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import grpc
@@ -20,10 +18,10 @@ from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from tests.harness.redis_sentinel import PRIMARY_NAME, SentinelRedis, sentinel_redis
+from tests.harness.services import served
+from tests.harness.waiting import eventually
 from tests.integration.authz.conftest import ADMIN, ENVIRON
 from tests.unit.authz.test_requests import check_request
-
-pytestmark = pytest.mark.integration
 
 FAILOVER_DEADLINE_S = 30.0
 
@@ -56,42 +54,39 @@ async def test_the_authz_service_follows_a_failover(
             "LLMPROXY__REDIS__URL": topology.url,
             "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
         }
-        running = await serve_authz(load_config(DEFAULT_CONFIG, environ), ENVIRON)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-        admin = authz_pb2_grpc.AuthzServiceStub(channel)
-        checks = external_auth_pb2_grpc.AuthorizationStub(channel)
+        config = load_config(DEFAULT_CONFIG, environ)
+        async with served(serve_authz(config, ENVIRON)) as service:
+            admin = authz_pb2_grpc.AuthzServiceStub(service.channel)
+            checks = external_auth_pb2_grpc.AuthorizationStub(service.channel)
 
-        async def allowed(secret: str) -> bool:
-            headers = {"authorization": f"Bearer {secret}"}
-            body = b'{"model": "gpt-4o-mini", "messages": []}'
-            reply = await checks.Check(check_request(headers, body), timeout=5)
-            return bool(reply.status.code == code_pb2.OK)
+            async def allowed(secret: str) -> bool:
+                headers = {"authorization": f"Bearer {secret}"}
+                body = b'{"model": "gpt-4o-mini", "messages": []}'
+                reply = await checks.Check(check_request(headers, body), timeout=5)
+                return bool(reply.status.code == code_pb2.OK)
 
-        try:
-            before = await admin.CreateKey(
-                authz_pb2.CreateKeyRequest(tenant="acme"), metadata=ADMIN
-            )
+            async def create_key() -> authz_pb2.CreateKeyResponse:
+                request = authz_pb2.CreateKeyRequest(tenant="acme")
+                reply: authz_pb2.CreateKeyResponse = await admin.CreateKey(
+                    request, metadata=ADMIN, timeout=5
+                )
+                return reply
+
+            before = await create_key()
             assert await allowed(before.secret)
             await replicated(topology)
             topology.primary.kill()
-            killed = time.monotonic()
             # Admin writes fail until the sentinels promote the replica, then succeed there.
-            while True:
-                try:
-                    after = await admin.CreateKey(
-                        authz_pb2.CreateKeyRequest(tenant="acme"), metadata=ADMIN, timeout=5
-                    )
-                    break
-                except grpc.aio.AioRpcError:
-                    assert time.monotonic() - killed < FAILOVER_DEADLINE_S, "no failover"
-                    await asyncio.sleep(0.1)
+            after = await eventually(
+                create_key,
+                what="a key created after the failover",
+                timeout_s=FAILOVER_DEADLINE_S,
+                ignoring=(grpc.aio.AioRpcError,),
+            )
             assert await promoted(topology)
             # Both keys, the one from before the crash (replicated) and the new one, work.
             assert await allowed(before.secret)
             assert await allowed(after.secret)
-        finally:
-            await channel.close()
-            await running.stop(None)
 
 
 async def test_a_client_writes_to_the_promoted_replica(
@@ -103,14 +98,12 @@ async def test_a_client_writes_to_the_promoted_replica(
             await client.set("before", "1")
             await replicated(topology)
             topology.primary.kill()
-            killed = time.monotonic()
-            while True:
-                try:
-                    await client.set("after", "2")
-                    break
-                except (RedisError, OSError):
-                    assert time.monotonic() - killed < FAILOVER_DEADLINE_S, "no failover"
-                    await asyncio.sleep(0.1)
+            await eventually(
+                lambda: client.set("after", "2"),
+                what="a write after the failover",
+                timeout_s=FAILOVER_DEADLINE_S,
+                ignoring=(RedisError, OSError),
+            )
             assert await client.get("before") == b"1"
             assert await promoted(topology)
         finally:

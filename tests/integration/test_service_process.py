@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -20,8 +19,7 @@ from llmproxy.common.contract import SERVICES
 from llmproxy.devstack.process import ManagedProcess
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.router_process import router_with_fake_provider
-
-pytestmark = pytest.mark.integration
+from tests.harness.waiting import eventually
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -72,6 +70,14 @@ def test_a_config_error_found_while_starting_exits_2_without_a_traceback(tmp_pat
     assert "Traceback" not in done.stderr
 
 
+async def provider_chats(data: dict[str, object]) -> int:
+    """Chat completions the fake provider process has received."""
+    port = data["fake_provider"]["port"]  # type: ignore[index]
+    async with httpx.AsyncClient(trust_env=False) as client:
+        stats = (await client.get(f"http://127.0.0.1:{port}/_fake/stats")).json()
+    return int(stats["requests"].get("/v1/chat/completions", 0))
+
+
 @pytest.fixture
 async def router_and_provider(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -93,7 +99,12 @@ async def test_sigterm_lets_in_flight_calls_finish(
         call = stub.CreateChatCompletion(
             openai_pb2.CreateChatCompletionRequest(body={"data": body.encode()})
         )
-        await asyncio.sleep(0.5)  # the provider is now holding the call for another second
+        await eventually(  # the provider is now holding the call for its 1.5 s
+            lambda: provider_chats(data),
+            lambda count: count >= 1,
+            what="the call reaching the provider",
+            ignoring=(httpx.HTTPError,),
+        )
         router.signal(signal.SIGTERM)
         chunks = [chunk async for chunk in call]
     assert await call.code() == grpc.StatusCode.OK

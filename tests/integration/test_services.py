@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
 from tests.harness import logs
 from tests.harness.ports import free_port
+from tests.harness.services import served
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.integration
 
 Serve = Callable[[StackConfig], Awaitable[RunningServer]]
 SERVERS: dict[str, tuple[Serve, tuple[str, ...]]] = {
@@ -53,12 +51,8 @@ def config_on_port_zero() -> StackConfig:
 @pytest.fixture(params=list(SERVERS))
 async def running(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, RunningServer]]:
     serve, _ = SERVERS[request.param]
-    server = await serve(config_on_port_zero())
-    yield request.param, server
-    # RunningServer.stop, not server.server.stop: the service's closers must run too, or its
-    # Redis client (connected whenever something answers on that port) outlives the test's
-    # event loop and warns "unclosed Connection" in a later test.
-    await server.stop(None)
+    async with served(serve(config_on_port_zero())) as service:
+        yield request.param, service.running
 
 
 async def test_every_service_reports_serving(running: tuple[str, RunningServer]) -> None:
@@ -162,17 +156,18 @@ async def test_a_service_reports_its_redis_dying_and_coming_back(
     await redis.wait_ready(15)
     environ = {f"LLMPROXY__SERVICES__{n.upper()}__GRPC_PORT": "0" for n in SERVERS}
     config = load_config(DEFAULT_CONFIG, environ={**environ, "LLMPROXY__REDIS__URL": url})
-    server = await SERVERS[name][0](config)
-    component = health_check(server, component_health_name(name, "redis"))
-    try:
-        await eventually(component, lambda status: status == "SERVING", 10)
-        redis.signal(signal.SIGKILL)
-        await eventually(component, lambda status: status == "NOT_SERVING", 15)
-        # Reported, not decisive: the service still answers what it can without Redis.
-        assert await health_check(server, "")() == "SERVING"
-        redis.start()  # the same port, as a supervisor restarts it
-        await redis.wait_ready(15)
-        await eventually(component, lambda status: status == "SERVING", 15)
-    finally:
-        await server.stop(None)
-        redis.stop()
+    async with served(SERVERS[name][0](config)) as service:
+        component = health_check(service.running, component_health_name(name, "redis"))
+        try:
+            await eventually(component, lambda s: s == "SERVING", what="redis up", timeout_s=10)
+            redis.kill()
+            await eventually(
+                component, lambda s: s == "NOT_SERVING", what="redis down", timeout_s=15
+            )
+            # Reported, not decisive: the service still answers what it can without Redis.
+            assert await health_check(service.running, "")() == "SERVING"
+            redis.start()  # the same port, as a supervisor restarts it
+            await redis.wait_ready(15)
+            await eventually(component, lambda s: s == "SERVING", what="redis back", timeout_s=15)
+        finally:
+            redis.stop()

@@ -28,8 +28,6 @@ from llmproxy.obsconf.prometheus import (
 )
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.unit
-
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 TESTS_DIR = PROMETHEUS_DIR / "tests"
 RUNBOOK = PROMETHEUS_DIR.parent / "RUNBOOK.md"

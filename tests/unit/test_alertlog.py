@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
 from llmproxy.devstack.alertlog import notification_lines
-
-pytestmark = pytest.mark.unit
 
 PAGE = {
     "receiver": "pager",

@@ -12,8 +12,6 @@ import yaml
 
 from tests.unit.test_alert_rules import alert_rules
 
-pytestmark = pytest.mark.unit
-
 AMTOOL = shutil.which("amtool") or "/usr/bin/amtool"
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
 

@@ -16,8 +16,6 @@ from llmproxy.devstack.monitoring import (
 )
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.unit
-
 
 def test_nothing_is_added_when_prometheus_is_not_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -25,8 +25,6 @@ from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import StackConfig, load_config
 from llmproxy.envoyconf.build import build_bootstrap, write
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -10,8 +10,6 @@ import yaml
 from llmproxy.common.errors import ConfigError
 from llmproxy.config import DEFAULT_CONFIG, load_config
 
-pytestmark = pytest.mark.unit
-
 
 def write(tmp_path: Path, data: object) -> Path:
     path = tmp_path / "config.yaml"

@@ -14,8 +14,6 @@ import yaml
 
 from tests.harness.promql import metric_names, with_grafana_variables
 
-pytestmark = pytest.mark.unit
-
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

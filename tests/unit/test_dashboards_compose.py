@@ -18,8 +18,6 @@ from llmproxy.obsconf.prometheus import (
     compose_options,
 )
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = {"prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
 

@@ -15,8 +15,6 @@ from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
 from llmproxy.envoyconf.build import build_bootstrap, write
 from tests.harness.configs import stack_config_data, write_config
 
-pytestmark = pytest.mark.unit
-
 ENVOY = str(Path(sys.executable).parent / "envoy")
 DESCRIPTOR = descriptor_set().SerializeToString(deterministic=True)
 

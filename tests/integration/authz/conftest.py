@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 
-import grpc
 import pytest
 import redis.asyncio as aioredis
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2_grpc
 from llmproxy.authz.server import serve
-from llmproxy.common.server import RunningServer
 from llmproxy.config import DEFAULT_CONFIG, load_config
+from tests.harness.services import Served, served
 from tests.unit.authz.test_requests import check_request
 
 TOKEN = secrets.token_urlsafe(24)
@@ -24,9 +24,9 @@ ENVIRON = {"LLMPROXY_AUTHZ_HMAC_SECRET": "h" * 40, "LLMPROXY_ADMIN_TOKEN": TOKEN
 class Instance:
     """One running authz service and stubs for both of its APIs."""
 
-    def __init__(self, running: RunningServer) -> None:
-        self.running = running
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    def __init__(self, service: Served) -> None:
+        self.running = service.running
+        self.channel = service.channel
         self.admin = authz_pb2_grpc.AuthzServiceStub(self.channel)
         self.authorization = external_auth_pb2_grpc.AuthorizationStub(self.channel)
 
@@ -40,25 +40,23 @@ class Instance:
         return reply
 
 
-Start = Callable[..., Awaitable[Instance]]
+StartAuthz = Callable[..., Awaitable[Instance]]
 
 
 @pytest.fixture
-async def authz(redis_process: str, redis_client: aioredis.Redis) -> AsyncIterator[Start]:
+async def start_authz(
+    redis_process: str, redis_client: aioredis.Redis
+) -> AsyncIterator[StartAuthz]:
     """Starts authz instances on the session's Redis (flushed); options are env overrides."""
-    started: list[Instance] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(**overrides: str) -> Instance:
-        environ = {
-            "LLMPROXY__REDIS__URL": redis_process,
-            "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
-            **{f"LLMPROXY__SERVICES__AUTHZ__{k.upper()}": v for k, v in overrides.items()},
-        }
-        instance = Instance(await serve(load_config(DEFAULT_CONFIG, environ), ENVIRON))
-        started.append(instance)
-        return instance
+        async def start(**overrides: str) -> Instance:
+            environ = {
+                "LLMPROXY__REDIS__URL": redis_process,
+                "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
+                **{f"LLMPROXY__SERVICES__AUTHZ__{k.upper()}": v for k, v in overrides.items()},
+            }
+            config = load_config(DEFAULT_CONFIG, environ)
+            return Instance(await stack.enter_async_context(served(serve(config, ENVIRON))))
 
-    yield start
-    for instance in started:
-        await instance.channel.close()
-        await instance.running.stop(None)
+        yield start

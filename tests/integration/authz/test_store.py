@@ -15,8 +15,6 @@ from llmproxy.authz.store import RESYNC, RedisInvalidationFeed, RedisKeyStore, r
 from llmproxy.common.settings import RedisSettings
 from tests.harness.ports import free_port
 
-pytestmark = pytest.mark.integration
-
 
 def record(key_id: str, tenant: str = "acme", created_at: float = 1.0) -> KeyRecord:
     return KeyRecord(

@@ -20,8 +20,6 @@ from tests.harness.ports import free_port
 from tests.harness.router_process import router_with_fake_provider
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 
 @asynccontextmanager
 async def router_process(
@@ -69,7 +67,7 @@ async def test_a_service_process_exports_the_spans_of_a_call(
             async def spans() -> list[ReceivedSpan]:
                 return receiver.spans(trace_id)
 
-            found = await eventually(spans, lambda s: len(s) >= 4, timeout_s=10)
+            found = await eventually(spans, lambda s: len(s) >= 4, what="four spans", timeout_s=10)
             assert router.stop(grace_s=10) == 0
     names = {(s.kind, s.name) for s in found}
     assert ("SPAN_KIND_SERVER", "/llmproxy.router.v1.OpenAIService/CreateChatCompletion") in names

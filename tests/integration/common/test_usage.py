@@ -9,8 +9,6 @@ import redis.asyncio as aioredis
 
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage, usage_key
 
-pytestmark = pytest.mark.integration
-
 ALICE = Identity(tenant="acme", user="alice", key_id="k1")
 
 

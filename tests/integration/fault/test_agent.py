@@ -25,9 +25,8 @@ from llmproxy.ratelimit import server as ratelimit_server
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port
+from tests.harness.services import served
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.integration
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -65,7 +64,10 @@ class Service:
         raise AssertionError("no VmRSS")
 
     async def cpu_over(self, window_s: float) -> float:
-        """CPU seconds the process used in the next window_s."""
+        """CPU seconds the process used in the next window_s.
+
+        The wait is the measurement itself (a rate over a window), not a wait for an event.
+        """
         start = self.cpu_seconds()
         await asyncio.sleep(window_s)
         return self.cpu_seconds() - start
@@ -124,7 +126,7 @@ async def test_cpu_stress_burns_cpu_until_it_expires(service: Service) -> None:
     async with httpx.AsyncClient(trust_env=False) as client:
         metrics = (await client.get(service.metrics_url)).text
     assert 'llmproxy_chaos_stress_active{kind="cpu"} 1.0' in metrics
-    await eventually(service.stress_names, lambda names: names == [], timeout_s=10)
+    await eventually(service.stress_names, lambda names: names == [], what="expired")
     after = await service.cpu_over(1.0)
     print(
         f"CPU seconds per window: idle {idle:.3f}, stressed {busy:.3f} (1.5 s), after {after:.3f}"
@@ -144,7 +146,7 @@ async def test_memory_stress_holds_rss_until_it_expires(service: Service) -> Non
         timeout=10,
     )
     held = service.rss_mb()
-    await eventually(service.stress_names, lambda names: names == [], timeout_s=10)
+    await eventually(service.stress_names, lambda names: names == [], what="expired")
     released = service.rss_mb()
     print(f"RSS MB: baseline {baseline:.0f}, held {held:.0f}, released {released:.0f}")
     assert held - baseline > 150
@@ -193,17 +195,15 @@ async def test_server_stop_undoes_every_stress() -> None:
         "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": "0",
         "LLMPROXY__REDIS__URL": f"redis://127.0.0.1:{free_port()}/0",
     }
-    running = await ratelimit_server.serve(load_config(DEFAULT_CONFIG, environ=environ))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            agent = agent_pb2_grpc.ChaosAgentServiceStub(channel)
-            await agent.ApplyStress(
-                agent_pb2.ApplyStressRequest(
-                    experiment="burn", cpu=agent_pb2.CpuStress(cores=0.1), duration=seconds(600)
-                ),
-                timeout=5,
-            )
+    async with served(ratelimit_server.serve(load_config(DEFAULT_CONFIG, environ=environ))) as (
+        service
+    ):
+        agent = agent_pb2_grpc.ChaosAgentServiceStub(service.channel)
+        await agent.ApplyStress(
+            agent_pb2.ApplyStressRequest(
+                experiment="burn", cpu=agent_pb2.CpuStress(cores=0.1), duration=seconds(600)
+            ),
+            timeout=5,
+        )
         assert any(t.name == "chaos-cpu-burner" for t in threading.enumerate())
-    finally:
-        await running.stop(None)
     assert not any(t.name == "chaos-cpu-burner" for t in threading.enumerate())

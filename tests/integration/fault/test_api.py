@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import grpc
@@ -17,51 +18,13 @@ from prometheus_client import REGISTRY
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2, fault_pb2_grpc
 from llmproxy.common.contract import RTDS_RESOURCE
-from llmproxy.common.server import RunningServer, start_server
+from llmproxy.common.server import start_server
 from llmproxy.common.settings import ServiceSettings
-from llmproxy.config import StackConfig
 from llmproxy.fault.runtime import TYPE_URL
 from llmproxy.fault.server import serve
 from tests.harness.ports import free_port
-
-pytestmark = pytest.mark.integration
-
-SERVICES = ("router", "ratelimit", "authz", "health")
-
-
-def fault_config(redis_url: str) -> StackConfig:
-    """The fault service on port 0; nothing else reachable (no Envoy admin, no agents)."""
-    services: dict[str, Any] = {name: {"grpc_port": 0, "metrics_port": 0} for name in SERVICES}
-    services["fault"] = {
-        "grpc_port": 0,
-        "metrics_port": 0,
-        "rtds_ttl_s": 2,
-        "rtds_heartbeat_s": 0.3,
-    }
-    return StackConfig.model_validate(
-        {
-            "redis": {"url": redis_url},
-            "envoy": {"admin_port": free_port()},
-            "services": services,
-        }
-    )
-
-
-@pytest.fixture
-async def start_fault() -> AsyncIterator[Any]:
-    """A factory: start the fault service on a Redis URL; everything stops after the test."""
-    started: list[tuple[RunningServer, grpc.aio.Channel]] = []
-
-    async def start(redis_url: str) -> tuple[RunningServer, grpc.aio.Channel]:
-        running = await serve(fault_config(redis_url))
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-        started.append((running, channel))
-        return running, channel
-
-    yield start
-    for running, channel in started:
-        await channel.close()
-        await running.stop(0.5)
+from tests.harness.services import served
+from tests.integration.fault.conftest import StartFault, fault_config
 
 
 def create(name: str, route: str = "chat", percent: int = 50) -> fault_pb2.CreateExperimentRequest:
@@ -82,9 +45,9 @@ async def expect_error(call: Any, code: grpc.StatusCode, text: str) -> None:
 
 
 async def test_api_answers_each_error_with_its_status(
-    start_fault: Any, redis_client: aioredis.Redis, redis_process: str
+    start_fault: StartFault, redis_client: aioredis.Redis, redis_process: str
 ) -> None:
-    _, channel = await start_fault(redis_process)
+    channel = (await start_fault(fault_config(redis_process))).channel
     api = fault_pb2_grpc.FaultServiceStub(channel)
     created = await api.CreateExperiment(create("e1"))
     assert created.experiment.state == fault_pb2.EXPERIMENT_STATE_PENDING
@@ -129,8 +92,8 @@ async def test_api_answers_each_error_with_its_status(
     )
 
 
-async def test_redis_down_is_unavailable_and_applies_nothing(start_fault: Any) -> None:
-    _, channel = await start_fault(f"redis://127.0.0.1:{free_port()}/0")
+async def test_redis_down_is_unavailable_and_applies_nothing(start_fault: StartFault) -> None:
+    channel = (await start_fault(fault_config(f"redis://127.0.0.1:{free_port()}/0"))).channel
     api = fault_pb2_grpc.FaultServiceStub(channel)
     await expect_error(
         api.CreateExperiment(create("e1")), grpc.StatusCode.UNAVAILABLE, "Redis is unreachable"
@@ -187,9 +150,9 @@ class RtdsClient:
 
 
 async def test_rtds_pushes_changes_heartbeats_and_counts_nacks(
-    start_fault: Any, redis_client: aioredis.Redis, redis_process: str
+    start_fault: StartFault, redis_client: aioredis.Redis, redis_process: str
 ) -> None:
-    _, channel = await start_fault(redis_process)
+    channel = (await start_fault(fault_config(redis_process))).channel
     api = fault_pb2_grpc.FaultServiceStub(channel)
     envoy = RtdsClient(channel)
     await envoy.send()
@@ -221,14 +184,13 @@ async def test_rtds_pushes_changes_heartbeats_and_counts_nacks(
 
 
 async def test_experiments_survive_a_restart(
-    start_fault: Any, redis_client: aioredis.Redis, redis_process: str
+    start_fault: StartFault, redis_client: aioredis.Redis, redis_process: str
 ) -> None:
-    running, channel = await start_fault(redis_process)
-    api = fault_pb2_grpc.FaultServiceStub(channel)
-    await api.CreateExperiment(create("kept"))
-    await api.StartExperiment(fault_pb2.StartExperimentRequest(name="kept"))
-    await running.stop(0.5)
-    _, channel = await start_fault(redis_process)
+    async with served(serve(fault_config(redis_process))) as first:
+        api = fault_pb2_grpc.FaultServiceStub(first.channel)
+        await api.CreateExperiment(create("kept"))
+        await api.StartExperiment(fault_pb2.StartExperimentRequest(name="kept"))
+    channel = (await start_fault(fault_config(redis_process))).channel
     api = fault_pb2_grpc.FaultServiceStub(channel)
     found = await api.GetExperiment(fault_pb2.GetExperimentRequest(name="kept"))
     assert found.experiment.state == fault_pb2.EXPERIMENT_STATE_RUNNING
@@ -243,21 +205,23 @@ async def test_experiments_survive_a_restart(
 async def test_service_faults_go_through_the_target_services_chaos_agent(
     redis_client: aioredis.Redis, redis_process: str
 ) -> None:
-    target = await start_server(ServiceSettings(grpc_port=0, metrics_port=0), lambda _: ())
-    dead_port = free_port()
-    config = fault_config(redis_process)
-    services = config.services.model_copy(
-        update={
-            "router": config.services.router.model_copy(update={"grpc_port": target.port}),
-            "authz": config.services.authz.model_copy(update={"grpc_port": dead_port}),
-        }
-    )
-    running = await serve(config.model_copy(update={"services": services}))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-    agent_channel = grpc.aio.insecure_channel(f"127.0.0.1:{target.port}")
-    try:
-        api = fault_pb2_grpc.FaultServiceStub(channel)
-        agent = agent_pb2_grpc.ChaosAgentServiceStub(agent_channel)
+    async with AsyncExitStack() as stack:
+        # A bare server (no services): only the chaos agent every server carries.
+        bare = start_server(ServiceSettings(grpc_port=0, metrics_port=0), lambda _: ())
+        target = await stack.enter_async_context(served(bare))
+        dead_port = free_port()
+        config = fault_config(redis_process)
+        services = config.services.model_copy(
+            update={
+                "router": config.services.router.model_copy(update={"grpc_port": target.port}),
+                "authz": config.services.authz.model_copy(update={"grpc_port": dead_port}),
+            }
+        )
+        fault = await stack.enter_async_context(
+            served(serve(config.model_copy(update={"services": services})))
+        )
+        api = fault_pb2_grpc.FaultServiceStub(fault.channel)
+        agent = agent_pb2_grpc.ChaosAgentServiceStub(target.channel)
         stress = [
             fault_pb2.Fault(cpu=fault_pb2.CpuFault(cores=0.05)),
             fault_pb2.Fault(memory=fault_pb2.MemoryFault(megabytes=8)),
@@ -282,8 +246,3 @@ async def test_service_faults_go_through_the_target_services_chaos_agent(
         started = await api.StartExperiment(fault_pb2.StartExperimentRequest(name="unreachable"))
         assert started.experiment.state == fault_pb2.EXPERIMENT_STATE_ROLLED_BACK
         assert started.experiment.end_reason.startswith("agent_error: chaos agent of authz")
-    finally:
-        await agent_channel.close()
-        await channel.close()
-        await running.stop(0.5)
-        await target.stop(0.5)

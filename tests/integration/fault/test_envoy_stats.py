@@ -19,8 +19,6 @@ from tests.harness import logs
 from tests.harness.ports import free_port
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.integration
-
 SLOW_MS = 60
 
 
@@ -147,7 +145,9 @@ async def test_p99_is_none_without_traffic_then_reflects_the_delay(
             await send(client, f"{listener}/ok", 20, headers={"x-slow": "1"})
             return await sample_traffic(admin, client)
 
-        sample = await eventually(slow_traffic, lambda s: s.p99_ms is not None, timeout_s=15)
+        sample = await eventually(
+            slow_traffic, lambda s: s.p99_ms is not None, what="a p99", timeout_s=15
+        )
     assert sample.p99_ms is not None
     assert sample.p99_ms >= SLOW_MS * 0.9  # Envoy's histogram buckets are approximate
 

@@ -3,9 +3,9 @@ providers served in process (each with live fault knobs)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.server import RunningServer
 from llmproxy.config import StackConfig
 from llmproxy.health.server import serve
+from tests.harness.services import Served, served
+from tests.harness.waiting import eventually
 
 STATES = {
     "unspecified": health_pb2.PROVIDER_STATE_UNSPECIFIED,
@@ -79,45 +81,32 @@ class HealthService:
     async def wait_for(self, name: str, state: str, within_s: float) -> float:
         """Seconds until provider name reaches state, polled; fails after within_s."""
         started = time.monotonic()
-        deadline = started + within_s
-        while time.monotonic() < deadline:
-            if (await self.provider(name)).state == STATES[state]:
-                return time.monotonic() - started
-            await asyncio.sleep(0.02)
-        found = await self.provider(name)
-        pytest.fail(f"{name} not {state} within {within_s} s: {found}")
+        await eventually(
+            lambda: self.provider(name),
+            lambda found: found.state == STATES[state],
+            what=f"{name} {state}",
+            timeout_s=within_s,
+        )
+        return time.monotonic() - started
 
 
 StartHealth = Callable[..., Awaitable[HealthService]]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, what: str) -> float:
-    """Seconds until check() holds, polled; fails the test after within_s."""
-    started = time.monotonic()
-    while time.monotonic() - started < within_s:
-        if await check():
-            return time.monotonic() - started
-        await asyncio.sleep(0.02)
-    pytest.fail(f"not within {within_s} s: {what}")
+async def health_service(stack: AsyncExitStack, config: StackConfig) -> HealthService:
+    """Start the health service for config; stack stops it."""
+    service: Served = await stack.enter_async_context(served(serve(config)))
+    return HealthService(service.running, service.channel, config)
 
 
 @pytest.fixture
 async def start_health(redis_process: str, redis_client: Any) -> AsyncIterator[StartHealth]:
     """Start health services on the session Redis (flushed first); all stopped after."""
-    started: list[HealthService] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(
-        providers: Mapping[str, str], health: Mapping[str, Any] | None = None
-    ) -> HealthService:
-        config = health_config(redis_process, providers, health)
-        running = await serve(config)
-        service = HealthService(
-            running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), config
-        )
-        started.append(service)
-        return service
+        async def start(
+            providers: Mapping[str, str], health: Mapping[str, Any] | None = None
+        ) -> HealthService:
+            return await health_service(stack, health_config(redis_process, providers, health))
 
-    yield start
-    for service in started:
-        await service.channel.close()
-        await service.running.stop(None)
+        yield start

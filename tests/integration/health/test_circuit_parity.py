@@ -15,8 +15,6 @@ from llmproxy.health.records import CircuitRecord, Outcome
 from llmproxy.health.settings import CircuitSettings
 from llmproxy.health.store import RedisHealthStore
 
-pytestmark = pytest.mark.integration
-
 SETTINGS = CircuitSettings(
     consecutive_failures=3,
     error_rate=0.5,

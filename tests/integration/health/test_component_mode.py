@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -11,8 +10,6 @@ from grpc_health.v1._async import HealthServicer
 from llmproxy._gen.health.v1 import health_pb2
 from llmproxy.health.components import Components, grpc_service_check
 from llmproxy.health.convert import component_message
-
-pytestmark = pytest.mark.integration
 
 SERVING = grpc_health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = grpc_health_pb2.HealthCheckResponse.NOT_SERVING

@@ -8,8 +8,6 @@ import pytest
 from tests.harness.fake_provider import fake_provider
 from tests.integration.health.conftest import StartHealth
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize("outage", ["503", "hang", "reset"])
 async def test_outage_detected_within_5_s_and_recovery_within_10_s(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
 from prometheus_client import REGISTRY
 
 from llmproxy._gen.health.v1 import health_pb2
 from tests.harness.fake_provider import fake_provider
+from tests.harness.waiting import eventually
 from tests.integration.health.conftest import StartHealth
-
-pytestmark = pytest.mark.integration
 
 FAST = {
     "probe": {"interval_s": 0.2, "timeout_s": 0.5, "degraded_latency_s": 0.5},
@@ -37,14 +33,19 @@ async def test_state_probes_circuits_and_components_are_measured(
             "llmproxy_health_probe_seconds_count", provider="metered", result="ok"
         )
         service = await start_health({"metered": provider.url}, FAST)
-        await asyncio.sleep(0.5)  # a few probes and component checks
+        await eventually(
+            lambda: sample("llmproxy_health_probe_seconds_count", provider="metered", result="ok"),
+            lambda count: count >= probes_before + 2,
+            what="two probes measured",
+        )
+        await eventually(
+            lambda: sample("llmproxy_health_component_up", component="redis"),
+            lambda up: up == 1,
+            what="redis measured up",
+        )
         assert sample("llmproxy_health_provider_state", provider="metered", state="healthy") == 1
         assert sample("llmproxy_health_provider_state", provider="metered", state="unhealthy") == 0
         assert sample("llmproxy_health_provider_available", provider="metered") == 1
-        assert sample("llmproxy_health_probe_seconds_count", provider="metered", result="ok") >= (
-            probes_before + 2
-        )
-        assert sample("llmproxy_health_component_up", component="redis") == 1
         failed = health_pb2.CallOutcome(provider="metered", ok=False, status_code=500)
         await service.api.ReportOutcomes(health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5))
         assert (

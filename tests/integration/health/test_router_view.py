@@ -3,27 +3,23 @@ reports every call so that circuits open on real failures, and keeps serving wit
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-import httpx
 import pytest
 
 from llmproxy._gen.health.v1 import health_pb2
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
-from llmproxy.common.server import RunningServer
 from llmproxy.config import StackConfig
-from llmproxy.health.server import serve as serve_health
 from llmproxy.router.server import serve as serve_router
 from tests.harness.fake_provider import RunningProvider, fake_provider
 from tests.harness.ports import free_port
-from tests.integration.health.conftest import HealthService, eventually
-
-pytestmark = pytest.mark.integration
+from tests.harness.services import Served, served
+from tests.harness.waiting import eventually
+from tests.integration.health.conftest import HealthService, health_service
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -71,13 +67,13 @@ class Setup:
     first: RunningProvider
     second: RunningProvider
     config: StackConfig
-    health: HealthService
-    router: RunningServer
-    channel: grpc.aio.Channel
+    health_exits: AsyncExitStack = field(default_factory=AsyncExitStack)
+    health: HealthService = field(init=False)
+    router: Served = field(init=False)
 
     async def chat(self) -> str:
         """The provider that answered a chat completion through the router."""
-        call = openai_pb2_grpc.OpenAIServiceStub(self.channel).CreateChatCompletion(
+        call = openai_pb2_grpc.OpenAIServiceStub(self.router.channel).CreateChatCompletion(
             openai_pb2.CreateChatCompletionRequest(body={"data": json.dumps(CHAT).encode()})
         )
         replies = [r.data async for r in call]
@@ -85,66 +81,57 @@ class Setup:
         assert "choices" in json.loads(replies[0]), replies
         return str(metadata["x-llmproxy-provider"])
 
+    async def stop_health(self) -> None:
+        await self.health_exits.aclose()
+
     async def start_health(self) -> None:
-        running = await serve_health(self.config)
-        self.health = HealthService(
-            running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), self.config
-        )
+        """Start the health service again (on the same port, from the config)."""
+        self.health_exits = AsyncExitStack()
+        self.health = await health_service(self.health_exits, self.config)
 
 
 async def chat_calls(provider: RunningProvider) -> int:
-    async with httpx.AsyncClient() as client:
-        stats = (await client.get(f"{provider.url}/_fake/stats")).json()
-    return int(stats["requests"].get("/v1/chat/completions", 0))
+    return await provider.requests("/v1/chat/completions")
 
 
+@asynccontextmanager
 async def start(redis_url: str, **health: Any) -> AsyncIterator[Setup]:
-    async with fake_provider(["fake-gpt"]) as first, fake_provider(["fake-gpt"]) as second:
-        config = stack(redis_url, first.url, second.url, free_port(), **health)
-        running = await serve_health(config)
-        service = HealthService(
-            running, grpc.aio.insecure_channel(f"127.0.0.1:{running.port}"), config
-        )
-        setup: Setup | None = None
-        try:
-            router = await serve_router(config)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{router.port}")
-            setup = Setup(first, second, config, service, router, channel)
-            try:
-                yield setup
-            finally:
-                await channel.close()
-                await router.stop(None)
-        finally:
-            # Even if the router failed to start or stop: a health service left running keeps
-            # its Redis connections past the test's event loop. The test may have restarted it.
-            current = service if setup is None else setup.health
-            await current.channel.close()
-            await current.running.stop(None)
+    """Two fake providers, the health service, and the router following it; all stopped after."""
+    async with AsyncExitStack() as exits:
+        first = await exits.enter_async_context(fake_provider(["fake-gpt"]))
+        second = await exits.enter_async_context(fake_provider(["fake-gpt"]))
+        setup = Setup(first, second, stack(redis_url, first.url, second.url, free_port(), **health))
+        # Whichever health service runs at the end (the test may restart it) stops after the
+        # router, which follows it.
+        exits.push_async_callback(setup.stop_health)
+        await setup.start_health()
+        setup.router = await exits.enter_async_context(served(serve_router(setup.config)))
+        yield setup
 
 
 @pytest.fixture
 async def setup(redis_process: str, redis_client: Any) -> AsyncIterator[Setup]:
-    async for found in start(redis_process):
+    async with start(redis_process) as found:
         yield found
-
-
-def answered_by_first(setup: Setup) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return await setup.chat() == "first"
-
-    return check
 
 
 async def until_router_skips(setup: Setup, provider: RunningProvider) -> None:
     """Wait until a chat is answered without a call to provider (the router got the news)."""
-    async with asyncio.timeout(10):
-        while True:
-            before = await chat_calls(provider)
-            await setup.chat()
-            if await chat_calls(provider) == before:
-                return
-            await asyncio.sleep(0.05)
+
+    async def calls_during_a_chat() -> int:
+        before = await chat_calls(provider)
+        await setup.chat()
+        return await chat_calls(provider) - before
+
+    await eventually(
+        calls_during_a_chat, lambda calls: calls == 0, what=f"a chat without calling {provider.url}"
+    )
+
+
+async def until_answered_by(setup: Setup, name: str, timeout_s: float) -> None:
+    await eventually(
+        setup.chat, lambda found: found == name, what=f"answered by {name}", timeout_s=timeout_s
+    )
 
 
 async def test_an_unhealthy_target_is_skipped_without_a_call(setup: Setup) -> None:
@@ -158,16 +145,20 @@ async def test_an_unhealthy_target_is_skipped_without_a_call(setup: Setup) -> No
     assert await chat_calls(setup.first) == before  # not one round trip to the hanging provider
     setup.first.knobs.outage = "none"
     await setup.health.wait_for("first", "healthy", within_s=10)
-    await eventually(answered_by_first(setup), 5, "the router calls first again")
+    await until_answered_by(setup, "first", timeout_s=5)  # the router calls first again
 
 
 async def test_every_target_unavailable_still_tries_them_in_order(setup: Setup) -> None:
-    for name in ("first", "second"):
-        await setup.health.api.SetMaintenance(
-            health_pb2.SetMaintenanceRequest(name=name, maintenance=True)
-        )
-    await asyncio.sleep(0.3)  # the router got both states
-    assert await setup.chat() == "first"  # rather than failing outright
+    await setup.health.api.SetMaintenance(
+        health_pb2.SetMaintenanceRequest(name="first", maintenance=True)
+    )
+    await until_router_skips(setup, setup.first)  # the router knows first is drained
+    await setup.health.api.SetMaintenance(
+        health_pb2.SetMaintenanceRequest(name="second", maintenance=True)
+    )
+    # Once the router knows that second is drained too, it tries both in order rather than
+    # failing outright: first answers again.
+    await until_answered_by(setup, "first", timeout_s=5)
 
 
 async def test_the_router_keeps_serving_without_the_health_service(setup: Setup) -> None:
@@ -175,12 +166,11 @@ async def test_the_router_keeps_serving_without_the_health_service(setup: Setup)
         health_pb2.SetMaintenanceRequest(name="first", maintenance=True)
     )
     await until_router_skips(setup, setup.first)
-    await setup.health.channel.close()
-    await setup.health.running.stop(None)
+    await setup.stop_health()
     # Last known state first (first still drained), then after stale_after_s (1 s) every
     # provider counts as available again.
     assert await setup.chat() == "second"
-    await eventually(answered_by_first(setup), 10, "stale states dropped")
+    await until_answered_by(setup, "first", timeout_s=10)  # stale states dropped
     await setup.start_health()  # back (on the same port): the router follows it again
     await until_router_skips(setup, setup.first)
 
@@ -189,12 +179,19 @@ async def test_reported_failures_open_the_circuit_and_the_router_stops_calling(
     redis_process: str, redis_client: Any
 ) -> None:
     # Probes only at startup: the circuit alone must find the failing provider.
-    async for setup in start(redis_process, probe={"interval_s": 3600}):
+    async with start(redis_process, probe={"interval_s": 3600}) as setup:
         setup.first.knobs.error_rate = 1.0
         setup.first.knobs.error_status = 500
-        async with asyncio.timeout(10):
-            while (await setup.health.provider("first")).circuit != health_pb2.CIRCUIT_STATE_OPEN:
-                assert await setup.chat() == "second"
+
+        async def circuit_after_a_chat() -> int:
+            assert await setup.chat() == "second"
+            return int((await setup.health.provider("first")).circuit)
+
+        await eventually(
+            circuit_after_a_chat,
+            lambda circuit: circuit == health_pb2.CIRCUIT_STATE_OPEN,
+            what="first's circuit open",
+        )
         provider = await setup.health.provider("first")
         assert provider.reason == "circuit open: 5 failed calls in a row"
         await until_router_skips(setup, setup.first)

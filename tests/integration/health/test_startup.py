@@ -11,8 +11,6 @@ from tests.harness.fake_provider import fake_provider
 from tests.harness.ports import free_port
 from tests.integration.health.conftest import StartHealth
 
-pytestmark = pytest.mark.integration
-
 
 async def test_a_provider_down_at_startup_is_not_enabled_until_probe_now_passes(
     start_health: StartHealth, caplog: pytest.LogCaptureFixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.ratelimit.redis_store import RedisLimitStore
 from llmproxy.ratelimit.server import serve
 from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
+from tests.harness.services import served
+from tests.harness.waiting import eventually
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Instance:
     channel: grpc.aio.Channel
 
 
-StartInstance = Callable[..., Awaitable[Instance]]
+StartRatelimit = Callable[..., Awaitable[Instance]]
 
 
 @pytest.fixture(scope="session")
@@ -71,40 +74,45 @@ def limits_file(tmp_path: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-async def start_instance(
+async def start_ratelimit(
     redis_client: aioredis.Redis, redis_process: str
-) -> AsyncIterator[StartInstance]:
+) -> AsyncIterator[StartRatelimit]:
     """Starts rate limit servers on port 0 against the session's Redis (or a given URL)."""
-    started: list[Instance] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(
-        limits: Path, redis_url: str | None = None, *, cluster: bool = False, **settings: str
-    ) -> Instance:
-        environ = {
-            "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": "0",
-            "LLMPROXY__SERVICES__RATELIMIT__LIMITS_FILE": str(limits),
-            "LLMPROXY__REDIS__URL": redis_url or redis_process,
-            "LLMPROXY__REDIS__CLUSTER": "true" if cluster else "false",
-            # Bursts of hundreds of calls on a shared 2-core machine: not an outage.
-            "LLMPROXY__SERVICES__RATELIMIT__REDIS_TIMEOUT_S": "2",
-            **{f"LLMPROXY__SERVICES__RATELIMIT__{k.upper()}": v for k, v in settings.items()},
-        }
-        config = load_config(DEFAULT_CONFIG, environ=environ)
-        running = await serve(config)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
-        instance = Instance(
-            running,
-            rls_pb2_grpc.RateLimitServiceStub(channel),
-            ratelimit_pb2_grpc.RateLimitControlServiceStub(channel),
-            channel,
-        )
-        started.append(instance)
-        return instance
+        async def start(
+            limits: Path, redis_url: str | None = None, *, cluster: bool = False, **settings: str
+        ) -> Instance:
+            environ = {
+                "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": "0",
+                "LLMPROXY__SERVICES__RATELIMIT__LIMITS_FILE": str(limits),
+                "LLMPROXY__REDIS__URL": redis_url or redis_process,
+                "LLMPROXY__REDIS__CLUSTER": "true" if cluster else "false",
+                # Bursts of hundreds of calls on a shared 2-core machine: not an outage.
+                "LLMPROXY__SERVICES__RATELIMIT__REDIS_TIMEOUT_S": "2",
+                **{f"LLMPROXY__SERVICES__RATELIMIT__{k.upper()}": v for k, v in settings.items()},
+            }
+            config = load_config(DEFAULT_CONFIG, environ=environ)
+            service = await stack.enter_async_context(served(serve(config)))
+            return Instance(
+                service.running,
+                rls_pb2_grpc.RateLimitServiceStub(service.channel),
+                ratelimit_pb2_grpc.RateLimitControlServiceStub(service.channel),
+                service.channel,
+            )
 
-    yield start
-    for instance in started:
-        await instance.channel.close()
-        await instance.running.stop(None)
+        yield start
+
+
+async def redis_now_ms(client: aioredis.Redis) -> int:
+    """Redis's clock (TIME), which take.lua's windows follow, in milliseconds."""
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def until_redis_time(client: aioredis.Redis, accept: Callable[[int], bool], what: str) -> int:
+    """Poll Redis's clock until accept(now_ms): a window the test needs to pass has passed."""
+    return await eventually(lambda: redis_now_ms(client), accept, what=what, timeout_s=30)
 
 
 def descriptor(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,12 +24,11 @@ from tests.integration.ratelimit.conftest import (
     OVER_LIMIT,
     TPM_LIMITS,
     Instance,
-    StartInstance,
+    StartRatelimit,
     descriptor,
     request,
+    until_redis_time,
 )
-
-pytestmark = pytest.mark.integration
 
 LOG_LIMIT = """
 domain: llmproxy
@@ -52,22 +50,22 @@ async def admitted_of_500(first: Instance, second: Instance) -> int:
 
 
 async def test_500_concurrent_requests_on_two_instances_admit_exactly_100(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
     path = limits_file(LOG_LIMIT)
-    first, second = await start_instance(path), await start_instance(path)
+    first, second = await start_ratelimit(path), await start_ratelimit(path)
     assert await admitted_of_500(first, second) == 100
 
 
 async def test_the_same_on_a_redis_cluster(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     cluster: RedisClusterNodes,
     cluster_client: aioredis.RedisCluster,
 ) -> None:
     path = limits_file(LOG_LIMIT)
-    first = await start_instance(path, cluster.url, cluster=True)
-    second = await start_instance(path, cluster.url, cluster=True)
+    first = await start_ratelimit(path, cluster.url, cluster=True)
+    second = await start_ratelimit(path, cluster.url, cluster=True)
     assert await admitted_of_500(first, second) == 100
     # The log's two keys share a hash tag, hence a slot: the script never crossed slots.
     keys = [k async for k in cluster_client.scan_iter(match="llmproxy:rl:*")]
@@ -107,19 +105,19 @@ async def reserve_call_reconcile(
 @pytest.mark.parametrize("most_over_estimate", [0, 100], ids=["estimates-hold", "some-exceed"])
 @pytest.mark.parametrize("algorithm", ["sliding_log", "sliding_counter"])
 async def test_100_concurrent_requests_never_exceed_10000_tokens_per_minute(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     redis_client: aioredis.Redis,
     algorithm: str,
     most_over_estimate: int,
 ) -> None:
-    instance = await start_instance(limits_file(TPM_LIMITS.replace("ALGORITHM", algorithm)))
+    instance = await start_ratelimit(limits_file(TPM_LIMITS.replace("ALGORITHM", algorithm)))
     if algorithm == "sliding_counter":
         # The counter guarantees the limit per aligned minute (README): keep the whole run
         # inside one, rather than let a minute boundary decide the test.
-        seconds_left = 60 - time.time() % 60
-        if seconds_left < 20:
-            await asyncio.sleep(seconds_left + 0.1)
+        await until_redis_time(
+            redis_client, lambda now: now % 60_000 < 40_000, "20 s or more left in the minute"
+        )
     rng = random.Random(4)
     results = await asyncio.gather(
         *(reserve_call_reconcile(instance, "acme", rng, most_over_estimate) for _ in range(100))
@@ -149,13 +147,13 @@ async def test_100_concurrent_requests_never_exceed_10000_tokens_per_minute(
 
 
 async def test_token_reservations_on_a_redis_cluster(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     cluster: RedisClusterNodes,
     cluster_client: aioredis.RedisCluster,
 ) -> None:
     path = limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log"))
-    instance = await start_instance(path, cluster.url, cluster=True)
+    instance = await start_ratelimit(path, cluster.url, cluster=True)
     rng = random.Random(7)
     results = await asyncio.gather(
         *(reserve_call_reconcile(instance, f"t{i % 3}", rng) for i in range(60))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,15 +15,14 @@ from prometheus_client import REGISTRY
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
 from llmproxy.ratelimit.redis_store import TAKE
 from tests.harness.configs import stack_config_data, write_config
+from tests.harness.waiting import eventually
 from tests.integration.ratelimit.conftest import (
     OK,
     OVER_LIMIT,
-    StartInstance,
+    StartRatelimit,
     descriptor,
     request,
 )
-
-pytestmark = pytest.mark.integration
 
 LIMITS = """
 domain: llmproxy
@@ -55,10 +53,10 @@ def reloads(result: str) -> float:
 
 
 async def test_get_limits_reports_the_file(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
     path = limits_file(LIMITS)
-    instance = await start_instance(path)
+    instance = await start_ratelimit(path)
     reply = await instance.control.GetLimits(ratelimit_pb2.GetLimitsRequest())
     assert reply.domain == "llmproxy"
     assert reply.config_path == str(path)
@@ -76,8 +74,8 @@ async def test_get_limits_reports_the_file(
     assert by_entries[(("remote_address", ""),)].shadow_mode
 
 
-async def test_usage_counts_and_reset_forgets(start_instance: StartInstance, limits_file) -> None:  # type: ignore[no-untyped-def]
-    instance = await start_instance(limits_file(LIMITS))
+async def test_usage_counts_and_reset_forgets(start_ratelimit: StartRatelimit, limits_file) -> None:  # type: ignore[no-untyped-def]
+    instance = await start_ratelimit(limits_file(LIMITS))
     key = rpc_descriptor(("tenant", "acme"), ("key_id", "k1"))
     envoy_key = request(descriptor(("tenant", "acme"), ("key_id", "k1")))
     codes = [(await instance.rls.ShouldRateLimit(envoy_key)).overall_code for _ in range(3)]
@@ -95,26 +93,30 @@ async def test_usage_counts_and_reset_forgets(start_instance: StartInstance, lim
 
 
 async def test_a_refused_request_costs_its_other_limits_nothing(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
-    instance = await start_instance(limits_file(LIMITS))
+    instance = await start_ratelimit(limits_file(LIMITS))
     both = request(descriptor(("tenant", "acme")), descriptor(("tenant", "acme"), ("key_id", "k1")))
     for _ in range(2):
         assert (await instance.rls.ShouldRateLimit(both)).overall_code == OK
     refused = await instance.rls.ShouldRateLimit(both)
     assert refused.overall_code == OVER_LIMIT
     assert refused.statuses[0].code == OK  # the tenant had room...
-    await asyncio.sleep(0.2)  # the give-back goes out with the next batch
-    tenant = await instance.control.GetUsage(
-        ratelimit_pb2.GetUsageRequest(descriptor=rpc_descriptor(("tenant", "acme")))
-    )
-    assert tenant.used == 2  # ...and got its hit back
+
+    async def tenant_used() -> int:
+        usage = await instance.control.GetUsage(
+            ratelimit_pb2.GetUsageRequest(descriptor=rpc_descriptor(("tenant", "acme")))
+        )
+        return int(usage.used)
+
+    # ...and gets its hit back, with the next batch.
+    await eventually(tenant_used, lambda used: used == 2, what="the tenant's hit given back")
 
 
 async def test_shadow_mode_measures_but_never_refuses(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
-    instance = await start_instance(limits_file(LIMITS))
+    instance = await start_ratelimit(limits_file(LIMITS))
     ip = request(descriptor(("remote_address", "10.0.0.1")))
     replies = [await instance.rls.ShouldRateLimit(ip) for _ in range(3)]
     assert {r.overall_code for r in replies} == {OK}
@@ -123,9 +125,9 @@ async def test_shadow_mode_measures_but_never_refuses(
 
 
 async def test_bad_arguments_get_clear_errors(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
-    instance = await start_instance(limits_file(LIMITS))
+    instance = await start_ratelimit(limits_file(LIMITS))
     cases = [
         (
             instance.control.GetUsage(
@@ -170,10 +172,10 @@ async def test_bad_arguments_get_clear_errors(
 
 
 async def test_reload_rejects_a_bad_file_and_keeps_the_old_limits(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
     path = limits_file(LIMITS)
-    instance = await start_instance(path)
+    instance = await start_ratelimit(path)
     before = await instance.control.GetLimits(ratelimit_pb2.GetLimitsRequest())
     rejected = reloads("rejected")
     path.write_text(LIMITS.replace("unit: minute", "unit: fortnight"))
@@ -202,35 +204,34 @@ async def test_reload_rejects_a_bad_file_and_keeps_the_old_limits(
 
 
 async def test_an_edited_file_applies_without_any_call(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
     path = limits_file(LIMITS)
-    instance = await start_instance(path, reload_interval_s="0.05")
+    instance = await start_ratelimit(path, reload_interval_s="0.05")
     path.write_text(LIMITS.replace("requests_per_unit: 3", "requests_per_unit: 9"))
-    for _ in range(200):
+
+    async def tenant_limit() -> int:
         reply = await instance.rls.ShouldRateLimit(request(descriptor(("tenant", "a"))))
-        if reply.statuses[0].current_limit.requests_per_unit == 9:
-            break
-        await asyncio.sleep(0.05)
-    assert reply.statuses[0].current_limit.requests_per_unit == 9
+        return int(reply.statuses[0].current_limit.requests_per_unit)
+
+    await eventually(tenant_limit, lambda limit: limit == 9, what="the edited limit")
     rejected = reloads("rejected")
     path.write_text("domain: llmproxy\ndescriptors: [{key: tenant, bogus: 1}]\n")
-    for _ in range(200):
-        if reloads("rejected") > rejected:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: reloads("rejected"), lambda count: count > rejected, what="a rejected reload"
+    )
     assert reloads("rejected") == rejected + 1
     reply = await instance.rls.ShouldRateLimit(request(descriptor(("tenant", "a"))))
     assert reply.statuses[0].current_limit.requests_per_unit == 9
 
 
 async def test_decisions_survive_a_script_flush(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     redis_client: aioredis.Redis,
 ) -> None:
     """After a Redis restart the scripts are gone: EVALSHA's NOSCRIPT falls back to EVAL."""
-    instance = await start_instance(limits_file(LIMITS))
+    instance = await start_ratelimit(limits_file(LIMITS))
     one = request(descriptor(("tenant", "acme")))
     assert (await instance.rls.ShouldRateLimit(one)).overall_code == OK
     await redis_client.script_flush()
@@ -269,9 +270,9 @@ def handled(code: str) -> float:
 
 
 async def test_should_rate_limit_bytes_that_do_not_parse_are_invalid_and_counted_once(
-    start_instance: StartInstance, limits_file: Callable[[str], Path]
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
 ) -> None:
-    instance = await start_instance(limits_file(LIMITS))
+    instance = await start_ratelimit(limits_file(LIMITS))
     raw = instance.channel.unary_unary(
         "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
         request_serializer=None,

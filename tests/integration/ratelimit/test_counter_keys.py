@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 
-import pytest
 import redis.asyncio as aioredis
 
 from llmproxy.ratelimit.redis_store import RedisLimitStore
 from llmproxy.ratelimit.rules import COUNTER
 from llmproxy.ratelimit.store import Take
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.integration
+from tests.integration.ratelimit.conftest import redis_now_ms, until_redis_time
 
 KEY = "llmproxy:rl:test:{counter}"
 
@@ -31,7 +27,9 @@ async def test_a_counter_hash_expires_after_two_windows(
         assert (await store.take(take(100, window_ms)))[0].allowed
     ttl = await redis_client.pttl(KEY)
     assert 0 < ttl <= 2 * window_ms  # never a key without expiry
-    await eventually(lambda: redis_client.exists(KEY), lambda found: found == 0, timeout_s=5)
+    await eventually(
+        lambda: redis_client.exists(KEY), lambda found: found == 0, what="expired", timeout_s=5
+    )
 
 
 async def test_the_previous_window_still_counts_when_the_next_begins(
@@ -40,11 +38,13 @@ async def test_the_previous_window_still_counts_when_the_next_begins(
     # The TTL is set when a window's first hit creates its field and not moved by later hits:
     # the hash must still hold that window while it serves as the previous one.
     window_ms = 2000
-    await asyncio.sleep((window_ms - time.time() * 1000 % window_ms) / 1000 + 0.01)
+    # From the start of a window, so that the 11 hits below surely share one.
+    current = await redis_now_ms(redis_client) // window_ms
+    await until_redis_time(redis_client, lambda now: now // window_ms > current, "a new window")
     outcomes = [(await store.take(take(10, window_ms)))[0] for _ in range(11)]
     assert [o.allowed for o in outcomes] == [True] * 10 + [False]
     index = outcomes[-1].now_ms // window_ms
-    await asyncio.sleep(((index + 1) * window_ms - time.time() * 1000) / 1000 + 0.05)
+    await until_redis_time(redis_client, lambda now: now // window_ms > index, "the next window")
     outcome = (await store.take(take(10, window_ms)))[0]
     assert outcome.now_ms // window_ms == index + 1  # the next window
     elapsed = outcome.now_ms - (index + 1) * window_ms

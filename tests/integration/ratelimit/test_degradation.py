@@ -18,16 +18,15 @@ from llmproxy.common.contract import component_health_name
 from llmproxy.devstack.process import ManagedProcess
 from tests.harness import logs
 from tests.harness.redis_server import redis_server
+from tests.harness.waiting import eventually
 from tests.integration.ratelimit.conftest import (
     OK,
     OVER_LIMIT,
     Instance,
-    StartInstance,
+    StartRatelimit,
     descriptor,
     request,
 )
-
-pytestmark = pytest.mark.integration
 
 LIMITS = """
 domain: llmproxy
@@ -57,10 +56,8 @@ def degraded() -> float:
     return REGISTRY.get_sample_value("llmproxy_ratelimit_degraded") or 0.0
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polls what another component sets
-            await asyncio.sleep(0.02)
+async def until_degraded(value: float) -> None:
+    await eventually(degraded, lambda found: found == value, what=f"degraded {value}", timeout_s=20)
 
 
 async def redis_health(instance: Instance) -> int:
@@ -95,11 +92,16 @@ class Load:
                 self.errors.append(exc)
             else:
                 self.codes.append(reply.overall_code)
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # a steady load, not a flood that starves the loop
 
     async def answered_more(self, count: int = 50) -> None:
         target = len(self.codes) + count
-        await until(lambda: len(self.codes) >= target)
+        await eventually(
+            lambda: len(self.codes),
+            lambda found: found >= target,
+            what=f"{count} more answers",
+            timeout_s=20,
+        )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -107,14 +109,14 @@ class Load:
 
 
 async def test_killed_redis_degrades_then_recovers(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     own_redis: tuple[str, ManagedProcess],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     url, process = own_redis
-    instance = await start_instance(
+    instance = await start_ratelimit(
         limits_file(LIMITS), url, redis_timeout_s="0.05", probe_interval_s="0.1"
     )
     load = Load(instance)
@@ -122,7 +124,7 @@ async def test_killed_redis_degrades_then_recovers(
         await load.answered_more()
         assert degraded() == 0
         process.signal(signal.SIGKILL)
-        await until(lambda: degraded() == 1)
+        await until_degraded(1)
         await load.answered_more()
         assert await redis_health(instance) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert "redis unavailable" in caplog.text
@@ -130,7 +132,7 @@ async def test_killed_redis_degrades_then_recovers(
         # redis-server comes back on the same port: decisions return to it by themselves.
         process.start()
         await process.wait_ready(15)
-        await until(lambda: degraded() == 0)
+        await until_degraded(0)
         await load.answered_more()
         assert await redis_health(instance) == health_pb2.HealthCheckResponse.SERVING
         assert "redis is back" in caplog.text
@@ -147,14 +149,14 @@ async def test_killed_redis_degrades_then_recovers(
 
 
 async def test_frozen_redis_times_out_into_local_decisions(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     own_redis: tuple[str, ManagedProcess],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     url, process = own_redis
-    instance = await start_instance(
+    instance = await start_ratelimit(
         limits_file(LIMITS), url, redis_timeout_s="0.05", probe_interval_s="0.1"
     )
     load = Load(instance, clients=4)
@@ -162,11 +164,11 @@ async def test_frozen_redis_times_out_into_local_decisions(
         await load.answered_more()
         process.signal(signal.SIGSTOP)  # still connected, never answers: the slow case
         try:
-            await until(lambda: degraded() == 1)
+            await until_degraded(1)
             await load.answered_more()
         finally:
             process.signal(signal.SIGCONT)
-        await until(lambda: degraded() == 0)
+        await until_degraded(0)
         await load.answered_more()
     finally:
         await load.stop()

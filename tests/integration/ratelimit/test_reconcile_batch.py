@@ -15,12 +15,10 @@ from tests.integration.ratelimit.conftest import (
     OK,
     TPM_LIMITS,
     Instance,
-    StartInstance,
+    StartRatelimit,
     descriptor,
     request,
 )
-
-pytestmark = pytest.mark.integration
 
 TENANTS = [f"t{i}" for i in range(8)]  # several cluster slots
 
@@ -76,32 +74,34 @@ async def check_batch(instance: Instance) -> None:
 
 @pytest.mark.parametrize("algorithm", ["sliding_log", "sliding_counter"])
 async def test_a_batch_corrects_every_item_on_standalone_redis(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     redis_client: aioredis.Redis,
     algorithm: str,
 ) -> None:
-    instance = await start_instance(limits_file(TPM_LIMITS.replace("ALGORITHM", algorithm)))
+    instance = await start_ratelimit(limits_file(TPM_LIMITS.replace("ALGORITHM", algorithm)))
     await check_batch(instance)
 
 
 async def test_a_batch_corrects_every_item_on_a_redis_cluster(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     cluster: RedisClusterNodes,
     cluster_client: aioredis.RedisCluster,
 ) -> None:
     path = limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log"))
-    instance = await start_instance(path, cluster.url, cluster=True)
+    instance = await start_ratelimit(path, cluster.url, cluster=True)
     await check_batch(instance)
     keys = [k async for k in cluster_client.scan_iter(match="llmproxy:rl:*")]
     assert len({cluster_client.keyslot(k) for k in keys}) > 1  # the batch crossed slots
 
 
 async def test_an_empty_batch_corrects_nothing(
-    start_instance: StartInstance, limits_file: Callable[[str], Path], redis_client: aioredis.Redis
+    start_ratelimit: StartRatelimit,
+    limits_file: Callable[[str], Path],
+    redis_client: aioredis.Redis,
 ) -> None:
-    instance = await start_instance(limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log")))
+    instance = await start_ratelimit(limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log")))
     reply = await instance.control.ReconcileTokensBatch(ratelimit_pb2.ReconcileTokensBatchRequest())
     assert (reply.adjusted, reply.applied_items) == (0, 0)
 
@@ -129,13 +129,13 @@ async def test_an_empty_batch_corrects_nothing(
     ids=["no-descriptors", "empty-key", "no-entries"],
 )
 async def test_an_invalid_item_refuses_the_whole_batch(
-    start_instance: StartInstance,
+    start_ratelimit: StartRatelimit,
     limits_file: Callable[[str], Path],
     redis_client: aioredis.Redis,
     bad: ratelimit_pb2.ReconcileTokensRequest,
     message: str,
 ) -> None:
-    instance = await start_instance(limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log")))
+    instance = await start_ratelimit(limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log")))
     await reserve(instance, "t0", 1000)
     batch = [item("t0", 1000, 10), bad, item("t0", 1000, 10)]
     with pytest.raises(grpc.aio.AioRpcError) as refused:

@@ -10,8 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from llmproxy.ratelimit.resp import ReplyError, ScriptConnection, pack
-
-pytestmark = pytest.mark.integration
+from tests.harness.waiting import eventually
 
 
 def address(url: str) -> tuple[str, int]:
@@ -56,7 +55,7 @@ async def test_an_error_reply_is_raised_and_the_connection_stays_usable(
 
 
 async def test_an_unreachable_redis_is_an_os_error_and_a_dropped_one_fails_waiters(
-    redis_process: str,
+    redis_process: str, redis_client: aioredis.Redis
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -66,7 +65,11 @@ async def test_an_unreachable_redis_is_an_os_error_and_a_dropped_one_fails_waite
 
     connection = ScriptConnection(*address(redis_process))
     waiting = asyncio.ensure_future(connection.call([b"BLPOP", b"rl-never", b"5"]))
-    await asyncio.sleep(0.1)
+    await eventually(
+        redis_client.client_list,
+        lambda clients: any(c.get("cmd") == "blpop" for c in clients),
+        what="a client blocked in BLPOP",
+    )
     connection.close()
     with pytest.raises(ConnectionError, match="connection lost"):
         await waiting

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from llmproxy.config import StackConfig
 from llmproxy.router.providers import sse
 from llmproxy.router.server import serve
 from tests.harness.fake_provider import RunningProvider, fake_provider
+from tests.harness.services import served
 
 ANTHROPIC_KEY_ENV = "LLMPROXY_TEST_ANTHROPIC_KEY"
 
@@ -98,30 +98,35 @@ class Router:
         return metadata, replies
 
 
-@asynccontextmanager
-async def running_router(
-    redis_url: str, cluster: bool = False, **router: Any
-) -> AsyncIterator[Router]:
-    """A router over the fake provider (both kinds) and the Redis at redis_url; router holds
-    settings of services.router."""
-    os.environ[ANTHROPIC_KEY_ENV] = "test-anthropic-key"
-    async with fake_provider(["fake-gpt", "fake-claude", "fake-embed"]) as provider:
-        config = router_config(redis_url, provider.url, **router)
-        if cluster:
-            redis = config.redis.model_copy(update={"cluster": True})
-            config = config.model_copy(update={"redis": redis})
-        server = await serve(config)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
-        try:
-            yield Router(server, provider, channel)
-        finally:
-            await channel.close()
-            await server.stop(None)
-            del os.environ[ANTHROPIC_KEY_ENV]
+StartRouter = Callable[..., Awaitable[Router]]
 
 
 @pytest.fixture
-async def router(redis_process: str, redis_client: Any) -> AsyncIterator[Router]:
+async def start_router(
+    redis_process: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StartRouter]:
+    """Starts routers, each over its own fake provider (both kinds) and the Redis at redis_url
+    (the session's by default); router settings override the defaults."""
+    monkeypatch.setenv(ANTHROPIC_KEY_ENV, "test-anthropic-key")
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            redis_url: str | None = None, *, cluster: bool = False, **router: Any
+        ) -> Router:
+            provider = await stack.enter_async_context(
+                fake_provider(["fake-gpt", "fake-claude", "fake-embed"])
+            )
+            config = router_config(redis_url or redis_process, provider.url, **router)
+            if cluster:
+                redis = config.redis.model_copy(update={"cluster": True})
+                config = config.model_copy(update={"redis": redis})
+            service = await stack.enter_async_context(served(serve(config)))
+            return Router(service.running, provider, service.channel)
+
+        yield start
+
+
+@pytest.fixture
+async def router(start_router: StartRouter, redis_client: Any) -> Router:
     """A router with a fresh cache (the session Redis is flushed per test)."""
-    async with running_router(redis_process) as running:
-        yield running
+    return await start_router()

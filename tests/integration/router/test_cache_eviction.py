@@ -20,9 +20,7 @@ from llmproxy.devstack.redis import redis_process
 from llmproxy.router.cache.store import CachedAnswer, RedisResponseCache
 from tests.harness import logs
 from tests.harness.ports import free_port
-from tests.integration.router.conftest import running_router
-
-pytestmark = pytest.mark.integration
+from tests.integration.router.conftest import StartRouter
 
 ENTRY = b"x" * 64 * 1024  # 200 answers of 64 KiB: more than three times the cache's maxmemory
 CACHED = {"model": "gpt", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
@@ -57,7 +55,7 @@ def key_record(index: int) -> KeyRecord:
 
 
 async def test_filling_the_cache_past_maxmemory_leaves_keys_and_usage_alone(
-    tmp_path: Path, request: pytest.FixtureRequest
+    start_router: StartRouter, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     async with (
         redis_at(tmp_path, "redis", request) as (main_url, main, _),
@@ -70,19 +68,19 @@ async def test_filling_the_cache_past_maxmemory_leaves_keys_and_usage_alone(
         who = Identity(tenant="acme", user="u", key_id=records[0].key_id)
         await usage.record(who, "gpt", Usage(10, 5, 0.25))
         settings = {"redis_url": cache_url, "maxmemory_policy": "allkeys-lru", "maxmemory": "4mb"}
-        async with running_router(main_url, cache=settings) as router:
-            # The router configured its cache's Redis, and only that one.
-            assert (await cache_client.config_get("maxmemory"))["maxmemory"] == str(4 * 2**20)
-            assert (await main.config_get("maxmemory-policy"))["maxmemory-policy"] == "noeviction"
-            filler = RedisResponseCache(cache_client, backoff_s=1)
-            for i in range(200):
-                answer = CachedAnswer("application/json", ENTRY, "gpt", tenant="acme")
-                await filler.put(f"{i:064x}", answer, ttl_s=3600, tags=())
-            assert (await cache_client.info("stats"))["evicted_keys"] > 0
-            # The cache keeps working: a new answer is stored and hits.
-            assert (await router.chat(CACHED))[0]["x-cache"] == "MISS"
-            assert (await router.chat(CACHED))[0]["x-cache"] == "HIT"
-            assert await filler.get(f"{199:064x}") is not None  # the newest entries stay
+        router = await start_router(main_url, cache=settings)
+        # The router configured its cache's Redis, and only that one.
+        assert (await cache_client.config_get("maxmemory"))["maxmemory"] == str(4 * 2**20)
+        assert (await main.config_get("maxmemory-policy"))["maxmemory-policy"] == "noeviction"
+        filler = RedisResponseCache(cache_client, backoff_s=1)
+        for i in range(200):
+            answer = CachedAnswer("application/json", ENTRY, "gpt", tenant="acme")
+            await filler.put(f"{i:064x}", answer, ttl_s=3600, tags=())
+        assert (await cache_client.info("stats"))["evicted_keys"] > 0
+        # The cache keeps working: a new answer is stored and hits.
+        assert (await router.chat(CACHED))[0]["x-cache"] == "MISS"
+        assert (await router.chat(CACHED))[0]["x-cache"] == "HIT"
+        assert await filler.get(f"{199:064x}") is not None  # the newest entries stay
         assert [await store.get(r.key_id) for r in records] == records
         assert await usage.spend_usd("key", who.key_id, "day") == 0.25
         assert await main.keys("llmproxy:cache:*") == []  # no cache entry in the stack's Redis

@@ -43,7 +43,7 @@ async def _redirect(request: web.Request) -> web.Response:
 
 
 async def _slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(2)
+    await asyncio.sleep(2)  # a provider slower than the timeouts under test
     return web.Response(text="late")
 
 
@@ -51,7 +51,7 @@ async def _stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     await response.prepare(request)
     await response.write(b"data: 1\n\n")
-    await asyncio.sleep(float(request.query.get("pause", "0")))
+    await asyncio.sleep(float(request.query.get("pause", "0")))  # a stall mid-stream
     await response.write(b"data: 2\n\n")
     await response.write_eof()
     return response

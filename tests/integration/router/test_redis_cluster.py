@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import RedisCluster
@@ -11,9 +11,7 @@ from llmproxy._gen.router.v1 import router_pb2
 from llmproxy.common.usage import RedisUsageStore
 from tests.harness.redis_cluster import RedisClusterNodes, redis_cluster
 from tests.harness.waiting import eventually
-from tests.integration.router.conftest import Router, running_router
-
-pytestmark = pytest.mark.integration
+from tests.integration.router.conftest import StartRouter
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +20,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNo
         yield nodes
 
 
-@pytest.fixture
-async def cluster_router(cluster: RedisClusterNodes) -> AsyncIterator[Router]:
-    async with running_router(cluster.url, cluster=True) as router:
-        yield router
-
-
 async def test_cache_invalidation_stats_and_usage_on_a_cluster(
-    cluster_router: Router, cluster: RedisClusterNodes
+    start_router: StartRouter, cluster: RedisClusterNodes
 ) -> None:
-    router = cluster_router
+    router = await start_router(cluster.url, cluster=True)
     bodies = [
         {
             "model": model,
@@ -68,6 +60,8 @@ async def test_cache_invalidation_stats_and_usage_on_a_cluster(
             {"x-llmproxy-key-id": "kc"},
         )
         store = RedisUsageStore(client)
-        await eventually(lambda: store.spend_usd("key", "kc", "day"), lambda v: v > 0)
+        await eventually(
+            lambda: store.spend_usd("key", "kc", "day"), lambda v: v > 0, what="spend recorded"
+        )
     finally:
         await client.aclose()

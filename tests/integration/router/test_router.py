@@ -13,9 +13,7 @@ from llmproxy._gen.router.v1 import openai_pb2, router_pb2
 from llmproxy.common.usage import RedisUsageStore
 from llmproxy.router.providers import sse
 from tests.harness.waiting import eventually
-from tests.integration.router.conftest import Router, running_router
-
-pytestmark = pytest.mark.integration
+from tests.integration.router.conftest import Router, StartRouter
 
 HELLO = [{"role": "user", "content": "Hello router"}]
 CACHED = {"model": "gpt", "messages": HELLO, "temperature": 0}
@@ -197,16 +195,16 @@ async def test_tenants_do_not_share_cached_answers_by_default(router: Router) ->
 
 
 async def test_global_scope_shares_answers_across_tenants(
-    redis_process: str, redis_client: aioredis.Redis
+    start_router: StartRouter, redis_client: aioredis.Redis
 ) -> None:
-    async with running_router(redis_process, cache={"scope": "global"}) as router:
-        assert (await router.chat(CACHED, {"x-llmproxy-tenant": ACME}))[0]["x-cache"] == "MISS"
-        hit = await router.chat(CACHED, {"x-llmproxy-tenant": "globex"})
-        assert hit[0]["x-cache"] == "HIT"
-        # Warming takes no tenant then: the entry is everyone's.
-        jsonl = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "w"}]})
-        reply = await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl))
-        assert reply.cached == 1
+    router = await start_router(cache={"scope": "global"})
+    assert (await router.chat(CACHED, {"x-llmproxy-tenant": ACME}))[0]["x-cache"] == "MISS"
+    hit = await router.chat(CACHED, {"x-llmproxy-tenant": "globex"})
+    assert hit[0]["x-cache"] == "HIT"
+    # Warming takes no tenant then: the entry is everyone's.
+    jsonl = json.dumps({"model": "gpt", "messages": [{"role": "user", "content": "w"}]})
+    reply = await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl))
+    assert reply.cached == 1
 
 
 async def test_the_stacks_redis_gets_no_eviction_settings(
@@ -235,7 +233,9 @@ async def test_usage_is_counted_per_key_tenant_and_model_with_cost(
     store = RedisUsageStore(redis_client)
     expected = 2 * (usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0) / 1e6
     # The router writes usage in batches (every 0.5 s by default).
-    await eventually(lambda: store.spend_usd("key", "k1", "day"), lambda v: v > 0)
+    await eventually(
+        lambda: store.spend_usd("key", "k1", "day"), lambda v: v > 0, what="spend recorded"
+    )
     assert await store.spend_usd("key", "k1", "day") == pytest.approx(expected)
     assert await store.spend_usd("tenant", "acme", "month") == pytest.approx(expected)
     assert await store.spend_usd("model", "gpt", "day") == pytest.approx(expected)

@@ -8,8 +8,6 @@ import pytest
 from llmproxy._gen.router.v1 import chat_pb2, chat_pb2_grpc
 from tests.integration.router.conftest import Router
 
-pytestmark = pytest.mark.integration
-
 HELLO = [chat_pb2.ChatMessage(role="user", content="Hello typed")]
 
 

@@ -17,8 +17,6 @@ from llmproxy.authz.keys import KeyHasher, key_id_of
 from llmproxy.authz.records import AuditEntry
 from tests.unit.authz.fakes import Clock, FakeKeyStore
 
-pytestmark = pytest.mark.unit
-
 HASHER = KeyHasher(b"k" * 32)
 
 

@@ -19,8 +19,6 @@ from llmproxy.authz.keys import KeyHasher, new_key, new_key_id
 from llmproxy.authz.records import KeyRecord
 from tests.unit.authz.fakes import Clock, FakeKeyStore, FakeUsage
 
-pytestmark = pytest.mark.unit
-
 HASHER = KeyHasher(b"k" * 32)
 
 

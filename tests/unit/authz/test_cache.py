@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Callable
-
-import pytest
+from collections.abc import AsyncIterator
 
 from llmproxy.authz.cache import CachedKeys, KeyCache
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.store import RESYNC
+from tests.harness.waiting import eventually
 from tests.unit.authz.fakes import Clock, FakeFeed, FakeKeyStore
-
-pytestmark = pytest.mark.unit
 
 
 def record(key_id: str = "0123456789abcdef", **fields: object) -> KeyRecord:
@@ -113,12 +110,6 @@ async def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
     assert store.gets == 2
 
 
-async def wait_for(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - polling state the code under test sets
-            await asyncio.sleep(0.005)
-
-
 async def test_follow_resubscribes_after_a_lost_connection() -> None:
     store = FakeKeyStore()
     store.records["a"] = record("a")
@@ -126,7 +117,11 @@ async def test_follow_resubscribes_after_a_lost_connection() -> None:
     feed = FakeFeed([RESYNC], [RESYNC, "a"])
     task = asyncio.create_task(keys.follow(feed))
     try:
-        await wait_for(lambda: feed.connections == 2 and keys.live)
+        await eventually(
+            lambda: (feed.connections, keys.live),
+            lambda found: found == (2, True),
+            what="(connections, live) after a reconnect",
+        )
         await keys.get("a")
         await keys.get("a")
         assert store.gets == 1  # live again: cached
@@ -154,12 +149,12 @@ async def test_a_lost_feed_clears_the_cache_and_stops_trusting_it() -> None:
     feed = BreakableFeed()
     task = asyncio.create_task(keys.follow(feed))
     try:
-        await wait_for(lambda: keys.live)
+        await eventually(lambda: keys.live, what="live")
         await keys.get("a")
         await keys.get("a")
         assert store.gets == 1
         feed.lose.set()
-        await wait_for(lambda: not keys.live)
+        await eventually(lambda: not keys.live, what="not live")
         await keys.get("a")
         await keys.get("a")
         assert store.gets == 3  # every lookup goes to the store until the feed is back

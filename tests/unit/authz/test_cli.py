@@ -8,8 +8,6 @@ import pytest
 
 from llmproxy.authz.cli import build_call, main, parser
 
-pytestmark = pytest.mark.unit
-
 
 def call(*argv: str) -> tuple[str, object]:
     return build_call(parser().parse_args(list(argv)))

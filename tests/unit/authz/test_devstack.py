@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from llmproxy.authz.settings import AuthzSettings
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.devstack.__main__ import banner
 from llmproxy.devstack.authz import ensure_authz_secrets
 from llmproxy.devstack.stack import Stack
-
-pytestmark = pytest.mark.unit
 
 NAMES = ("LLMPROXY_AUTHZ_HMAC_SECRET", "LLMPROXY_ADMIN_TOKEN")
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.envoyconf.build import build_bootstrap
-
-pytestmark = pytest.mark.unit
 
 DESCRIPTOR = descriptor_set().SerializeToString(deterministic=True)
 

@@ -13,8 +13,6 @@ from llmproxy.authz.records import KeyRecord
 from llmproxy.common.usage import Period
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.unit
-
 KEY = KeyRecord(
     key_id="00000000000000aa",
     key_hash="ab" * 32,
@@ -128,7 +126,9 @@ async def test_redis_is_read_again_once_it_answers() -> None:
     revoked = KEY.changed(2.0, revoked=True)
     redis.records[KEY.key_id] = revoked
     redis.up = True
-    await eventually(degraded(keys), lambda state: state is False, 5)  # the probe notices
+    await eventually(
+        degraded(keys), lambda state: state is False, what="the switch back to Redis", timeout_s=5
+    )  # the probe notices
     assert changes == [True, False]
     assert await keys.get(KEY.key_id) == revoked
     await keys.aclose()

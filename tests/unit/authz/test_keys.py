@@ -14,8 +14,6 @@ from llmproxy.authz.keys import (
     new_key_id,
 )
 
-pytestmark = pytest.mark.unit
-
 SECRET = b"s" * 32
 
 

@@ -18,8 +18,6 @@ from llmproxy.authz.requests import (
 )
 from llmproxy.common.tokens import estimate_request_tokens
 
-pytestmark = pytest.mark.unit
-
 
 def check_request(
     headers: dict[str, str], body: bytes = b"", *, as_text: bool = False, path: str = "/v1/x"

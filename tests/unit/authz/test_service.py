@@ -23,8 +23,6 @@ from tests.unit.authz.fakes import Clock, FakeKeyStore, FakeUsage
 from tests.unit.authz.test_requests import check_request
 from tests.unit.grpc_fakes import Aborted, FakeContext
 
-pytestmark = pytest.mark.unit
-
 HASHER = KeyHasher(b"k" * 32)
 TOKEN = "admin-token-for-tests"  # noqa: S105 - a test value
 ADMIN = (("authorization", f"Bearer {TOKEN}"),)

@@ -7,8 +7,6 @@ from fakeredis import FakeAsyncRedis
 
 from llmproxy.common.usage import BufferedUsageStore, Identity, RedisUsageStore, Usage
 
-pytestmark = pytest.mark.unit
-
 ANN = Identity("acme", "ann", "k1")
 
 

@@ -14,8 +14,6 @@ from llmproxy.common.chaos.agent import ChaosAgentServicer
 from llmproxy.common.chaos.engine import Stress, StressEngine, StressLimits
 from tests.unit.grpc_fakes import Aborted, FakeContext
 
-pytestmark = pytest.mark.unit
-
 
 class NullWorker:
     def __init__(self, stress: Stress) -> None:

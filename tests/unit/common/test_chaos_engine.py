@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time
@@ -21,8 +20,6 @@ from llmproxy.common.chaos.engine import (
 from llmproxy.common.chaos.errors import InvalidStress, OverBudget
 from llmproxy.common.chaos.workers import CpuBurner, MemoryHog, available_megabytes
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.unit
 
 
 class FakeWorker:
@@ -94,7 +91,9 @@ async def test_the_engine_undoes_a_stress_at_expiry(engine: StressEngine, worker
     before = gauge("cpu")
     engine.apply("short", CpuStress(0.2), 0.1)
     engine.apply("long", CpuStress(0.2), 60)
-    await eventually(lambda: active_names(engine), lambda names: names == ["long"], timeout_s=5)
+    await eventually(
+        lambda: active_names(engine), lambda names: names == ["long"], what="short expired"
+    )
     assert workers.started[0].stops == 1
     assert workers.started[1].stops == 0
     assert gauge("cpu") == before + 1
@@ -106,7 +105,12 @@ async def test_a_replaced_stress_timer_does_not_undo_its_successor(
 ) -> None:
     engine.apply("exp", CpuStress(0.2), 0.05)
     engine.apply("exp", CpuStress(0.3), 60)
-    await asyncio.sleep(0.2)  # well past the first stress's expiry: its timer was cancelled
+    # A witness expiring later than the first stress would have: once it is gone, that timer's
+    # time has come and gone too (it was cancelled, or the successor would be undone).
+    engine.apply("witness", CpuStress(0.1), 0.2)
+    await eventually(
+        lambda: active_names(engine), lambda names: names == ["exp"], what="the witness expired"
+    )
     assert [a.stress for a in engine.active()] == [CpuStress(0.3)]
     assert workers.started[1].stops == 0
     engine.clear()

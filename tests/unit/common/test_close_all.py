@@ -9,8 +9,6 @@ import pytest
 
 from llmproxy.common.server import cancelling, close_all
 
-pytestmark = pytest.mark.unit
-
 
 async def test_every_closer_runs_in_order_and_the_first_error_is_raised(
     caplog: pytest.LogCaptureFixture,

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import pytest
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import REGISTRY
 
 from llmproxy.common.component_health import ComponentHealth
 from tests.harness.waiting import eventually
-
-pytestmark = pytest.mark.unit
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -79,9 +76,19 @@ async def test_watch_follows_a_check_until_closed() -> None:
             raise ConnectionError("refused")
 
     await components.watch("redis", check, interval_s=0.01, timeout_s=1)
-    await eventually(redis_state(components), lambda healthy: healthy is True, 5)
+    await eventually(
+        redis_state(components),
+        lambda healthy: healthy is True,
+        what="the redis component",
+        timeout_s=5,
+    )
     up.clear()
-    await eventually(redis_state(components), lambda healthy: healthy is False, 5)
+    await eventually(
+        redis_state(components),
+        lambda healthy: healthy is False,
+        what="the redis component",
+        timeout_s=5,
+    )
     assert await status(health, "llmproxy.fault.redis") == NOT_SERVING
     await components.aclose()
 
@@ -94,7 +101,12 @@ async def test_a_hanging_check_is_unhealthy_after_its_timeout() -> None:
         await asyncio.sleep(3600)
 
     await components.watch("redis", hang, interval_s=0.01, timeout_s=0.05)
-    await eventually(redis_state(components), lambda healthy: healthy is False, 5)
+    await eventually(
+        redis_state(components),
+        lambda healthy: healthy is False,
+        what="the redis component",
+        timeout_s=5,
+    )
     await components.aclose()
 
 

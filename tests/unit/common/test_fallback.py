@@ -12,8 +12,6 @@ import pytest
 from llmproxy.common.fallback import FallbackSwitch, bounded
 from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.unit
-
 log = logging.getLogger("tests.fallback")
 
 

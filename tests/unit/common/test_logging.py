@@ -6,14 +6,11 @@ import json
 import logging
 from typing import Any
 
-import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from llmproxy.common.logging import JsonFormatter
-
-pytestmark = pytest.mark.unit
 
 
 def _format(**extra: Any) -> dict[str, Any]:

@@ -15,8 +15,6 @@ from llmproxy.common.timestamps import duration, optional_timestamp, seconds, ti
 from llmproxy.ratelimit.errors import LimitsConfigError
 from llmproxy.router.errors import ModelNotFoundError
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("value", [0.3, 1_700_000_000.123456789, 0.0, 2.5e-9])
 def test_timestamps_round_trip_to_the_nanosecond(value: float) -> None:

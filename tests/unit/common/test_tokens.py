@@ -10,8 +10,6 @@ from llmproxy.common.tokens import (
     requested_completion_tokens,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def test_prompt_estimate_counts_text_and_message_overhead() -> None:
     body = {"messages": [{"role": "user", "content": "x" * 40}, {"role": "system", "content": ""}]}

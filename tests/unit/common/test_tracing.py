@@ -15,8 +15,6 @@ from llmproxy.common.tracing import RequestsOnlySampler, configure_tracing, serv
 from llmproxy.common.tracing_settings import TracingSettings
 from llmproxy.config import load_config
 
-pytestmark = pytest.mark.unit
-
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 
 

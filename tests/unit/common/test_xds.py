@@ -23,8 +23,6 @@ from llmproxy.common.xds import (
 from tests.harness.waiting import eventually
 from tests.unit.grpc_fakes import Aborted, FakeContext
 
-pytestmark = pytest.mark.unit
-
 TYPE_URL = "type.googleapis.com/google.protobuf.StringValue"
 log = logging.getLogger("tests.xds")
 

@@ -7,8 +7,6 @@ import json
 import httpx
 import pytest
 
-pytestmark = pytest.mark.unit
-
 HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
 BODY = {
     "model": "fake-claude",

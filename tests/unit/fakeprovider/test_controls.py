@@ -7,8 +7,6 @@ import pytest
 
 from .conftest import RunningProvider
 
-pytestmark = pytest.mark.unit
-
 
 async def test_health_is_ok(http: httpx.AsyncClient) -> None:
     response = await http.get("/healthz")

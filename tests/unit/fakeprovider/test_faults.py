@@ -10,9 +10,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from .conftest import RunningProvider
+from tests.harness.waiting import eventually
 
-pytestmark = pytest.mark.unit
+from .conftest import RunningProvider
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 
@@ -87,7 +87,11 @@ async def test_outage_hang_holds_until_the_client_gives_up(http: httpx.AsyncClie
 async def test_outage_hang_ends_when_the_knob_changes(http: httpx.AsyncClient) -> None:
     await set_knobs(http, outage="hang")
     pending = asyncio.create_task(http.get("/v1/models"))
-    await asyncio.sleep(0.3)
+    await eventually(  # the request is in, and held
+        lambda: http.get("/_fake/stats"),
+        lambda stats: stats.json()["injected_errors"].get("outage_hang") == 1,
+        what="the request held",
+    )
     assert not pending.done()
 
     await set_knobs(http, outage="none")

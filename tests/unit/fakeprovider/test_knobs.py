@@ -6,8 +6,6 @@ import pytest
 
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 
-pytestmark = pytest.mark.unit
-
 
 def test_defaults_are_a_healthy_provider() -> None:
     assert Knobs().to_dict() == {

@@ -8,9 +8,6 @@ import subprocess
 import sys
 
 import httpx
-import pytest
-
-pytestmark = pytest.mark.unit
 
 
 def test_cli_serves_and_stops_cleanly_on_sigterm() -> None:

@@ -7,8 +7,6 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-pytestmark = pytest.mark.unit
-
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there, fake model"}]
 
 

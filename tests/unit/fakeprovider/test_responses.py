@@ -6,12 +6,8 @@ import base64
 import math
 import struct
 
-import pytest
-
 from llmproxy.fakeprovider import responses
 from llmproxy.fakeprovider.responses import ChatRequest, Message
-
-pytestmark = pytest.mark.unit
 
 REQUEST = ChatRequest(
     model="fake-gpt",

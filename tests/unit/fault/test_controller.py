@@ -23,8 +23,6 @@ from llmproxy.fault.runner import Runner, due
 from llmproxy.fault.store import RedisExperimentStore
 from llmproxy.fault.validation import Known
 
-pytestmark = pytest.mark.unit
-
 KNOWN = Known(("chat", "embeddings", "models"), ("demo",), ("router",), 64)
 T0 = 1_800_000_000.0
 

@@ -9,8 +9,6 @@ import pytest
 
 from llmproxy.fault.envoy_stats import StatsUnavailable, sample_traffic
 
-pytestmark = pytest.mark.unit
-
 QUANTILES = [0, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 100]
 
 

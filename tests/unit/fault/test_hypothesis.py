@@ -9,8 +9,6 @@ from hypothesis import strategies as st
 from llmproxy.fault.envoy_stats import TrafficSample
 from llmproxy.fault.hypothesis import SteadyState, judge
 
-pytestmark = pytest.mark.unit
-
 STRICT = SteadyState(min_success_ratio=0.95, max_p99_ms=500.0, min_requests=20)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -10,8 +9,6 @@ from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.fault.runtime import build_runtime, runtime_keys
 from llmproxy.fault.severity import CAPS
-
-pytestmark = pytest.mark.unit
 
 STATES = [
     fault_pb2.EXPERIMENT_STATE_PENDING,

@@ -13,8 +13,6 @@ from llmproxy.fault.errors import InvalidExperimentError
 from llmproxy.fault.settings import FaultSettings
 from llmproxy.fault.validation import Known, validate
 
-pytestmark = pytest.mark.unit
-
 KNOWN = Known(
     routes=("chat", "embeddings", "models"),
     providers=("primary", "secondary"),

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
-
-import pytest
+from collections.abc import Sequence
 
 from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.errors import StoreUnavailableError
@@ -69,13 +66,3 @@ class BrokenStore:
 
     async def aclose(self) -> None:
         return None
-
-
-async def eventually(check: Callable[[], bool], what: str, within_s: float = 5.0) -> None:
-    """Wait until check() holds; fail the test after within_s."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"not within {within_s} s: {what}")

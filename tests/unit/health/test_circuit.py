@@ -8,8 +8,6 @@ from llmproxy.health import circuit
 from llmproxy.health.records import CircuitRecord, Outcome
 from llmproxy.health.settings import CircuitSettings
 
-pytestmark = pytest.mark.unit
-
 SETTINGS = CircuitSettings(
     consecutive_failures=3, error_rate=0.5, window_s=10, buckets=10, min_calls=6, open_s=5
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -16,9 +16,9 @@ from llmproxy.health.monitor import Monitor
 from llmproxy.health.records import Outcome
 from llmproxy.health.registry import Registry
 from llmproxy.health.settings import HealthSettings
-from tests.unit.health.fakes import BrokenStore, ScriptedProber, eventually
-
-pytestmark = pytest.mark.unit
+from llmproxy.health.store import Loaded
+from tests.harness.waiting import eventually
+from tests.unit.health.fakes import BrokenStore, ScriptedProber
 
 PROVIDERS = [
     ProviderSettings(name="a", base_url="http://127.0.0.1:1/v1"),
@@ -33,15 +33,40 @@ FAST = HealthSettings.model_validate(
 )
 
 
+class CountingStore(MemoryHealthStore):
+    """The memory store, counting the monitor's syncs (each one loads the shared state)."""
+
+    loads = 0
+
+    async def load(self, providers: Sequence[str], now: float) -> Loaded:
+        self.loads += 1
+        return await super().load(providers, now)
+
+
 class Running:
     def __init__(self, settings: HealthSettings = FAST) -> None:
         self.registry = Registry(PROVIDERS)
         self.prober = ScriptedProber()
-        self.store = MemoryHealthStore(settings.circuit)
+        self.store = CountingStore(settings.circuit)
         self.monitor = Monitor(self.registry, self.store, self.prober, settings, instance="t")
 
     async def until(self, name: str, state: str) -> None:
-        await eventually(lambda: self.registry.status(name).state == state, f"{name} {state}")
+        await eventually(
+            lambda: self.registry.status(name).state,
+            lambda found: found == state,
+            what=f"{name} {state}",
+            timeout_s=5,
+        )
+
+    async def until_probed(self, name: str, times: int) -> None:
+        """Wait until name has been probed `times` more times: that many intervals passed."""
+        target = self.prober.calls.count(name) + times
+        await eventually(
+            lambda: self.prober.calls.count(name),
+            lambda count: count >= target,
+            what=f"{times} more probes of {name}",
+            timeout_s=5,
+        )
 
 
 @pytest.fixture
@@ -72,7 +97,7 @@ async def test_a_failed_startup_probe_disables_the_provider_with_a_log_line(
     )
     # Not probed on while disabled ...
     calls = running.prober.calls.count("b")
-    await asyncio.sleep(0.3)
+    await running.until_probed("a", 3)  # three intervals, on the same schedule as b's
     assert running.prober.calls.count("b") == calls
     # ... until ProbeNow passes.
     running.prober.up["b"] = True
@@ -118,7 +143,10 @@ async def test_maintenance_drains_and_restores(running: Running) -> None:
     await running.monitor.start()
     status = await running.monitor.set_maintenance("a", True, "key rotation")
     assert (status.maintenance, status.available, status.state) == (True, False, "healthy")
-    await asyncio.sleep(0.2)  # syncs in between keep it
+    loads = running.store.loads
+    await eventually(  # syncs in between keep it
+        lambda: running.store.loads, lambda count: count >= loads + 2, what="two syncs"
+    )
     assert running.registry.status("a").maintenance
     status = await running.monitor.set_maintenance("a", False, "")
     assert (status.maintenance, status.available) == (False, True)
@@ -154,11 +182,11 @@ async def test_with_redis_down_health_carries_on_locally() -> None:
         assert changes == [True]
         assert store.degraded
         prober.up["a"] = False
-        await eventually(lambda: registry.status("a").state == "unhealthy", "a unhealthy")
+        await eventually(lambda: registry.status("a").state == "unhealthy", what="a unhealthy")
         with pytest.raises(StoreUnavailableError, match="maintenance must reach every health"):
             await monitor.set_maintenance("a", True, "x")
         broken.broken = False
-        await eventually(lambda: not store.degraded, "redis back")
+        await eventually(lambda: not store.degraded, what="redis back")
         assert changes == [True, False]
     finally:
         await monitor.aclose()

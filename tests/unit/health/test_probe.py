@@ -14,8 +14,6 @@ from llmproxy.health.probe import Prober
 from llmproxy.health.records import ProbeResult
 from llmproxy.health.settings import ProviderProbeSettings
 
-pytestmark = pytest.mark.unit
-
 OPENAI = ProviderSettings(name="o", base_url="https://api.example/v1", api_key_env="O_KEY")
 ANTHROPIC = ProviderSettings(
     name="a", kind="anthropic", base_url="https://anthropic.example/v1", api_key_env="A_KEY"

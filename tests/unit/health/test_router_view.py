@@ -16,8 +16,6 @@ from llmproxy.router.providers.base import UnsupportedError
 from llmproxy.router.settings import FailoverSettings, ModelTarget
 from tests.unit.router.fakes import FakeClient, answer
 
-pytestmark = pytest.mark.unit
-
 
 class Clock:
     def __init__(self) -> None:

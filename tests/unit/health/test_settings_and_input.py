@@ -13,8 +13,6 @@ from llmproxy.health.server import check_probe_settings
 from llmproxy.health.service import parse_outcomes
 from llmproxy.health.settings import HealthSettings
 
-pytestmark = pytest.mark.unit
-
 
 def test_defaults_detect_within_five_seconds_and_cost_no_tokens() -> None:
     settings = HealthSettings()

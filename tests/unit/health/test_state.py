@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.records import AdminRecord, CircuitRecord, ProbeResult, SharedState
 from llmproxy.health.settings import HealthSettings
 from llmproxy.health.state import evaluate, probes_down
-
-pytestmark = pytest.mark.unit
 
 PROVIDER = ProviderSettings(name="p", base_url="http://127.0.0.1:9/v1")
 SETTINGS = HealthSettings()

@@ -17,8 +17,6 @@ from llmproxy.health.eds import endpoint_resources
 from llmproxy.health.registry import Registry
 from llmproxy.health.state import ProviderStatus
 
-pytestmark = pytest.mark.unit
-
 HEALTHY = ProviderStatus("openai", "openai", "https://api.openai.com/v1", "healthy", "probes pass")
 TARGET = Target("api.openai.com", 443, ("10.0.0.1", "10.0.0.2"))
 

@@ -13,11 +13,12 @@ from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Outcome, Take
 
-pytestmark = pytest.mark.unit
-
 # Long enough that a held flush is unmistakable, short enough for a unit test (and under the
 # batcher's longest gap, 1 s, so that sparse load exists for it).
 WINDOW_S = 0.2
+# The sleeps below are inputs, not waits for an event: the batcher measures the gaps between
+# requests on the real clock (and holds with loop.call_later), so a test spaces its requests,
+# or lets less than a window pass before it checks that a request is still held.
 
 
 class RecordingStore(MemoryLimitStore):
@@ -74,7 +75,7 @@ async def test_under_dense_load_requests_wait_the_window_and_share_a_call() -> N
     await make_dense(batcher, store)
     start = time.monotonic()
     first = asyncio.create_task(batcher.take([check("a")]))
-    await asyncio.sleep(WINDOW_S / 4)
+    await asyncio.sleep(WINDOW_S / 4)  # the next request comes a quarter window later
     second = asyncio.create_task(batcher.take([check("b")]))
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     waited = time.monotonic() - start
@@ -88,7 +89,7 @@ async def test_a_full_batch_goes_without_waiting_for_the_window() -> None:
     await make_dense(batcher, store, count=200)
     start = time.monotonic()
     held = asyncio.create_task(batcher.take([check("a")]))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a twentieth of the window
     assert not held.done()  # dense: held for the window
     rest = [asyncio.create_task(batcher.take([check(f"b{i}")])) for i in range(3)]
     await asyncio.wait_for(asyncio.gather(held, *rest), 5)
@@ -134,7 +135,7 @@ async def test_holding_starts_when_company_comes() -> None:
         await asyncio.gather(*(batcher.take([check(f"k{i}")]) for i in range(10)))
     store.calls.clear()
     first = asyncio.create_task(batcher.take([check("a")]))
-    await asyncio.sleep(WINDOW_S / 4)
+    await asyncio.sleep(WINDOW_S / 4)  # a quarter of the window
     assert not first.done()  # held
     await asyncio.wait_for(asyncio.gather(first, batcher.take([check("b")])), 5)
     assert store.calls == [2]
@@ -156,7 +157,7 @@ async def test_closing_sends_what_is_held() -> None:
     await make_dense(batcher, store)
     start = time.monotonic()
     held = asyncio.create_task(batcher.take([check("k")]))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # a twentieth of the window
     assert not held.done()
     await asyncio.wait_for(batcher.aclose(), 5)
     assert held.done()

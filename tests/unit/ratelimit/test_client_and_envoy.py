@@ -11,8 +11,6 @@ from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.envoyconf.build import build_bootstrap
 from llmproxy.envoyconf.ratelimit import filter_rate_limits, ratelimit_filter
 
-pytestmark = pytest.mark.unit
-
 HEADERS = {
     "x-llmproxy-tenant": "acme",
     "x-llmproxy-key-id": "k1",

@@ -22,8 +22,7 @@ from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
-
-pytestmark = pytest.mark.unit
+from tests.harness.waiting import eventually
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -182,9 +181,7 @@ async def test_a_failing_store_degrades_to_local_limits_and_recovers(
     assert codes == [OK, OK, OK, OVER_LIMIT]
     assert degraded() == 1
     primary.failing = False
-    async with asyncio.timeout(5):
-        while degraded() != 0:  # noqa: ASYNC110 - polls a gauge the probe task sets
-            await asyncio.sleep(0.01)
+    await eventually(degraded, lambda found: found == 0, what="the probe finding the store back")
     assert (await decider.decide(key)).overall_code == OK
 
 

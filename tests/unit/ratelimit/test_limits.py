@@ -11,8 +11,6 @@ from llmproxy.ratelimit.limits import load_limits, parse_limits
 from llmproxy.ratelimit.rules import COUNTER, LOG, Limits, counter_key
 from llmproxy.ratelimit.settings import DEFAULT_LIMITS_FILE
 
-pytestmark = pytest.mark.unit
-
 GOOD = """
 domain: llmproxy
 descriptors:

@@ -8,8 +8,6 @@ from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.rules import COUNTER, LOG
 from llmproxy.ratelimit.store import Adjust, Take
 
-pytestmark = pytest.mark.unit
-
 
 class Clock:
     def __init__(self, now: int = 1_000_000_000) -> None:

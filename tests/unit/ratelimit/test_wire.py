@@ -9,8 +9,6 @@ from google.protobuf.duration_pb2 import Duration
 
 from llmproxy.ratelimit import wire
 
-pytestmark = pytest.mark.unit
-
 Response = rls_pb2.RateLimitResponse
 LIMIT = Response.RateLimit(name="per-key", requests_per_unit=60, unit=Response.RateLimit.MINUTE)
 

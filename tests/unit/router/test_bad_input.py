@@ -17,8 +17,6 @@ from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
 from tests.unit.router.fakes import FakeClient, MemoryCache
 
-pytestmark = pytest.mark.unit
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (

@@ -13,8 +13,6 @@ from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
 from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
 from llmproxy.router.reconcile_batch import ReconcileBatcher
 
-pytestmark = pytest.mark.unit
-
 HEADERS = {
     "x-llmproxy-tenant": "acme",
     "x-llmproxy-key-id": "k1",

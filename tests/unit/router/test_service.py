@@ -17,8 +17,6 @@ from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
 from tests.unit.router.fakes import FakeClient, MemoryCache, answer, failure, stream_events
 
-pytestmark = pytest.mark.unit
-
 MODEL = ModelSettings(
     name="m",
     aliases=["m-alias"],

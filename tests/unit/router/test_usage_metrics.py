@@ -7,8 +7,6 @@ from prometheus_client import CollectorRegistry, Counter
 
 from llmproxy.router.usage_metrics import OTHER_TENANT, UsageMetrics
 
-pytestmark = pytest.mark.unit
-
 
 def _metrics(max_tenants: int) -> tuple[UsageMetrics, CollectorRegistry]:
     registry = CollectorRegistry()

@@ -8,8 +8,6 @@ import pytest
 
 from llmproxy.router import warm
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize("name", ["missing.jsonl", "a-folder"])
 def test_an_unreadable_file_exits_2_naming_it_without_a_traceback(

@@ -1,0 +1,54 @@
+"""In-process gRPC services for integration tests: started on port 0, stopped in their own loop.
+
+Every `start_<service>` fixture has one shape: an `AsyncExitStack` that enters `served(...)`
+for each instance a test asks for, so that all of them are stopped, last started first, each
+one even when another's stop fails, before the test's event loop closes.
+
+Why that matters: a grpc.aio server still running when its loop closes can never be stopped.
+When grpc later shuts its async module down (as the last server or channel is garbage
+collected, in whichever test runs then) it waits, forever, for that server's pending calls, and
+meanwhile the server's finalizer warns that its `shutdown` coroutine was never awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from llmproxy.common.server import RunningServer
+
+GRACE_S = 1.0  # in-flight calls get this long at teardown; the test's own calls are gone by then
+READY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running in-process service and a channel to it."""
+
+    running: RunningServer
+    channel: grpc.aio.Channel
+
+    @property
+    def port(self) -> int:
+        """The port the service bound (it was asked for port 0)."""
+        return self.running.port
+
+
+@asynccontextmanager
+async def served(serving: Awaitable[RunningServer]) -> AsyncIterator[Served]:
+    """Start a service (its `serve(...)` awaitable) and yield it once its channel is ready.
+
+    On exit the channel is closed, then the service stops: grace for in-flight calls, then its
+    own closers (Redis clients, HTTP sessions, tasks).
+    """
+    running = await serving
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
+            yield Served(running, channel)
+    finally:
+        await running.stop(GRACE_S)

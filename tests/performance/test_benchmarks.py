@@ -1,0 +1,110 @@
+"""A tiny run of each benchmark script: it starts what it measures and reports every figure.
+
+Nothing here asserts on a figure's size (the machine is shared): only that a short run ends
+well, names each figure it promises, and, where the benchmark checks its own work, that every
+answer it counted was real. Not here: bench/bench_router.py and bench/bench_tracing.py drive
+the gateway with wrk, which the bootstrap does not install, and start whole stacks (two, for
+tracing) besides.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_TIMEOUT_S = 300  # a tiny run still starts Redis, services and load generators
+
+
+def run(*argv: str) -> str:
+    """Run a benchmark with this interpreter from the repository root; its standard output."""
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_health_reports_answer_latency_and_detection_times() -> None:
+    report = json.loads(
+        run("-m", "bench.bench_health", "--seconds", "1", "--concurrency", "2", "--rounds", "1")
+    )
+    answers = report["answers"]["concurrency_2"]
+    rpcs = {"ListProviders", "GetProvider", "grpc.health/Check", "ReportOutcomes(100)", "all"}
+    assert set(answers) == {*rpcs, "errors"}
+    for rpc in rpcs:
+        assert answers[rpc]["calls"] > 0, rpc
+        assert set(answers[rpc]) == {"calls", "per_s", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
+    assert answers["errors"] == 0
+    detection = report["detection_default_settings"]
+    assert set(detection) == {"503", "hang", "reset"}
+    for times in detection.values():
+        assert len(times["unhealthy_after_s"]) == len(times["healthy_after_recovery_s"]) == 1
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_ratelimit_reports_every_side_and_verifies_its_decisions() -> None:
+    report = json.loads(
+        run(
+            "-m",
+            "bench.bench_ratelimit",
+            "--instances=1",
+            "--requests=500",
+            "--rounds=1",
+            "--warmup=500",
+            "--connections=1",
+            "--streams=4",
+            "--limits-seconds=1",
+        )
+    )
+    assert report["benchmark"] == "ratelimit"
+    for figure in ("ours_decisions_per_s", "noop_grpc_requests_per_s", "ours_over_noop"):
+        assert figure in report
+    (measured,) = report["rounds"]
+    ours = measured["ours"]
+    assert ours["requests"] == 500
+    assert set(ours["latency_ms"]) == {"p50", "p99", "p999", "mean"}
+    # h2load counts gRPC errors as successes: the services' own metrics say each was real.
+    assert ours["verified"]["all_real_decisions"], ours["verified"]
+    assert set(report["one_caller"]) == {"ours", "noop"}
+    assert set(report["redis_benchmark_take_lua"]) == {
+        "sliding_counter_calls_per_s",
+        "sliding_counter_calls_per_s_pipelined_16",
+        "sliding_log_calls_per_s",
+        "sliding_log_calls_per_s_pipelined_16",
+        "note",
+    }
+    assert report["limits_library"]["processes"] == 1
+
+
+# bench_authz prints a line per scenario rather than JSON.
+AUTHZ_LINE = re.compile(
+    r"^(?P<scenario>.+?), (?P<in_flight>\d+) in flight +(?P<checks>\d+) checks +\d+ checks/s +"
+    r"p50 [\d.]+ ms +p90 [\d.]+ ms +p99 [\d.]+ ms +max [\d.]+ ms$",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_authz_reports_each_scenario_at_each_concurrency() -> None:
+    output = run("scripts/bench_authz.py", "--requests", "200", "--concurrency", "1,4")
+    lines = [m.groupdict() for m in AUTHZ_LINE.finditer(output)]
+    assert [(line["in_flight"], line["checks"]) for line in lines] == [("1", "200")] * 2 + [
+        ("4", "200")
+    ] * 2, output
+    assert {line["scenario"] for line in lines} == {
+        "cached key, no budget",
+        "cached key + budget (2 Redis reads)",
+    }
+    assert "load average after" in output
