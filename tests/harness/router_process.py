@@ -25,6 +25,7 @@ async def router_with_fake_provider(
 ) -> AsyncIterator[tuple[ManagedProcess, StackConfig]]:
     """Start the fake provider and the router for config data; the router calls it directly."""
     data["services"]["router"]["via_egress"] = False  # no Envoy here
+    data["redis"]["degraded_start"] = True  # no Redis either: the router answers uncached
     path, config = write_config(tmp_path, data)
     provider = fake_provider_process(
         config.fake_provider, ["gpt-4o-mini"], tmp_path / "fakeprovider.log"

@@ -53,6 +53,23 @@ def test_invalid_environment_override_stops_startup(tmp_path: Path) -> None:
     assert "envoy.admin_port: Input should be less than or equal to 65535" in done.stderr
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_redis_at_startup_stops_it_naming_the_field(tmp_path: Path, service: str) -> None:
+    # stack_config_data's Redis is on a free port where nothing listens.
+    path, config = write_config(tmp_path, stack_config_data())
+    done = subprocess.run(
+        [sys.executable, "-m", f"llmproxy.{service}", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"llmproxy.{service}: redis.url: no Redis answers at {config.redis.url}" in done.stderr
+    assert "redis.degraded_start: true" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_config_error_found_while_starting_exits_2_without_a_traceback(tmp_path: Path) -> None:
     # Found by health's serve(), not by the config model: run_service reports it all the same.
     data = stack_config_data()

@@ -16,13 +16,15 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from redis.exceptions import RedisError
 
 from llmproxy.common.chaos import agent as chaos_agent
 from llmproxy.common.component_health import ComponentHealth
-from llmproxy.common.errors import exit_on_config_error
+from llmproxy.common.errors import ConfigError, exit_on_config_error
 from llmproxy.common.logging import configure_logging
 from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
-from llmproxy.common.settings import ServiceSettings
+from llmproxy.common.redis import connect_redis
+from llmproxy.common.settings import RedisSettings, ServiceSettings
 from llmproxy.common.tracing import configure_tracing, server_interceptors, shutdown_tracing
 from llmproxy.config import StackConfig, load_config
 
@@ -143,6 +145,24 @@ async def serve_until_signalled(running: RunningServer, grace_s: float) -> None:
     log.info("stopped")
 
 
+async def require_redis(settings: RedisSettings) -> None:
+    """Raise ConfigError naming redis.url unless its Redis answers PING.
+
+    A service that starts without its Redis would run degraded from its first request, which
+    an operator who mistyped the URL would only learn from the RedisDown alert.
+    """
+    client = connect_redis(settings)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(
+            f"redis.url: no Redis answers at {settings.url} ({exc}); start it first, or set "
+            "redis.degraded_start: true to start without it"
+        ) from exc
+    finally:
+        await client.aclose()
+
+
 def run_service(
     name: str,
     settings_of: Callable[[StackConfig], ServiceSettings],
@@ -166,6 +186,12 @@ def run_service(
     async def main() -> None:
         metrics_port = start_metrics_server(settings.listen_host, settings.metrics_port)
         running = await serve(config)
+        if not config.redis.degraded_start:
+            try:
+                await require_redis(config.redis)
+            except ConfigError:
+                await running.stop(0)
+                raise
         # What startup built (modules, classes, configuration) lives as long as the process:
         # out of the garbage collector's sight, every full collection under load is shorter
         # (its pauses stall the loop; Envoy gives a rate limit call 100 ms). No collection

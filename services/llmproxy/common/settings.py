@@ -98,6 +98,12 @@ class RedisSettings(StrictModel):
     retries: int = Field(
         2, ge=0, le=10, description="Retries of a failed Redis call, with jittered backoff."
     )
+    degraded_start: bool = Field(
+        False,
+        description="Whether a service may start while its Redis does not answer (and run on "
+        "its fallback until it does); false, the default, stops startup with exit 2 naming "
+        "redis.url.",
+    )
 
     @model_validator(mode="after")
     def _check_sentinel(self) -> RedisSettings:
