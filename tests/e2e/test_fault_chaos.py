@@ -256,7 +256,10 @@ async def test_a_breached_hypothesis_rolls_the_experiment_back(chaos: Chaos) -> 
         return chaos.get("breach").state
 
     await eventually(
-        state_under_load, lambda state: state == fault_pb2.EXPERIMENT_STATE_ROLLED_BACK, 20
+        state_under_load,
+        lambda state: state == fault_pb2.EXPERIMENT_STATE_ROLLED_BACK,
+        what="the breached experiment rolled back",
+        timeout_s=20,
     )
     print(
         f"\nchaos: breached hypothesis rolled back {time.monotonic() - started:.1f} s after start"
