@@ -1,5 +1,8 @@
 """Known keys keep working while Redis is down: last-known records, for a bounded grace.
 
+The lookups' Redis client answers within `redis_timeout_s` and does not retry (authz.server),
+so a hanging Redis turns into a decision from memory well within Envoy's timeout.
+
 Every key record and budget spend read from Redis is remembered here. When Redis stops
 answering, checks are decided from what was remembered (`common.fallback` decides when), for
 at most `stale_grace_s` from the moment Redis was lost; after that, and for any key never seen,
@@ -21,12 +24,13 @@ from redis.exceptions import RedisError
 from llmproxy.authz.authorizer import KeyLookup, SpendLookup
 from llmproxy.authz.errors import KeyStoreUnavailableError
 from llmproxy.authz.records import Atoms, KeyRecord
-from llmproxy.common.fallback import FallbackSwitch, bounded
+from llmproxy.common.fallback import FallbackSwitch
 from llmproxy.common.usage import Period
 
 log = logging.getLogger(__name__)
 
 SpendKey = tuple[str, str, str]  # (subject, name, period)
+_UNAVAILABLE = (RedisError, OSError, TimeoutError)
 
 
 class LastKnown:
@@ -35,7 +39,7 @@ class LastKnown:
 
     def __init__(self, max_keys: int) -> None:
         self._max = max_keys
-        self._records: OrderedDict[str, Atoms] = OrderedDict()
+        self._records: OrderedDict[str, tuple[int, Atoms]] = OrderedDict()
         self._spend: OrderedDict[SpendKey, float] = OrderedDict()
 
     def remember(self, key_id: str, record: KeyRecord | None) -> None:
@@ -43,15 +47,17 @@ class LastKnown:
         if record is None:
             self._records.pop(key_id, None)
             return
-        self._records[key_id] = record.as_atoms()
+        known = self._records.get(key_id)
+        if known is None or known[0] != record.version:  # a record changes only with its version
+            self._records[key_id] = (record.version, record.as_atoms())
         self._records.move_to_end(key_id)
         if len(self._records) > self._max:
             self._records.popitem(last=False)
 
     def record(self, key_id: str) -> KeyRecord | None:
         """The last-known record of key_id, or None if it was never seen."""
-        atoms = self._records.get(key_id)
-        return None if atoms is None else KeyRecord.from_atoms(atoms)
+        known = self._records.get(key_id)
+        return None if known is None else KeyRecord.from_atoms(known[1])
 
     def remember_spend(self, key: SpendKey, amount: float) -> None:
         """Keep a spend as last read."""
@@ -74,7 +80,7 @@ class FallbackKeys:
         usage: SpendLookup,
         *,
         ping: Callable[[], Awaitable[object]],
-        timeout_s: float,
+        probe_timeout_s: float,
         stale_grace_s: float,
         max_keys: int,
         probe_interval_s: float = 0.5,
@@ -83,7 +89,6 @@ class FallbackKeys:
     ) -> None:
         self._keys = keys
         self._usage = usage
-        self._timeout_s = timeout_s
         self._grace_s = stale_grace_s
         self._clock = clock
         self._on_change = on_change
@@ -94,10 +99,10 @@ class FallbackKeys:
             degraded_message="redis unreachable: known keys are authorized from their "
             "last-known records",
             restored_message="redis reachable again: keys are read from Redis",
-            unavailable=(RedisError, OSError, TimeoutError),
+            unavailable=_UNAVAILABLE,
             probe_interval_s=probe_interval_s,
             probe=ping,
-            probe_timeout_s=timeout_s,
+            probe_timeout_s=probe_timeout_s,
             on_change=self._changed,
             clock=clock,
         )
@@ -121,40 +126,43 @@ class FallbackKeys:
                 "of last-known keys"
             )
 
+    # Both lookups run on every check: the switch's protocol written out, without the closures
+    # FallbackSwitch.call would take.
+
     async def get(self, key_id: str) -> KeyRecord | None:
         """The record of key_id: from Redis (through the cache), or its last-known one."""
-
-        async def primary() -> KeyRecord | None:
-            record = await bounded(self._keys.get(key_id), self._timeout_s)
-            self.last_known.remember(key_id, record)
-            return record
-
-        async def local() -> KeyRecord | None:
-            self._within_grace()
-            record = self.last_known.record(key_id)
-            if record is None:  # never seen: no verdict without Redis
-                raise KeyStoreUnavailableError(f"Redis unreachable and key {key_id} unknown here")
-            return record
-
-        return await self._switch.call(primary, local)
+        if self._switch.use_primary():
+            try:
+                record = await self._keys.get(key_id)
+            except _UNAVAILABLE as exc:
+                self._switch.failed(exc)
+            else:
+                self._switch.succeeded()
+                self.last_known.remember(key_id, record)
+                return record
+        self._within_grace()
+        known = self.last_known.record(key_id)
+        if known is None:  # never seen: no verdict without Redis
+            raise KeyStoreUnavailableError(f"Redis unreachable and key {key_id} unknown here")
+        return known
 
     async def spend_usd(self, subject: str, name: str, period: Period) -> float:
         """Spend so far this period: from Redis, or as last read while it is down."""
         key = (subject, name, period)
-
-        async def primary() -> float:
-            amount = await bounded(self._usage.spend_usd(subject, name, period), self._timeout_s)
-            self.last_known.remember_spend(key, amount)
-            return amount
-
-        async def local() -> float:
-            self._within_grace()
-            amount = self.last_known.spend(key)
-            if amount is None:
-                raise KeyStoreUnavailableError(f"Redis unreachable and no spend known for {name}")
-            return amount
-
-        return await self._switch.call(primary, local)
+        if self._switch.use_primary():
+            try:
+                amount = await self._usage.spend_usd(subject, name, period)
+            except _UNAVAILABLE as exc:
+                self._switch.failed(exc)
+            else:
+                self._switch.succeeded()
+                self.last_known.remember_spend(key, amount)
+                return amount
+        self._within_grace()
+        known = self.last_known.spend(key)
+        if known is None:
+            raise KeyStoreUnavailableError(f"Redis unreachable and no spend known for {name}")
+        return known
 
     async def aclose(self) -> None:
         """Stop probing Redis."""

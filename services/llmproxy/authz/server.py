@@ -46,7 +46,13 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
         log.warning("admin API disabled", extra={"unset": settings.admin_token_env})
     redis = connect_redis(config.redis)
     store = RedisKeyStore(redis, settings.audit_max_records)
-    keys = CachedKeys(store, KeyCache(settings.cache_ttl_s, settings.cache_max_keys))
+    # Checks read through a client of their own: tighter than the stack's settings and without
+    # retries, so a slow Redis becomes a decision from last-known records, not a 503.
+    lookup_redis = connect_redis(
+        config.redis.model_copy(update={"socket_timeout_s": settings.redis_timeout_s, "retries": 0})
+    )
+    lookup_store = RedisKeyStore(lookup_redis, settings.audit_max_records)
+    keys = CachedKeys(lookup_store, KeyCache(settings.cache_ttl_s, settings.cache_max_keys))
     follower = asyncio.create_task(keys.follow(RedisInvalidationFeed(config.redis)))
     # Serving before the first subscription attempt ends would only mean uncached lookups;
     # waiting for it (connection refused is quick) makes the cache useful from the start.
@@ -62,9 +68,9 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
 
     lookups = FallbackKeys(
         keys,
-        RedisUsageStore(redis),
-        ping=redis.ping,
-        timeout_s=settings.redis_timeout_s,
+        RedisUsageStore(lookup_redis),
+        ping=lookup_redis.ping,
+        probe_timeout_s=settings.redis_timeout_s,
         stale_grace_s=settings.stale_grace_s,
         max_keys=settings.cache_max_keys,
         on_change=keys_mode,
@@ -85,7 +91,10 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
             await follower
 
     running = await start_server(
-        settings, register, closers=[stop_follower, lookups.aclose, redis.aclose], service="authz"
+        settings,
+        register,
+        closers=[stop_follower, lookups.aclose, lookup_redis.aclose, redis.aclose],
+        service="authz",
     )
     await running.components.set("keys", True)
     # Reported only: known keys are still authorized while Redis is down.

@@ -69,7 +69,7 @@ def fallback(redis: Redis, clock: Clock, grace_s: float = 300) -> tuple[Fallback
         redis,
         redis,
         ping=redis.ping,
-        timeout_s=1,
+        probe_timeout_s=1,
         stale_grace_s=grace_s,
         max_keys=10,
         probe_interval_s=0.01,
