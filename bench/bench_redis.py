@@ -34,7 +34,7 @@ from llmproxy.common.net import free_port
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.devstack.redis import redis_process
-from llmproxy.devstack.redis_sentinel import sentinel_topology
+from llmproxy.devstack.redis_sentinel import sentinel_topology, start_topology
 
 RECORD = json.dumps(
     {"key_hash": "ab" * 32, "tenant": "acme", "user": "u", "labels": {}}
@@ -83,11 +83,7 @@ async def one_failover(workdir: Path) -> float:
     primary, replica, watchers = sentinel_topology(url, workdir, ports=(free_port(), free_port()))
     everything = [primary, replica, *watchers]
     try:
-        for group in ([primary], [replica], watchers):
-            for process in group:
-                process.start()
-            for process in group:
-                await process.wait_ready(15)
+        await start_topology(primary, replica, watchers)
         client = connect_redis(RedisSettings(url=url))
         await client.set("before", "1")
         primary.kill()

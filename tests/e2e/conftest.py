@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import grpc
 import pytest
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.devstack.stack import Stack
+from tests.harness import logs
+from tests.harness.configs import stack_config_data, write_config
 
 
 def admin_metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
@@ -25,6 +31,19 @@ def create_key(stack: Stack, **fields: object) -> authz_pb2.CreateKeyResponse:
             timeout=10,
         )
     return reply
+
+
+@pytest.fixture
+async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A whole stack of the test's own, for a test that stops or kills part of it."""
+    path, config = write_config(tmp_path, stack_config_data())
+    stack = Stack(config, path, tmp_path / "run", os.environ)
+    await stack.start()
+    logs.watch(request.node, *stack.processes.values())
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="session")

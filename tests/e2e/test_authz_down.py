@@ -3,32 +3,13 @@ router. Its own stack, since the test stops a service."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
-import pytest
 
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.stack import Stack
-from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
 from tests.harness.waiting import eventually
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    path, config = write_config(tmp_path, stack_config_data())
-    stack = Stack(config, path, tmp_path / "run", os.environ)
-    await stack.start()
-    logs.watch(request.node, *stack.processes.values())
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 async def test_requests_fail_closed_with_503_when_authz_is_stopped(own_stack: Stack) -> None:

@@ -4,34 +4,16 @@ and restarted, and the same key works after. Its own stack, since the test kills
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.stack import Stack
-from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
 
 RATE_PER_S = 10
 OUTAGE_S = 15
 BACK_WITHIN_S = 10
-
-
-@pytest.fixture
-async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    path, config = write_config(tmp_path, stack_config_data())
-    stack = Stack(config, path, tmp_path / "run", os.environ)
-    await stack.start()
-    logs.watch(request.node, *stack.processes.values())
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 async def test_known_keys_see_no_5xx_while_redis_is_killed_and_restarted(

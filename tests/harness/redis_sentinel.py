@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.redis_sentinel import sentinel_topology
+from llmproxy.devstack.redis_sentinel import sentinel_topology, start_topology
 from tests.harness import logs
 from tests.harness.ports import free_port
 
@@ -41,11 +41,7 @@ async def sentinel_redis(
     everything = [primary, replica, *sentinels]
     logs.watch(request.node, *everything)
     try:
-        for group in ([primary], [replica], sentinels):
-            for process in group:
-                process.start()
-            for process in group:
-                await process.wait_ready(15)
+        await start_topology(primary, replica, sentinels)
         yield SentinelRedis(url, primary, replica, sentinels, *ports)
     finally:
         for process in reversed(everything):

@@ -21,13 +21,12 @@ from llmproxy.authz import server as authz_server
 from llmproxy.common.contract import component_health_name
 from llmproxy.common.server import RunningServer
 from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
-from llmproxy.devstack.redis import redis_process
 from llmproxy.fault import server as fault_server
 from llmproxy.health import server as health_server
 from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
-from tests.harness import logs
 from tests.harness.ports import free_port
+from tests.harness.redis_server import own_redis
 from tests.harness.services import served
 from tests.harness.waiting import eventually
 
@@ -149,16 +148,11 @@ def health_check(server: RunningServer, service: str) -> Callable[[], Awaitable[
 async def test_a_service_reports_its_redis_dying_and_coming_back(
     name: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    redis = redis_process(url, tmp_path / "redis", tmp_path / "redis.log")
-    logs.watch(request.node, redis)
-    redis.start()
-    await redis.wait_ready(15)
     environ = {f"LLMPROXY__SERVICES__{n.upper()}__GRPC_PORT": "0" for n in SERVERS}
-    config = load_config(DEFAULT_CONFIG, environ={**environ, "LLMPROXY__REDIS__URL": url})
-    async with served(SERVERS[name][0](config)) as service:
-        component = health_check(service.running, component_health_name(name, "redis"))
-        try:
+    async with own_redis(tmp_path, request) as (url, redis):
+        config = load_config(DEFAULT_CONFIG, environ={**environ, "LLMPROXY__REDIS__URL": url})
+        async with served(SERVERS[name][0](config)) as service:
+            component = health_check(service.running, component_health_name(name, "redis"))
             await eventually(component, lambda s: s == "SERVING", what="redis up", timeout_s=10)
             redis.kill()
             await eventually(
@@ -169,5 +163,3 @@ async def test_a_service_reports_its_redis_dying_and_coming_back(
             redis.start()  # the same port, as a supervisor restarts it
             await redis.wait_ready(15)
             await eventually(component, lambda s: s == "SERVING", what="redis back", timeout_s=15)
-        finally:
-            redis.stop()

@@ -69,6 +69,20 @@ def _sentinel(
     return ManagedProcess(f"sentinel-{port}", argv, folder / "sentinel.log", ready, environ)
 
 
+async def start_topology(
+    primary: ManagedProcess,
+    replica: ManagedProcess,
+    sentinels: list[ManagedProcess],
+    timeout_s: float = 15.0,
+) -> None:
+    """Start the primary, then its replica, then the sentinels, each group once ready."""
+    for group in ([primary], [replica], sentinels):
+        for process in group:
+            process.start()
+        for process in group:
+            await process.wait_ready(timeout_s)
+
+
 def sentinel_topology(
     url: str,
     workdir: Path,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -11,36 +9,16 @@ import pytest
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.store import RedisKeyStore
 from llmproxy.common.errors import ConfigError
-from llmproxy.common.redis import AnyRedis, connect_redis
+from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
 from llmproxy.config import DEFAULT_CONFIG, load_config
-from llmproxy.devstack.process import ManagedProcess
-from llmproxy.devstack.redis import redis_process
 from llmproxy.router.cache.store import CachedAnswer, RedisResponseCache
-from tests.harness import logs
-from tests.harness.ports import free_port
+from tests.harness.redis_server import own_redis
 from tests.integration.router.conftest import StartRouter
 
 ENTRY = b"x" * 64 * 1024  # 200 answers of 64 KiB: more than three times the cache's maxmemory
 CACHED = {"model": "gpt", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0}
-
-
-@asynccontextmanager
-async def redis_at(
-    tmp_path: Path, name: str, request: pytest.FixtureRequest
-) -> AsyncIterator[tuple[str, AnyRedis, ManagedProcess]]:
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    process = redis_process(url, tmp_path / name, tmp_path / f"{name}.log", name=name)
-    logs.watch(request.node, process)
-    process.start()
-    client = connect_redis(RedisSettings(url=url))
-    try:
-        await process.wait_ready(15)
-        yield url, client, process
-    finally:
-        await client.aclose()
-        process.stop()
 
 
 def key_record(index: int) -> KeyRecord:
@@ -58,32 +36,42 @@ async def test_filling_the_cache_past_maxmemory_leaves_keys_and_usage_alone(
     start_router: StartRouter, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     async with (
-        redis_at(tmp_path, "redis", request) as (main_url, main, _),
-        redis_at(tmp_path, "redis-cache", request) as (cache_url, cache_client, _),
+        own_redis(tmp_path, request) as (main_url, _),
+        own_redis(tmp_path, request, "redis-cache") as (cache_url, _),
     ):
-        store, usage = RedisKeyStore(main), RedisUsageStore(main)
-        records = [key_record(i) for i in range(200)]
-        for record in records:
-            await store.create(record)
-        who = Identity(tenant="acme", user="u", key_id=records[0].key_id)
-        await usage.record(who, "gpt", Usage(10, 5, 0.25))
-        settings = {"redis_url": cache_url, "maxmemory_policy": "allkeys-lru", "maxmemory": "4mb"}
-        router = await start_router(main_url, cache=settings)
-        # The router configured its cache's Redis, and only that one.
-        assert (await cache_client.config_get("maxmemory"))["maxmemory"] == str(4 * 2**20)
-        assert (await main.config_get("maxmemory-policy"))["maxmemory-policy"] == "noeviction"
-        filler = RedisResponseCache(cache_client, backoff_s=1)
-        for i in range(200):
-            answer = CachedAnswer("application/json", ENTRY, "gpt", tenant="acme")
-            await filler.put(f"{i:064x}", answer, ttl_s=3600, tags=())
-        assert (await cache_client.info("stats"))["evicted_keys"] > 0
-        # The cache keeps working: a new answer is stored and hits.
-        assert (await router.chat(CACHED))[0]["x-cache"] == "MISS"
-        assert (await router.chat(CACHED))[0]["x-cache"] == "HIT"
-        assert await filler.get(f"{199:064x}") is not None  # the newest entries stay
-        assert [await store.get(r.key_id) for r in records] == records
-        assert await usage.spend_usd("key", who.key_id, "day") == 0.25
-        assert await main.keys("llmproxy:cache:*") == []  # no cache entry in the stack's Redis
+        main = connect_redis(RedisSettings(url=main_url))
+        cache_client = connect_redis(RedisSettings(url=cache_url))
+        try:
+            store, usage = RedisKeyStore(main), RedisUsageStore(main)
+            records = [key_record(i) for i in range(200)]
+            for record in records:
+                await store.create(record)
+            who = Identity(tenant="acme", user="u", key_id=records[0].key_id)
+            await usage.record(who, "gpt", Usage(10, 5, 0.25))
+            settings = {
+                "redis_url": cache_url,
+                "maxmemory_policy": "allkeys-lru",
+                "maxmemory": "4mb",
+            }
+            router = await start_router(main_url, cache=settings)
+            # The router configured its cache's Redis, and only that one.
+            assert (await cache_client.config_get("maxmemory"))["maxmemory"] == str(4 * 2**20)
+            assert (await main.config_get("maxmemory-policy"))["maxmemory-policy"] == "noeviction"
+            filler = RedisResponseCache(cache_client, backoff_s=1)
+            for i in range(200):
+                answer = CachedAnswer("application/json", ENTRY, "gpt", tenant="acme")
+                await filler.put(f"{i:064x}", answer, ttl_s=3600, tags=())
+            assert (await cache_client.info("stats"))["evicted_keys"] > 0
+            # The cache keeps working: a new answer is stored and hits.
+            assert (await router.chat(CACHED))[0]["x-cache"] == "MISS"
+            assert (await router.chat(CACHED))[0]["x-cache"] == "HIT"
+            assert await filler.get(f"{199:064x}") is not None  # the newest entries stay
+            assert [await store.get(r.key_id) for r in records] == records
+            assert await usage.spend_usd("key", who.key_id, "day") == 0.25
+            assert await main.keys("llmproxy:cache:*") == []  # no cache entry in the stack's Redis
+        finally:
+            await main.aclose()
+            await cache_client.aclose()
 
 
 @pytest.mark.parametrize(
