@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -61,6 +60,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.wrappers_pb2 import UInt64Value
 
 from bench.ports import wait_port
+from llmproxy.common.net import free_port_block
 from llmproxy.devstack.redis import redis_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,22 +97,6 @@ def ensure_tools() -> None:
         sudo = [] if os.geteuid() == 0 else ["sudo"]
         subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
         subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True)
-
-
-def free_ports(count: int) -> int:
-    """A port p with p .. p+count-1 all free."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(base, base + count):
-                    taken = stack.enter_context(socket.socket())
-                    taken.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
 
 
 def body(key: int) -> bytes:
@@ -311,7 +295,7 @@ def ours_running(
     """N ratelimit processes on redis_url: their gRPC ports, metrics ports and pids."""
     limits = work / "limits.yaml"
     limits.write_text(LIMITS)
-    grpc_base, metrics_base = free_ports(args.instances), free_ports(args.instances)
+    grpc_base, metrics_base = free_port_block(args.instances), free_port_block(args.instances)
     config = yaml.safe_load((ROOT / "deploy" / "llmproxy.yaml").read_text())
     config["log_level"] = "WARNING"
     config["redis"]["url"] = redis_url
@@ -398,7 +382,7 @@ def measure_ours(
 @contextlib.contextmanager
 def noop_running(args: argparse.Namespace, work: Path) -> Iterator[tuple[list[int], list[int]]]:
     """N no-op servers: their ports and pids."""
-    base = free_ports(args.instances)
+    base = free_port_block(args.instances)
     ports = [base + i for i in range(args.instances)]
     with processes(
         [[PYTHON, str(BENCH / "noop_server.py"), str(p)] for p in ports], work, "noop"
@@ -561,7 +545,7 @@ def main() -> None:
             data = work / f"body-{index}.bin"
             data.write_bytes(body(index))
             files.append(data)
-        redis_port = free_ports(1)
+        redis_port = free_port_block(1)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         server = redis_process(redis_url, work / "redis", work / "redis.log")
         server.start()

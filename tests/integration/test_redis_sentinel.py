@@ -15,9 +15,13 @@ from redis.exceptions import RedisError
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.authz.server import serve as serve_authz
 from llmproxy.common.errors import ConfigError
+from llmproxy.common.net import free_port_block
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.config import DEFAULT_CONFIG, load_config
+from llmproxy.devstack.stack import Stack
+from tests.harness import logs
+from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_sentinel import PRIMARY_NAME, SentinelRedis, sentinel_redis
 from tests.harness.services import served
 from tests.harness.waiting import eventually
@@ -147,3 +151,32 @@ def test_a_wrong_sentinel_url_is_a_config_error_naming_the_field(url: str, says:
     with pytest.raises(ConfigError, match="redis") as raised:
         load_config(DEFAULT_CONFIG, {"LLMPROXY__REDIS__URL": url})
     assert says in str(raised.value)
+
+
+async def test_the_stack_starts_a_sentinel_topology_and_the_caches_own_redis(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    data = stack_config_data()
+    # Three sentinels on free ports, the two data nodes on the two ports after the last one.
+    last = free_port_block(5) + 2
+    sentinels = ",".join(f"127.0.0.1:{port}" for port in (last - 2, last - 1, last))
+    data["redis"]["url"] = f"redis+sentinel://{sentinels}/{PRIMARY_NAME}/0"
+    path, config = write_config(tmp_path, data)
+    stack = Stack(config, path, tmp_path / "run", {})
+    try:
+        await stack.start_redis(20)
+        logs.watch(request.node, *stack.processes.values())
+        assert sorted(stack.processes) == [
+            "redis-cache",
+            "redis-primary",
+            "redis-replica",
+            *(f"sentinel-{port}" for port in (last - 2, last - 1, last)),
+        ]
+        client = connect_redis(config.redis)
+        try:
+            await client.set("k", "v")
+            assert await client.get("k") == b"v"
+        finally:
+            await client.aclose()
+    finally:
+        stack.stop()

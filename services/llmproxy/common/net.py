@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 
@@ -30,3 +31,21 @@ def free_port() -> int:
         if port not in _handed_out:
             _handed_out.add(port)
             return port
+
+
+def free_port_block(count: int) -> int:
+    """A port p with p .. p+count-1 all free now, for servers that take consecutive ports
+    (ratelimit instances, a Sentinel topology and its data nodes)."""
+    while True:
+        base = free_port()
+        if base + count > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    taken = stack.enter_context(socket.socket())
+                    taken.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.update(range(base, base + count))
+        return base

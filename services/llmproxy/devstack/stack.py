@@ -82,10 +82,12 @@ class Stack:
             self.config.redis.url, self.workdir / "redis", self._log("redis"), self.environ
         )
 
-    async def _start_redis(self, timeout_s: float) -> None:
+    async def start_redis(self, timeout_s: float) -> None:
+        """Start the Redis the configuration names, the cache's own included (see below)."""
         # Each Redis the configuration names on loopback, unless one already answers there
         # (Debian's redis-server package starts one on 6379 as it installs: use it).
         settings = self.config.redis
+        redis = None
         if settings.url.startswith(SENTINEL_SCHEME):
             hosts = {host for host, _ in parse_sentinel_url(settings.url).sentinels}
             if settings.managed and hosts <= LOOPBACK:
@@ -94,10 +96,11 @@ class Stack:
                 )
                 await self._launch(primary, timeout_s=timeout_s)
                 await self._launch(replica, *sentinels, timeout_s=timeout_s)
-            return
-        redis, cache = self._redis(), self._cache_redis()
-        if redis is not None and await redis_pong(settings.url):
-            redis = None
+        else:
+            redis = self._redis()
+            if redis is not None and await redis_pong(settings.url):
+                redis = None
+        cache = self._cache_redis()  # the cache's own Redis, whatever the stack's topology
         cache_url = self.config.services.router.cache.redis_url
         if cache is not None and cache_url and await redis_pong(cache_url):
             cache = None
@@ -188,7 +191,7 @@ class Stack:
         """Start every component and wait until each is ready; on failure stop what started."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            await self._start_redis(timeout_s)
+            await self.start_redis(timeout_s)
             await self._launch(self._fake_provider(), timeout_s=timeout_s)
             await self._launch(*self._services(), timeout_s=timeout_s)
             await self._launch(self._envoy(), timeout_s=timeout_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 
@@ -9,7 +10,7 @@ import pytest
 
 from llmproxy.authz.errors import KeyRevokedError
 from llmproxy.common.errors import ConfigError, exit_on_config_error
-from llmproxy.common.net import free_port, is_ip
+from llmproxy.common.net import free_port, free_port_block, is_ip
 from llmproxy.common.openai_errors import OpenAIError, error_object
 from llmproxy.common.timestamps import duration, optional_timestamp, seconds, timestamp
 from llmproxy.ratelimit.errors import LimitsConfigError
@@ -74,3 +75,10 @@ def test_free_port_is_bindable_and_never_handed_out_twice() -> None:
     assert len(ports) == 20
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", ports.pop()))
+
+
+def test_a_free_port_block_is_consecutive_and_bindable() -> None:
+    base = free_port_block(5)
+    with contextlib.ExitStack() as stack:
+        for port in range(base, base + 5):
+            stack.enter_context(socket.socket()).bind(("127.0.0.1", port))
