@@ -118,7 +118,7 @@ class StackConfig(StrictModel):
         # usage, limits and experiments, allkeys-* evicts keys and volatile-* evicts the usage
         # and rate limit counters (they have TTLs too). Only a Redis of the cache's own may.
         cache = self.services.router.cache
-        if cache.redis_url is not None and cache.redis_url != self.redis.url:
+        if self.cache_redis_url is not None:
             return
         for field in ("maxmemory_policy", "maxmemory"):
             value = getattr(cache, field)
@@ -128,6 +128,12 @@ class StackConfig(StrictModel):
                     "and evict API keys, usage or rate limit counters under cache pressure; "
                     "set services.router.cache.redis_url to a Redis of the cache's own"
                 )
+
+    @property
+    def cache_redis_url(self) -> str | None:
+        """The response cache's own Redis, or None when the cache shares the stack's."""
+        url = self.services.router.cache.redis_url
+        return None if url is None or url == self.redis.url else url
 
     def enabled_providers(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
         """The providers whose key is present in environ (or that need none)."""

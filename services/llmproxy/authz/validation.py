@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 
 from llmproxy.authz.errors import InvalidArgumentError
 from llmproxy.authz.keys import KEY_ID_PATTERN
+from llmproxy.common.contract import TENANT_PATTERN, TENANT_RULE
 
 # Tenants, users and tiers travel in headers and rate limit descriptors and name Redis keys.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 LABEL_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}$")
 MODEL_PATTERN = re.compile(r"^[!-~]{1,200}$")  # printable ASCII, no spaces
@@ -36,11 +36,8 @@ def name(field: str, value: str, default: str | None = None) -> str:
     """A tenant or user name; default when empty (required when there is no default)."""
     if not value and default is not None:
         return default
-    if not NAME_PATTERN.match(value):
-        raise InvalidArgumentError(
-            f"{field}: {value[:70]!r} must be 1-64 letters, digits, '.', '_', '@' or '-', "
-            "starting with a letter or digit"
-        )
+    if not TENANT_PATTERN.match(value):
+        raise InvalidArgumentError(f"{field}: {value[:70]!r} must be {TENANT_RULE}")
     return value
 
 

@@ -8,8 +8,15 @@ two can never disagree.
 
 from __future__ import annotations
 
+import re
+
 # The control-plane services, in the order the launcher starts them.
 SERVICES = ("router", "ratelimit", "authz", "health", "fault")
+
+# Tenant and user names as authz gives them to keys; whoever else takes a tenant (a fault
+# experiment's target, the tenant a cache is warmed for) accepts exactly these.
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+TENANT_RULE = "1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit"
 
 # --- Identity: set by authz on allowed requests, trusted by the rate limiter and the router.
 # Envoy strips a client's copies of every trusted header before ext_authz runs.

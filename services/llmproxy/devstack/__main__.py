@@ -68,8 +68,8 @@ def _redis_note(stack: Stack) -> str:
     else:
         state = "already running, not started"
     lines = [f"  Redis           {config.redis.url}   ({state})"]
-    cache = config.services.router.cache.redis_url
-    if cache and cache != config.redis.url:
+    cache = config.cache_redis_url
+    if cache is not None:
         started = "not persisted" if "redis-cache" in stack.processes else "already running"
         lines.append(f"  Cache Redis     {cache}   ({started}; evicts cache entries only)")
     return "".join(f"{line}\n" for line in lines)

@@ -101,15 +101,15 @@ class Stack:
             if redis is not None and await redis_pong(settings.url):
                 redis = None
         cache = self._cache_redis()  # the cache's own Redis, whatever the stack's topology
-        cache_url = self.config.services.router.cache.redis_url
+        cache_url = self.config.cache_redis_url
         if cache is not None and cache_url and await redis_pong(cache_url):
             cache = None
         await self._launch(redis, cache, timeout_s=timeout_s)
 
     def _cache_redis(self) -> ManagedProcess | None:
         # The response cache's own Redis, managed alongside the stack's (router.cache.redis_url).
-        url = self.config.services.router.cache.redis_url
-        if url is None or url == self.config.redis.url or not self.config.redis.managed:
+        url = self.config.cache_redis_url
+        if url is None or not self.config.redis.managed:
             return None
         if urlsplit(url).hostname not in LOOPBACK:
             return None

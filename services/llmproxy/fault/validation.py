@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from google.protobuf import timestamp_pb2
 
 from llmproxy._gen.fault.v1 import fault_pb2
+from llmproxy.common.contract import TENANT_PATTERN
 from llmproxy.fault.errors import InvalidExperimentError
 from llmproxy.fault.severity import CAPS, severity_name
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MAX_DELAY_MS = 60_000
 MAX_MEMORY_MB = 1024
 DEFAULT_MIN_REQUESTS = 20

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from llmproxy._gen.router.v1 import router_pb2, router_pb2_grpc
+from llmproxy.common.contract import TENANT_PATTERN, TENANT_RULE
 from llmproxy.common.grpc_types import Context
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import ResponseCache
@@ -16,7 +17,6 @@ from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.settings import ModelSettings
 
 MAX_WARM_LINES = 10_000
-MAX_TENANT = 64  # tenants are names authz gives keys, never longer
 
 
 class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
@@ -113,10 +113,9 @@ class RouterControlServicer(router_pb2_grpc.RouterServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "tenant is required: cache.scope is tenant, so entries are cached per tenant",
             )
-        if tenant is not None and (len(tenant) > MAX_TENANT or not tenant.isprintable()):
+        if tenant is not None and not TENANT_PATTERN.match(tenant):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"tenant must be printable and at most {MAX_TENANT} characters",
+                grpc.StatusCode.INVALID_ARGUMENT, f"tenant: {tenant[:70]!r} must be {TENANT_RULE}"
             )
         lines = request.jsonl.splitlines()
         if len(lines) > MAX_WARM_LINES:

@@ -88,8 +88,8 @@ async def serve(
     redis = connect_redis(config.redis)
     # The cache's own Redis when configured: cache pressure there evicts nothing authoritative.
     cache_redis = (
-        connect_redis(config.redis.model_copy(update={"url": settings.cache.redis_url}))
-        if settings.cache.redis_url and settings.cache.redis_url != config.redis.url
+        connect_redis(config.redis.model_copy(update={"url": config.cache_redis_url}))
+        if config.cache_redis_url
         else redis
     )  # the stack's Redis otherwise, then with no eviction settings (StackConfig refuses them)
     cache = RedisResponseCache(cache_redis, settings.cache.redis_backoff_s)

@@ -169,7 +169,12 @@ async def test_warming_from_jsonl(router: Router) -> None:
 
 async def test_warming_needs_a_valid_tenant_under_tenant_scope(router: Router) -> None:
     jsonl = json.dumps({"model": "gpt", "messages": HELLO})
-    for tenant, says in (("", "tenant is required"), ("x" * 65, "at most 64"), ("a\nb", "")):
+    for tenant, says in (
+        ("", "tenant is required"),
+        ("x" * 65, "must be 1-64 letters"),
+        ("a\nb", "must be 1-64 letters"),
+        ("-acme", "starting with a letter or digit"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await router.control.WarmCache(router_pb2.WarmCacheRequest(jsonl=jsonl, tenant=tenant))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
