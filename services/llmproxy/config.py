@@ -18,7 +18,12 @@ from pydantic import Field, ValidationError, model_validator
 
 from llmproxy.authz.settings import AuthzSettings
 from llmproxy.common.errors import ConfigError
-from llmproxy.common.settings import ProviderSettings, RedisSettings, StrictModel
+from llmproxy.common.settings import (
+    ControlSettings,
+    ProviderSettings,
+    RedisSettings,
+    StrictModel,
+)
 from llmproxy.common.tracing_settings import TracingSettings
 from llmproxy.fault.settings import FaultSettings
 from llmproxy.health.settings import HealthSettings
@@ -83,6 +88,7 @@ class StackConfig(StrictModel):
     envoy: EnvoySettings = EnvoySettings()
     redis: RedisSettings = RedisSettings()
     services: ServicesSettings = ServicesSettings()
+    control: ControlSettings = ControlSettings()
     fake_provider: FakeProviderSettings = FakeProviderSettings()
     tracing: TracingSettings = TracingSettings()
     providers: list[ProviderSettings] = Field(

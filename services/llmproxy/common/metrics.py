@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.interceptors import WrappingInterceptor, status_name
 
 RPC_STARTED = Counter("llmproxy_grpc_server_started_total", "RPCs started.", ["service", "method"])
 RPC_HANDLED = Counter(
@@ -72,59 +73,14 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
-def _code_of(context: Context) -> str:
-    code = context.code()
-    if code is None:
-        return "OK"
-    return str(code.name) if isinstance(code, grpc.StatusCode) else str(code)
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Counts and times every unary and server-streaming RPC the server handles."""
 
-    def __init__(self) -> None:
-        # Wrapped handlers by method: built once, not on every call (the rate limiter's
-        # decisions are hot enough for that to show).
-        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+    def wrap_unary(self, behavior: Any, method: str) -> Any | None:
+        return None if method in _SELF_COUNTED else _timed_unary(behavior, *_split(method))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if method in _SELF_COUNTED:
-            return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap(
-        handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        service, name = _split(method)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _timed_unary(handler.unary_unary, service, name),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _timed_stream(handler.unary_stream, service, name),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+    def wrap_stream(self, behavior: Any, method: str) -> Any | None:
+        return None if method in _SELF_COUNTED else _timed_stream(behavior, *_split(method))
 
 
 def _timed_unary(behavior: Any, service: str, name: str) -> Any:
@@ -137,13 +93,13 @@ def _timed_unary(behavior: Any, service: str, name: str) -> Any:
         try:
             response = await behavior(request, context)
         except grpc.aio.AbortError:
-            code = _code_of(context)
+            code = status_name(context)
             raise
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
         else:
-            code = _code_of(context)
+            code = status_name(context)
             return response
         finally:
             seconds.observe(time.perf_counter() - start)
@@ -168,9 +124,9 @@ def _timed_stream(behavior: Any, service: str, name: str) -> Any:
             else:
                 async for item in result:
                     yield item
-            code = _code_of(context)
+            code = status_name(context)
         except grpc.aio.AbortError:
-            code = _code_of(context)
+            code = status_name(context)
             raise
         except asyncio.CancelledError:
             code = "CANCELLED"

@@ -173,3 +173,49 @@ class HealthClientSettings(StrictModel):
         description="How long the last known states are trusted once the health service is "
         "unreachable; after that every provider counts as available.",
     )
+
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ControlSettings(StrictModel):
+    """How every service checks the callers of its control RPCs (docs/security.md)."""
+
+    service_token_env: str = Field(
+        "LLMPROXY_SERVICE_TOKEN",
+        pattern=_ENV_NAME,
+        description="Environment variable holding the stack's service token (at least 32 "
+        "characters), which the services present to each other; every service needs it, and "
+        "`make up` mints a new one on each start.",
+    )
+    admin_token_env: str = Field(
+        "LLMPROXY_ADMIN_TOKEN",
+        pattern=_ENV_NAME,
+        description="Environment variable holding the bootstrap admin token (at least 32 "
+        "characters). authz needs it for the first call; a service that has it too accepts it "
+        "without asking authz (break-glass while authz is down).",
+    )
+    token_cache_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a service trusts authz's answer about a control token: a revoked "
+        "token is refused everywhere within this long.",
+    )
+    token_stale_grace_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="While authz is unreachable, tokens a service saw valid keep working for "
+        "this long (no revocation reaches it meanwhile); unknown tokens are refused with "
+        "UNAVAILABLE. 0 refuses at once.",
+    )
+    introspect_timeout_s: float = Field(
+        1.0, gt=0, le=30, description="Longest a service waits for authz to check a token."
+    )
+    audit_max_records: int = Field(
+        100_000,
+        ge=100,
+        le=100_000_000,
+        description="Audit records kept in Redis (about), for every service together.",
+    )

@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from llmproxy._gen.access.v1 import access_pb2 as _access_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -615,7 +616,7 @@ Global___UpdateKeyResponse: _TypeAlias = UpdateKeyResponse  # noqa: Y015
 
 @_typing.final
 class AuditRecord(_message.Message):
-    """AuditRecord is one admin call: who, what, on which key, and how it ended."""
+    """AuditRecord is one control call: who, what, on which service, and how it ended."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -628,24 +629,37 @@ class AuditRecord(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The record's identifier (a Redis stream id), in time order."""
     method: _builtins.str
     """The RPC name, e.g. CreateKey."""
     actor: _builtins.str
-    """Who called: `admin` for the admin token, or `anonymous` when refused, plus any
-    x-llmproxy-actor metadata the caller sent (informational, not verified).
+    """Who called: `token:<token id>` for a control token, `bootstrap-admin` for the token from
+    $LLMPROXY_ADMIN_TOKEN, `service` for the stack's services, `anonymous` when no valid token
+    was presented; plus any x-llmproxy-actor metadata the caller sent (informational only).
     """
     peer: _builtins.str
     """The caller's network address."""
     key_id: _builtins.str
-    """The key the call was about, if any."""
+    """The API key the call was about, if any."""
     tenant: _builtins.str
     """The tenant the call was about, if any."""
     outcome: _builtins.str
     """The outcome: OK or the gRPC status code name."""
     detail: _builtins.str
-    """A short description (the refusal's reason, the changed fields); never a secret."""
+    """A short description (the refusal's reason); never a secret."""
+    service: _builtins.str
+    """The service that handled the call: authz, ratelimit, router, health or fault."""
+    role: _builtins.str
+    """The caller's role (viewer, operator, admin or service); empty when unauthenticated."""
+    arguments: _builtins.str
+    """The request, as JSON, with every secret field redacted."""
+    token_id: _builtins.str
+    """The control token the call was about (token management), if any."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the call was made."""
@@ -662,10 +676,14 @@ class AuditRecord(_message.Message):
         tenant: _builtins.str = ...,
         outcome: _builtins.str = ...,
         detail: _builtins.str = ...,
+        service: _builtins.str = ...,
+        role: _builtins.str = ...,
+        arguments: _builtins.str = ...,
+        token_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "detail", b"detail", "id", b"id", "key_id", b"key_id", "method", b"method", "outcome", b"outcome", "peer", b"peer", "tenant", b"tenant", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "arguments", b"arguments", "detail", b"detail", "id", b"id", "key_id", b"key_id", "method", b"method", "outcome", b"outcome", "peer", b"peer", "role", b"role", "service", b"service", "tenant", b"tenant", "time", b"time", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -680,22 +698,26 @@ class ListAuditRecordsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Records per page: 50 when 0, at most 1000."""
     page_token: _builtins.str
     """The next_page_token of the previous page; the newest records when empty."""
     key_id: _builtins.str
     """Only records about this key; every record when empty."""
+    service: _builtins.str
+    """Only records of calls this service handled; every service when empty."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        service: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "page_size", b"page_size", "page_token", b"page_token", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -728,3 +750,359 @@ class ListAuditRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditRecordsResponse: _TypeAlias = ListAuditRecordsResponse  # noqa: Y015
+
+@_typing.final
+class ControlToken(_message.Message):
+    """ControlToken is a control token's metadata; the secret itself is stored only as a keyed hash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_REASON_FIELD_NUMBER: _builtins.int
+    ROTATE_TIME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SECRET_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token's public identifier (16 hex digits), part of the token itself."""
+    name: _builtins.str
+    """Who or what holds it, for people reading the audit trail."""
+    role: _access_pb2.Role.ValueType
+    """What the token may do."""
+    revoked: _builtins.bool
+    """Whether the token is revoked."""
+    revoke_reason: _builtins.str
+    """Why it was revoked."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token was created."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the token stops working; never when unset."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was revoked."""
+
+    @_builtins.property
+    def rotate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the secret was last rotated."""
+
+    @_builtins.property
+    def previous_secret_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """Until when the secret before the last rotation is still accepted."""
+
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        role: _access_pb2.Role.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        revoked: _builtins.bool = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_reason: _builtins.str = ...,
+        rotate_time: _timestamp_pb2.Timestamp | None = ...,
+        previous_secret_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "previous_secret_expire_time", b"previous_secret_expire_time", "revoke_time", b"revoke_time", "rotate_time", b"rotate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "name", b"name", "previous_secret_expire_time", b"previous_secret_expire_time", "revoke_reason", b"revoke_reason", "revoke_time", b"revoke_time", "revoked", b"revoked", "role", b"role", "rotate_time", b"rotate_time", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlToken: _TypeAlias = ControlToken  # noqa: Y015
+
+@_typing.final
+class CreateControlTokenRequest(_message.Message):
+    """CreateControlTokenRequest describes the token to create."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Who or what will hold it (a person, a CI job); required."""
+    role: _access_pb2.Role.ValueType
+    """What it may do: viewer, operator or admin; required."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stops working (must be in the future); never when unset."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: _access_pb2.Role.ValueType = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "name", b"name", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateControlTokenRequest: _TypeAlias = CreateControlTokenRequest  # noqa: Y015
+
+@_typing.final
+class CreateControlTokenResponse(_message.Message):
+    """CreateControlTokenResponse is the new token, with its secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The token callers send (`ct-llmp-...`): shown this once, never stored or returned again."""
+    @_builtins.property
+    def token(self) -> Global___ControlToken:
+        """The token's metadata."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___ControlToken | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateControlTokenResponse: _TypeAlias = CreateControlTokenResponse  # noqa: Y015
+
+@_typing.final
+class ListControlTokensRequest(_message.Message):
+    """ListControlTokensRequest selects a page of control tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_REVOKED_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Tokens per page: 50 when 0, at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; the first page when empty."""
+    include_revoked: _builtins.bool
+    """Whether revoked tokens are listed too."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        include_revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_revoked", b"include_revoked", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListControlTokensRequest: _TypeAlias = ListControlTokensRequest  # noqa: Y015
+
+@_typing.final
+class ListControlTokensResponse(_message.Message):
+    """ListControlTokensResponse is one page of control tokens."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token of the next page; empty on the last page."""
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___ControlToken]:
+        """The tokens, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___ControlToken] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListControlTokensResponse: _TypeAlias = ListControlTokensResponse  # noqa: Y015
+
+@_typing.final
+class RotateControlTokenRequest(_message.Message):
+    """RotateControlTokenRequest names the token to give a new secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token's identifier."""
+    grace_period_seconds: _builtins.int
+    """How long the current secret keeps working, in seconds (at most 30 days); 0 ends it now."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        grace_period_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace_period_seconds", b"grace_period_seconds", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateControlTokenRequest: _TypeAlias = RotateControlTokenRequest  # noqa: Y015
+
+@_typing.final
+class RotateControlTokenResponse(_message.Message):
+    """RotateControlTokenResponse is the token with its new secret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new token: shown this once, never stored or returned again."""
+    @_builtins.property
+    def token(self) -> Global___ControlToken:
+        """The token's metadata."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___ControlToken | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateControlTokenResponse: _TypeAlias = RotateControlTokenResponse  # noqa: Y015
+
+@_typing.final
+class RevokeControlTokenRequest(_message.Message):
+    """RevokeControlTokenRequest names the token to revoke."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The token's identifier."""
+    reason: _builtins.str
+    """Why, for the audit trail and the token's metadata."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeControlTokenRequest: _TypeAlias = RevokeControlTokenRequest  # noqa: Y015
+
+@_typing.final
+class RevokeControlTokenResponse(_message.Message):
+    """RevokeControlTokenResponse is the revoked token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def token(self) -> Global___ControlToken:
+        """The token's metadata, now revoked."""
+
+    def __init__(
+        self,
+        *,
+        token: Global___ControlToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeControlTokenResponse: _TypeAlias = RevokeControlTokenResponse  # noqa: Y015
+
+@_typing.final
+class IntrospectTokenRequest(_message.Message):
+    """IntrospectTokenRequest carries a token a caller presented."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The bearer token, as presented."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntrospectTokenRequest: _TypeAlias = IntrospectTokenRequest  # noqa: Y015
+
+@_typing.final
+class IntrospectTokenResponse(_message.Message):
+    """IntrospectTokenResponse says whether the token is valid, and whose it is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    active: _builtins.bool
+    """Whether the token is valid now."""
+    token_id: _builtins.str
+    """The token's identifier (`bootstrap-admin` for the token from $LLMPROXY_ADMIN_TOKEN)."""
+    role: _access_pb2.Role.ValueType
+    """Its role."""
+    name: _builtins.str
+    """Who holds it."""
+    reason: _builtins.str
+    """Why it is not valid (unknown, revoked, expired, an API key, malformed); empty when active."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it stops working; never when unset. Callers cache an answer no longer than this."""
+
+    def __init__(
+        self,
+        *,
+        active: _builtins.bool = ...,
+        token_id: _builtins.str = ...,
+        role: _access_pb2.Role.ValueType = ...,
+        name: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "expire_time", b"expire_time", "name", b"name", "reason", b"reason", "role", b"role", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IntrospectTokenResponse: _TypeAlias = IntrospectTokenResponse  # noqa: Y015

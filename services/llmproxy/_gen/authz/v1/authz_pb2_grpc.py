@@ -27,11 +27,12 @@ if _version_not_supported:
 
 
 class AuthzServiceStub:
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     def __init__(self, channel):
@@ -80,14 +81,40 @@ class AuthzServiceStub:
                 request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.CreateControlToken = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/CreateControlToken',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenResponse.FromString,
+                _registered_method=True)
+        self.ListControlTokens = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/ListControlTokens',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensResponse.FromString,
+                _registered_method=True)
+        self.RotateControlToken = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/RotateControlToken',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenResponse.FromString,
+                _registered_method=True)
+        self.RevokeControlToken = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/RevokeControlToken',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenResponse.FromString,
+                _registered_method=True)
+        self.IntrospectToken = channel.unary_unary(
+                '/llmproxy.authz.v1.AuthzService/IntrospectToken',
+                request_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AuthzServiceServicer:
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     def GetPolicy(self, request, context):
@@ -140,7 +167,47 @@ class AuthzServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditRecords(self, request, context):
-        """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time.
+        """ListAuditRecords returns the audit trail of every service's control calls, newest first,
+        a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateControlToken(self, request, context):
+        """CreateControlToken creates a control token for a person or a tool; the response holds its
+        secret, which is never shown again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListControlTokens(self, request, context):
+        """ListControlTokens returns control tokens oldest first, a page at a time (never a secret).
+        Who holds which role is part of token management: admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateControlToken(self, request, context):
+        """RotateControlToken gives a token a new secret; the old one works for the grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeControlToken(self, request, context):
+        """RevokeControlToken revokes a token for good; every service refuses it within its token
+        cache's lifetime (services.authz.control_token_cache_s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IntrospectToken(self, request, context):
+        """IntrospectToken says whose a control token is and its role: every service asks it of the
+        tokens its callers present. Only the stack's services may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +256,31 @@ def add_AuthzServiceServicer_to_server(servicer, server):
                     request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
+            'CreateControlToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateControlToken,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenResponse.SerializeToString,
+            ),
+            'ListControlTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListControlTokens,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensResponse.SerializeToString,
+            ),
+            'RotateControlToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateControlToken,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenResponse.SerializeToString,
+            ),
+            'RevokeControlToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeControlToken,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenResponse.SerializeToString,
+            ),
+            'IntrospectToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IntrospectToken,
+                    request_deserializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenRequest.FromString,
+                    response_serializer=llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'llmproxy.authz.v1.AuthzService', rpc_method_handlers)
@@ -198,11 +290,12 @@ def add_AuthzServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuthzService:
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     @staticmethod
@@ -411,6 +504,141 @@ class AuthzService:
             '/llmproxy.authz.v1.AuthzService/ListAuditRecords',
             llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsRequest.SerializeToString,
             llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateControlToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/CreateControlToken',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.CreateControlTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListControlTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/ListControlTokens',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.ListControlTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateControlToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/RotateControlToken',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RotateControlTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeControlToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/RevokeControlToken',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.RevokeControlTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IntrospectToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.authz.v1.AuthzService/IntrospectToken',
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenRequest.SerializeToString,
+            llmproxy_dot_authz_dot_v1_dot_authz__pb2.IntrospectTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,11 +28,12 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuthzServiceStub:
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     @_typing.overload
@@ -54,15 +55,36 @@ class AuthzServiceStub:
     UpdateKey: _grpc.UnaryUnaryMultiCallable[_authz_pb2.UpdateKeyRequest, _authz_pb2.UpdateKeyResponse]
     """UpdateKey changes the metadata fields named in the update mask."""
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListAuditRecordsRequest, _authz_pb2.ListAuditRecordsResponse]
-    """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
+    """ListAuditRecords returns the audit trail of every service's control calls, newest first,
+    a page at a time.
+    """
+    CreateControlToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.CreateControlTokenRequest, _authz_pb2.CreateControlTokenResponse]
+    """CreateControlToken creates a control token for a person or a tool; the response holds its
+    secret, which is never shown again.
+    """
+    ListControlTokens: _grpc.UnaryUnaryMultiCallable[_authz_pb2.ListControlTokensRequest, _authz_pb2.ListControlTokensResponse]
+    """ListControlTokens returns control tokens oldest first, a page at a time (never a secret).
+    Who holds which role is part of token management: admin only.
+    """
+    RotateControlToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.RotateControlTokenRequest, _authz_pb2.RotateControlTokenResponse]
+    """RotateControlToken gives a token a new secret; the old one works for the grace period."""
+    RevokeControlToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.RevokeControlTokenRequest, _authz_pb2.RevokeControlTokenResponse]
+    """RevokeControlToken revokes a token for good; every service refuses it within its token
+    cache's lifetime (services.authz.control_token_cache_s).
+    """
+    IntrospectToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.IntrospectTokenRequest, _authz_pb2.IntrospectTokenResponse]
+    """IntrospectToken says whose a control token is and its role: every service asks it of the
+    tokens its callers present. Only the stack's services may call it.
+    """
 
 @_typing.type_check_only
 class AuthzServiceAsyncStub(AuthzServiceStub):
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -81,14 +103,35 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     UpdateKey: _aio.UnaryUnaryMultiCallable[_authz_pb2.UpdateKeyRequest, _authz_pb2.UpdateKeyResponse]  # type: ignore[assignment]
     """UpdateKey changes the metadata fields named in the update mask."""
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListAuditRecordsRequest, _authz_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
-    """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
+    """ListAuditRecords returns the audit trail of every service's control calls, newest first,
+    a page at a time.
+    """
+    CreateControlToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.CreateControlTokenRequest, _authz_pb2.CreateControlTokenResponse]  # type: ignore[assignment]
+    """CreateControlToken creates a control token for a person or a tool; the response holds its
+    secret, which is never shown again.
+    """
+    ListControlTokens: _aio.UnaryUnaryMultiCallable[_authz_pb2.ListControlTokensRequest, _authz_pb2.ListControlTokensResponse]  # type: ignore[assignment]
+    """ListControlTokens returns control tokens oldest first, a page at a time (never a secret).
+    Who holds which role is part of token management: admin only.
+    """
+    RotateControlToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.RotateControlTokenRequest, _authz_pb2.RotateControlTokenResponse]  # type: ignore[assignment]
+    """RotateControlToken gives a token a new secret; the old one works for the grace period."""
+    RevokeControlToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.RevokeControlTokenRequest, _authz_pb2.RevokeControlTokenResponse]  # type: ignore[assignment]
+    """RevokeControlToken revokes a token for good; every service refuses it within its token
+    cache's lifetime (services.authz.control_token_cache_s).
+    """
+    IntrospectToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.IntrospectTokenRequest, _authz_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
+    """IntrospectToken says whose a control token is and its role: every service asks it of the
+    tokens its callers present. Only the stack's services may call it.
+    """
 
 class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
-    """AuthzService is the authorization service's control API: the policy in force and API keys.
+    """AuthzService is the authorization service's control API: the policy in force, API keys,
+    control tokens and the audit trail of every service.
 
-    Every RPC but GetPolicy is an admin call: it needs the metadata `authorization: Bearer
-    <admin token>` (UNAUTHENTICATED without it, PERMISSION_DENIED with a wrong one) and writes an
-    audit record, refused calls included.
+    Like every control RPC of every service, each call needs the metadata `authorization: Bearer
+    <control token>` of the role its `access` option names (UNAUTHENTICATED without a valid token,
+    PERMISSION_DENIED with one of too low a role); mutating calls and refused ones are audited.
     """
 
     @_abc_1.abstractmethod
@@ -153,6 +196,56 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _authz_pb2.ListAuditRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.ListAuditRecordsResponse, _abc.Awaitable[_authz_pb2.ListAuditRecordsResponse]]:
-        """ListAuditRecords returns the audit trail of admin calls, newest first, a page at a time."""
+        """ListAuditRecords returns the audit trail of every service's control calls, newest first,
+        a page at a time.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateControlToken(
+        self,
+        request: _authz_pb2.CreateControlTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.CreateControlTokenResponse, _abc.Awaitable[_authz_pb2.CreateControlTokenResponse]]:
+        """CreateControlToken creates a control token for a person or a tool; the response holds its
+        secret, which is never shown again.
+        """
+
+    @_abc_1.abstractmethod
+    def ListControlTokens(
+        self,
+        request: _authz_pb2.ListControlTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.ListControlTokensResponse, _abc.Awaitable[_authz_pb2.ListControlTokensResponse]]:
+        """ListControlTokens returns control tokens oldest first, a page at a time (never a secret).
+        Who holds which role is part of token management: admin only.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateControlToken(
+        self,
+        request: _authz_pb2.RotateControlTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.RotateControlTokenResponse, _abc.Awaitable[_authz_pb2.RotateControlTokenResponse]]:
+        """RotateControlToken gives a token a new secret; the old one works for the grace period."""
+
+    @_abc_1.abstractmethod
+    def RevokeControlToken(
+        self,
+        request: _authz_pb2.RevokeControlTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.RevokeControlTokenResponse, _abc.Awaitable[_authz_pb2.RevokeControlTokenResponse]]:
+        """RevokeControlToken revokes a token for good; every service refuses it within its token
+        cache's lifetime (services.authz.control_token_cache_s).
+        """
+
+    @_abc_1.abstractmethod
+    def IntrospectToken(
+        self,
+        request: _authz_pb2.IntrospectTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_authz_pb2.IntrospectTokenResponse, _abc.Awaitable[_authz_pb2.IntrospectTokenResponse]]:
+        """IntrospectToken says whose a control token is and its role: every service asks it of the
+        tokens its callers present. Only the stack's services may call it.
+        """
 
 def add_AuthzServiceServicer_to_server(servicer: AuthzServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

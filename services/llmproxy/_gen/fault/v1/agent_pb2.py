@@ -24,33 +24,40 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/agent.proto\x12\x11llmproxy.fault.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbf\x01\n\x12\x41pplyStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress\"\x1a\n\tCpuStress\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\"!\n\x0cMemoryStress\x12\x11\n\tmegabytes\x18\x01 \x01(\x03\"Y\n\x13\x41pplyStressResponse\x12\x30\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"(\n\x12\x43learStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"G\n\x13\x43learStressResponse\x12\x30\n\x07\x63leared\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\x12\n\x10GetStressRequest\"F\n\x11GetStressResponse\x12\x31\n\x08stresses\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\xba\x01\n\x0c\x41\x63tiveStress\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12,\n\tremaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress2\xa7\x02\n\x11\x43haosAgentService\x12\\\n\x0b\x41pplyStress\x12%.llmproxy.fault.v1.ApplyStressRequest\x1a&.llmproxy.fault.v1.ApplyStressResponse\x12\\\n\x0b\x43learStress\x12%.llmproxy.fault.v1.ClearStressRequest\x1a&.llmproxy.fault.v1.ClearStressResponse\x12V\n\tGetStress\x12#.llmproxy.fault.v1.GetStressRequest\x1a$.llmproxy.fault.v1.GetStressResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/agent.proto\x12\x11llmproxy.fault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fllmproxy/access/v1/access.proto\"\xbf\x01\n\x12\x41pplyStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress\"\x1a\n\tCpuStress\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\"!\n\x0cMemoryStress\x12\x11\n\tmegabytes\x18\x01 \x01(\x03\"Y\n\x13\x41pplyStressResponse\x12\x30\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"(\n\x12\x43learStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"G\n\x13\x43learStressResponse\x12\x30\n\x07\x63leared\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\x12\n\x10GetStressRequest\"F\n\x11GetStressResponse\x12\x31\n\x08stresses\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\xba\x01\n\x0c\x41\x63tiveStress\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12,\n\tremaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress2\xc9\x02\n\x11\x43haosAgentService\x12h\n\x0b\x41pplyStress\x12%.llmproxy.fault.v1.ApplyStressRequest\x1a&.llmproxy.fault.v1.ApplyStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12h\n\x0b\x43learStress\x12%.llmproxy.fault.v1.ClearStressRequest\x1a&.llmproxy.fault.v1.ClearStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12`\n\tGetStress\x12#.llmproxy.fault.v1.GetStressRequest\x1a$.llmproxy.fault.v1.GetStressResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.fault.v1.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYSTRESSREQUEST']._serialized_start=85
-  _globals['_APPLYSTRESSREQUEST']._serialized_end=276
-  _globals['_CPUSTRESS']._serialized_start=278
-  _globals['_CPUSTRESS']._serialized_end=304
-  _globals['_MEMORYSTRESS']._serialized_start=306
-  _globals['_MEMORYSTRESS']._serialized_end=339
-  _globals['_APPLYSTRESSRESPONSE']._serialized_start=341
-  _globals['_APPLYSTRESSRESPONSE']._serialized_end=430
-  _globals['_CLEARSTRESSREQUEST']._serialized_start=432
-  _globals['_CLEARSTRESSREQUEST']._serialized_end=472
-  _globals['_CLEARSTRESSRESPONSE']._serialized_start=474
-  _globals['_CLEARSTRESSRESPONSE']._serialized_end=545
-  _globals['_GETSTRESSREQUEST']._serialized_start=547
-  _globals['_GETSTRESSREQUEST']._serialized_end=565
-  _globals['_GETSTRESSRESPONSE']._serialized_start=567
-  _globals['_GETSTRESSRESPONSE']._serialized_end=637
-  _globals['_ACTIVESTRESS']._serialized_start=640
-  _globals['_ACTIVESTRESS']._serialized_end=826
-  _globals['_CHAOSAGENTSERVICE']._serialized_start=829
-  _globals['_CHAOSAGENTSERVICE']._serialized_end=1124
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['ApplyStress']._loaded_options = None
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['ApplyStress']._serialized_options = b'\222\202\031\006\010\002\020\001 \001'
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['ClearStress']._loaded_options = None
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['ClearStress']._serialized_options = b'\222\202\031\006\010\002\020\001 \001'
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['GetStress']._loaded_options = None
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['GetStress']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_APPLYSTRESSREQUEST']._serialized_start=118
+  _globals['_APPLYSTRESSREQUEST']._serialized_end=309
+  _globals['_CPUSTRESS']._serialized_start=311
+  _globals['_CPUSTRESS']._serialized_end=337
+  _globals['_MEMORYSTRESS']._serialized_start=339
+  _globals['_MEMORYSTRESS']._serialized_end=372
+  _globals['_APPLYSTRESSRESPONSE']._serialized_start=374
+  _globals['_APPLYSTRESSRESPONSE']._serialized_end=463
+  _globals['_CLEARSTRESSREQUEST']._serialized_start=465
+  _globals['_CLEARSTRESSREQUEST']._serialized_end=505
+  _globals['_CLEARSTRESSRESPONSE']._serialized_start=507
+  _globals['_CLEARSTRESSRESPONSE']._serialized_end=578
+  _globals['_GETSTRESSREQUEST']._serialized_start=580
+  _globals['_GETSTRESSREQUEST']._serialized_end=598
+  _globals['_GETSTRESSRESPONSE']._serialized_start=600
+  _globals['_GETSTRESSRESPONSE']._serialized_end=670
+  _globals['_ACTIVESTRESS']._serialized_start=673
+  _globals['_ACTIVESTRESS']._serialized_end=859
+  _globals['_CHAOSAGENTSERVICE']._serialized_start=862
+  _globals['_CHAOSAGENTSERVICE']._serialized_end=1191
 # @@protoc_insertion_point(module_scope)

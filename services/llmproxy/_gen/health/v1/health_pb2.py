@@ -25,57 +25,72 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/health/v1/health.proto\x12\x12llmproxy.health.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14ListProvidersRequest\"H\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.llmproxy.health.v1.Provider\"\xc1\x03\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.llmproxy.health.v1.ProviderState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\tavailable\x18\x06 \x01(\x08\x12\x31\n\x07\x63ircuit\x18\x07 \x01(\x0e\x32 .llmproxy.health.v1.CircuitState\x12\x13\n\x0bmaintenance\x18\x08 \x01(\x08\x12\x1a\n\x12maintenance_reason\x18\t \x01(\t\x12\x0f\n\x07\x65nabled\x18\n \x01(\x08\x12/\n\x06probes\x18\x0b \x03(\x0b\x32\x1f.llmproxy.health.v1.ProbeResult\x12\x12\n\nerror_rate\x18\x0c \x01(\x01\x12\x14\n\x0cwindow_calls\x18\r \x01(\r\x12\x1c\n\x14\x63onsecutive_failures\x18\x0e \x01(\r\x12\x13\n\x0btrial_calls\x18\x0f \x01(\r\x12/\n\x0b\x63hange_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\x0bProbeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nprobe_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\"\"\n\x12GetProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x13GetProviderResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"&\n\x15WatchProvidersRequest\x12\r\n\x05names\x18\x01 \x03(\t\"Y\n\x16WatchProvidersResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\x12\x0f\n\x07initial\x18\x02 \x01(\x08\"\x1f\n\x0fProbeNowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x10ProbeNowResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.llmproxy.health.v1.ProbeResult\x12.\n\x08provider\x18\x02 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"J\n\x15SetMaintenanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmaintenance\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x16SetMaintenanceResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"l\n\x0b\x43\x61llOutcome\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x15ReportOutcomesRequest\x12\x31\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1f.llmproxy.health.v1.CallOutcome\x12\x10\n\x08reporter\x18\x02 \x01(\t\"E\n\x16ReportOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x19\n\x11unknown_providers\x18\x02 \x03(\t\"\x17\n\x15ListComponentsRequest\"K\n\x16ListComponentsResponse\x12\x31\n\ncomponents\x18\x01 \x03(\x0b\x32\x1d.llmproxy.health.v1.Component\"\xdf\x01\n\tComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ehealth_service\x18\x06 \x01(\t\x12/\n\x04mode\x18\x07 \x01(\x0e\x32!.llmproxy.health.v1.ComponentMode*\x86\x01\n\rProviderState\x12\x1e\n\x1aPROVIDER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROVIDER_STATE_HEALTHY\x10\x01\x12\x1b\n\x17PROVIDER_STATE_DEGRADED\x10\x02\x12\x1c\n\x18PROVIDER_STATE_UNHEALTHY\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*g\n\rComponentMode\x12\x1e\n\x1a\x43OMPONENT_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OMPONENT_MODE_NORMAL\x10\x01\x12\x1b\n\x17\x43OMPONENT_MODE_DEGRADED\x10\x02\x32\xda\x05\n\x15ProviderHealthService\x12\x64\n\rListProviders\x12(.llmproxy.health.v1.ListProvidersRequest\x1a).llmproxy.health.v1.ListProvidersResponse\x12^\n\x0bGetProvider\x12&.llmproxy.health.v1.GetProviderRequest\x1a\'.llmproxy.health.v1.GetProviderResponse\x12i\n\x0eWatchProviders\x12).llmproxy.health.v1.WatchProvidersRequest\x1a*.llmproxy.health.v1.WatchProvidersResponse0\x01\x12U\n\x08ProbeNow\x12#.llmproxy.health.v1.ProbeNowRequest\x1a$.llmproxy.health.v1.ProbeNowResponse\x12g\n\x0eSetMaintenance\x12).llmproxy.health.v1.SetMaintenanceRequest\x1a*.llmproxy.health.v1.SetMaintenanceResponse\x12g\n\x0eReportOutcomes\x12).llmproxy.health.v1.ReportOutcomesRequest\x1a*.llmproxy.health.v1.ReportOutcomesResponse\x12g\n\x0eListComponents\x12).llmproxy.health.v1.ListComponentsRequest\x1a*.llmproxy.health.v1.ListComponentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/health/v1/health.proto\x12\x12llmproxy.health.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/access/v1/access.proto\"\x16\n\x14ListProvidersRequest\"H\n\x15ListProvidersResponse\x12/\n\tproviders\x18\x01 \x03(\x0b\x32\x1c.llmproxy.health.v1.Provider\"\xc1\x03\n\x08Provider\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x03 \x01(\t\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.llmproxy.health.v1.ProviderState\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x11\n\tavailable\x18\x06 \x01(\x08\x12\x31\n\x07\x63ircuit\x18\x07 \x01(\x0e\x32 .llmproxy.health.v1.CircuitState\x12\x13\n\x0bmaintenance\x18\x08 \x01(\x08\x12\x1a\n\x12maintenance_reason\x18\t \x01(\t\x12\x0f\n\x07\x65nabled\x18\n \x01(\x08\x12/\n\x06probes\x18\x0b \x03(\x0b\x32\x1f.llmproxy.health.v1.ProbeResult\x12\x12\n\nerror_rate\x18\x0c \x01(\x01\x12\x14\n\x0cwindow_calls\x18\r \x01(\r\x12\x1c\n\x14\x63onsecutive_failures\x18\x0e \x01(\r\x12\x13\n\x0btrial_calls\x18\x0f \x01(\r\x12/\n\x0b\x63hange_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xba\x01\n\x0bProbeResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12.\n\nprobe_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04mode\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\"\"\n\x12GetProviderRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x13GetProviderResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"&\n\x15WatchProvidersRequest\x12\r\n\x05names\x18\x01 \x03(\t\"Y\n\x16WatchProvidersResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\x12\x0f\n\x07initial\x18\x02 \x01(\x08\"\x1f\n\x0fProbeNowRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"s\n\x10ProbeNowResponse\x12/\n\x06result\x18\x01 \x01(\x0b\x32\x1f.llmproxy.health.v1.ProbeResult\x12.\n\x08provider\x18\x02 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"J\n\x15SetMaintenanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bmaintenance\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x16SetMaintenanceResponse\x12.\n\x08provider\x18\x01 \x01(\x0b\x32\x1c.llmproxy.health.v1.Provider\"l\n\x0b\x43\x61llOutcome\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\\\n\x15ReportOutcomesRequest\x12\x31\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1f.llmproxy.health.v1.CallOutcome\x12\x10\n\x08reporter\x18\x02 \x01(\t\"E\n\x16ReportOutcomesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x19\n\x11unknown_providers\x18\x02 \x03(\t\"\x17\n\x15ListComponentsRequest\"K\n\x16ListComponentsResponse\x12\x31\n\ncomponents\x18\x01 \x03(\x0b\x32\x1d.llmproxy.health.v1.Component\"\xdf\x01\n\tComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ehealth_service\x18\x06 \x01(\t\x12/\n\x04mode\x18\x07 \x01(\x0e\x32!.llmproxy.health.v1.ComponentMode*\x86\x01\n\rProviderState\x12\x1e\n\x1aPROVIDER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROVIDER_STATE_HEALTHY\x10\x01\x12\x1b\n\x17PROVIDER_STATE_DEGRADED\x10\x02\x12\x1c\n\x18PROVIDER_STATE_UNHEALTHY\x10\x03*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*g\n\rComponentMode\x12\x1e\n\x1a\x43OMPONENT_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43OMPONENT_MODE_NORMAL\x10\x01\x12\x1b\n\x17\x43OMPONENT_MODE_DEGRADED\x10\x02\x32\xa0\x06\n\x15ProviderHealthService\x12n\n\rListProviders\x12(.llmproxy.health.v1.ListProvidersRequest\x1a).llmproxy.health.v1.ListProvidersResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x12h\n\x0bGetProvider\x12&.llmproxy.health.v1.GetProviderRequest\x1a\'.llmproxy.health.v1.GetProviderResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x12s\n\x0eWatchProviders\x12).llmproxy.health.v1.WatchProvidersRequest\x1a*.llmproxy.health.v1.WatchProvidersResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x30\x01\x12_\n\x08ProbeNow\x12#.llmproxy.health.v1.ProbeNowRequest\x1a$.llmproxy.health.v1.ProbeNowResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x12q\n\x0eSetMaintenance\x12).llmproxy.health.v1.SetMaintenanceRequest\x1a*.llmproxy.health.v1.SetMaintenanceResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x12q\n\x0eReportOutcomes\x12).llmproxy.health.v1.ReportOutcomesRequest\x1a*.llmproxy.health.v1.ReportOutcomesResponse\"\x08\x92\x82\x19\x04\x10\x01 \x01\x12q\n\x0eListComponents\x12).llmproxy.health.v1.ListComponentsRequest\x1a*.llmproxy.health.v1.ListComponentsResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.health.v1.health_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDERSTATE']._serialized_start=2001
-  _globals['_PROVIDERSTATE']._serialized_end=2135
-  _globals['_CIRCUITSTATE']._serialized_start=2137
-  _globals['_CIRCUITSTATE']._serialized_end=2261
-  _globals['_COMPONENTMODE']._serialized_start=2263
-  _globals['_COMPONENTMODE']._serialized_end=2366
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=120
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=142
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=144
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=216
-  _globals['_PROVIDER']._serialized_start=219
-  _globals['_PROVIDER']._serialized_end=668
-  _globals['_PROBERESULT']._serialized_start=671
-  _globals['_PROBERESULT']._serialized_end=857
-  _globals['_GETPROVIDERREQUEST']._serialized_start=859
-  _globals['_GETPROVIDERREQUEST']._serialized_end=893
-  _globals['_GETPROVIDERRESPONSE']._serialized_start=895
-  _globals['_GETPROVIDERRESPONSE']._serialized_end=964
-  _globals['_WATCHPROVIDERSREQUEST']._serialized_start=966
-  _globals['_WATCHPROVIDERSREQUEST']._serialized_end=1004
-  _globals['_WATCHPROVIDERSRESPONSE']._serialized_start=1006
-  _globals['_WATCHPROVIDERSRESPONSE']._serialized_end=1095
-  _globals['_PROBENOWREQUEST']._serialized_start=1097
-  _globals['_PROBENOWREQUEST']._serialized_end=1128
-  _globals['_PROBENOWRESPONSE']._serialized_start=1130
-  _globals['_PROBENOWRESPONSE']._serialized_end=1245
-  _globals['_SETMAINTENANCEREQUEST']._serialized_start=1247
-  _globals['_SETMAINTENANCEREQUEST']._serialized_end=1321
-  _globals['_SETMAINTENANCERESPONSE']._serialized_start=1323
-  _globals['_SETMAINTENANCERESPONSE']._serialized_end=1395
-  _globals['_CALLOUTCOME']._serialized_start=1397
-  _globals['_CALLOUTCOME']._serialized_end=1505
-  _globals['_REPORTOUTCOMESREQUEST']._serialized_start=1507
-  _globals['_REPORTOUTCOMESREQUEST']._serialized_end=1599
-  _globals['_REPORTOUTCOMESRESPONSE']._serialized_start=1601
-  _globals['_REPORTOUTCOMESRESPONSE']._serialized_end=1670
-  _globals['_LISTCOMPONENTSREQUEST']._serialized_start=1672
-  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=1695
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=1697
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=1772
-  _globals['_COMPONENT']._serialized_start=1775
-  _globals['_COMPONENT']._serialized_end=1998
-  _globals['_PROVIDERHEALTHSERVICE']._serialized_start=2369
-  _globals['_PROVIDERHEALTHSERVICE']._serialized_end=3099
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ListProviders']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ListProviders']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['GetProvider']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['GetProvider']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['WatchProviders']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['WatchProviders']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ProbeNow']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ProbeNow']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['SetMaintenance']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['SetMaintenance']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ReportOutcomes']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ReportOutcomes']._serialized_options = b'\222\202\031\004\020\001 \001'
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ListComponents']._loaded_options = None
+  _globals['_PROVIDERHEALTHSERVICE'].methods_by_name['ListComponents']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_PROVIDERSTATE']._serialized_start=2034
+  _globals['_PROVIDERSTATE']._serialized_end=2168
+  _globals['_CIRCUITSTATE']._serialized_start=2170
+  _globals['_CIRCUITSTATE']._serialized_end=2294
+  _globals['_COMPONENTMODE']._serialized_start=2296
+  _globals['_COMPONENTMODE']._serialized_end=2399
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=153
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=175
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=177
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=249
+  _globals['_PROVIDER']._serialized_start=252
+  _globals['_PROVIDER']._serialized_end=701
+  _globals['_PROBERESULT']._serialized_start=704
+  _globals['_PROBERESULT']._serialized_end=890
+  _globals['_GETPROVIDERREQUEST']._serialized_start=892
+  _globals['_GETPROVIDERREQUEST']._serialized_end=926
+  _globals['_GETPROVIDERRESPONSE']._serialized_start=928
+  _globals['_GETPROVIDERRESPONSE']._serialized_end=997
+  _globals['_WATCHPROVIDERSREQUEST']._serialized_start=999
+  _globals['_WATCHPROVIDERSREQUEST']._serialized_end=1037
+  _globals['_WATCHPROVIDERSRESPONSE']._serialized_start=1039
+  _globals['_WATCHPROVIDERSRESPONSE']._serialized_end=1128
+  _globals['_PROBENOWREQUEST']._serialized_start=1130
+  _globals['_PROBENOWREQUEST']._serialized_end=1161
+  _globals['_PROBENOWRESPONSE']._serialized_start=1163
+  _globals['_PROBENOWRESPONSE']._serialized_end=1278
+  _globals['_SETMAINTENANCEREQUEST']._serialized_start=1280
+  _globals['_SETMAINTENANCEREQUEST']._serialized_end=1354
+  _globals['_SETMAINTENANCERESPONSE']._serialized_start=1356
+  _globals['_SETMAINTENANCERESPONSE']._serialized_end=1428
+  _globals['_CALLOUTCOME']._serialized_start=1430
+  _globals['_CALLOUTCOME']._serialized_end=1538
+  _globals['_REPORTOUTCOMESREQUEST']._serialized_start=1540
+  _globals['_REPORTOUTCOMESREQUEST']._serialized_end=1632
+  _globals['_REPORTOUTCOMESRESPONSE']._serialized_start=1634
+  _globals['_REPORTOUTCOMESRESPONSE']._serialized_end=1703
+  _globals['_LISTCOMPONENTSREQUEST']._serialized_start=1705
+  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=1728
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=1730
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=1805
+  _globals['_COMPONENT']._serialized_start=1808
+  _globals['_COMPONENT']._serialized_end=2031
+  _globals['_PROVIDERHEALTHSERVICE']._serialized_start=2402
+  _globals['_PROVIDERHEALTHSERVICE']._serialized_end=3202
 # @@protoc_insertion_point(module_scope)

@@ -25,49 +25,62 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%llmproxy/ratelimit/v1/ratelimit.proto\x12\x15llmproxy.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetLimitsRequest\"\xbe\x01\n\x11GetLimitsResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x03(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x15\n\rconfig_sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_path\x18\x04 \x01(\t\x12-\n\tloaded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\"\xf1\x01\n\x05Limit\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12)\n\x04unit\x18\x03 \x01(\x0e\x32\x1b.llmproxy.ratelimit.v1.Unit\x12\x13\n\x0bshadow_mode\x18\x04 \x01(\x08\x12\x11\n\tunlimited\x18\x05 \x01(\x08\x12\x33\n\talgorithm\x18\x06 \x01(\x0e\x32 .llmproxy.ratelimit.v1.Algorithm\x12\x0c\n\x04name\x18\x07 \x01(\t\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"E\n\nDescriptor\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\"H\n\x0fGetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"\x90\x01\n\x10GetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"J\n\x11ResetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"R\n\x12ResetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x15\n\x13ReloadConfigRequest\"S\n\x14ReloadConfigResponse\x12\x15\n\rconfig_sha256\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x13\n\x0blimit_count\x18\x03 \x01(\r\"\xb1\x01\n\x16ReconcileTokensRequest\x12\x36\n\x0b\x64\x65scriptors\x18\x01 \x03(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\x12\x17\n\x0freserved_tokens\x18\x02 \x01(\x04\x12\x15\n\ractual_tokens\x18\x03 \x01(\x04\x12/\n\x0breserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x17ReconcileTokensResponse\x12\x10\n\x08\x61\x64justed\x18\x01 \x01(\r\"[\n\x1bReconcileTokensBatchRequest\x12<\n\x05items\x18\x01 \x03(\x0b\x32-.llmproxy.ratelimit.v1.ReconcileTokensRequest\"G\n\x1cReconcileTokensBatchResponse\x12\x10\n\x08\x61\x64justed\x18\x01 \x01(\r\x12\x15\n\rapplied_items\x18\x02 \x01(\r*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04*`\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41LGORITHM_SLIDING_COUNTER\x10\x01\x12\x19\n\x15\x41LGORITHM_SLIDING_LOG\x10\x02\x32\x95\x05\n\x17RateLimitControlService\x12^\n\tGetLimits\x12\'.llmproxy.ratelimit.v1.GetLimitsRequest\x1a(.llmproxy.ratelimit.v1.GetLimitsResponse\x12[\n\x08GetUsage\x12&.llmproxy.ratelimit.v1.GetUsageRequest\x1a\'.llmproxy.ratelimit.v1.GetUsageResponse\x12\x61\n\nResetUsage\x12(.llmproxy.ratelimit.v1.ResetUsageRequest\x1a).llmproxy.ratelimit.v1.ResetUsageResponse\x12g\n\x0cReloadConfig\x12*.llmproxy.ratelimit.v1.ReloadConfigRequest\x1a+.llmproxy.ratelimit.v1.ReloadConfigResponse\x12p\n\x0fReconcileTokens\x12-.llmproxy.ratelimit.v1.ReconcileTokensRequest\x1a..llmproxy.ratelimit.v1.ReconcileTokensResponse\x12\x7f\n\x14ReconcileTokensBatch\x12\x32.llmproxy.ratelimit.v1.ReconcileTokensBatchRequest\x1a\x33.llmproxy.ratelimit.v1.ReconcileTokensBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%llmproxy/ratelimit/v1/ratelimit.proto\x12\x15llmproxy.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fllmproxy/access/v1/access.proto\"\x12\n\x10GetLimitsRequest\"\xbe\x01\n\x11GetLimitsResponse\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12,\n\x06limits\x18\x02 \x03(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x15\n\rconfig_sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63onfig_path\x18\x04 \x01(\t\x12-\n\tloaded_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65graded\x18\x06 \x01(\x08\"\xf1\x01\n\x05Limit\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\x12\x19\n\x11requests_per_unit\x18\x02 \x01(\r\x12)\n\x04unit\x18\x03 \x01(\x0e\x32\x1b.llmproxy.ratelimit.v1.Unit\x12\x13\n\x0bshadow_mode\x18\x04 \x01(\x08\x12\x11\n\tunlimited\x18\x05 \x01(\x08\x12\x33\n\talgorithm\x18\x06 \x01(\x0e\x32 .llmproxy.ratelimit.v1.Algorithm\x12\x0c\n\x04name\x18\x07 \x01(\t\"-\n\x0f\x44\x65scriptorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"E\n\nDescriptor\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.llmproxy.ratelimit.v1.DescriptorEntry\"H\n\x0fGetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"\x90\x01\n\x10GetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0c\n\x04used\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"J\n\x11ResetUsageRequest\x12\x35\n\ndescriptor\x18\x01 \x01(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\"R\n\x12ResetUsageResponse\x12+\n\x05limit\x18\x01 \x01(\x0b\x32\x1c.llmproxy.ratelimit.v1.Limit\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x15\n\x13ReloadConfigRequest\"S\n\x14ReloadConfigResponse\x12\x15\n\rconfig_sha256\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12\x13\n\x0blimit_count\x18\x03 \x01(\r\"\xb1\x01\n\x16ReconcileTokensRequest\x12\x36\n\x0b\x64\x65scriptors\x18\x01 \x03(\x0b\x32!.llmproxy.ratelimit.v1.Descriptor\x12\x17\n\x0freserved_tokens\x18\x02 \x01(\x04\x12\x15\n\ractual_tokens\x18\x03 \x01(\x04\x12/\n\x0breserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x17ReconcileTokensResponse\x12\x10\n\x08\x61\x64justed\x18\x01 \x01(\r\"[\n\x1bReconcileTokensBatchRequest\x12<\n\x05items\x18\x01 \x03(\x0b\x32-.llmproxy.ratelimit.v1.ReconcileTokensRequest\"G\n\x1cReconcileTokensBatchResponse\x12\x10\n\x08\x61\x64justed\x18\x01 \x01(\r\x12\x15\n\rapplied_items\x18\x02 \x01(\r*[\n\x04Unit\x12\x14\n\x10UNIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bUNIT_SECOND\x10\x01\x12\x0f\n\x0bUNIT_MINUTE\x10\x02\x12\r\n\tUNIT_HOUR\x10\x03\x12\x0c\n\x08UNIT_DAY\x10\x04*`\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41LGORITHM_SLIDING_COUNTER\x10\x01\x12\x19\n\x15\x41LGORITHM_SLIDING_LOG\x10\x02\x32\xce\x05\n\x17RateLimitControlService\x12\x66\n\tGetLimits\x12\'.llmproxy.ratelimit.v1.GetLimitsRequest\x1a(.llmproxy.ratelimit.v1.GetLimitsResponse\"\x06\x92\x82\x19\x02\x08\x01\x12\x63\n\x08GetUsage\x12&.llmproxy.ratelimit.v1.GetUsageRequest\x1a\'.llmproxy.ratelimit.v1.GetUsageResponse\"\x06\x92\x82\x19\x02\x08\x01\x12k\n\nResetUsage\x12(.llmproxy.ratelimit.v1.ResetUsageRequest\x1a).llmproxy.ratelimit.v1.ResetUsageResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x12q\n\x0cReloadConfig\x12*.llmproxy.ratelimit.v1.ReloadConfigRequest\x1a+.llmproxy.ratelimit.v1.ReloadConfigResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x12z\n\x0fReconcileTokens\x12-.llmproxy.ratelimit.v1.ReconcileTokensRequest\x1a..llmproxy.ratelimit.v1.ReconcileTokensResponse\"\x08\x92\x82\x19\x04\x10\x01 \x01\x12\x89\x01\n\x14ReconcileTokensBatch\x12\x32.llmproxy.ratelimit.v1.ReconcileTokensBatchRequest\x1a\x33.llmproxy.ratelimit.v1.ReconcileTokensBatchResponse\"\x08\x92\x82\x19\x04\x10\x01 \x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.ratelimit.v1.ratelimit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UNIT']._serialized_start=1584
-  _globals['_UNIT']._serialized_end=1675
-  _globals['_ALGORITHM']._serialized_start=1677
-  _globals['_ALGORITHM']._serialized_end=1773
-  _globals['_GETLIMITSREQUEST']._serialized_start=129
-  _globals['_GETLIMITSREQUEST']._serialized_end=147
-  _globals['_GETLIMITSRESPONSE']._serialized_start=150
-  _globals['_GETLIMITSRESPONSE']._serialized_end=340
-  _globals['_LIMIT']._serialized_start=343
-  _globals['_LIMIT']._serialized_end=584
-  _globals['_DESCRIPTORENTRY']._serialized_start=586
-  _globals['_DESCRIPTORENTRY']._serialized_end=631
-  _globals['_DESCRIPTOR']._serialized_start=633
-  _globals['_DESCRIPTOR']._serialized_end=702
-  _globals['_GETUSAGEREQUEST']._serialized_start=704
-  _globals['_GETUSAGEREQUEST']._serialized_end=776
-  _globals['_GETUSAGERESPONSE']._serialized_start=779
-  _globals['_GETUSAGERESPONSE']._serialized_end=923
-  _globals['_RESETUSAGEREQUEST']._serialized_start=925
-  _globals['_RESETUSAGEREQUEST']._serialized_end=999
-  _globals['_RESETUSAGERESPONSE']._serialized_start=1001
-  _globals['_RESETUSAGERESPONSE']._serialized_end=1083
-  _globals['_RELOADCONFIGREQUEST']._serialized_start=1085
-  _globals['_RELOADCONFIGREQUEST']._serialized_end=1106
-  _globals['_RELOADCONFIGRESPONSE']._serialized_start=1108
-  _globals['_RELOADCONFIGRESPONSE']._serialized_end=1191
-  _globals['_RECONCILETOKENSREQUEST']._serialized_start=1194
-  _globals['_RECONCILETOKENSREQUEST']._serialized_end=1371
-  _globals['_RECONCILETOKENSRESPONSE']._serialized_start=1373
-  _globals['_RECONCILETOKENSRESPONSE']._serialized_end=1416
-  _globals['_RECONCILETOKENSBATCHREQUEST']._serialized_start=1418
-  _globals['_RECONCILETOKENSBATCHREQUEST']._serialized_end=1509
-  _globals['_RECONCILETOKENSBATCHRESPONSE']._serialized_start=1511
-  _globals['_RECONCILETOKENSBATCHRESPONSE']._serialized_end=1582
-  _globals['_RATELIMITCONTROLSERVICE']._serialized_start=1776
-  _globals['_RATELIMITCONTROLSERVICE']._serialized_end=2437
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['GetLimits']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['GetLimits']._serialized_options = b'\222\202\031\002\010\001'
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['GetUsage']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['GetUsage']._serialized_options = b'\222\202\031\002\010\001'
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ResetUsage']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ResetUsage']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReloadConfig']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReloadConfig']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReconcileTokens']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReconcileTokens']._serialized_options = b'\222\202\031\004\020\001 \001'
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReconcileTokensBatch']._loaded_options = None
+  _globals['_RATELIMITCONTROLSERVICE'].methods_by_name['ReconcileTokensBatch']._serialized_options = b'\222\202\031\004\020\001 \001'
+  _globals['_UNIT']._serialized_start=1617
+  _globals['_UNIT']._serialized_end=1708
+  _globals['_ALGORITHM']._serialized_start=1710
+  _globals['_ALGORITHM']._serialized_end=1806
+  _globals['_GETLIMITSREQUEST']._serialized_start=162
+  _globals['_GETLIMITSREQUEST']._serialized_end=180
+  _globals['_GETLIMITSRESPONSE']._serialized_start=183
+  _globals['_GETLIMITSRESPONSE']._serialized_end=373
+  _globals['_LIMIT']._serialized_start=376
+  _globals['_LIMIT']._serialized_end=617
+  _globals['_DESCRIPTORENTRY']._serialized_start=619
+  _globals['_DESCRIPTORENTRY']._serialized_end=664
+  _globals['_DESCRIPTOR']._serialized_start=666
+  _globals['_DESCRIPTOR']._serialized_end=735
+  _globals['_GETUSAGEREQUEST']._serialized_start=737
+  _globals['_GETUSAGEREQUEST']._serialized_end=809
+  _globals['_GETUSAGERESPONSE']._serialized_start=812
+  _globals['_GETUSAGERESPONSE']._serialized_end=956
+  _globals['_RESETUSAGEREQUEST']._serialized_start=958
+  _globals['_RESETUSAGEREQUEST']._serialized_end=1032
+  _globals['_RESETUSAGERESPONSE']._serialized_start=1034
+  _globals['_RESETUSAGERESPONSE']._serialized_end=1116
+  _globals['_RELOADCONFIGREQUEST']._serialized_start=1118
+  _globals['_RELOADCONFIGREQUEST']._serialized_end=1139
+  _globals['_RELOADCONFIGRESPONSE']._serialized_start=1141
+  _globals['_RELOADCONFIGRESPONSE']._serialized_end=1224
+  _globals['_RECONCILETOKENSREQUEST']._serialized_start=1227
+  _globals['_RECONCILETOKENSREQUEST']._serialized_end=1404
+  _globals['_RECONCILETOKENSRESPONSE']._serialized_start=1406
+  _globals['_RECONCILETOKENSRESPONSE']._serialized_end=1449
+  _globals['_RECONCILETOKENSBATCHREQUEST']._serialized_start=1451
+  _globals['_RECONCILETOKENSBATCHREQUEST']._serialized_end=1542
+  _globals['_RECONCILETOKENSBATCHRESPONSE']._serialized_start=1544
+  _globals['_RECONCILETOKENSBATCHRESPONSE']._serialized_end=1615
+  _globals['_RATELIMITCONTROLSERVICE']._serialized_start=1809
+  _globals['_RATELIMITCONTROLSERVICE']._serialized_end=2527
 # @@protoc_insertion_point(module_scope)

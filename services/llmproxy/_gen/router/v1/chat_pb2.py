@@ -23,33 +23,40 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/router/v1/chat.proto\x12\x12llmproxy.router.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe9\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.llmproxy.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"{\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage\"Y\n\x11StreamChatRequest\x12-\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x1f.llmproxy.router.v1.ChatRequest\x12\x15\n\rinclude_usage\x18\x02 \x01(\x08\"d\n\x12StreamChatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage\"T\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"{\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\nembeddings\x18\x02 \x03(\x0b\x32\x1d.llmproxy.router.v1.Embedding\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage2\x85\x02\n\x0b\x43hatService\x12I\n\x04\x43hat\x12\x1f.llmproxy.router.v1.ChatRequest\x1a .llmproxy.router.v1.ChatResponse\x12]\n\nStreamChat\x12%.llmproxy.router.v1.StreamChatRequest\x1a&.llmproxy.router.v1.StreamChatResponse0\x01\x12L\n\x05\x45mbed\x12 .llmproxy.router.v1.EmbedRequest\x1a!.llmproxy.router.v1.EmbedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/router/v1/chat.proto\x12\x12llmproxy.router.v1\x1a\x1fllmproxy/access/v1/access.proto\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xe9\x01\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\x08messages\x18\x02 \x03(\x0b\x32\x1f.llmproxy.router.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x05 \x01(\rH\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x11\n\x04seed\x18\x07 \x01(\x03H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"{\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x15\n\rfinish_reason\x18\x04 \x01(\t\x12(\n\x05usage\x18\x05 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage\"Y\n\x11StreamChatRequest\x12-\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x1f.llmproxy.router.v1.ChatRequest\x12\x15\n\rinclude_usage\x18\x02 \x01(\x08\"d\n\x12StreamChatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage\"T\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x03(\t\x12\x17\n\ndimensions\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\r\n\x0b_dimensions\"*\n\tEmbedding\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x02\"{\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x31\n\nembeddings\x18\x02 \x03(\x0b\x32\x1d.llmproxy.router.v1.Embedding\x12(\n\x05usage\x18\x03 \x01(\x0b\x32\x19.llmproxy.router.v1.Usage2\x9d\x02\n\x0b\x43hatService\x12Q\n\x04\x43hat\x12\x1f.llmproxy.router.v1.ChatRequest\x1a .llmproxy.router.v1.ChatResponse\"\x06\x92\x82\x19\x02\x18\x01\x12\x65\n\nStreamChat\x12%.llmproxy.router.v1.StreamChatRequest\x1a&.llmproxy.router.v1.StreamChatResponse\"\x06\x92\x82\x19\x02\x18\x01\x30\x01\x12T\n\x05\x45mbed\x12 .llmproxy.router.v1.EmbedRequest\x1a!.llmproxy.router.v1.EmbedResponse\"\x06\x92\x82\x19\x02\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.router.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHATMESSAGE']._serialized_start=53
-  _globals['_CHATMESSAGE']._serialized_end=97
-  _globals['_CHATREQUEST']._serialized_start=100
-  _globals['_CHATREQUEST']._serialized_end=333
-  _globals['_USAGE']._serialized_start=335
-  _globals['_USAGE']._serialized_end=414
-  _globals['_CHATRESPONSE']._serialized_start=416
-  _globals['_CHATRESPONSE']._serialized_end=539
-  _globals['_STREAMCHATREQUEST']._serialized_start=541
-  _globals['_STREAMCHATREQUEST']._serialized_end=630
-  _globals['_STREAMCHATRESPONSE']._serialized_start=632
-  _globals['_STREAMCHATRESPONSE']._serialized_end=732
-  _globals['_EMBEDREQUEST']._serialized_start=734
-  _globals['_EMBEDREQUEST']._serialized_end=818
-  _globals['_EMBEDDING']._serialized_start=820
-  _globals['_EMBEDDING']._serialized_end=862
-  _globals['_EMBEDRESPONSE']._serialized_start=864
-  _globals['_EMBEDRESPONSE']._serialized_end=987
-  _globals['_CHATSERVICE']._serialized_start=990
-  _globals['_CHATSERVICE']._serialized_end=1251
+  _globals['_CHATSERVICE'].methods_by_name['Chat']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['Chat']._serialized_options = b'\222\202\031\002\030\001'
+  _globals['_CHATSERVICE'].methods_by_name['StreamChat']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['StreamChat']._serialized_options = b'\222\202\031\002\030\001'
+  _globals['_CHATSERVICE'].methods_by_name['Embed']._loaded_options = None
+  _globals['_CHATSERVICE'].methods_by_name['Embed']._serialized_options = b'\222\202\031\002\030\001'
+  _globals['_CHATMESSAGE']._serialized_start=86
+  _globals['_CHATMESSAGE']._serialized_end=130
+  _globals['_CHATREQUEST']._serialized_start=133
+  _globals['_CHATREQUEST']._serialized_end=366
+  _globals['_USAGE']._serialized_start=368
+  _globals['_USAGE']._serialized_end=447
+  _globals['_CHATRESPONSE']._serialized_start=449
+  _globals['_CHATRESPONSE']._serialized_end=572
+  _globals['_STREAMCHATREQUEST']._serialized_start=574
+  _globals['_STREAMCHATREQUEST']._serialized_end=663
+  _globals['_STREAMCHATRESPONSE']._serialized_start=665
+  _globals['_STREAMCHATRESPONSE']._serialized_end=765
+  _globals['_EMBEDREQUEST']._serialized_start=767
+  _globals['_EMBEDREQUEST']._serialized_end=851
+  _globals['_EMBEDDING']._serialized_start=853
+  _globals['_EMBEDDING']._serialized_end=895
+  _globals['_EMBEDRESPONSE']._serialized_start=897
+  _globals['_EMBEDRESPONSE']._serialized_end=1020
+  _globals['_CHATSERVICE']._serialized_start=1023
+  _globals['_CHATSERVICE']._serialized_end=1308
 # @@protoc_insertion_point(module_scope)

@@ -23,39 +23,48 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/router/v1/router.proto\x12\x12llmproxy.router.v1\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.llmproxy.router.v1.Model\"X\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07targets\x18\x02 \x03(\x0b\x32\x1f.llmproxy.router.v1.ModelTarget\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\"7\n\x0bModelTarget\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eupstream_model\x18\x02 \x01(\t\"b\n\x16InvalidateCacheRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\x12\x0f\n\x07tenants\x18\x05 \x03(\t\"*\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x16\n\x14GetCacheStatsRequest\"L\n\x15GetCacheStatsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.llmproxy.router.v1.ModelCacheStats\"\xa2\x01\n\x0fModelCacheStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x10\n\x08\x62ypasses\x18\x04 \x01(\x04\x12\x11\n\thit_ratio\x18\x05 \x01(\x01\x12\x14\n\x0c\x62ytes_served\x18\x06 \x01(\x04\x12\x14\n\x0csaved_tokens\x18\x07 \x01(\x04\x12\x11\n\tsaved_usd\x18\x08 \x01(\x01\"1\n\x10WarmCacheRequest\x12\r\n\x05jsonl\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"s\n\x11WarmCacheResponse\x12\x0e\n\x06\x63\x61\x63hed\x18\x01 \x01(\r\x12\x16\n\x0e\x61lready_cached\x18\x02 \x01(\r\x12\x36\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32$.llmproxy.router.v1.WarmCacheFailure\"0\n\x10WarmCacheFailure\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x98\x03\n\rRouterService\x12[\n\nListModels\x12%.llmproxy.router.v1.ListModelsRequest\x1a&.llmproxy.router.v1.ListModelsResponse\x12j\n\x0fInvalidateCache\x12*.llmproxy.router.v1.InvalidateCacheRequest\x1a+.llmproxy.router.v1.InvalidateCacheResponse\x12\x64\n\rGetCacheStats\x12(.llmproxy.router.v1.GetCacheStatsRequest\x1a).llmproxy.router.v1.GetCacheStatsResponse\x12X\n\tWarmCache\x12$.llmproxy.router.v1.WarmCacheRequest\x1a%.llmproxy.router.v1.WarmCacheResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/router/v1/router.proto\x12\x12llmproxy.router.v1\x1a\x1fllmproxy/access/v1/access.proto\"\x13\n\x11ListModelsRequest\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.llmproxy.router.v1.Model\"X\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x07targets\x18\x02 \x03(\x0b\x32\x1f.llmproxy.router.v1.ModelTarget\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\"7\n\x0bModelTarget\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0eupstream_model\x18\x02 \x01(\t\"b\n\x16InvalidateCacheRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\x12\x0f\n\x07tenants\x18\x05 \x03(\t\"*\n\x17InvalidateCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x16\n\x14GetCacheStatsRequest\"L\n\x15GetCacheStatsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.llmproxy.router.v1.ModelCacheStats\"\xa2\x01\n\x0fModelCacheStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04hits\x18\x02 \x01(\x04\x12\x0e\n\x06misses\x18\x03 \x01(\x04\x12\x10\n\x08\x62ypasses\x18\x04 \x01(\x04\x12\x11\n\thit_ratio\x18\x05 \x01(\x01\x12\x14\n\x0c\x62ytes_served\x18\x06 \x01(\x04\x12\x14\n\x0csaved_tokens\x18\x07 \x01(\x04\x12\x11\n\tsaved_usd\x18\x08 \x01(\x01\"1\n\x10WarmCacheRequest\x12\r\n\x05jsonl\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\"s\n\x11WarmCacheResponse\x12\x0e\n\x06\x63\x61\x63hed\x18\x01 \x01(\r\x12\x16\n\x0e\x61lready_cached\x18\x02 \x01(\r\x12\x36\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32$.llmproxy.router.v1.WarmCacheFailure\"0\n\x10WarmCacheFailure\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xbc\x03\n\rRouterService\x12\x63\n\nListModels\x12%.llmproxy.router.v1.ListModelsRequest\x1a&.llmproxy.router.v1.ListModelsResponse\"\x06\x92\x82\x19\x02\x08\x01\x12t\n\x0fInvalidateCache\x12*.llmproxy.router.v1.InvalidateCacheRequest\x1a+.llmproxy.router.v1.InvalidateCacheResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x12l\n\rGetCacheStats\x12(.llmproxy.router.v1.GetCacheStatsRequest\x1a).llmproxy.router.v1.GetCacheStatsResponse\"\x06\x92\x82\x19\x02\x08\x01\x12\x62\n\tWarmCache\x12$.llmproxy.router.v1.WarmCacheRequest\x1a%.llmproxy.router.v1.WarmCacheResponse\"\x08\x92\x82\x19\x04\x08\x02 \x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmproxy.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTMODELSREQUEST']._serialized_start=55
-  _globals['_LISTMODELSREQUEST']._serialized_end=74
-  _globals['_LISTMODELSRESPONSE']._serialized_start=76
-  _globals['_LISTMODELSRESPONSE']._serialized_end=139
-  _globals['_MODEL']._serialized_start=141
-  _globals['_MODEL']._serialized_end=229
-  _globals['_MODELTARGET']._serialized_start=231
-  _globals['_MODELTARGET']._serialized_end=286
-  _globals['_INVALIDATECACHEREQUEST']._serialized_start=288
-  _globals['_INVALIDATECACHEREQUEST']._serialized_end=386
-  _globals['_INVALIDATECACHERESPONSE']._serialized_start=388
-  _globals['_INVALIDATECACHERESPONSE']._serialized_end=430
-  _globals['_GETCACHESTATSREQUEST']._serialized_start=432
-  _globals['_GETCACHESTATSREQUEST']._serialized_end=454
-  _globals['_GETCACHESTATSRESPONSE']._serialized_start=456
-  _globals['_GETCACHESTATSRESPONSE']._serialized_end=532
-  _globals['_MODELCACHESTATS']._serialized_start=535
-  _globals['_MODELCACHESTATS']._serialized_end=697
-  _globals['_WARMCACHEREQUEST']._serialized_start=699
-  _globals['_WARMCACHEREQUEST']._serialized_end=748
-  _globals['_WARMCACHERESPONSE']._serialized_start=750
-  _globals['_WARMCACHERESPONSE']._serialized_end=865
-  _globals['_WARMCACHEFAILURE']._serialized_start=867
-  _globals['_WARMCACHEFAILURE']._serialized_end=915
-  _globals['_ROUTERSERVICE']._serialized_start=918
-  _globals['_ROUTERSERVICE']._serialized_end=1326
+  _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['ListModels']._serialized_options = b'\222\202\031\002\010\001'
+  _globals['_ROUTERSERVICE'].methods_by_name['InvalidateCache']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['InvalidateCache']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_ROUTERSERVICE'].methods_by_name['GetCacheStats']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['GetCacheStats']._serialized_options = b'\222\202\031\002\010\001'
+  _globals['_ROUTERSERVICE'].methods_by_name['WarmCache']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['WarmCache']._serialized_options = b'\222\202\031\004\010\002 \001'
+  _globals['_LISTMODELSREQUEST']._serialized_start=88
+  _globals['_LISTMODELSREQUEST']._serialized_end=107
+  _globals['_LISTMODELSRESPONSE']._serialized_start=109
+  _globals['_LISTMODELSRESPONSE']._serialized_end=172
+  _globals['_MODEL']._serialized_start=174
+  _globals['_MODEL']._serialized_end=262
+  _globals['_MODELTARGET']._serialized_start=264
+  _globals['_MODELTARGET']._serialized_end=319
+  _globals['_INVALIDATECACHEREQUEST']._serialized_start=321
+  _globals['_INVALIDATECACHEREQUEST']._serialized_end=419
+  _globals['_INVALIDATECACHERESPONSE']._serialized_start=421
+  _globals['_INVALIDATECACHERESPONSE']._serialized_end=463
+  _globals['_GETCACHESTATSREQUEST']._serialized_start=465
+  _globals['_GETCACHESTATSREQUEST']._serialized_end=487
+  _globals['_GETCACHESTATSRESPONSE']._serialized_start=489
+  _globals['_GETCACHESTATSRESPONSE']._serialized_end=565
+  _globals['_MODELCACHESTATS']._serialized_start=568
+  _globals['_MODELCACHESTATS']._serialized_end=730
+  _globals['_WARMCACHEREQUEST']._serialized_start=732
+  _globals['_WARMCACHEREQUEST']._serialized_end=781
+  _globals['_WARMCACHERESPONSE']._serialized_start=783
+  _globals['_WARMCACHERESPONSE']._serialized_end=898
+  _globals['_WARMCACHEFAILURE']._serialized_start=900
+  _globals['_WARMCACHEFAILURE']._serialized_end=948
+  _globals['_ROUTERSERVICE']._serialized_start=951
+  _globals['_ROUTERSERVICE']._serialized_end=1395
 # @@protoc_insertion_point(module_scope)
