@@ -20,6 +20,7 @@ from llmproxy.authz.fallback import FallbackKeys
 from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
 from llmproxy.authz.store import RedisInvalidationFeed, RedisKeyStore
+from llmproxy.common.access_control import access_control
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import RedisUsageStore
@@ -45,6 +46,8 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
     if admin_token is None:
         log.warning("admin API disabled", extra={"unset": settings.admin_token_env})
     redis = connect_redis(config.redis)
+    # First: a missing service token stops startup before anything else is opened.
+    access = access_control(config, redis, service="authz")
     store = RedisKeyStore(redis, settings.audit_max_records)
     # Checks read through a client of their own: tighter than the stack's settings and without
     # retries, so a slow Redis becomes a decision from last-known records, not a 503.
@@ -95,6 +98,7 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
         register,
         closers=[stop_follower, lookups.aclose, lookup_redis.aclose, redis.aclose],
         service="authz",
+        access=access,
     )
     await running.components.set("keys", True)
     # Reported only: known keys are still authorized while Redis is down.

@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from redis.exceptions import RedisError
 
+from llmproxy.common.access_control import AccessControl
 from llmproxy.common.chaos import agent as chaos_agent
 from llmproxy.common.component_health import ComponentHealth
 from llmproxy.common.errors import ConfigError, exit_on_config_error
@@ -98,14 +99,19 @@ async def start_server(
     *,
     service: str = "service",
     required: Collection[str] = (),
+    access: AccessControl,
 ) -> RunningServer:
     """Start a gRPC server with the registered services, health and reflection.
+
+    access guards every RPC (see llmproxy.common.access_control): it runs inside the metrics
+    interceptor, so that refused calls are counted with their status code.
 
     Every registered service, and the overall "" service, is reported SERVING once it listens;
     a required component (see ComponentHealth) turns them NOT_SERVING while it is unhealthy.
     """
     server = grpc.aio.server(
-        interceptors=[*server_interceptors(), MetricsInterceptor()], options=_SERVER_OPTIONS
+        interceptors=[*server_interceptors(), MetricsInterceptor(), access.interceptor],
+        options=_SERVER_OPTIONS,
     )
     names = list(register(server))
     # Every service runs the chaos agent, on its own port (see llmproxy.common.chaos.agent).
@@ -128,7 +134,11 @@ async def start_server(
     components = ComponentHealth(health, service, names, required)
     # Closing the chaos engine undoes any stress left: none outlives the server.
     return RunningServer(
-        server, port, health, components, (components.aclose, *closers, chaos.close)
+        server,
+        port,
+        health,
+        components,
+        (components.aclose, *closers, chaos.close, *access.closers),
     )
 
 

@@ -11,6 +11,7 @@ import httpx
 from envoy.service.runtime.v3 import rtds_pb2_grpc
 
 from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
+from llmproxy.common.access_control import access_control
 from llmproxy.common.contract import CLIENT_ROUTES, SERVICES
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
@@ -54,6 +55,8 @@ async def serve(config: StackConfig) -> RunningServer:
     """Start the fault gRPC server and its runner."""
     settings = config.services.fault
     redis = connect_redis(config.redis.model_copy(update={"retries": 1}))
+    # First: a missing service token stops startup before anything else is opened.
+    access = access_control(config, redis, service="fault")
     store = RedisExperimentStore(redis, settings.key_prefix)
     agents = Agents(agent_targets(config), settings.agent_timeout_s)
     controller = Controller(store, known_targets(config, dict(os.environ)), agents, time.time)
@@ -73,7 +76,13 @@ async def serve(config: StackConfig) -> RunningServer:
         return SERVICE_NAMES
 
     closers = [cancelling(tasks), agents.aclose, http.aclose, store.aclose]
-    running = await start_server(settings, register, closers=closers, service="fault")
+    running = await start_server(
+        settings,
+        register,
+        closers=closers,
+        service="fault",
+        access=access,
+    )
     # Reported only: the emergency stop and the experiments already pushed keep working.
     await running.components.watch(
         "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s

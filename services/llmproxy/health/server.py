@@ -18,6 +18,7 @@ import grpc
 from envoy.service.endpoint.v3 import eds_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.access_control import access_control
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
@@ -75,8 +76,11 @@ async def serve(config: StackConfig) -> RunningServer:
     registry.on_change(metrics.observe_status)
     for status in registry.statuses():
         metrics.observe_status(status)
+    redis = connect_redis(config.redis.model_copy(update={"retries": 1}))
+    # First: a missing service token stops startup before anything else is opened.
+    access = access_control(config, redis, service="health")
     redis_store = RedisHealthStore(
-        connect_redis(config.redis.model_copy(update={"retries": 1})),
+        redis,
         settings.circuit,
         settings.key_prefix,
     )
@@ -118,7 +122,13 @@ async def serve(config: StackConfig) -> RunningServer:
         *(c.close for c in channels),
         store.aclose,
     ]
-    running = await start_server(settings, register, closers=closers, service="health")
+    running = await start_server(
+        settings,
+        register,
+        closers=closers,
+        service="health",
+        access=access,
+    )
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))
     return running

@@ -16,6 +16,7 @@ import grpc
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
+from llmproxy.common.access_control import access_control
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
@@ -46,6 +47,8 @@ async def serve(config: StackConfig) -> RunningServer:
     redis = connect_redis(
         config.redis.model_copy(update={"socket_timeout_s": settings.redis_timeout_s, "retries": 0})
     )
+    # First: a missing service token stops startup before anything else is opened.
+    access = access_control(config, redis, service="ratelimit")
     running: RunningServer | None = None
 
     def redis_health(degraded: bool) -> None:
@@ -74,7 +77,12 @@ async def serve(config: StackConfig) -> RunningServer:
 
     closers = [cancelling([watcher]), batcher.aclose, store.aclose]
     running = await start_server(
-        settings, register, closers=closers, service="ratelimit", required=("config",)
+        settings,
+        register,
+        closers=closers,
+        service="ratelimit",
+        required=("config",),
+        access=access,
     )
     await running.components.set("config", True)  # loaded: an invalid file stopped startup
     await running.components.set("redis", not store.degraded)

@@ -17,6 +17,7 @@ from llmproxy._gen.router.v1 import (
     router_pb2,
     router_pb2_grpc,
 )
+from llmproxy.common.access_control import access_control
 from llmproxy.common.ratelimit_client import RateLimitClient
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
@@ -86,6 +87,8 @@ async def serve(
     settings = config.services.router
     transport = transport or new_http_transport()
     redis = connect_redis(config.redis)
+    # First: a missing service token stops startup before anything else is opened.
+    access = access_control(config, redis, service="router")
     # The cache's own Redis when configured: cache pressure there evicts nothing authoritative.
     cache_redis = (
         connect_redis(config.redis.model_copy(update={"url": config.cache_redis_url}))
@@ -141,7 +144,13 @@ async def serve(
         *([cache_redis.aclose] if cache_redis is not redis else []),
         redis.aclose,
     ]
-    running = await start_server(settings, register, closers=closers, service="router")
+    running = await start_server(
+        settings,
+        register,
+        closers=closers,
+        service="router",
+        access=access,
+    )
     # Without Redis the router still answers (no cache, usage kept in memory): reported only.
     await running.components.watch(
         "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
