@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
+from llmproxy.authz.settings import HMAC_SECRET_ENV
+from llmproxy.common.settings import ControlSettings
 from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
@@ -28,9 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
     for name in [n for n in os.environ if n.endswith("_API_KEY")]:
         del os.environ[name]
-    # The authz service needs an HMAC secret and an admin token; each test run makes its own,
-    # for every stack and in-process service it starts.
-    for name in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV):
+    # The authz service needs an HMAC secret and an admin token, every service the service
+    # token; each test run makes its own, for every stack and in-process service it starts.
+    control = ControlSettings()
+    for name in (HMAC_SECRET_ENV, control.admin_token_env, control.service_token_env):
         os.environ[name] = secrets.token_urlsafe(32)
 
 

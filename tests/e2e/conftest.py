@@ -17,7 +17,7 @@ from tests.harness.configs import stack_config_data, write_config
 
 def admin_metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
     """The gRPC metadata of an admin call on stack's authz service."""
-    token = stack.environ[stack.config.services.authz.admin_token_env]
+    token = stack.environ[stack.config.control.admin_token_env]
     return (("authorization", f"Bearer {token}"),)
 
 

@@ -179,7 +179,7 @@ def test_secrets_never_reach_a_log(stack_logs: Stack, gateway_url: str) -> None:
         f"http://{config.envoy.host}:{config.envoy.admin_port}/stats"
     ).text
     assert 'llmproxy_authz_decisions_total{decision="api_key_revoked"}' in logs["authz /metrics"]
-    token = stack_logs.environ[stack_logs.config.services.authz.admin_token_env]
+    token = stack_logs.environ[stack_logs.config.control.admin_token_env]
     hmac_secret = stack_logs.environ[stack_logs.config.services.authz.hmac_secret_env]
     for name, text in logs.items():
         for secret in (created.secret, wrong, new_secret, token, hmac_secret):

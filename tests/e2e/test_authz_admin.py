@@ -23,7 +23,7 @@ def grpcurl(
 ) -> subprocess.CompletedProcess[str]:
     envoy = stack.config.envoy
     if token == "":
-        token = stack.environ[stack.config.services.authz.admin_token_env]
+        token = stack.environ[stack.config.control.admin_token_env]
     headers = ["-H", f"authorization: Bearer {token}"] if token else []
     return subprocess.run(
         [
@@ -105,7 +105,7 @@ def test_bad_input_is_invalid_argument_naming_the_field(stack_logs: Stack) -> No
 
 
 def cli_env(stack: Stack) -> dict[str, str]:
-    name = stack.config.services.authz.admin_token_env
+    name = stack.config.control.admin_token_env
     return {name: stack.environ[name], "USER": "ops"}
 
 

@@ -13,7 +13,7 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_requests_fail_closed_with_503_when_authz_is_stopped(own_stack: Stack) -> None:
-    token = own_stack.environ[own_stack.config.services.authz.admin_token_env]
+    token = own_stack.environ[own_stack.config.control.admin_token_env]
     key = await create_demo_key(own_stack.config, token)
     envoy = own_stack.config.envoy
     url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"

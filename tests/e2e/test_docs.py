@@ -109,7 +109,7 @@ def documented(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack
     stack = Stack(config, path, workdir, os.environ)
     asyncio.run(stack.start())
     try:
-        token = stack.environ[config.services.authz.admin_token_env]
+        token = stack.environ[config.control.admin_token_env]
         key = asyncio.run(create_demo_key(config, token))
         exports = shell_exports(stack, key)
         assert set(exports) <= PRINTED

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
+from llmproxy.authz.settings import HMAC_SECRET_ENV
+from llmproxy.common.settings import ControlSettings
 from llmproxy.devstack.__main__ import banner
 from llmproxy.devstack.monitoring import find_binaries
 from llmproxy.devstack.stack import Stack
@@ -44,11 +45,16 @@ def pasted(banner: str, commands: str, environ: dict[str, str]) -> subprocess.Co
     )
 
 
+# Secrets `make up` makes when the user sets none.
+CONTROL = ControlSettings()
+GENERATED = (HMAC_SECRET_ENV, CONTROL.admin_token_env, CONTROL.service_token_env)
+
+
 def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     path, config = write_config(tmp_path, stack_config_data())
     workdir = tmp_path / "run"
     # Without the authz secrets: `make up` makes random ones and says so.
-    environ = {k: v for k, v in os.environ.items() if k not in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV)}
+    environ = {k: v for k, v in os.environ.items() if k not in GENERATED}
     up = subprocess.Popen(
         [
             sys.executable,
@@ -88,7 +94,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             assert "(not persisted; evicts cache entries only)" in text
             # Demo mode: alerts go to a local receiver's log, and the banner says where.
             assert f"Alerts go to    {workdir / 'logs' / 'alerts.log'}" in text
-        assert f"random for this run: ${ADMIN_TOKEN_ENV} unset" in text
+        assert f"random for this run: ${CONTROL.admin_token_env} unset" in text
         key = re.search(r"authorization: Bearer (sk-llmp-[\w-]+)'", text)
         assert key, text
         envoy = config.envoy

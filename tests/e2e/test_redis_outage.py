@@ -19,7 +19,7 @@ BACK_WITHIN_S = 10
 async def test_known_keys_see_no_5xx_while_redis_is_killed_and_restarted(
     own_stack: Stack,
 ) -> None:
-    token = own_stack.environ[own_stack.config.services.authz.admin_token_env]
+    token = own_stack.environ[own_stack.config.control.admin_token_env]
     key = await create_demo_key(own_stack.config, token)
     envoy = own_stack.config.envoy
     url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"

@@ -19,7 +19,7 @@ import inspect
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -239,6 +239,7 @@ class AccessControl:
     """A service's interceptor and what to close when the service stops."""
 
     interceptor: AccessInterceptor
+    service_token: str = field(repr=False)  # what this service presents to the others
     closers: tuple[Closer, ...] = ()
 
 
@@ -271,4 +272,4 @@ def access_control(
         verifier=TokenCache(verifier, settings.token_cache_s, settings.token_stale_grace_s),
         audit=AuditTrail(redis, settings.audit_max_records),
     )
-    return AccessControl(AccessInterceptor(guard), tuple(closers))
+    return AccessControl(AccessInterceptor(guard), service_token, tuple(closers))

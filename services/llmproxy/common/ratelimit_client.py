@@ -5,7 +5,7 @@ Before a call, Envoy's rate limit check reserved the request's token estimate
 in x-llmproxy-ratelimit-reserved-at. After the response (streamed ones included, once the
 usage is known) the router hands the headers it received and the tokens actually used:
 
-    client = RateLimitClient(f"{config.envoy.host}:{config.envoy.control_port}")
+    client = RateLimitClient(f"{config.envoy.host}:{config.envoy.control_port}", service_token)
     await client.reconcile_tokens(request_headers, usage.total_tokens)
 
 The router itself queues them in router/reconcile_batch.py, which sends many at once through
@@ -25,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
+from llmproxy.common.credentials import bearer_channel
 from llmproxy.common.ratelimit_descriptors import header_value, token_descriptors
 
 log = logging.getLogger(__name__)
@@ -110,8 +111,9 @@ async def reconcile_batch(
 class RateLimitClient:
     """A channel to the rate limit control API (directly or through Envoy's control port)."""
 
-    def __init__(self, target: str) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, service_token: str) -> None:
+        # Reconciliation is for the stack's services only: the calls present the service token.
+        self._channel = bearer_channel(target, service_token)
         self.stub: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub = (
             ratelimit_pb2_grpc.RateLimitControlServiceStub(self._channel)
         )

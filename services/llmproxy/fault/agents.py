@@ -13,6 +13,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2
+from llmproxy.common.credentials import bearer_channel
 from llmproxy.fault.errors import FaultError
 
 AGENT_KINDS = ("cpu", "memory")
@@ -30,14 +31,15 @@ def stress_id(experiment: str, kind: str) -> str:
 class Agents:
     """Clients of the services' chaos agents, by service name."""
 
-    def __init__(self, targets: Mapping[str, str], timeout_s: float) -> None:
+    def __init__(self, targets: Mapping[str, str], timeout_s: float, service_token: str) -> None:
         self._targets = dict(targets)
+        self._service_token = service_token
         self._timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, service: str) -> agent_pb2_grpc.ChaosAgentServiceAsyncStub:
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(self._targets[service])
+            self._channels[service] = bearer_channel(self._targets[service], self._service_token)
         stub: agent_pb2_grpc.ChaosAgentServiceAsyncStub = agent_pb2_grpc.ChaosAgentServiceStub(
             self._channels[service]
         )

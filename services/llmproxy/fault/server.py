@@ -58,7 +58,7 @@ async def serve(config: StackConfig) -> RunningServer:
     # First: a missing service token stops startup before anything else is opened.
     access = access_control(config, redis, service="fault")
     store = RedisExperimentStore(redis, settings.key_prefix)
-    agents = Agents(agent_targets(config), settings.agent_timeout_s)
+    agents = Agents(agent_targets(config), settings.agent_timeout_s, access.service_token)
     controller = Controller(store, known_targets(config, dict(os.environ)), agents, time.time)
     http = httpx.AsyncClient(timeout=STATS_TIMEOUT_S)
     admin_url = f"http://{config.envoy.host}:{config.envoy.admin_port}"

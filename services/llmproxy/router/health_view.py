@@ -33,6 +33,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.credentials import bearer_channel
 from llmproxy.common.settings import HealthClientSettings
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
@@ -106,8 +107,11 @@ class HealthView:
         target: str,
         settings: HealthClientSettings,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        service_token: str,
     ) -> None:
         self._target = target
+        self._service_token = service_token
         self._settings = settings
         self._clock = clock
         self._known: dict[str, _Known] = {}
@@ -123,7 +127,7 @@ class HealthView:
 
     def start(self) -> None:
         """Start following the health service (in the background; returns at once)."""
-        self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+        self._channel = bearer_channel(self._target, self._service_token, _CHANNEL_OPTIONS)
         stub = health_pb2_grpc.ProviderHealthServiceStub(self._channel)
         self._tasks = [
             asyncio.create_task(self._watch_forever(stub)),

@@ -56,13 +56,15 @@ def egress_url(config: StackConfig, provider: str) -> str:
     return f"http://{envoy.host}:{envoy.egress_port}/{provider}"
 
 
-def health_view(config: StackConfig) -> HealthView | None:
+def health_view(config: StackConfig, service_token: str) -> HealthView | None:
     """The router's view of provider health, following the health service directly (not
     through Envoy: provider health must not depend on the data plane); None when disabled."""
     health = config.services.health
     if not health.client.enabled:
         return None
-    return HealthView(f"{health.host}:{health.grpc_port}", health.client)
+    return HealthView(
+        f"{health.host}:{health.grpc_port}", health.client, service_token=service_token
+    )
 
 
 def provider_clients(
@@ -102,12 +104,12 @@ async def serve(
     usage = BufferedUsageStore(RedisUsageStore(redis))
     models = config.served_models(environ)
     clients = provider_clients(config, transport, environ)
-    view = health_view(config)
+    view = health_view(config, access.service_token)
     if view is not None:
         view.start()
     # Token reservations made by the rate limiter are corrected with actual usage.
     ratelimit = config.services.ratelimit
-    limiter = RateLimitClient(f"{ratelimit.host}:{ratelimit.grpc_port}")
+    limiter = RateLimitClient(f"{ratelimit.host}:{ratelimit.grpc_port}", access.service_token)
     # Many requests' corrections per call, not one call each (reconcile_batch.py).
     reconciler = ReconcileBatcher(limiter.reconcile_batch)
     openai_api = OpenAIServicer(

@@ -36,7 +36,9 @@ def provider(name: str, **fields: Any) -> health_pb2.Provider:
 
 
 def connected_view(clock: Clock | None = None, **settings: Any) -> HealthView:
-    view = HealthView("127.0.0.1:1", HealthClientSettings(**settings), clock or Clock())
+    view = HealthView(
+        "127.0.0.1:1", HealthClientSettings(**settings), clock or Clock(), service_token="t" * 32
+    )
     view._set_connected(True)  # what the watch stream does on its first message
     return view
 
@@ -92,7 +94,7 @@ def test_last_known_state_is_trusted_for_a_while_then_everything_is_available() 
 
 
 def test_never_connected_means_everything_is_available() -> None:
-    view = HealthView("127.0.0.1:1", HealthClientSettings())
+    view = HealthView("127.0.0.1:1", HealthClientSettings(), service_token="t" * 32)
     view.apply(provider("a", state=health_pb2.PROVIDER_STATE_UNHEALTHY, available=False))
     assert view.admit("a")
 
