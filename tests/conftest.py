@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import subprocess
@@ -61,6 +62,19 @@ def _docker_engine_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaks_found_where_they_happen(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect garbage after each module that runs real processes and clients.
+
+    An unclosed client (a Redis connection, a socket) warns when the garbage collector finds
+    it, in whichever test is running then. Collecting here makes the warning fail the module
+    that leaked it, not a later test that merely collected.
+    """
+    yield
+    if request.path.relative_to(TESTS).parts[0] in {"integration", "e2e"}:
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
