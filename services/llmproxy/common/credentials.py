@@ -80,11 +80,8 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
     return ((AUTHORIZATION, f"Bearer {token}"),)
 
 
-class _WithBearer(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
-    """Adds the bearer token to every call of a channel."""
+class _WithBearer:
+    """Adds the bearer token to a call's metadata."""
 
     def __init__(self, token: str) -> None:
         self._entry = bearer_metadata(token)[0]
@@ -95,9 +92,13 @@ class _WithBearer(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+class _UnaryWithBearer(_WithBearer, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamWithBearer(_WithBearer, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
@@ -106,4 +107,10 @@ def bearer_channel(
     target: str, token: str, options: list[tuple[str, Any]] | None = None
 ) -> grpc.aio.Channel:
     """An insecure channel to target whose every call presents token."""
-    return grpc.aio.insecure_channel(target, options=options, interceptors=[_WithBearer(token)])
+    # One interceptor per kind of call: grpc.aio files an interceptor under the first kind it
+    # implements only, so one implementing both would never see a streaming call.
+    interceptors: list[grpc.aio.ClientInterceptor] = [
+        _UnaryWithBearer(token),
+        _StreamWithBearer(token),
+    ]
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
