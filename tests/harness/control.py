@@ -1,0 +1,145 @@
+"""Control calls made generically from the protos: every RPC, who serves it, and its answer.
+
+Tests that go over every control RPC (the access table, the secret scan) find the RPCs here
+from the generated descriptors, call each with a request built from its descriptor, and get
+back the status and message, never an exception.
+"""
+
+from __future__ import annotations
+
+import pkgutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import import_module
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+
+import llmproxy._gen
+from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
+from llmproxy.common.access import Role, Rule, rule_for
+from llmproxy.common.contract import SERVICES
+from llmproxy.common.credentials import bearer_metadata
+from llmproxy.config import StackConfig
+
+CHAOS_AGENT = "llmproxy.fault.v1.ChaosAgentService"  # every service serves it on its own port
+CALL_TIMEOUT_S = 10.0
+
+
+def our_methods() -> Iterator[MethodDescriptor]:
+    """Every RPC of every proto under proto/llmproxy."""
+    for module in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen."):
+        if module.name.endswith("_pb2"):
+            for service in import_module(module.name).DESCRIPTOR.services_by_name.values():
+                yield from service.methods
+
+
+def path_of(method: MethodDescriptor) -> str:
+    """The method's full path, as gRPC sends it: `/package.Service/Method`."""
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def rule_of(method: MethodDescriptor) -> Rule:
+    """The method's access rule; every RPC of ours has one (tests/unit/common/test_access.py)."""
+    rule = rule_for(path_of(method))
+    assert rule is not None, f"{path_of(method)} has no access rule"
+    return rule
+
+
+def control_methods() -> list[MethodDescriptor]:
+    """Every RPC of ours whose rule is not open, in the protos' order."""
+    return [m for m in our_methods() if not rule_of(m).open]
+
+
+def served_by(method: MethodDescriptor) -> tuple[str, ...]:
+    """The services whose own port serves method: its package's, or all of them (chaos agent)."""
+    if method.containing_service.full_name == CHAOS_AGENT:
+        return SERVICES
+    package = method.containing_service.file.package  # llmproxy.<service>.v1
+    return (package.split(".")[1],)
+
+
+def service_target(config: StackConfig, name: str) -> str:
+    """host:port of a service's own gRPC port."""
+    settings = getattr(config.services, name)
+    return f"{settings.host}:{settings.grpc_port}"
+
+
+def control_target(config: StackConfig) -> str:
+    """host:port of Envoy's control listener."""
+    return f"{config.envoy.host}:{config.envoy.control_port}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a call ended: its status and the message that came with it."""
+
+    code: grpc.StatusCode
+    details: str
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.details[:160]}"
+
+
+async def call(
+    channel: grpc.aio.Channel,
+    method: MethodDescriptor,
+    token: str | None,
+    request: Message | None = None,
+    *,
+    timeout_s: float = CALL_TIMEOUT_S,
+) -> Answer:
+    """Call method (with an empty request unless one is given) presenting token, or none.
+
+    A server-streaming call ends after its first message, which counts as OK.
+    """
+    if request is None:
+        request = message_factory.GetMessageClass(method.input_type)()
+    output = message_factory.GetMessageClass(method.output_type)
+    kwargs = {
+        "request_serializer": lambda m: m.SerializeToString(),
+        "response_deserializer": output.FromString,
+    }
+    metadata = bearer_metadata(token) if token else ()
+    try:
+        if method.server_streaming:
+            stream = channel.unary_stream(path_of(method), **kwargs)(
+                request, metadata=metadata, timeout=timeout_s
+            )
+            async for _ in stream:
+                stream.cancel()
+                break
+        else:
+            await channel.unary_unary(path_of(method), **kwargs)(
+                request, metadata=metadata, timeout=timeout_s
+            )
+    except grpc.aio.AioRpcError as exc:
+        return Answer(exc.code(), exc.details() or "")
+    return Answer(grpc.StatusCode.OK, "")
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A control token as CreateControlToken (or RotateControlToken) gave it."""
+
+    token_id: str
+    secret: str
+    role: Role
+
+
+async def create_control_token(
+    channel: grpc.aio.Channel, admin_token: str, role: Role, name: str, **fields: object
+) -> IssuedToken:
+    """A new control token of role, created by the holder of admin_token."""
+    reply = await authz_pb2_grpc.AuthzServiceStub(channel).CreateControlToken(
+        authz_pb2.CreateControlTokenRequest(
+            name=name,
+            role=role.value,  # Role's values are the proto enum's
+            **fields,  # type: ignore[arg-type]
+        ),
+        metadata=bearer_metadata(admin_token),
+        timeout=CALL_TIMEOUT_S,
+    )
+    return IssuedToken(reply.token.token_id, reply.secret, role)
