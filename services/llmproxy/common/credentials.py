@@ -75,6 +75,20 @@ def secret_from_env(environ: Mapping[str, str], variable: str, *, required: bool
     return value
 
 
+TOKEN_ENV = "LLMPROXY_TOKEN"  # noqa: S105 - a variable's name
+
+
+def cli_token(environ: Mapping[str, str], admin_token_env: str) -> str:
+    """The control token a command-line tool presents: $LLMPROXY_TOKEN, else the bootstrap
+    admin token; CredentialError saying what to set when neither is."""
+    token = environ.get(TOKEN_ENV) or environ.get(admin_token_env)
+    if not token:
+        raise CredentialError(
+            f"set ${TOKEN_ENV} to a control token (or ${admin_token_env} to the admin token)"
+        )
+    return token
+
+
 def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
     """The call metadata that presents token."""
     return ((AUTHORIZATION, f"Bearer {token}"),)
