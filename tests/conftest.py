@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import subprocess
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from llmproxy.authz.settings import ADMIN_TOKEN_ENV, HMAC_SECRET_ENV
+from llmproxy.authz.settings import HMAC_SECRET_ENV
+from llmproxy.common.settings import ControlSettings
 from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
@@ -28,9 +30,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests never reach real providers: without keys the stack is always in demo mode.
     for name in [n for n in os.environ if n.endswith("_API_KEY")]:
         del os.environ[name]
-    # The authz service needs an HMAC secret and an admin token; each test run makes its own,
-    # for every stack and in-process service it starts.
-    for name in (HMAC_SECRET_ENV, ADMIN_TOKEN_ENV):
+    # The authz service needs an HMAC secret and an admin token, every service the service
+    # token; each test run makes its own, for every stack and in-process service it starts.
+    control = ControlSettings()
+    for name in (HMAC_SECRET_ENV, control.admin_token_env, control.service_token_env):
         os.environ[name] = secrets.token_urlsafe(32)
 
 
@@ -59,6 +62,19 @@ def _docker_engine_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def leaks_found_where_they_happen(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect garbage after each module that runs real processes and clients.
+
+    An unclosed client (a Redis connection, a socket) warns when the garbage collector finds
+    it, in whichever test is running then. Collecting here makes the warning fail the module
+    that leaked it, not a later test that merely collected.
+    """
+    yield
+    if request.path.relative_to(TESTS).parts[0] in {"integration", "e2e"}:
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

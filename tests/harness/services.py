@@ -13,13 +13,16 @@ meanwhile the server's finalizer warns that its `shutdown` coroutine was never a
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
 
+from llmproxy.common.credentials import bearer_channel
 from llmproxy.common.server import RunningServer
+from llmproxy.common.settings import ControlSettings
 
 GRACE_S = 1.0  # in-flight calls get this long at teardown; the test's own calls are gone by then
 READY_TIMEOUT_S = 10.0
@@ -38,16 +41,25 @@ class Served:
         return self.running.port
 
 
+def admin_channel(target: str) -> grpc.aio.Channel:
+    """A channel whose every call presents the bootstrap admin token (tests/conftest.py sets it).
+
+    Every service accepts that token itself, so a service under test needs no authz beside it.
+    """
+    return bearer_channel(target, os.environ[ControlSettings().admin_token_env])
+
+
 @asynccontextmanager
 async def served(serving: Awaitable[RunningServer]) -> AsyncIterator[Served]:
-    """Start a service (its `serve(...)` awaitable) and yield it once its channel is ready.
+    """Start a service (its `serve(...)` awaitable) and yield it once its channel (an
+    admin_channel) is ready.
 
     On exit the channel is closed, then the service stops: grace for in-flight calls, then its
     own closers (Redis clients, HTTP sessions, tasks).
     """
     running = await serving
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with admin_channel(f"127.0.0.1:{running.port}") as channel:
             await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
             yield Served(running, channel)
     finally:

@@ -20,13 +20,12 @@ from llmproxy.devstack.stack import Stack
 
 def _secrets_note(stack: Stack) -> str:
     authz = stack.config.services.authz
-    if authz.admin_token_env in stack.generated_secrets:
-        token = stack.environ[authz.admin_token_env]
-        lines = [
-            f"  Admin token     {token}   (random for this run: ${authz.admin_token_env} unset)"
-        ]
+    admin_env = stack.config.control.admin_token_env
+    if admin_env in stack.generated_secrets:
+        token = stack.environ[admin_env]
+        lines = [f"  Admin token     {token}   (random for this run: ${admin_env} unset)"]
     else:
-        lines = [f"  Admin token     ${authz.admin_token_env}"]
+        lines = [f"  Admin token     ${admin_env}"]
     if authz.hmac_secret_env in stack.generated_secrets:
         lines.append(
             f"  Key hashing     random secret for this run (${authz.hmac_secret_env} unset): "
@@ -113,7 +112,7 @@ async def run(stack: Stack) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await stack.start()
-        token = stack.environ[stack.config.services.authz.admin_token_env]
+        token = stack.environ[stack.config.control.admin_token_env]
         print(banner(stack, await create_demo_key(stack.config, token)), flush=True)
         await stop.wait()
         print("stopping...", flush=True)

@@ -9,7 +9,6 @@ from collections.abc import MutableMapping
 import grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.authz.settings import AuthzSettings
 from llmproxy.common.contract import ACTOR_METADATA
 from llmproxy.common.timestamps import timestamp
 from llmproxy.config import StackConfig
@@ -18,14 +17,21 @@ from llmproxy.devstack.process import StartupError
 DEMO_KEY_TTL_S = 24 * 3600
 
 
-def ensure_authz_secrets(environ: MutableMapping[str, str], settings: AuthzSettings) -> list[str]:
-    """Put a random HMAC secret and admin token into environ where the user set none.
+def ensure_secrets(environ: MutableMapping[str, str], config: StackConfig) -> list[str]:
+    """Put a random HMAC secret, admin token and service token into environ where the user set
+    none.
 
     Returns the variables it set. Keys hashed with a generated secret stop working when the
-    stack stops, which is what a throwaway local stack wants.
+    stack stops, which is what a throwaway local stack wants; the service token is internal to
+    the stack, so a new one each start costs nothing.
     """
     generated = []
-    for name in (settings.hmac_secret_env, settings.admin_token_env):
+    names = (
+        config.services.authz.hmac_secret_env,
+        config.control.admin_token_env,
+        config.control.service_token_env,
+    )
+    for name in names:
         if not environ.get(name):
             environ[name] = secrets.token_urlsafe(32)
             generated.append(name)

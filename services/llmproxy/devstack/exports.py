@@ -38,7 +38,7 @@ def shell_exports(stack: Stack, api_key: str) -> dict[str, str]:
         "LLMPROXY_HEALTH": f"{health.host}:{health.grpc_port}",
         "LLMPROXY_KEY": api_key,
     }
-    token_env = config.services.authz.admin_token_env
+    token_env = config.control.admin_token_env
     if token_env in stack.generated_secrets:
         exports[token_env] = stack.environ[token_env]
     exports["GRPCURL"] = grpcurl_command(stack.protoset_path)

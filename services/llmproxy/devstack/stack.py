@@ -13,7 +13,7 @@ from llmproxy.common.contract import SERVICES
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.common.settings import SENTINEL_SCHEME, parse_sentinel_url
 from llmproxy.config import FakeProviderSettings, StackConfig
-from llmproxy.devstack.authz import ensure_authz_secrets
+from llmproxy.devstack.authz import ensure_secrets
 from llmproxy.devstack.binaries import find_binary
 from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
 from llmproxy.devstack.process import ManagedProcess
@@ -61,7 +61,7 @@ class Stack:
         self.environ = dict(environ)
         # The authz service needs an HMAC secret and an admin token: random ones for this run
         # when the user set none (the banner says so).
-        self.generated_secrets = ensure_authz_secrets(self.environ, config.services.authz)
+        self.generated_secrets = ensure_secrets(self.environ, config)
         self.envoy_config_path = workdir / "envoy.yaml"
         self.protoset_path = workdir / "llmproxy.protoset"
         self.processes: dict[str, ManagedProcess] = {}

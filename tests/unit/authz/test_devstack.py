@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmproxy.authz.settings import AuthzSettings
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.devstack.__main__ import banner
-from llmproxy.devstack.authz import ensure_authz_secrets
+from llmproxy.devstack.authz import ensure_secrets
 from llmproxy.devstack.stack import Stack
 
-NAMES = ("LLMPROXY_AUTHZ_HMAC_SECRET", "LLMPROXY_ADMIN_TOKEN")
+NAMES = ("LLMPROXY_AUTHZ_HMAC_SECRET", "LLMPROXY_ADMIN_TOKEN", "LLMPROXY_SERVICE_TOKEN")
+CONFIG = load_config(DEFAULT_CONFIG, environ={})
 
 
 def test_missing_secrets_are_generated_and_given_ones_kept() -> None:
     environ: dict[str, str] = {}
-    assert ensure_authz_secrets(environ, AuthzSettings()) == list(NAMES)
+    assert ensure_secrets(environ, CONFIG) == list(NAMES)
     assert all(len(environ[name]) >= 32 for name in NAMES)
     again = dict(environ)
-    assert ensure_authz_secrets(again, AuthzSettings()) == []
+    assert ensure_secrets(again, CONFIG) == []
     assert again == environ
     partial = {"LLMPROXY_ADMIN_TOKEN": "mine"}
-    assert ensure_authz_secrets(partial, AuthzSettings()) == ["LLMPROXY_AUTHZ_HMAC_SECRET"]
+    assert ensure_secrets(partial, CONFIG) == [NAMES[0], NAMES[2]]
     assert partial["LLMPROXY_ADMIN_TOKEN"] == "mine"  # noqa: S105 - a test value
 
 
