@@ -105,7 +105,7 @@ def redacted(message: Message) -> dict[str, Any]:
 
 
 def _repeated(field: FieldDescriptor) -> bool:
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)  # type: ignore[attr-defined]
+    return bool(field.is_repeated)
 
 
 def _message_value(field: FieldDescriptor, value: Any) -> Any:
