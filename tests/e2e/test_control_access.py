@@ -30,6 +30,7 @@ from tests.harness.control import (
     CHAOS_AGENT,
     Answer,
     IssuedToken,
+    admin_token,
     call,
     control_methods,
     control_target,
@@ -37,6 +38,7 @@ from tests.harness.control import (
     rule_of,
     served_by,
     service_target,
+    service_token,
 )
 from tests.harness.waiting import eventually
 
@@ -65,16 +67,6 @@ async def channels(config: StackConfig) -> AsyncIterator[dict[str, grpc.aio.Chan
             path: await stack.enter_async_context(grpc.aio.insecure_channel(target))
             for path, target in targets.items()
         }
-
-
-def admin_token(stack: Stack) -> str:
-    """The bootstrap admin token the stack was started with."""
-    return stack.environ[stack.config.control.admin_token_env]
-
-
-def service_token(stack: Stack) -> str:
-    """The stack's service token."""
-    return stack.environ[stack.config.control.service_token_env]
 
 
 async def people(stack: Stack, envoy: grpc.aio.Channel) -> dict[str, IssuedToken]:

@@ -20,7 +20,12 @@ from llmproxy.common.access import Role
 from llmproxy.common.audit import REDACTED
 from llmproxy.common.credentials import bearer_metadata
 from llmproxy.devstack.stack import Stack
-from tests.harness.control import IssuedToken, control_target, create_control_token
+from tests.harness.control import (
+    IssuedToken,
+    admin_token,
+    control_target,
+    create_control_token,
+)
 
 AUDITED_SERVICES = ("ratelimit", "router", "health", "fault")
 
@@ -113,7 +118,7 @@ async def operate(
 
 
 async def test_changes_and_refusals_on_every_service_are_audited(own_stack: Stack) -> None:
-    admin = own_stack.environ[own_stack.config.control.admin_token_env]
+    admin = admin_token(own_stack)
     async with grpc.aio.insecure_channel(control_target(own_stack.config)) as channel:
         viewer = await create_control_token(channel, admin, Role.VIEWER, "e2e auditor")
         operator = await create_control_token(channel, admin, Role.OPERATOR, "e2e operator")

@@ -28,12 +28,14 @@ from llmproxy.devstack.stack import Stack
 from tests.harness.control import (
     Answer,
     IssuedToken,
+    admin_token,
     call,
     control_methods,
     control_target,
     create_control_token,
     served_by,
     service_target,
+    service_token,
 )
 
 WINDOW = 16  # characters of a secret that count as leaking it
@@ -101,8 +103,8 @@ class Recorder:
 async def test_no_secret_is_logged_exported_audited_or_echoed(own_stack: Stack) -> None:
     config = own_stack.config
     environ = own_stack.environ
-    admin = environ[config.control.admin_token_env]
-    service = environ[config.control.service_token_env]
+    admin = admin_token(own_stack)
+    service = service_token(own_stack)
     secrets = [
         Secret("the admin token", admin),
         Secret("the service token", service),
