@@ -13,12 +13,11 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -33,6 +32,7 @@ from llmproxy.common.errors import ConfigError
 from llmproxy.common.server import RunningServer
 from llmproxy.common.settings import ControlSettings
 from llmproxy.config import StackConfig
+from tests.harness import control
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.services import Served, served, service_channel
 
@@ -77,27 +77,10 @@ async def served_methods(channel: grpc.aio.Channel) -> list[MethodDescriptor]:
 
 async def call(port: int, method: MethodDescriptor, token: str | None = None) -> grpc.StatusCode:
     """Call method with an empty request; the status it ends with."""
-    path = f"/{method.containing_service.full_name}/{method.name}"
-    request = message_factory.GetMessageClass(method.input_type)()
-    output = message_factory.GetMessageClass(method.output_type)
-    kwargs: dict[str, Any] = {
-        "request_serializer": lambda m: m.SerializeToString(),
-        "response_deserializer": output.FromString,
-    }
-    metadata = bearer_metadata(token) if token else ()
     # A channel without the harness's admin token: this test decides what each call presents.
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as bare:
-        try:
-            if method.server_streaming:
-                async for _ in bare.unary_stream(path, **kwargs)(
-                    request, metadata=metadata, timeout=5
-                ):
-                    break
-            else:
-                await bare.unary_unary(path, **kwargs)(request, metadata=metadata, timeout=5)
-        except grpc.aio.AioRpcError as exc:
-            return exc.code()
-    return grpc.StatusCode.OK
+        answer = await control.call(bare, method, token, timeout_s=5)
+    return answer.code
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import pkgutil
-from collections.abc import Iterator
-from importlib import import_module
-
 import pytest
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from hypothesis import given
 from hypothesis import strategies as st
 
-import llmproxy._gen
 from llmproxy._gen.access.v1 import access_pb2
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.common.access import (
@@ -30,15 +25,7 @@ from llmproxy.common.credentials import (
     bearer_token,
     claimed_actor,
 )
-
-
-def our_methods() -> Iterator[MethodDescriptor]:
-    """Every RPC of every proto under proto/llmproxy."""
-    for module in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen."):
-        if module.name.endswith("_pb2"):
-            for service in import_module(module.name).DESCRIPTOR.services_by_name.values():
-                yield from service.methods
-
+from tests.harness.control import our_methods
 
 METHODS = list(our_methods())
 
