@@ -23,30 +23,12 @@ from llmproxy.devstack.stack import Stack
 from tests.harness.control import (
     IssuedToken,
     admin_token,
+    audit_records,
     control_target,
     create_control_token,
 )
 
 AUDITED_SERVICES = ("ratelimit", "router", "health", "fault")
-
-
-async def all_records(
-    channel: grpc.aio.Channel, viewer: IssuedToken, **selection: str
-) -> list[authz_pb2.AuditRecord]:
-    """Every audit record (newest first) the selection picks, page by page, read as a viewer."""
-    stub = authz_pb2_grpc.AuthzServiceStub(channel)
-    found: list[authz_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        page = await stub.ListAuditRecords(
-            authz_pb2.ListAuditRecordsRequest(page_size=100, page_token=token, **selection),
-            metadata=bearer_metadata(viewer.secret),
-            timeout=10,
-        )
-        found.extend(page.records)
-        token = page.next_page_token
-        if not token:
-            return found
 
 
 def by(
@@ -145,9 +127,10 @@ async def test_changes_and_refusals_on_every_service_are_audited(own_stack: Stac
                 router_pb2.WarmCacheRequest(tenant="e2e-audit")
             )
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        found = await all_records(channel, viewer)
+        found = await audit_records(channel, viewer.secret)
         per_service = {
-            name: await all_records(channel, viewer, service=name) for name in AUDITED_SERVICES
+            name: await audit_records(channel, viewer.secret, service=name)
+            for name in AUDITED_SERVICES
         }
 
     operator_actor = f"token:{operator.token_id}"

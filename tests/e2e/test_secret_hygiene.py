@@ -27,8 +27,8 @@ from llmproxy.common.credentials import bearer_metadata
 from llmproxy.devstack.stack import Stack
 from tests.harness.control import (
     Answer,
-    IssuedToken,
     admin_token,
+    audit_records,
     call,
     control_methods,
     control_target,
@@ -177,7 +177,7 @@ async def test_no_secret_is_logged_exported_audited_or_echoed(own_stack: Stack) 
             # control token is no API key (401).
             assert statuses == [200, 200, 403, 401]
             exported = await exports(own_stack, client)
-        audit = await audit_records(authz, viewer)
+        audit = await audit_records(channel, viewer.secret)
     own_stack.stop()  # every log flushed, Redis's data written out
 
     written = files(own_stack.config_path.parent)
@@ -242,20 +242,3 @@ async def exports(stack: Stack, client: httpx.AsyncClient) -> dict[str, str]:
         assert response.status_code == 200, where
         found[where] = response.text
     return found
-
-
-async def audit_records(
-    authz: authz_pb2_grpc.AuthzServiceStub, viewer: IssuedToken
-) -> list[authz_pb2.AuditRecord]:
-    """The whole audit trail, page by page, read as a viewer."""
-    found: list[authz_pb2.AuditRecord] = []
-    token = ""
-    while True:
-        page = await authz.ListAuditRecords(
-            authz_pb2.ListAuditRecordsRequest(page_size=500, page_token=token),
-            metadata=bearer_metadata(viewer.secret),
-        )
-        found.extend(page.records)
-        token = page.next_page_token
-        if not token:
-            return found

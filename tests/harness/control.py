@@ -219,3 +219,22 @@ async def create_control_token(
         timeout=CALL_TIMEOUT_S,
     )
     return IssuedToken(reply.token.token_id, reply.secret, role)
+
+
+async def audit_records(
+    channel: grpc.aio.Channel, token: str, **selection: str
+) -> list[authz_pb2.AuditRecord]:
+    """Every audit record the selection (key_id, service) picks, newest first, page by page."""
+    stub = authz_pb2_grpc.AuthzServiceStub(channel)
+    found: list[authz_pb2.AuditRecord] = []
+    page_token = ""
+    while True:
+        page = await stub.ListAuditRecords(
+            authz_pb2.ListAuditRecordsRequest(page_size=500, page_token=page_token, **selection),
+            metadata=bearer_metadata(token),
+            timeout=CALL_TIMEOUT_S,
+        )
+        found.extend(page.records)
+        page_token = page.next_page_token
+        if not page_token:
+            return found
