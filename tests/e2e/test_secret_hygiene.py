@@ -224,7 +224,10 @@ async def use(
                 for credential in credentials
             )
         )
-    seen.errors.extend(str(a) for a in answers if a.code != grpc.StatusCode.OK)
+    # Whole messages: Answer's str() cuts them short.
+    seen.errors.extend(
+        f"{a.code.name}: {a.details}" for a in answers if a.code != grpc.StatusCode.OK
+    )
 
 
 async def exports(stack: Stack, client: httpx.AsyncClient) -> dict[str, str]:
