@@ -47,6 +47,16 @@ from llmproxy.config import StackConfig
 
 Closer = Callable[[], Awaitable[None]]
 
+# The channel that asks authz about tokens keeps a connection of its own, retried quickly. grpc
+# otherwise shares one connection per address in a process: an attempt another channel made
+# before authz listened (health's component checks, as the stack starts) would fail control
+# calls at once for the whole of grpc's reconnect backoff, a second or more.
+INTROSPECT_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 
 class Refused(Exception):
     """A call refused, with the status and message the caller gets."""
@@ -262,7 +272,9 @@ def access_control(
     closers: list[Closer] = []
     if verifier is None:
         authz = config.services.authz
-        channel = bearer_channel(f"{authz.host}:{authz.grpc_port}", service_token)
+        channel = bearer_channel(
+            f"{authz.host}:{authz.grpc_port}", service_token, INTROSPECT_CHANNEL_OPTIONS
+        )
         closers.append(channel.close)
         verifier = AuthzIntrospector(channel, settings.introspect_timeout_s)
     guard = AccessGuard(

@@ -66,8 +66,13 @@ class AuthzIntrospector:
 
     async def introspect(self, token: str) -> Introspection:
         try:
+            # Waiting for the connection (within the timeout) rather than failing at once: a
+            # call that comes while it is being made, or remade after authz restarted, is
+            # answered as soon as authz is reachable.
             reply = await self._stub.IntrospectToken(
-                authz_pb2.IntrospectTokenRequest(token=token), timeout=self._timeout_s
+                authz_pb2.IntrospectTokenRequest(token=token),
+                timeout=self._timeout_s,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             raise AuthzUnavailable(
