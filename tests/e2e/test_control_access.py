@@ -196,14 +196,15 @@ def probes() -> list[tuple[str, MethodDescriptor]]:
     ]
 
 
-async def codes_everywhere(
-    paths: dict[str, grpc.aio.Channel], secrets: Iterable[str]
-) -> set[grpc.StatusCode]:
-    """The status codes each secret gets on every probe."""
-    found = await asyncio.gather(
+async def everywhere(paths: dict[str, grpc.aio.Channel], secrets: Iterable[str]) -> list[Answer]:
+    """What each secret gets on every probe."""
+    return await asyncio.gather(
         *(call(paths[path], method, secret) for secret in secrets for path, method in probes())
     )
-    return {answer.code for answer in found}
+
+
+def codes(answers: Iterable[Answer]) -> set[grpc.StatusCode]:
+    return {answer.code for answer in answers}
 
 
 def future(seconds: float) -> Timestamp:
@@ -231,7 +232,8 @@ async def test_revoked_rotated_out_and_expired_tokens_stop_working_everywhere(
         ends = time.monotonic() + lifetime_s
         old = (revoked.secret, rotated.secret, expiring.secret)
         # Every service has seen each token valid, and caches that answer.
-        assert await codes_everywhere(paths, old) == {grpc.StatusCode.OK}
+        warm = await everywhere(paths, old)
+        assert codes(warm) == {grpc.StatusCode.OK}, warm
         await stub.RevokeControlToken(
             authz_pb2.RevokeControlTokenRequest(token_id=revoked.token_id, reason="e2e"),
             metadata=bearer_metadata(admin),
@@ -241,13 +243,14 @@ async def test_revoked_rotated_out_and_expired_tokens_stop_working_everywhere(
             metadata=bearer_metadata(admin),
         )
         await eventually(
-            lambda: codes_everywhere(paths, old),
-            lambda codes: codes == {grpc.StatusCode.UNAUTHENTICATED},
+            lambda: everywhere(paths, old),
+            lambda answers: codes(answers) == {grpc.StatusCode.UNAUTHENTICATED},
             what="revoked, rotated-out and expired tokens refused everywhere",
             # Within the services' token cache of the revocation, and of the expiry.
             timeout_s=max(cache_s, ends - time.monotonic()) + 2.0,
         )
-        assert await codes_everywhere(paths, [new.secret]) == {grpc.StatusCode.OK}
+        renewed = await everywhere(paths, [new.secret])
+        assert codes(renewed) == {grpc.StatusCode.OK}, renewed
 
 
 async def test_tokens_of_the_wrong_kind_are_refused_saying_so(own_stack: Stack) -> None:
@@ -262,7 +265,7 @@ async def test_tokens_of_the_wrong_kind_are_refused_saying_so(own_stack: Stack) 
         found = await asyncio.gather(
             *(call(paths[path], method, key.secret) for path, method in probes())
         )
-    assert {a.code for a in found} == {grpc.StatusCode.UNAUTHENTICATED}
+    assert codes(found) == {grpc.StatusCode.UNAUTHENTICATED}, found
     assert all("API key" in a.details for a in found), found
     assert all(key.secret not in a.details for a in found)
     url = f"http://{envoy_settings.host}:{envoy_settings.listener_port}/v1/chat/completions"
