@@ -351,7 +351,7 @@ async def main() -> None:
         stack = Stack(load_config(path, environ), path, Path(tmp) / "run", environ)
         await stack.start()
         try:
-            token = stack.environ[stack.config.services.authz.admin_token_env]
+            token = stack.environ[stack.config.control.admin_token_env]
             key = await create_demo_key(stack.config, token)
             result = {
                 "benchmark": "router",

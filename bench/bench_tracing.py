@@ -36,7 +36,7 @@ async def measure(environ: dict[str, str], seconds: float) -> list[dict[str, Any
         stack = Stack(load_config(path, environ), path, Path(tmp) / "run", environ)
         await stack.start()
         try:
-            token = stack.environ[stack.config.services.authz.admin_token_env]
+            token = stack.environ[stack.config.control.admin_token_env]
             key = await create_demo_key(stack.config, token)
             envoy = stack.config.envoy
             url = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"

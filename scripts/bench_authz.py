@@ -119,6 +119,7 @@ async def main() -> None:
         "LLMPROXY__LOG_LEVEL": "WARNING",  # one log line per denial would be measured too
         "LLMPROXY_AUTHZ_HMAC_SECRET": secrets.token_urlsafe(32),
         "LLMPROXY_ADMIN_TOKEN": token,
+        "LLMPROXY_SERVICE_TOKEN": secrets.token_urlsafe(32),  # every service needs one
     }
     target = f"127.0.0.1:{grpc_port}"
     redis = redis_process(redis_url, workdir / "redis", workdir / "redis.log")

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from llmproxy.devstack.stack import Stack
+from tests.harness.control import admin_header
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -23,6 +24,8 @@ def grpcurl(stack: Stack, method: str, body: str = "{}") -> dict[str, object]:
             "-plaintext",
             "-protoset",
             str(ROOT / "envoy" / "llmproxy.protoset"),
+            "-H",
+            admin_header(stack),
             "-d",
             body,
             f"{envoy.host}:{envoy.control_port}",

@@ -26,6 +26,7 @@ from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
+from tests.harness.control import control_channel
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually
 
@@ -57,8 +58,7 @@ class Chaos:
         return fault_pb2_grpc.FaultServiceStub(channel)
 
     def channel(self) -> grpc.Channel:
-        envoy = self.stack.config.envoy
-        return grpc.insecure_channel(f"{envoy.host}:{envoy.control_port}")
+        return control_channel(self.stack)
 
     def run(self, request: fault_pb2.CreateExperimentRequest) -> fault_pb2.Experiment:
         """Create and start an experiment; returns it running."""

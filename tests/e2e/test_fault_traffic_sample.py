@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import httpx
 from google.protobuf.duration_pb2 import Duration
 
@@ -12,6 +11,7 @@ from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc
 from llmproxy.devstack.stack import Stack
 from llmproxy.fault.envoy_stats import TrafficSample, sample_traffic
 from llmproxy.fault.hypothesis import SteadyState, judge
+from tests.harness.services import admin_channel
 from tests.harness.waiting import eventually
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "sample me"}]}
@@ -57,7 +57,7 @@ async def test_every_service_of_the_stack_runs_the_agent(stack_logs: Stack) -> N
     services = stack_logs.config.services
     for name in ("router", "ratelimit", "authz", "health", "fault"):
         settings = getattr(services, name)
-        async with grpc.aio.insecure_channel(f"{settings.host}:{settings.grpc_port}") as channel:
+        async with admin_channel(f"{settings.host}:{settings.grpc_port}") as channel:
             agent = agent_pb2_grpc.ChaosAgentServiceStub(channel)
             applied = await agent.ApplyStress(
                 agent_pb2.ApplyStressRequest(

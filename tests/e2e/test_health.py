@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
@@ -21,6 +20,7 @@ from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
+from tests.harness.control import admin_header, control_channel
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually_sync
 
@@ -61,6 +61,8 @@ class Gateway:
                 "-plaintext",
                 "-protoset",
                 str(ROOT / "envoy" / "llmproxy.protoset"),
+                "-H",
+                admin_header(self.stack),
                 *extra,
                 "-d",
                 body,
@@ -82,14 +84,14 @@ class Gateway:
 
     def provider(self, name: str) -> health_pb2.Provider:
         """One provider through Envoy's control listener (Python gRPC: fast enough to poll)."""
-        with grpc.insecure_channel(self.control) as channel:
+        with control_channel(self.stack) as channel:
             reply = health_pb2_grpc.ProviderHealthServiceStub(channel).GetProvider(
                 health_pb2.GetProviderRequest(name=name), timeout=5
             )
         return reply.provider
 
     def set_maintenance(self, name: str, maintenance: bool) -> None:
-        with grpc.insecure_channel(self.control) as channel:
+        with control_channel(self.stack) as channel:
             health_pb2_grpc.ProviderHealthServiceStub(channel).SetMaintenance(
                 health_pb2.SetMaintenanceRequest(name=name, maintenance=maintenance), timeout=5
             )

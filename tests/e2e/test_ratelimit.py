@@ -22,6 +22,7 @@ from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
+from tests.harness.control import admin_header
 from tests.harness.ports import free_port
 from tests.harness.waiting import eventually_sync
 
@@ -157,6 +158,8 @@ def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.Completed
             "-plaintext",
             "-protoset",
             str(ROOT / "envoy" / "llmproxy.protoset"),
+            "-H",
+            admin_header(stack),
             "-d",
             body,
             f"{envoy.host}:{envoy.control_port}",

@@ -33,7 +33,8 @@ class Served:
     """A running in-process service and a channel to it."""
 
     running: RunningServer
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel  # presents the bootstrap admin token
+    internal: grpc.aio.Channel  # presents the service token, as the other services do
 
     @property
     def port(self) -> int:
@@ -49,6 +50,12 @@ def admin_channel(target: str) -> grpc.aio.Channel:
     return bearer_channel(target, os.environ[ControlSettings().admin_token_env])
 
 
+def service_channel(target: str) -> grpc.aio.Channel:
+    """A channel whose every call presents the stack's service token, as the services do: for
+    the RPCs only they may call (ReportOutcomes, ReconcileTokens*)."""
+    return bearer_channel(target, os.environ[ControlSettings().service_token_env])
+
+
 @asynccontextmanager
 async def served(serving: Awaitable[RunningServer]) -> AsyncIterator[Served]:
     """Start a service (its `serve(...)` awaitable) and yield it once its channel (an
@@ -59,8 +66,9 @@ async def served(serving: Awaitable[RunningServer]) -> AsyncIterator[Served]:
     """
     running = await serving
     try:
-        async with admin_channel(f"127.0.0.1:{running.port}") as channel:
+        target = f"127.0.0.1:{running.port}"
+        async with admin_channel(target) as channel, service_channel(target) as internal:
             await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_S)
-            yield Served(running, channel)
+            yield Served(running, channel, internal)
     finally:
         await running.stop(GRACE_S)

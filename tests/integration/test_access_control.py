@@ -22,6 +22,7 @@ from google.protobuf import descriptor_pool, message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
 from llmproxy.common.access import rule_for
 from llmproxy.common.access_control import access_control
@@ -33,7 +34,7 @@ from llmproxy.common.server import RunningServer
 from llmproxy.common.settings import ControlSettings
 from llmproxy.config import StackConfig
 from tests.harness.configs import stack_config_data, write_config
-from tests.harness.services import Served, served
+from tests.harness.services import Served, served, service_channel
 
 CONTROL = ControlSettings()
 Start = Callable[[str], Awaitable[Served]]
@@ -180,6 +181,17 @@ async def test_mutating_calls_and_refusals_are_audited_without_secrets(
     assert json.loads(first["arguments"]) == {}
     assert first["peer"].startswith("ipv4:127.0.0.1:")
     assert all(admin not in value for e in entries for value in e.values())
+
+
+async def test_streams_carry_the_channels_token_too(start_service: Start) -> None:
+    service = await start_service("health")
+    async with service_channel(f"127.0.0.1:{service.port}") as channel:
+        watch = health_pb2_grpc.ProviderHealthServiceStub(channel).WatchProviders(
+            health_pb2.WatchProvidersRequest(), timeout=5
+        )
+        async for reply in watch:
+            assert reply.provider.name
+            break
 
 
 def test_a_service_without_the_service_token_does_not_start(tmp_path: Path) -> None:

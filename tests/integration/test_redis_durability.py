@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.store import RedisKeyStore
+from llmproxy.common.audit import AuditEntry, AuditTrail
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
@@ -33,7 +34,7 @@ async def test_keys_audit_and_usage_survive_a_kill_9(
             entry = AuditEntry(
                 time=1.0, method="CreateKey", actor="admin", peer="test", outcome="OK", key_id="aa"
             )
-            await store.append_audit(entry)
+            await AuditTrail(client, max_records=1000).append(entry)
             who = Identity(tenant="acme", user="u", key_id=key.key_id)
             await usage.record(who, "gpt-4o-mini", Usage(10, 5, 0.25))
             # A crash, not a shutdown: nothing gets the chance to save on the way out.

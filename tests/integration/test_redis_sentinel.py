@@ -25,7 +25,6 @@ from tests.harness.configs import stack_config_data, write_config
 from tests.harness.redis_sentinel import PRIMARY_NAME, SentinelRedis, sentinel_redis
 from tests.harness.services import served
 from tests.harness.waiting import eventually
-from tests.integration.authz.conftest import ADMIN, ENVIRON
 from tests.unit.authz.test_requests import check_request
 
 FAILOVER_DEADLINE_S = 30.0
@@ -60,7 +59,7 @@ async def test_the_authz_service_follows_a_failover(
             "LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": "0",
         }
         config = load_config(DEFAULT_CONFIG, environ)
-        async with served(serve_authz(config, ENVIRON)) as service:
+        async with served(serve_authz(config)) as service:
             admin = authz_pb2_grpc.AuthzServiceStub(service.channel)
             checks = external_auth_pb2_grpc.AuthorizationStub(service.channel)
 
@@ -72,9 +71,7 @@ async def test_the_authz_service_follows_a_failover(
 
             async def create_key() -> authz_pb2.CreateKeyResponse:
                 request = authz_pb2.CreateKeyRequest(tenant="acme")
-                reply: authz_pb2.CreateKeyResponse = await admin.CreateKey(
-                    request, metadata=ADMIN, timeout=5
-                )
+                reply: authz_pb2.CreateKeyResponse = await admin.CreateKey(request, timeout=5)
                 return reply
 
             before = await create_key()

@@ -19,6 +19,7 @@ from llmproxy.common.contract import SERVICES
 from llmproxy.devstack.process import ManagedProcess
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.router_process import router_with_fake_provider
+from tests.harness.services import admin_channel
 from tests.harness.waiting import eventually
 
 
@@ -138,7 +139,7 @@ async def test_logs_are_json_and_metrics_count_rpcs(
     services = data["services"]
     port = services["router"]["grpc_port"]  # type: ignore[index]
     metrics_port = services["router"]["metrics_port"]  # type: ignore[index]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with admin_channel(f"127.0.0.1:{port}") as channel:
         await router_pb2_grpc.RouterServiceStub(channel).ListModels(router_pb2.ListModelsRequest())
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text

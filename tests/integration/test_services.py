@@ -27,7 +27,7 @@ from llmproxy.ratelimit import server as ratelimit_server
 from llmproxy.router import server as router_server
 from tests.harness.ports import free_port
 from tests.harness.redis_server import own_redis
-from tests.harness.services import served
+from tests.harness.services import admin_channel, served
 from tests.harness.waiting import eventually
 
 Serve = Callable[[StackConfig], Awaitable[RunningServer]]
@@ -116,7 +116,7 @@ CONTROL_CALLS: dict[str, tuple[Callable[[grpc.aio.Channel], object], str, Messag
 async def test_control_api_answers(running: tuple[str, RunningServer]) -> None:
     name, server = running
     stub_class, method, request = CONTROL_CALLS[name]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with admin_channel(f"127.0.0.1:{server.port}") as channel:
         reply = await getattr(stub_class(channel), method)(request)
     config = config_on_port_zero()
     if name == "router":

@@ -1,15 +1,18 @@
-"""Key management behind the admin API: create, read, list, revoke, rotate and update keys.
+"""Key management behind the admin API: create, read, list, revoke, rotate and update keys;
+and the audit trail's pages.
 
 Every change goes through a compare-and-set on the record's version and is then published on
 the invalidation channel, so no change is lost to a concurrent one and every instance's cache
-drops the old record at once.
+drops the old record at once. token_admin does the same for control tokens, with the helpers
+here.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.authz import validation
@@ -20,9 +23,12 @@ from llmproxy.authz.errors import (
     KeyNotFoundError,
 )
 from llmproxy.authz.keys import KeyHasher, new_key, new_key_id
-from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.store import KeyStore
+from llmproxy.common.audit import AuditEntry
 from llmproxy.common.timestamps import seconds
+
+R = TypeVar("R")
 
 KEYS_CURSOR = re.compile(r"^\d{15}:[0-9a-f]{16}$")
 AUDIT_CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -40,6 +46,45 @@ UPDATABLE_FIELDS = (
 _MAX_TRIES = 5
 # A page of a filtered listing reads at most this many batches, then returns what it has.
 _MAX_BATCHES = 20
+
+
+async def filtered_page(
+    fetch: Callable[[str | None, int], Awaitable[tuple[list[R], str | None]]],
+    keep: Callable[[R], bool],
+    size: int,
+    cursor: str | None,
+) -> tuple[list[R], str | None]:
+    """Up to size records that keep accepts, from batches after cursor, and the cursor to go on
+    from; at most _MAX_BATCHES batches are read, so a page may come back short."""
+    found: list[R] = []
+    for _ in range(_MAX_BATCHES):
+        batch, cursor = await fetch(cursor, size - len(found))
+        found.extend(r for r in batch if keep(r))
+        if cursor is None or len(found) >= size:
+            break
+    return found, cursor
+
+
+async def compare_and_set(
+    read: Callable[[], Awaitable[R]],
+    change: Callable[[R, float], R],
+    replace: Callable[[R], Awaitable[bool]],
+    clock: Callable[[], float],
+    what: str,
+) -> tuple[R, bool]:
+    """Apply change to the current record until the store takes it over the version it was
+    made from; the record and whether it changed. change returns its input for "no change".
+
+    ConflictError (naming what) when concurrent writers win every try.
+    """
+    for _ in range(_MAX_TRIES):
+        record = await read()
+        updated = change(record, clock())
+        if updated is record:
+            return record, False
+        if await replace(updated):
+            return updated, True
+    raise ConflictError(f"{what} changed concurrently; try again")
 
 
 class KeyAdmin:
@@ -93,12 +138,13 @@ class KeyAdmin:
         tenant = validation.name("tenant", request.tenant) if request.tenant else None
         size = validation.page_size(request.page_size)
         cursor = validation.decode_token(request.page_token, KEYS_CURSOR)
-        found: list[KeyRecord] = []
-        for _ in range(_MAX_BATCHES):
-            batch, cursor = await self._store.page(tenant, cursor, size - len(found))
-            found.extend(r for r in batch if request.include_revoked or not r.revoked)
-            if cursor is None or len(found) >= size:
-                break
+
+        async def fetch(after: str | None, limit: int) -> tuple[list[KeyRecord], str | None]:
+            return await self._store.page(tenant, after, limit)
+
+        found, cursor = await filtered_page(
+            fetch, lambda r: request.include_revoked or not r.revoked, size, cursor
+        )
         return found, validation.encode_token(cursor)
 
     async def revoke(self, request: authz_pb2.RevokeKeyRequest) -> KeyRecord:
@@ -179,28 +225,28 @@ class KeyAdmin:
         """A page of the audit trail, newest first, and the next page's token."""
         size = validation.page_size(request.page_size)
         key_id = validation.key_id(request.key_id) if request.key_id else None
+        service = validation.service(request.service) if request.service else None
         cursor = validation.decode_token(request.page_token, AUDIT_CURSOR)
-        found: list[AuditEntry] = []
-        for _ in range(_MAX_BATCHES):
-            batch = await self._store.audit_page(cursor, size)
-            found.extend(e for e in batch if key_id is None or e.key_id == key_id)
-            cursor = batch[-1].id if len(batch) == size else None
-            if cursor is None or len(found) >= size:
-                break
-        return found[:size], validation.encode_token(
-            found[size - 1].id if len(found) > size else cursor
-        )
+
+        def wanted(entry: AuditEntry) -> bool:
+            return (key_id is None or entry.key_id == key_id) and (
+                service is None or entry.service == service
+            )
+
+        async def fetch(before: str | None, limit: int) -> tuple[list[AuditEntry], str | None]:
+            batch = await self._store.audit_page(before, limit)
+            return batch, (batch[-1].id if len(batch) == limit else None)
+
+        found, cursor = await filtered_page(fetch, wanted, size, cursor)
+        return found, validation.encode_token(cursor)
 
     async def _modify(
         self, key_id: str, change: Callable[[KeyRecord, float], KeyRecord]
     ) -> KeyRecord:
         key_id = validation.key_id(key_id)
-        for _ in range(_MAX_TRIES):
-            record = await self.get(key_id)
-            updated = change(record, self._clock())
-            if updated is record:
-                return record
-            if await self._store.replace(updated):
-                await self._store.publish_invalidation(key_id)
-                return updated
-        raise ConflictError(f"key {key_id} changed concurrently; try again")
+        record, changed = await compare_and_set(
+            lambda: self.get(key_id), change, self._store.replace, self._clock, f"key {key_id}"
+        )
+        if changed:
+            await self._store.publish_invalidation(key_id)
+        return record

@@ -10,13 +10,14 @@ from typing import Protocol
 
 from llmproxy.authz.errors import (
     BudgetExceededError,
+    ControlTokenAsKeyError,
     InvalidKeyError,
     KeyExpiredError,
     KeyRevokedError,
     MissingKeyError,
     ModelNotAllowedError,
 )
-from llmproxy.authz.keys import KeyHasher, key_id_of
+from llmproxy.authz.keys import CONTROL_TOKEN_PREFIX, KeyHasher, key_id_of
 from llmproxy.authz.records import KeyRecord
 from llmproxy.common.usage import Period
 
@@ -60,6 +61,10 @@ class Authorizer:
             raise MissingKeyError
         key_id = key_id_of(credential)
         if key_id is None:
+            # A person who pasted their control token gets told so; the prefix they sent is all
+            # the message goes by, so it reveals nothing about any token.
+            if credential.startswith(CONTROL_TOKEN_PREFIX):
+                raise ControlTokenAsKeyError
             raise InvalidKeyError
         record = await self._keys.get(key_id)
         now = self._clock()

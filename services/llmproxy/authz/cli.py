@@ -1,9 +1,12 @@
-"""`python -m llmproxy.authz.cli`: the admin API from a shell, for operators without grpcurl.
+"""`python -m llmproxy.authz.cli`: the authz control API from a shell, for operators without
+grpcurl: API keys, control tokens (`tokens ...`) and the audit trail.
 
 Calls go to Envoy's control listener from the configuration (or --target, e.g. the service's
-own port) with the admin token from the environment variable the configuration names
+own port) with the caller's control token from $LLMPROXY_TOKEN or, when that is unset, the
+bootstrap admin token from the variable `control.admin_token_env` names
 ($LLMPROXY_ADMIN_TOKEN by default): a token is never taken on the command line, where `ps`
-would show it. Answers are printed as JSON; refusals go to stderr with exit status 1.
+would show it. Answers are printed as JSON (a new secret once, on stdout only); refusals go to
+stderr with exit status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -21,12 +25,16 @@ from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import Message
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.common.contract import ACTOR_METADATA
+from llmproxy.common.access import Role
+from llmproxy.common.contract import ACTOR_METADATA, SERVICES
+from llmproxy.common.credentials import CredentialError, bearer_metadata, cli_token
 from llmproxy.common.errors import ConfigError, LlmproxyError
 from llmproxy.common.timestamps import timestamp
 from llmproxy.config import load_config
 
 PROG = "python -m llmproxy.authz.cli"
+# Calls whose answer holds a new secret: printed once, with a reminder on stderr.
+SECRET_CALLS = frozenset({"CreateKey", "RotateKey", "CreateControlToken", "RotateControlToken"})
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -41,6 +49,27 @@ def duration_s(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 12h, 30d")
     return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def role(text: str) -> int:
+    """A control token's role: viewer, operator or admin."""
+    try:
+        return Role.parse(text).value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def rfc3339(text: str) -> float:
+    """Unix seconds of a time such as 2030-01-31T00:00:00Z (a time zone is required)."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time such as 2030-01-31T00:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a time zone, e.g. a final Z for UTC")
+    return parsed.timestamp()
 
 
 def label(text: str) -> tuple[str, str]:
@@ -99,23 +128,64 @@ def parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="", help="why, for the audit trail")
     rotate = commands.add_parser("rotate", help="give a key a new secret (printed once)")
     rotate.add_argument("key_id")
-    rotate.add_argument(
-        "--grace",
-        type=duration_s,
-        default=0,
-        metavar="DURATION",
-        help="how long the old secret keeps working (default: not at all)",
-    )
+    _grace(rotate)
     update = commands.add_parser("update", help="change some of a key's fields")
     update.add_argument("key_id")
     _key_fields(update)
     update.add_argument("--no-expiry", action="store_true", help="remove the expiry time")
     update.add_argument("--clear-labels", action="store_true", help="remove every label")
-    audit = commands.add_parser("audit", help="the audit trail of admin calls, newest first")
+    audit = commands.add_parser(
+        "audit", help="the audit trail of every service's control calls, newest first"
+    )
     audit.add_argument("--key-id", default="", help="only calls about this key")
-    audit.add_argument("--page-size", type=int, default=0, help="records per page (default 50)")
-    audit.add_argument("--page-token", default="", help="next_page_token of the last page")
+    audit.add_argument(
+        "--service", default="", choices=SERVICES, help="only calls this service handled"
+    )
+    _paging(audit, "records")
+    _token_commands(commands.add_parser("tokens", help="control tokens of people and tools"))
     return top
+
+
+def _grace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--grace-period",
+        "--grace",
+        dest="grace",
+        type=duration_s,
+        default=0,
+        metavar="DURATION",
+        help="how long the old secret keeps working: 90s, 15m, 12h, 30d (default: not at all)",
+    )
+
+
+def _paging(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--page-size", type=int, default=0, help=f"{what} per page (default 50)")
+    parser.add_argument("--page-token", default="", help="next_page_token of the last page")
+
+
+def _token_commands(tokens: argparse.ArgumentParser) -> None:
+    commands = tokens.add_subparsers(dest="action", required=True)
+    create = commands.add_parser(
+        "create", help="create a control token (its secret is printed once)"
+    )
+    create.add_argument("--role", type=role, required=True, help="viewer, operator or admin")
+    create.add_argument("--name", required=True, help="who or what holds it (a person, a CI job)")
+    expiry = create.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expire-time", type=rfc3339, metavar="TIME", help="when it stops working (RFC 3339)"
+    )
+    expiry.add_argument(
+        "--expires-in", type=duration_s, metavar="DURATION", help="expire after 12h, 30d..."
+    )
+    listing = commands.add_parser("list", help="list control tokens, oldest first")
+    listing.add_argument("--include-revoked", action="store_true", help="list revoked ones too")
+    _paging(listing, "tokens")
+    rotate = commands.add_parser("rotate", help="give a token a new secret (printed once)")
+    rotate.add_argument("token_id")
+    _grace(rotate)
+    revoke = commands.add_parser("revoke", help="revoke a control token for good")
+    revoke.add_argument("token_id")
+    revoke.add_argument("--reason", default="", help="why, for the audit trail")
 
 
 def _budget(args: argparse.Namespace) -> authz_pb2.Budget | None:
@@ -172,6 +242,32 @@ def update_request(args: argparse.Namespace) -> authz_pb2.UpdateKeyRequest:
     return request
 
 
+def token_call(args: argparse.Namespace) -> tuple[str, Message]:
+    """The RPC name and request of a `tokens` command."""
+    if args.action == "create":
+        expires = args.expire_time
+        if args.expires_in is not None:
+            expires = time.time() + args.expires_in
+        return "CreateControlToken", authz_pb2.CreateControlTokenRequest(
+            name=args.name,
+            role=args.role,
+            expire_time=timestamp(expires) if expires is not None else None,
+        )
+    if args.action == "list":
+        return "ListControlTokens", authz_pb2.ListControlTokensRequest(
+            page_size=args.page_size,
+            page_token=args.page_token,
+            include_revoked=args.include_revoked,
+        )
+    if args.action == "rotate":
+        return "RotateControlToken", authz_pb2.RotateControlTokenRequest(
+            token_id=args.token_id, grace_period_seconds=args.grace
+        )
+    return "RevokeControlToken", authz_pb2.RevokeControlTokenRequest(
+        token_id=args.token_id, reason=args.reason
+    )
+
+
 def build_call(args: argparse.Namespace) -> tuple[str, Message]:
     """The RPC name and request for the parsed command line."""
     builders: dict[str, Callable[[], tuple[str, Message]]] = {
@@ -198,15 +294,19 @@ def build_call(args: argparse.Namespace) -> tuple[str, Message]:
         "audit": lambda: (
             "ListAuditRecords",
             authz_pb2.ListAuditRecordsRequest(
-                key_id=args.key_id, page_size=args.page_size, page_token=args.page_token
+                key_id=args.key_id,
+                service=args.service,
+                page_size=args.page_size,
+                page_token=args.page_token,
             ),
         ),
+        "tokens": lambda: token_call(args),
     }
     return builders[args.command]()
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
-    """Run one admin command; returns the exit status."""
+    """Run one command; returns the exit status."""
     env = dict(os.environ) if environ is None else environ
     args = parser().parse_args(argv)
     try:
@@ -215,14 +315,14 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     except (ConfigError, UsageError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
-    token_env = config.services.authz.admin_token_env
-    token = env.get(token_env, "")
-    if not token:
-        print(f"{PROG}: set ${token_env} to the admin token", file=sys.stderr)
+    try:
+        token = cli_token(env, config.control.admin_token_env)
+    except CredentialError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     target = args.target or f"{config.envoy.host}:{config.envoy.control_port}"
     user = env.get("USER", "")
-    metadata = [("authorization", f"Bearer {token}")]
+    metadata = list(bearer_metadata(token))
     if user.isprintable() and user:
         metadata.append((ACTOR_METADATA, f"cli:{user}"[:64]))
     with grpc.insecure_channel(target) as channel:
@@ -235,7 +335,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             print(f"{PROG}: {code}: {details}", file=sys.stderr)
             return 1
     print(MessageToJson(reply, preserving_proto_field_name=True, indent=2))
-    if method in ("CreateKey", "RotateKey"):
+    if method in SECRET_CALLS:
         print("The secret above is shown only this once: store it now.", file=sys.stderr)
     return 0
 

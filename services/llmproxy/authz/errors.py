@@ -5,22 +5,23 @@ AuthzError (a common.errors.LlmproxyError)
  │   client with an HTTP status and OpenAI's error body
  │   ├─ MissingKeyError: 401, no key in Authorization or x-api-key
  │   ├─ InvalidKeyError: 401, the key is malformed, unknown or does not match
+ │   ├─ ControlTokenAsKeyError: 401, a control token was sent where an API key belongs
  │   ├─ KeyRevokedError: 403
  │   ├─ KeyExpiredError: 403
  │   ├─ ModelNotAllowedError: 403, the key may not use the requested model
  │   └─ BudgetExceededError: 429, the key's daily or monthly budget is spent
- ├─ AdminError: an admin call is refused; answered with its gRPC status code
- │   ├─ AdminUnauthenticatedError: no admin credential
- │   ├─ AdminPermissionError: a wrong admin credential, or none is configured
+ ├─ AdminError: an admin call is refused; answered with its gRPC status code (who may call
+ │   is common.access_control's to decide, before the call gets here)
  │   ├─ InvalidArgumentError: a field of the request is invalid (the message names it)
  │   ├─ KeyNotFoundError
- │   ├─ FailedPreconditionError: the key's state forbids the call (rotating a revoked key)
- │   └─ ConflictError: the key changed concurrently too often to apply the change
+ │   ├─ TokenNotFoundError: no control token has the id
+ │   ├─ FailedPreconditionError: the state forbids the call (rotating a revoked key or token)
+ │   └─ ConflictError: the record changed concurrently too often to apply the change
  ├─ KeyStoreUnavailableError: Redis is down and the key has no last-known record (or the
  │   grace is over): no verdict, so Envoy fails closed
  └─ SecretConfigError (also a ConfigError): the HMAC secret is missing or too short
 
-Messages never contain a secret: at most a key id.
+Messages never contain a secret: at most a key or token id.
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ class InvalidKeyError(Denied):
         # Deliberately one message for every case: it must not tell a guesser which part failed,
         # and it must not echo the key.
         super().__init__("Incorrect API key provided.")
+
+
+class ControlTokenAsKeyError(Denied):
+    """A control token was sent as an API key: it opens the control API, not the models."""
+
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"  # what OpenAI's SDKs know; the message tells the difference
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A control token (ct-llmp-...) is not an API key: it is for the control API. "
+            "Send an API key (sk-llmp-...) to call models."
+        )
 
 
 class KeyRevokedError(Denied):
@@ -120,18 +135,6 @@ class AdminError(AuthzError):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
 
-class AdminUnauthenticatedError(AdminError):
-    """The call carried no admin credential."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class AdminPermissionError(AdminError):
-    """The credential is wrong, or the service has no admin token configured."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
 class InvalidArgumentError(AdminError):
     """A request field is invalid; the message names it."""
 
@@ -147,14 +150,23 @@ class KeyNotFoundError(AdminError):
         super().__init__(f"no API key with key_id {key_id!r}")
 
 
+class TokenNotFoundError(AdminError):
+    """No control token has this id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"no control token with token_id {token_id!r}")
+
+
 class FailedPreconditionError(AdminError):
-    """The key's state forbids the call."""
+    """The key's or token's state forbids the call."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ConflictError(AdminError):
-    """Concurrent changes to one key kept winning; the caller may retry."""
+    """Concurrent changes to one record kept winning; the caller may retry."""
 
     code = grpc.StatusCode.ABORTED
 

@@ -1,4 +1,7 @@
-"""What the service stores: key records and audit entries, and their JSON form in Redis."""
+"""What the service stores: API key and control token records, and their JSON form in Redis.
+
+Audit entries are common.audit's: every service writes them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from llmproxy.authz.keys import KeyHasher
+from llmproxy.authz.keys import KeyHasher, SecretMatch
+from llmproxy.common.access import Role
 
 ALL_MODELS = ("*",)
 
@@ -45,17 +49,11 @@ class KeyRecord:
         return any(fnmatchcase(model, pattern) for pattern in self.allowed_models)
 
     def secret_matches(self, hasher: KeyHasher, key: str, now: float) -> bool:
-        """Whether key is this record's current secret, or its previous one within the grace.
-
-        With a previous secret both digests are compared every time, so timing does not tell
-        which one matched.
-        """
-        current = hasher.matches(key, self.key_hash)
-        if self.previous_key_hash is None:
-            return current
-        previous = hasher.matches(key, self.previous_key_hash)
-        in_grace = self.previous_valid_until is not None and now < self.previous_valid_until
-        return current or (previous and in_grace)
+        """Whether key is this record's current secret, or its previous one within the grace."""
+        found = hasher.match(
+            key, self.key_hash, self.previous_key_hash, self.previous_valid_until, now
+        )
+        return found is not SecretMatch.NONE
 
     def expired(self, now: float) -> bool:
         """Whether the expiry time has passed."""
@@ -99,29 +97,51 @@ _LABELS = _FIELD_NAMES.index("labels")
 
 
 @dataclass(frozen=True)
-class AuditEntry:
-    """One admin call, as the audit trail keeps it."""
+class ControlTokenRecord:
+    """One control token's metadata and the keyed hash of its secret. Times are Unix seconds."""
 
-    time: float
-    method: str
-    actor: str
-    peer: str
-    outcome: str
-    key_id: str = ""
-    tenant: str = ""
-    detail: str = ""
-    # Assigned by the store (a Redis stream id); empty until stored.
-    id: str = ""
+    token_id: str
+    token_hash: str
+    name: str
+    role: str  # a common.access.Role's label: viewer, operator or admin
+    created_at: float
+    expires_at: float | None = None
+    revoked: bool = False
+    revoked_at: float | None = None
+    revoke_reason: str = ""
+    rotated_at: float | None = None
+    # After a rotation the old secret works until previous_valid_until (a grace period).
+    previous_hash: str | None = None
+    previous_valid_until: float | None = None
+    # Incremented by every write; a write succeeds only over the version it read.
+    version: int = 1
 
-    def fields(self) -> dict[str, str]:
-        """The entry as flat string fields, without its id."""
-        values = dataclasses.asdict(self)
-        del values["id"]
-        return {name: str(value) for name, value in values.items()}
+    @property
+    def access_role(self) -> Role:
+        """The role as common.access knows it."""
+        return Role.parse(self.role)
+
+    def secret_match(self, hasher: KeyHasher, token: str, now: float) -> SecretMatch:
+        """Whether token is the current secret, or the previous one within the grace."""
+        return hasher.match(
+            token, self.token_hash, self.previous_hash, self.previous_valid_until, now
+        )
+
+    def expired(self, now: float) -> bool:
+        """Whether the expiry time has passed."""
+        return self.expires_at is not None and now >= self.expires_at
+
+    def changed(self, **changes: Any) -> ControlTokenRecord:
+        """A copy with changes applied, the next version."""
+        return dataclasses.replace(self, **changes, version=self.version + 1)
+
+    def to_json(self) -> str:
+        """The record as stored in Redis."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_fields(cls, entry_id: str, values: dict[str, str]) -> AuditEntry:
-        """An entry read back from the store."""
-        known = {f.name for f in dataclasses.fields(cls)} - {"id", "time"}
-        kept = {name: value for name, value in values.items() if name in known}
-        return cls(id=entry_id, time=float(values.get("time", 0)), **kept)
+    def from_json(cls, text: str | bytes) -> ControlTokenRecord:
+        """The record read back from Redis; fields added later take their defaults."""
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: value for name, value in data.items() if name in known})

@@ -1,4 +1,5 @@
-"""Wires the authorization service: Redis stores, key cache and its invalidation feed, servicers."""
+"""Wires the authorization service: Redis stores, key cache and its invalidation feed, the
+control token verifier its own access control uses, servicers."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.authz.admin import KeyAdmin
-from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.cache import CachedKeys, KeyCache
 from llmproxy.authz.fallback import FallbackKeys
+from llmproxy.authz.introspection import LocalTokenVerifier
 from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
-from llmproxy.authz.store import RedisInvalidationFeed, RedisKeyStore
+from llmproxy.authz.store import RedisControlTokenStore, RedisInvalidationFeed, RedisKeyStore
+from llmproxy.authz.token_admin import ControlTokenAdmin
 from llmproxy.common.access_control import access_control
+from llmproxy.common.credentials import secret_from_env
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import RedisUsageStore
@@ -35,26 +38,33 @@ SERVICE_NAMES = (
 
 
 async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -> RunningServer:
-    """Start the authorization gRPC server; raises SecretConfigError without an HMAC secret.
+    """Start the authorization gRPC server; raises a ConfigError (SecretConfigError) without an
+    HMAC secret or the service token, or with a bootstrap admin token that is too short.
 
-    environ (default os.environ) holds the HMAC secret and the admin token.
+    environ (default os.environ) holds the HMAC secret, the service token and the bootstrap
+    admin token.
     """
     env = os.environ if environ is None else environ
     settings = config.services.authz
     hasher = hasher_from_env(env, settings.hmac_secret_env)
-    admin_token = env.get(settings.admin_token_env) or None
+    admin_env = config.control.admin_token_env
+    admin_token = secret_from_env(env, admin_env, required=False)
     if admin_token is None:
-        log.warning("admin API disabled", extra={"unset": settings.admin_token_env})
+        log.warning(
+            "no bootstrap admin token: only control tokens are accepted", extra={"unset": admin_env}
+        )
     redis = connect_redis(config.redis)
-    # First: a missing service token stops startup before anything else is opened.
-    access = access_control(config, redis, service="authz")
-    store = RedisKeyStore(redis, settings.audit_max_records)
+    # authz answers for control tokens itself, from its store: asking itself over gRPC would
+    # only add a round trip (and a way to fail).
+    verifier = LocalTokenVerifier(RedisControlTokenStore(redis), hasher, admin_token)
+    access = access_control(config, redis, service="authz", verifier=verifier, environ=env)
+    store = RedisKeyStore(redis)
     # Checks read through a client of their own: tighter than the stack's settings and without
     # retries, so a slow Redis becomes a decision from last-known records, not a 503.
     lookup_redis = connect_redis(
         config.redis.model_copy(update={"socket_timeout_s": settings.redis_timeout_s, "retries": 0})
     )
-    lookup_store = RedisKeyStore(lookup_redis, settings.audit_max_records)
+    lookup_store = RedisKeyStore(lookup_redis)
     keys = CachedKeys(lookup_store, KeyCache(settings.cache_ttl_s, settings.cache_max_keys))
     follower = asyncio.create_task(keys.follow(RedisInvalidationFeed(config.redis)))
     # Serving before the first subscription attempt ends would only mean uncached lookups;
@@ -80,7 +90,7 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
     )
     check = AuthorizationServicer(Authorizer(lookups, hasher, lookups))
     control = AuthzControlServicer(
-        KeyAdmin(store, hasher), AdminAuth(admin_token, settings.admin_token_env), store
+        KeyAdmin(store, hasher), ControlTokenAdmin(RedisControlTokenStore(redis), hasher), verifier
     )
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:

@@ -1,16 +1,15 @@
-"""The authorization servicers: Envoy's ext_authz Check and the admin (control) API.
+"""The authorization servicers: Envoy's ext_authz Check and the control API.
 
 Check answers every decision as a CheckResponse, denials included; a gRPC error means the
-service itself failed, and Envoy then fails closed (envoyconf/authz.py). Admin calls are
-authenticated, audited (refused ones too) and answer refusals with gRPC status codes.
+service itself failed, and Envoy then fails closed (envoyconf/authz.py). Control calls reach
+the servicer only once common.access_control has authenticated, authorized and (when they
+change something) is auditing them; here they answer bad requests with gRPC status codes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import grpc
@@ -24,7 +23,6 @@ from redis.exceptions import RedisError
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.authz import convert
 from llmproxy.authz.admin import KeyAdmin
-from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.errors import (
     AdminError,
@@ -32,9 +30,10 @@ from llmproxy.authz.errors import (
     Denied,
     KeyStoreUnavailableError,
 )
-from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.introspection import LocalTokenVerifier
+from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.requests import check_input
-from llmproxy.authz.store import KeyStore
+from llmproxy.authz.token_admin import ControlTokenAdmin
 from llmproxy.common.contract import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
@@ -49,6 +48,7 @@ from llmproxy.common.contract import (
     fault_cluster,
 )
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.token_check import AuthzUnavailable
 
 __all__ = [
     "AuthorizationServicer",
@@ -155,24 +155,19 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 class AuthzControlServicer(authz_pb2_grpc.AuthzServiceServicer):
-    """The authorization control API: the policy, and key management for admins."""
+    """The authorization control API: the policy, API keys, control tokens, the audit trail."""
 
     def __init__(
-        self,
-        admin: KeyAdmin,
-        auth: AdminAuth,
-        store: KeyStore,
-        clock: Callable[[], float] = time.time,
+        self, keys: KeyAdmin, tokens: ControlTokenAdmin, verifier: LocalTokenVerifier
     ) -> None:
-        self._admin = admin
-        self._auth = auth
-        self._store = store
-        self._clock = clock
+        self._keys = keys
+        self._tokens = tokens
+        self._verifier = verifier
 
     async def GetPolicy(
         self, request: authz_pb2.GetPolicyRequest, context: Context
     ) -> authz_pb2.GetPolicyResponse:
-        """Report the policy in force (not an admin call: it reveals nothing about keys)."""
+        """Report the policy in force."""
         return authz_pb2.GetPolicyResponse(
             mode=authz_pb2.POLICY_MODE_API_KEYS, identity_headers=list(TRUSTED_HEADERS)
         )
@@ -181,27 +176,21 @@ class AuthzControlServicer(authz_pb2_grpc.AuthzServiceServicer):
         self, request: authz_pb2.CreateKeyRequest, context: Context
     ) -> authz_pb2.CreateKeyResponse:
         """Create a key; its secret is in this response only."""
-        record, secret = await self._call(
-            context, "CreateKey", lambda: self._admin.create(request), tenant=request.tenant
-        )
+        record, secret = await _answer(context, self._keys.create(request))
         return authz_pb2.CreateKeyResponse(key=convert.api_key(record), secret=secret)
 
     async def GetKey(
         self, request: authz_pb2.GetKeyRequest, context: Context
     ) -> authz_pb2.GetKeyResponse:
         """One key's metadata."""
-        record = await self._call(
-            context, "GetKey", lambda: self._admin.get(request.key_id), key_id=request.key_id
-        )
+        record = await _answer(context, self._keys.get(request.key_id))
         return authz_pb2.GetKeyResponse(key=convert.api_key(record))
 
     async def ListKeys(
         self, request: authz_pb2.ListKeysRequest, context: Context
     ) -> authz_pb2.ListKeysResponse:
         """A page of keys."""
-        records, token = await self._call(
-            context, "ListKeys", lambda: self._admin.list_keys(request), tenant=request.tenant
-        )
+        records, token = await _answer(context, self._keys.list_keys(request))
         return authz_pb2.ListKeysResponse(
             keys=[convert.api_key(r) for r in records], next_page_token=token
         )
@@ -210,109 +199,85 @@ class AuthzControlServicer(authz_pb2_grpc.AuthzServiceServicer):
         self, request: authz_pb2.RevokeKeyRequest, context: Context
     ) -> authz_pb2.RevokeKeyResponse:
         """Revoke a key everywhere."""
-        record = await self._call(
-            context,
-            "RevokeKey",
-            lambda: self._admin.revoke(request),
-            key_id=request.key_id,
-            detail=f"reason: {request.reason[:200]}" if request.reason else "",
-        )
+        record = await _answer(context, self._keys.revoke(request))
         return authz_pb2.RevokeKeyResponse(key=convert.api_key(record))
 
     async def RotateKey(
         self, request: authz_pb2.RotateKeyRequest, context: Context
     ) -> authz_pb2.RotateKeyResponse:
         """Give a key a new secret."""
-        record, secret = await self._call(
-            context,
-            "RotateKey",
-            lambda: self._admin.rotate(request),
-            key_id=request.key_id,
-            detail=f"grace_period_seconds: {request.grace_period_seconds}",
-        )
+        record, secret = await _answer(context, self._keys.rotate(request))
         return authz_pb2.RotateKeyResponse(key=convert.api_key(record), secret=secret)
 
     async def UpdateKey(
         self, request: authz_pb2.UpdateKeyRequest, context: Context
     ) -> authz_pb2.UpdateKeyResponse:
         """Change the fields named in the mask."""
-        record, _ = await self._call(
-            context,
-            "UpdateKey",
-            lambda: self._admin.update(request),
-            key_id=request.key.key_id,
-            detail="fields: " + ", ".join(p[:40] for p in request.update_mask.paths[:20]),
-        )
+        record, _ = await _answer(context, self._keys.update(request))
         return authz_pb2.UpdateKeyResponse(key=convert.api_key(record))
 
     async def ListAuditRecords(
         self, request: authz_pb2.ListAuditRecordsRequest, context: Context
     ) -> authz_pb2.ListAuditRecordsResponse:
-        """A page of the audit trail."""
-        entries, token = await self._call(
-            context, "ListAuditRecords", lambda: self._admin.list_audit(request)
-        )
+        """A page of the audit trail of every service."""
+        entries, token = await _answer(context, self._keys.list_audit(request))
         return authz_pb2.ListAuditRecordsResponse(
             records=[convert.audit_record(e) for e in entries], next_page_token=token
         )
 
-    async def _call(
-        self,
-        context: Context,
-        method: str,
-        action: Callable[[], Awaitable[T]],
-        *,
-        key_id: str = "",
-        tenant: str = "",
-        detail: str = "",
-    ) -> T:
-        """Authenticate, run action, and audit the outcome; refusals abort with their code."""
-        entry = AuditEntry(
-            time=self._clock(),
-            method=method,
-            actor="anonymous",
-            peer=context.peer() or "",
-            outcome="OK",
-            key_id=key_id[:40],
-            tenant=tenant[:70],
-            detail=detail,
+    async def CreateControlToken(
+        self, request: authz_pb2.CreateControlTokenRequest, context: Context
+    ) -> authz_pb2.CreateControlTokenResponse:
+        """Create a control token; its secret is in this response only."""
+        record, secret = await _answer(context, self._tokens.create(request))
+        return authz_pb2.CreateControlTokenResponse(
+            token=convert.control_token(record), secret=secret
         )
+
+    async def ListControlTokens(
+        self, request: authz_pb2.ListControlTokensRequest, context: Context
+    ) -> authz_pb2.ListControlTokensResponse:
+        """A page of control tokens."""
+        records, token = await _answer(context, self._tokens.list_tokens(request))
+        return authz_pb2.ListControlTokensResponse(
+            tokens=[convert.control_token(r) for r in records], next_page_token=token
+        )
+
+    async def RotateControlToken(
+        self, request: authz_pb2.RotateControlTokenRequest, context: Context
+    ) -> authz_pb2.RotateControlTokenResponse:
+        """Give a control token a new secret."""
+        record, secret = await _answer(context, self._tokens.rotate(request))
+        return authz_pb2.RotateControlTokenResponse(
+            token=convert.control_token(record), secret=secret
+        )
+
+    async def RevokeControlToken(
+        self, request: authz_pb2.RevokeControlTokenRequest, context: Context
+    ) -> authz_pb2.RevokeControlTokenResponse:
+        """Revoke a control token."""
+        record = await _answer(context, self._tokens.revoke(request))
+        return authz_pb2.RevokeControlTokenResponse(token=convert.control_token(record))
+
+    async def IntrospectToken(
+        self, request: authz_pb2.IntrospectTokenRequest, context: Context
+    ) -> authz_pb2.IntrospectTokenResponse:
+        """Whose the token is (only the stack's services may ask: the access rule says so)."""
         try:
-            actor = self._auth.actor(context.invocation_metadata())
-            entry = dataclasses.replace(entry, actor=actor)
-            result = await action()
-        except AdminError as error:
-            await self._audit(
-                dataclasses.replace(entry, outcome=error.code.name, detail=str(error))
-            )
-            await context.abort(error.code, str(error))
-        except RedisError as exc:
-            await self._audit(
-                dataclasses.replace(entry, outcome="UNAVAILABLE", detail="key store error")
-            )
-            log.warning("key store unavailable", extra={"error": type(exc).__name__})
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
-        record = _record_in(result)
-        if record is not None:
-            entry = dataclasses.replace(entry, key_id=record.key_id, tenant=record.tenant)
-        await self._audit(entry)
-        return result
-
-    async def _audit(self, entry: AuditEntry) -> None:
-        # The log line is the audit trail of last resort: it is written even when Redis is not.
-        log.info("audit", extra={"audit": entry.fields()})
-        try:
-            await self._store.append_audit(entry)
-        except RedisError as exc:
-            # No traceback: the exception's text could name the Redis URL, with its password.
-            log.error(  # noqa: TRY400
-                "audit record not stored", extra={"error": type(exc).__name__}
-            )
+            return await self._verifier.answer(request.token)
+        except AuthzUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            raise  # abort raises; this keeps the type checker sure of it
 
 
-def _record_in(result: object) -> KeyRecord | None:
-    if isinstance(result, KeyRecord):
-        return result
-    if isinstance(result, tuple) and result and isinstance(result[0], KeyRecord):
-        return result[0]
-    return None
+async def _answer(context: Context, action: Awaitable[T]) -> T:
+    """action's result; a refusal aborts with its code, a Redis failure with UNAVAILABLE."""
+    try:
+        return await action
+    except AdminError as error:
+        await context.abort(error.code, str(error))
+        raise  # abort raises; this keeps the type checker sure of it
+    except RedisError as exc:
+        log.warning("key store unavailable", extra={"error": type(exc).__name__})
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+        raise

@@ -6,13 +6,12 @@ from pydantic import Field
 
 from llmproxy.common.settings import ServiceSettings
 
-# Names of environment variables, not secrets.
+# The name of an environment variable, not a secret.
 HMAC_SECRET_ENV = "LLMPROXY_AUTHZ_HMAC_SECRET"  # noqa: S105
-ADMIN_TOKEN_ENV = "LLMPROXY_ADMIN_TOKEN"  # noqa: S105
 
 
 class AuthzSettings(ServiceSettings):
-    """Where the authorization service listens, where its secrets are, how it caches keys."""
+    """Where the authorization service listens, where its HMAC secret is, how it caches keys."""
 
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port.")
     metrics_port: int = Field(9103, ge=0, le=65535, description="Prometheus /metrics port.")
@@ -20,14 +19,8 @@ class AuthzSettings(ServiceSettings):
         HMAC_SECRET_ENV,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the server secret (at least 32 characters) "
-        "that API keys are hashed with (HMAC-SHA256). Required; changing it invalidates every "
-        "key.",
-    )
-    admin_token_env: str = Field(
-        ADMIN_TOKEN_ENV,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Environment variable holding the admin API's bearer token; while it is "
-        "unset every admin call is refused.",
+        "that API keys and control tokens are hashed with (HMAC-SHA256). Required; changing it "
+        "invalidates every key and control token.",
     )
     cache_ttl_s: float = Field(
         5.0,
@@ -54,9 +47,6 @@ class AuthzSettings(ServiceSettings):
         le=10,
         description="Longest a check waits for Redis before deciding from last-known records; "
         "below Envoy's ext_authz_timeout_s so that a hanging Redis still gets answers.",
-    )
-    audit_max_records: int = Field(
-        100_000, ge=100, le=100_000_000, description="Audit records kept in Redis (about)."
     )
     failure_mode_allow: bool = Field(
         False,

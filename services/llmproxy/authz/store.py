@@ -1,36 +1,43 @@
-"""Where keys and the audit trail live: the KeyStore protocol and its Redis implementation.
+"""Where API keys and control tokens live: their store protocols and Redis implementations.
 
 Redis layout (a Redis Cluster works too: every multi-key write is a non-transactional
 pipeline and every conditional write touches one key):
-  llmproxy:authz:key:{<key_id>}            the record, JSON
+  llmproxy:authz:key:{<key_id>}            an API key's record, JSON
   llmproxy:authz:keys                      sorted set indexing every key by creation
   llmproxy:authz:tenant:{<tenant>}:keys    the same, per tenant
-  llmproxy:authz:audit                     stream of audit entries, capped
+  llmproxy:authz:token:{<token_id>}        a control token's record, JSON
+  llmproxy:authz:tokens                    sorted set indexing every control token by creation
+  llmproxy:authz:audit                     stream of every service's audit entries, capped
+                                           (common.audit writes it; ListAuditRecords reads it)
   llmproxy:authz:invalidate                pub/sub channel: a key id whose record changed
 
-Index members are `<created ms, 15 digits>:<key_id>` with score 0, so a lexicographic range is
-creation order and the last member of a page is a stable cursor for the next.
+Index members are `<created ms, 15 digits>:<id>` with score 0, so a lexicographic range is
+creation order and the last member of a page is a stable cursor for the next. Records of both
+kinds carry a version, and every change is a compare-and-set on it (replace_record.lua).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from llmproxy.authz.errors import ConflictError
-from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.records import ControlTokenRecord, KeyRecord
+from llmproxy.common.audit import AUDIT_STREAM, AuditEntry
 from llmproxy.common.lua import LuaScript
 from llmproxy.common.redis import AnyRedis, connect_subscriber
 from llmproxy.common.settings import RedisSettings
 
 _PREFIX = "llmproxy:authz"
 INVALIDATION_CHANNEL = f"{_PREFIX}:invalidate"
-AUDIT_STREAM = f"{_PREFIX}:audit"
 ALL_KEYS_INDEX = f"{_PREFIX}:keys"
-REPLACE_KEY = LuaScript.beside(__file__, "replace_key.lua")
+ALL_TOKENS_INDEX = f"{_PREFIX}:tokens"
+REPLACE_RECORD = LuaScript.beside(__file__, "replace_record.lua")
 
 # An invalidation event that means "anything may have changed": the feed (re)subscribed.
 RESYNC = ""
+
+R = TypeVar("R")
 
 
 def record_key(key_id: str) -> str:
@@ -38,18 +45,24 @@ def record_key(key_id: str) -> str:
     return f"{_PREFIX}:key:{{{key_id}}}"
 
 
+def token_key(token_id: str) -> str:
+    """The Redis key of a control token record."""
+    return f"{_PREFIX}:token:{{{token_id}}}"
+
+
 def tenant_index(tenant: str) -> str:
     """The Redis sorted set indexing one tenant's keys."""
     return f"{_PREFIX}:tenant:{{{tenant}}}:keys"
 
 
-def index_member(record: KeyRecord) -> str:
+def index_member(record: KeyRecord | ControlTokenRecord) -> str:
     """The record's member in the indexes: creation time, then id."""
-    return f"{int(record.created_at * 1000):015d}:{record.key_id}"
+    record_id = record.key_id if isinstance(record, KeyRecord) else record.token_id
+    return f"{int(record.created_at * 1000):015d}:{record_id}"
 
 
 class KeyStore(Protocol):
-    """Key records, the audit trail, and change notices for every authz instance."""
+    """Key records, change notices for every authz instance, and the audit trail to read."""
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """The record of key_id, or None."""
@@ -72,19 +85,72 @@ class KeyStore(Protocol):
     async def publish_invalidation(self, key_id: str) -> None:
         """Tell every instance that key_id's record changed."""
 
-    async def append_audit(self, entry: AuditEntry) -> str:
-        """Append to the audit trail; returns the entry's id."""
-
     async def audit_page(self, before: str | None, limit: int) -> list[AuditEntry]:
-        """Up to limit entries older than id `before` (or the newest), newest first."""
+        """Up to limit audit entries older than id `before` (or the newest), newest first."""
+
+
+class ControlTokenStore(Protocol):
+    """Control token records."""
+
+    async def get(self, token_id: str) -> ControlTokenRecord | None:
+        """The record of token_id, or None."""
+
+    async def create(self, record: ControlTokenRecord) -> None:
+        """Store a new record; ConflictError if its id exists already."""
+
+    async def replace(self, record: ControlTokenRecord) -> bool:
+        """Store record over version record.version - 1; False if that is no longer current
+        (or the record is gone)."""
+
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[ControlTokenRecord], str | None]:
+        """Up to limit records after cursor `after`, oldest first, and the cursor to go on from
+        (None when there are no more)."""
+
+
+async def _create(redis: AnyRedis, key: str, json_text: str, indexes: dict[str, str]) -> bool:
+    # The record only if new, then its index entries (index name -> member).
+    if not await redis.set(key, json_text, nx=True):
+        return False
+    async with redis.pipeline(transaction=False) as pipe:
+        for index, member in indexes.items():
+            pipe.zadd(index, {member: 0})
+        await pipe.execute()
+    return True
+
+
+async def _replace(redis: AnyRedis, key: str, version: int, json_text: str) -> bool:
+    done = await REPLACE_RECORD.run(redis, [key], [version - 1, json_text])
+    return int(done) == 1
+
+
+async def _page(
+    redis: AnyRedis,
+    index: str,
+    after: str | None,
+    limit: int,
+    get: Callable[[str], Awaitable[R | None]],
+) -> tuple[list[R], str | None]:
+    # One page through an index, in creation order; records gone meanwhile are skipped.
+    start = f"({after}" if after else "-"
+    raw = await redis.zrangebylex(index, start, "+", start=0, num=limit + 1)
+    members = [_text(m) for m in raw]
+    more = len(members) > limit
+    members = members[:limit]
+    records = []
+    for member in members:
+        record = await get(member.split(":", 1)[1])
+        if record is not None:
+            records.append(record)
+    return records, (members[-1] if more and members else None)
 
 
 class RedisKeyStore:
     """KeyStore on Redis."""
 
-    def __init__(self, redis: AnyRedis, audit_max_entries: int = 100_000) -> None:
+    def __init__(self, redis: AnyRedis) -> None:
         self._redis = redis
-        self._audit_max = audit_max_entries
 
     async def get(self, key_id: str) -> KeyRecord | None:
         """The record of key_id, or None."""
@@ -93,51 +159,27 @@ class RedisKeyStore:
 
     async def create(self, record: KeyRecord) -> None:
         """Store the record (only if new), then index it."""
-        if not await self._redis.set(record_key(record.key_id), record.to_json(), nx=True):
-            raise ConflictError(f"key_id {record.key_id} exists already")
         member = index_member(record)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(ALL_KEYS_INDEX, {member: 0})
-            pipe.zadd(tenant_index(record.tenant), {member: 0})
-            await pipe.execute()
+        indexes = {ALL_KEYS_INDEX: member, tenant_index(record.tenant): member}
+        if not await _create(self._redis, record_key(record.key_id), record.to_json(), indexes):
+            raise ConflictError(f"key_id {record.key_id} exists already")
 
     async def replace(self, record: KeyRecord) -> bool:
         """Compare-and-set on the record's version, in one Lua script."""
-        done = await REPLACE_KEY.run(
-            self._redis, [record_key(record.key_id)], [record.version - 1, record.to_json()]
+        return await _replace(
+            self._redis, record_key(record.key_id), record.version, record.to_json()
         )
-        return int(done) == 1
 
     async def page(
         self, tenant: str | None, after: str | None, limit: int
     ) -> tuple[list[KeyRecord], str | None]:
         """One page through an index, in creation order."""
         index = tenant_index(tenant) if tenant else ALL_KEYS_INDEX
-        start = f"({after}" if after else "-"
-        raw = await self._redis.zrangebylex(index, start, "+", start=0, num=limit + 1)
-        members = [_text(m) for m in raw]
-        more = len(members) > limit
-        members = members[:limit]
-        records = []
-        for member in members:
-            record = await self.get(member.split(":", 1)[1])
-            if record is not None:
-                records.append(record)
-        return records, (members[-1] if more and members else None)
+        return await _page(self._redis, index, after, limit, self.get)
 
     async def publish_invalidation(self, key_id: str) -> None:
         """PUBLISH the key id; in a cluster the message reaches subscribers on every node."""
         await self._redis.publish(INVALIDATION_CHANNEL, key_id)
-
-    async def append_audit(self, entry: AuditEntry) -> str:
-        """XADD, trimming the stream to about audit_max_entries."""
-        entry_id = await self._redis.xadd(
-            AUDIT_STREAM,
-            entry.fields(),  # type: ignore[arg-type]  # redis-py's mapping type is invariant
-            maxlen=self._audit_max,
-            approximate=True,
-        )
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def audit_page(self, before: str | None, limit: int) -> list[AuditEntry]:
         """XREVRANGE from just before `before`."""
@@ -149,6 +191,36 @@ class RedisKeyStore:
             )
             for entry_id, values in rows or []
         ]
+
+
+class RedisControlTokenStore:
+    """ControlTokenStore on Redis."""
+
+    def __init__(self, redis: AnyRedis) -> None:
+        self._redis = redis
+
+    async def get(self, token_id: str) -> ControlTokenRecord | None:
+        """The record of token_id, or None."""
+        raw = await self._redis.get(token_key(token_id))
+        return ControlTokenRecord.from_json(raw) if raw is not None else None
+
+    async def create(self, record: ControlTokenRecord) -> None:
+        """Store the record (only if new), then index it."""
+        indexes = {ALL_TOKENS_INDEX: index_member(record)}
+        if not await _create(self._redis, token_key(record.token_id), record.to_json(), indexes):
+            raise ConflictError(f"token_id {record.token_id} exists already")
+
+    async def replace(self, record: ControlTokenRecord) -> bool:
+        """Compare-and-set on the record's version, in one Lua script."""
+        return await _replace(
+            self._redis, token_key(record.token_id), record.version, record.to_json()
+        )
+
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[ControlTokenRecord], str | None]:
+        """One page through the index, in creation order."""
+        return await _page(self._redis, ALL_TOKENS_INDEX, after, limit, self.get)
 
 
 def _text(value: bytes | str) -> str:

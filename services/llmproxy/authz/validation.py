@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 
 from llmproxy.authz.errors import InvalidArgumentError
 from llmproxy.authz.keys import KEY_ID_PATTERN
-from llmproxy.common.contract import TENANT_PATTERN, TENANT_RULE
+from llmproxy.common.access import Role
+from llmproxy.common.contract import SERVICES, TENANT_PATTERN, TENANT_RULE
 
 # Tenants, users and tiers travel in headers and rate limit descriptors and name Redis keys.
 TIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
@@ -19,6 +20,7 @@ MODEL_PATTERN = re.compile(r"^[!-~]{1,200}$")  # printable ASCII, no spaces
 MAX_MODELS = 100
 MAX_LABELS = 32
 MAX_TEXT = 256
+MAX_TOKEN_NAME = 100
 MAX_BUDGET_USD = 1e9
 MAX_GRACE_S = 30 * 86400
 DEFAULT_PAGE_SIZE = 50
@@ -29,6 +31,41 @@ def key_id(value: str) -> str:
     """A well-formed key id."""
     if not KEY_ID_PATTERN.match(value):
         raise InvalidArgumentError(f"key_id: {value[:40]!r} is not a key id (16 hex digits)")
+    return value
+
+
+def token_id(value: str) -> str:
+    """A well-formed control token id."""
+    if not KEY_ID_PATTERN.match(value):
+        raise InvalidArgumentError(
+            f"token_id: {value[:40]!r} is not a control token id (16 hex digits)"
+        )
+    return value
+
+
+def token_name(value: str) -> str:
+    """Who holds a control token: required, at most MAX_TOKEN_NAME printable characters."""
+    if not value.strip():
+        raise InvalidArgumentError("name: required: who or what holds the token (a person, a job)")
+    if len(value) > MAX_TOKEN_NAME or not value.isprintable():
+        raise InvalidArgumentError(f"name: at most {MAX_TOKEN_NAME} printable characters")
+    return value
+
+
+def role(value: int) -> Role:
+    """A control token's role: viewer, operator or admin (ROLE_UNSPECIFIED is none of them)."""
+    if value not in {r.value for r in Role}:
+        names = ", ".join(f"{r.label} (ROLE_{r.name})" for r in Role)
+        raise InvalidArgumentError(f"role: required, one of {names}")
+    return Role(value)
+
+
+def service(value: str) -> str:
+    """One of the stack's service names."""
+    if value not in SERVICES:
+        raise InvalidArgumentError(
+            f"service: {value[:40]!r} is not a service; one of {', '.join(SERVICES)}"
+        )
     return value
 
 

@@ -75,35 +75,52 @@ def secret_from_env(environ: Mapping[str, str], variable: str, *, required: bool
     return value
 
 
+TOKEN_ENV = "LLMPROXY_TOKEN"  # noqa: S105 - a variable's name
+
+
+def cli_token(environ: Mapping[str, str], admin_token_env: str) -> str:
+    """The control token a command-line tool presents: $LLMPROXY_TOKEN, else the bootstrap
+    admin token; CredentialError saying what to set when neither is."""
+    token = environ.get(TOKEN_ENV) or environ.get(admin_token_env)
+    if not token:
+        raise CredentialError(
+            f"set ${TOKEN_ENV} to a control token (or ${admin_token_env} to the admin token)"
+        )
+    return token
+
+
 def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
     """The call metadata that presents token."""
     return ((AUTHORIZATION, f"Bearer {token}"),)
 
 
-class _WithBearer(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-):
-    """Adds the bearer token to every call of a channel."""
+def _with_entry(details: grpc.aio.ClientCallDetails, entry: tuple[str, str]) -> Any:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), entry)
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
 
+
+# Two classes: grpc.aio files an interceptor under the first call kind it implements only.
+class _UnaryWithBearer(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, token: str) -> None:
         self._entry = bearer_metadata(token)[0]
 
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._entry)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(_with_entry(details, self._entry), request)
+
+
+class _StreamWithBearer(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self._entry = bearer_metadata(token)[0]
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(_with_entry(details, self._entry), request)
 
 
 def bearer_channel(
     target: str, token: str, options: list[tuple[str, Any]] | None = None
 ) -> grpc.aio.Channel:
     """An insecure channel to target whose every call presents token."""
-    return grpc.aio.insecure_channel(target, options=options, interceptors=[_WithBearer(token)])
+    interceptors = [_UnaryWithBearer(token), _StreamWithBearer(token)]
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

@@ -20,7 +20,7 @@ from typing import Protocol
 import grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.common.access import Caller, Role
+from llmproxy.common.access import BOOTSTRAP_ADMIN, BOOTSTRAP_ADMIN_ID, Caller, Role
 
 MAX_CACHED = 10_000
 NEGATIVE_TTL_S = 1.0  # a flood of bad tokens asks authz about each at most once a second
@@ -49,6 +49,9 @@ def introspection_of(reply: authz_pb2.IntrospectTokenResponse) -> Introspection:
     """IntrospectToken's reply as an Introspection."""
     if not reply.active:
         return Introspection(None, reply.reason or "the token is not valid")
+    if reply.token_id == BOOTSTRAP_ADMIN_ID:
+        # The audit trail names it `bootstrap-admin`, as where a service compares it itself.
+        return Introspection(BOOTSTRAP_ADMIN)
     expires = reply.expire_time.ToSeconds() if reply.HasField("expire_time") else None
     caller = Caller(actor=f"token:{reply.token_id}", role=Role(reply.role), name=reply.name)
     return Introspection(caller, expires_at=float(expires) if expires is not None else None)
@@ -147,15 +150,6 @@ class TokenCache:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
         return answer
-
-    def _still_usable(self, entry: _Entry | None, now: float) -> bool:
-        # A token seen valid, within its stale grace, while authz cannot be asked.
-        return (
-            entry is not None
-            and entry.answer.caller is not None
-            and now < entry.usable_until
-            and self._unexpired(entry.answer)
-        )
 
     def _unexpired(self, answer: Introspection) -> bool:
         return answer.expires_at is None or self._wall_clock() < answer.expires_at

@@ -2,19 +2,23 @@
 
 Each line is an OpenAI request body (chat by default; `"endpoint": "embeddings"` for
 embeddings). Lines go to the router's WarmCache RPC in batches, through Envoy's control
-listener by default; a summary and any failed lines are printed. Exit status: 0, 1 when a line
-or a call failed, 2 when the file cannot be read.
+listener by default, as the operator whose control token is in $LLMPROXY_TOKEN (or with the
+admin token, $LLMPROXY_ADMIN_TOKEN); a summary and any failed lines are printed. Exit status:
+0, 1 when a line or a call failed, 2 when the file or the token is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import grpc
 
 from llmproxy._gen.router.v1 import router_pb2, router_pb2_grpc
+from llmproxy.common.credentials import CredentialError, bearer_metadata, cli_token
+from llmproxy.common.settings import ControlSettings
 
 BATCH_LINES = 500
 
@@ -31,6 +35,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600, help="seconds per batch")
     args = parser.parse_args()
     try:
+        token = cli_token(os.environ, ControlSettings().admin_token_env)
+    except CredentialError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    try:
         lines = args.file.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         # A usage error, not a crash: say which file and why, as argparse would.
@@ -46,6 +54,7 @@ def main() -> None:
                 reply = stub.WarmCache(
                     router_pb2.WarmCacheRequest(jsonl=batch, tenant=args.tenant),
                     timeout=args.timeout,
+                    metadata=bearer_metadata(token),
                 )
             except grpc.RpcError as exc:
                 print(f"warming failed: {exc.code().name}: {exc.details()}", file=sys.stderr)

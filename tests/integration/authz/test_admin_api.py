@@ -1,4 +1,4 @@
-"""The admin API of a real authz server on real Redis: credentials, codes, audit, budgets."""
+"""The control API of a real authz server on real Redis: credentials, codes, audit, budgets."""
 
 from __future__ import annotations
 
@@ -19,40 +19,45 @@ from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.process import StartupError
 from tests.harness.configs import stack_config_data
-from tests.integration.authz.conftest import ADMIN, TOKEN, StartAuthz
+from tests.integration.authz.conftest import StartAuthz, admin_token
 
 
 @pytest.mark.parametrize(
-    ("metadata", "code"),
+    ("token", "detail"),
     [
-        ((), grpc.StatusCode.UNAUTHENTICATED),
-        ((("authorization", "Bearer not-the-token"),), grpc.StatusCode.PERMISSION_DENIED),
+        (None, "control calls need the metadata 'authorization: Bearer <control token>'"),
+        ("not-the-token-" + "x" * 30, "the control token is not valid: malformed token"),
     ],
 )
-async def test_admin_calls_need_the_admin_token(
-    start_authz: StartAuthz, metadata: tuple[tuple[str, str], ...], code: grpc.StatusCode
+async def test_control_calls_need_a_valid_token_and_refusals_are_audited(
+    start_authz: StartAuthz, token: str | None, detail: str
 ) -> None:
     instance = await start_authz()
+    stub = await instance.as_caller(token)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await instance.admin.CreateKey(authz_pb2.CreateKeyRequest(tenant="acme"), metadata=metadata)
-    assert raised.value.code() == code
-    assert "not-the-token" not in (raised.value.details() or "")
-    audit = await instance.admin.ListAuditRecords(
-        authz_pb2.ListAuditRecordsRequest(), metadata=ADMIN
+        await stub.CreateKey(authz_pb2.CreateKeyRequest(tenant="acme"))
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert raised.value.details() == detail
+    audit = await instance.admin.ListAuditRecords(authz_pb2.ListAuditRecordsRequest())
+    (record,) = audit.records
+    assert (record.method, record.outcome, record.actor, record.service) == (
+        "CreateKey",
+        "UNAUTHENTICATED",
+        "anonymous",
+        "authz",
     )
-    assert (audit.records[-1].method, audit.records[-1].outcome) == ("CreateKey", code.name)
+    assert record.tenant == "acme"
+    assert "not-the-token" not in str(record)
 
 
 async def test_bad_input_gets_invalid_argument_naming_the_field(start_authz: StartAuthz) -> None:
     instance = await start_authz()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await instance.admin.CreateKey(
-            authz_pb2.CreateKeyRequest(tenant="acme", tier="no spaces"), metadata=ADMIN
-        )
+        await instance.admin.CreateKey(authz_pb2.CreateKeyRequest(tenant="acme", tier="no spaces"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (raised.value.details() or "").startswith("tier:")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await instance.admin.GetKey(authz_pb2.GetKeyRequest(key_id="0" * 16), metadata=ADMIN)
+        await instance.admin.GetKey(authz_pb2.GetKeyRequest(key_id="0" * 16))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -61,14 +66,12 @@ async def test_the_secret_is_returned_once_and_stored_only_hashed(
 ) -> None:
     instance = await start_authz()
     created = await instance.admin.CreateKey(
-        authz_pb2.CreateKeyRequest(tenant="acme", user="alice"), metadata=ADMIN
+        authz_pb2.CreateKeyRequest(tenant="acme", user="alice")
     )
     assert created.secret.startswith(f"sk-llmp-{created.key.key_id}-")
-    fetched = await instance.admin.GetKey(
-        authz_pb2.GetKeyRequest(key_id=created.key.key_id), metadata=ADMIN
-    )
+    fetched = await instance.admin.GetKey(authz_pb2.GetKeyRequest(key_id=created.key.key_id))
     assert created.secret not in str(fetched)
-    listed = await instance.admin.ListKeys(authz_pb2.ListKeysRequest(tenant="acme"), metadata=ADMIN)
+    listed = await instance.admin.ListKeys(authz_pb2.ListKeysRequest(tenant="acme"))
     assert [k.key_id for k in listed.keys] == [created.key.key_id]
     everything = b"".join(
         [await redis_client.dump(key) or b"" async for key in redis_client.scan_iter()]
@@ -85,8 +88,7 @@ async def test_a_key_over_its_budget_is_refused_from_recorded_spend(
 ) -> None:
     instance = await start_authz()
     created = await instance.admin.CreateKey(
-        authz_pb2.CreateKeyRequest(tenant="acme", budget=authz_pb2.Budget(daily_usd=0.5)),
-        metadata=ADMIN,
+        authz_pb2.CreateKeyRequest(tenant="acme", budget=authz_pb2.Budget(daily_usd=0.5))
     )
     assert (await instance.check(created.secret)).status.code == code_pb2.OK
     identity = Identity(tenant="acme", user="default", key_id=created.key.key_id)
@@ -106,7 +108,7 @@ def test_the_service_refuses_to_start_without_its_hmac_secret(tmp_path: Path) ->
         text=True,
         timeout=30,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "LLMPROXY_ADMIN_TOKEN": TOKEN},
+        env={"PATH": "/usr/bin:/bin", "LLMPROXY_ADMIN_TOKEN": admin_token()},
     )
     assert done.returncode == 2, done.stderr
     assert "llmproxy.authz: $LLMPROXY_AUTHZ_HMAC_SECRET is not set" in done.stderr
@@ -120,7 +122,7 @@ async def test_the_devstack_demo_key_works_and_a_refusal_is_a_startup_error(
     config = load_config(
         DEFAULT_CONFIG, {"LLMPROXY__SERVICES__AUTHZ__GRPC_PORT": str(instance.running.port)}
     )
-    key = await create_demo_key(config, TOKEN)
+    key = await create_demo_key(config, admin_token())
     assert (await instance.check(key)).status.code == code_pb2.OK
     with pytest.raises(StartupError, match="could not create the demo API key"):
         await create_demo_key(config, "wrong")

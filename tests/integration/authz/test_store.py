@@ -1,4 +1,4 @@
-"""RedisKeyStore and the invalidation feed on a real Redis."""
+"""The key and control token stores, the audit stream and the invalidation feed on real Redis."""
 
 from __future__ import annotations
 
@@ -10,8 +10,16 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from llmproxy.authz.errors import ConflictError
-from llmproxy.authz.records import AuditEntry, KeyRecord
-from llmproxy.authz.store import RESYNC, RedisInvalidationFeed, RedisKeyStore, record_key
+from llmproxy.authz.records import ControlTokenRecord, KeyRecord
+from llmproxy.authz.store import (
+    RESYNC,
+    RedisControlTokenStore,
+    RedisInvalidationFeed,
+    RedisKeyStore,
+    record_key,
+    token_key,
+)
+from llmproxy.common.audit import AuditEntry, AuditTrail
 from llmproxy.common.settings import RedisSettings
 from tests.harness.ports import free_port
 
@@ -72,19 +80,86 @@ async def test_pages_follow_creation_order_per_tenant(redis_client: aioredis.Red
 async def test_the_audit_stream_pages_newest_first_and_is_capped(
     redis_client: aioredis.Redis,
 ) -> None:
-    store = RedisKeyStore(redis_client, audit_max_entries=100)
+    store, trail = RedisKeyStore(redis_client), AuditTrail(redis_client, max_records=100)
     ids = [
-        await store.append_audit(
-            AuditEntry(time=i, method="GetKey", actor="admin", peer="p", outcome="OK")
+        await trail.append(
+            AuditEntry(
+                time=i, method="GetKey", actor="bootstrap-admin", peer="p", outcome="OK",
+                service="router" if i % 2 else "authz", role="admin", arguments="{}",
+                token_id="0123456789abcdef",  # noqa: S106 - an id, not a secret
+            )
         )
         for i in range(300)
-    ]
+    ]  # fmt: skip
     newest = await store.audit_page(None, 3)
     assert [e.id for e in newest] == ids[-1:-4:-1]
     assert newest[0].time == 299
+    assert (newest[0].service, newest[0].role, newest[0].token_id) == (
+        "router",
+        "admin",
+        "0123456789abcdef",
+    )
     older = await store.audit_page(newest[-1].id, 2)
     assert [e.time for e in older] == [296, 295]
     assert await redis_client.xlen("llmproxy:authz:audit") < 300
+
+
+def token(token_id: str, created_at: float = 1.0) -> ControlTokenRecord:
+    return ControlTokenRecord(
+        token_id=token_id,
+        token_hash="cd" * 32,
+        name="alice",
+        role="operator",
+        created_at=created_at,
+    )
+
+
+async def test_control_tokens_are_created_once_and_read_back(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = RedisControlTokenStore(redis_client)
+    first = token("00000000000000a1", created_at=1.5)
+    await store.create(first)
+    assert await store.get(first.token_id) == first
+    assert await store.get("ffffffffffffffff") is None
+    with pytest.raises(ConflictError, match="token_id 00000000000000a1 exists already"):
+        await store.create(dataclasses.replace(first, role="admin"))
+    assert await store.get(first.token_id) == first
+    # The layout store.py documents: the record under its hash-tagged key, and the index.
+    assert token_key(first.token_id) == "llmproxy:authz:token:{00000000000000a1}"
+    assert b'"token_hash"' in await redis_client.get(token_key(first.token_id))
+    assert await redis_client.zrange("llmproxy:authz:tokens", 0, -1) == [
+        b"000000000001500:00000000000000a1"
+    ]
+    # Keys and tokens never mix, though their ids look alike.
+    assert await RedisKeyStore(redis_client).get(first.token_id) is None
+
+
+async def test_a_token_replace_is_a_compare_and_set_on_the_version(
+    redis_client: aioredis.Redis,
+) -> None:
+    store = RedisControlTokenStore(redis_client)
+    first = token("00000000000000a1")
+    await store.create(first)
+    revoked = first.changed(revoked=True, revoked_at=2.0, revoke_reason="left")
+    assert await store.replace(revoked)
+    stale = first.changed(token_hash="ef" * 32)  # built from version 1, now 2
+    assert not await store.replace(stale)
+    assert await store.get(first.token_id) == revoked
+    assert not await store.replace(token("00000000000000a9").changed())
+
+
+async def test_token_pages_follow_creation_order(redis_client: aioredis.Redis) -> None:
+    store = RedisControlTokenStore(redis_client)
+    records = [token(f"{i:016x}", created_at=100 + i) for i in range(5)]
+    for r in reversed(records):
+        await store.create(r)
+    page, cursor = await store.page(None, 2)
+    assert page == records[:2]
+    page, cursor = await store.page(cursor, 2)
+    assert page == records[2:4]
+    page, cursor = await store.page(cursor, 2)
+    assert (page, cursor) == (records[4:], None)
 
 
 async def test_the_feed_resyncs_then_delivers_published_key_ids(

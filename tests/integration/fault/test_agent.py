@@ -25,7 +25,7 @@ from llmproxy.ratelimit import server as ratelimit_server
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.ports import free_port
-from tests.harness.services import served
+from tests.harness.services import admin_channel, served
 from tests.harness.waiting import eventually
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -96,7 +96,7 @@ async def service(
     process.start()
     try:
         await process.wait_ready(30)
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with admin_channel(target) as channel:
             yield Service(
                 process,
                 agent_pb2_grpc.ChaosAgentServiceStub(channel),

@@ -17,6 +17,7 @@ from google.rpc import status_pb2
 from prometheus_client import REGISTRY
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2, fault_pb2_grpc
+from llmproxy.common.access_control import access_control
 from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.common.server import start_server
 from llmproxy.common.settings import ServiceSettings
@@ -207,10 +208,13 @@ async def test_service_faults_go_through_the_target_services_chaos_agent(
 ) -> None:
     async with AsyncExitStack() as stack:
         # A bare server (no services): only the chaos agent every server carries.
-        bare = start_server(ServiceSettings(grpc_port=0, metrics_port=0), lambda _: ())
+        config = fault_config(redis_process)
+        access = access_control(config, redis_client, service="bare")
+        bare = start_server(
+            ServiceSettings(grpc_port=0, metrics_port=0), lambda _: (), access=access
+        )
         target = await stack.enter_async_context(served(bare))
         dead_port = free_port()
-        config = fault_config(redis_process)
         services = config.services.model_copy(
             update={
                 "router": config.services.router.model_copy(update={"grpc_port": target.port}),

@@ -60,10 +60,16 @@ class HealthService:
     running: RunningServer
     channel: grpc.aio.Channel
     config: StackConfig
+    internal: grpc.aio.Channel  # with the service token, as the router reports outcomes
 
     @property
     def api(self) -> health_pb2_grpc.ProviderHealthServiceAsyncStub:
         return health_pb2_grpc.ProviderHealthServiceStub(self.channel)
+
+    @property
+    def reporter(self) -> health_pb2_grpc.ProviderHealthServiceAsyncStub:
+        """The API as the router calls it: ReportOutcomes is for the stack's services only."""
+        return health_pb2_grpc.ProviderHealthServiceStub(self.internal)
 
     @property
     def grpc_health(self) -> Any:
@@ -96,7 +102,7 @@ StartHealth = Callable[..., Awaitable[HealthService]]
 async def health_service(stack: AsyncExitStack, config: StackConfig) -> HealthService:
     """Start the health service for config; stack stops it."""
     service: Served = await stack.enter_async_context(served(serve(config)))
-    return HealthService(service.running, service.channel, config)
+    return HealthService(service.running, service.channel, config, service.internal)
 
 
 @pytest.fixture

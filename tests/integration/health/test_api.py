@@ -72,7 +72,7 @@ async def test_bad_input_gets_clear_errors(start_health: StartHealth) -> None:
                 "'nope'",
             ),
             (
-                api.ReportOutcomes(
+                service.reporter.ReportOutcomes(
                     health_pb2.ReportOutcomesRequest(
                         outcomes=[health_pb2.CallOutcome(provider="one", status_code=999)]
                     )
@@ -164,7 +164,7 @@ async def test_reported_failures_open_the_circuit_and_stop_it_serving(
         failed = health_pb2.CallOutcome(
             provider="one", ok=False, status_code=503, latency=duration_pb2.Duration(nanos=10**6)
         )
-        reply = await service.api.ReportOutcomes(
+        reply = await service.reporter.ReportOutcomes(
             health_pb2.ReportOutcomesRequest(
                 outcomes=[failed] * 5 + [health_pb2.CallOutcome(provider="ghost", ok=True)],
                 reporter="pytest",

@@ -60,7 +60,7 @@ async def test_state_changes_reach_every_instance(start_health: StartHealth) -> 
         await first.api.SetMaintenance(health_pb2.SetMaintenanceRequest(name="p"))
         # A circuit opened by outcomes reported to one instance is open for the other.
         failed = health_pb2.CallOutcome(provider="p", ok=False, status_code=502)
-        await first.api.ReportOutcomes(health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5))
+        await first.reporter.ReportOutcomes(health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5))
 
         await eventually(
             lambda: second.provider("p"),

@@ -47,7 +47,9 @@ async def test_state_probes_circuits_and_components_are_measured(
         assert sample("llmproxy_health_provider_state", provider="metered", state="unhealthy") == 0
         assert sample("llmproxy_health_provider_available", provider="metered") == 1
         failed = health_pb2.CallOutcome(provider="metered", ok=False, status_code=500)
-        await service.api.ReportOutcomes(health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5))
+        await service.reporter.ReportOutcomes(
+            health_pb2.ReportOutcomesRequest(outcomes=[failed] * 5)
+        )
         assert (
             sample(
                 "llmproxy_health_circuit_transitions_total",

@@ -32,6 +32,8 @@ class Instance:
     rls: rls_pb2_grpc.RateLimitServiceStub
     control: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub
     channel: grpc.aio.Channel
+    # The same API as the router calls it, with the service token (ReconcileTokens*).
+    internal: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub
 
 
 StartRatelimit = Callable[..., Awaitable[Instance]]
@@ -99,6 +101,7 @@ async def start_ratelimit(
                 rls_pb2_grpc.RateLimitServiceStub(service.channel),
                 ratelimit_pb2_grpc.RateLimitControlServiceStub(service.channel),
                 service.channel,
+                ratelimit_pb2_grpc.RateLimitControlServiceStub(service.internal),
             )
 
         yield start

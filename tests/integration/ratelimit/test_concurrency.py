@@ -97,7 +97,7 @@ async def reserve_call_reconcile(
     }
     assert RESERVED_AT_HEADER in headers
     await asyncio.sleep(rng.uniform(0.01, 0.1))  # the provider call
-    adjusted = await reconcile_tokens(instance.control, headers, actual)
+    adjusted = await reconcile_tokens(instance.internal, headers, actual)
     assert adjusted == (1 if actual != estimate else 0)
     return True, estimate, actual
 

@@ -142,7 +142,7 @@ async def test_bad_arguments_get_clear_errors(
             "at least one entry",
         ),
         (
-            instance.control.ReconcileTokens(ratelimit_pb2.ReconcileTokensRequest()),
+            instance.internal.ReconcileTokens(ratelimit_pb2.ReconcileTokensRequest()),
             grpc.StatusCode.INVALID_ARGUMENT,
             "no descriptors",
         ),

@@ -65,7 +65,7 @@ async def check_batch(instance: Instance) -> None:
             reserved_tokens=5,
         )
     )
-    reply = await instance.control.ReconcileTokensBatch(
+    reply = await instance.internal.ReconcileTokensBatch(
         ratelimit_pb2.ReconcileTokensBatchRequest(items=batch)
     )
     assert (reply.adjusted, reply.applied_items) == (len(TENANTS), len(TENANTS))
@@ -102,7 +102,9 @@ async def test_an_empty_batch_corrects_nothing(
     redis_client: aioredis.Redis,
 ) -> None:
     instance = await start_ratelimit(limits_file(TPM_LIMITS.replace("ALGORITHM", "sliding_log")))
-    reply = await instance.control.ReconcileTokensBatch(ratelimit_pb2.ReconcileTokensBatchRequest())
+    reply = await instance.internal.ReconcileTokensBatch(
+        ratelimit_pb2.ReconcileTokensBatchRequest()
+    )
     assert (reply.adjusted, reply.applied_items) == (0, 0)
 
 
@@ -139,7 +141,7 @@ async def test_an_invalid_item_refuses_the_whole_batch(
     await reserve(instance, "t0", 1000)
     batch = [item("t0", 1000, 10), bad, item("t0", 1000, 10)]
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await instance.control.ReconcileTokensBatch(
+        await instance.internal.ReconcileTokensBatch(
             ratelimit_pb2.ReconcileTokensBatchRequest(items=batch)
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -7,8 +7,9 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from llmproxy.authz.errors import ConflictError
-from llmproxy.authz.records import AuditEntry, KeyRecord
+from llmproxy.authz.records import ControlTokenRecord, KeyRecord
 from llmproxy.authz.store import index_member
+from llmproxy.common.audit import AuditEntry
 from llmproxy.common.usage import Identity, Period, Usage
 
 
@@ -67,7 +68,8 @@ class FakeKeyStore:
     async def publish_invalidation(self, key_id: str) -> None:
         self.invalidations.append(key_id)
 
-    async def append_audit(self, entry: AuditEntry) -> str:
+    def add_audit(self, entry: AuditEntry) -> str:
+        """What common.audit.AuditTrail does in Redis: the entry, with the next id."""
         entry_id = f"{len(self.audit) + 1}-0"
         self.audit.append(dataclasses.replace(entry, id=entry_id))
         return entry_id
@@ -78,6 +80,46 @@ class FakeKeyStore:
             number = int(before.split("-")[0])
             newest_first = [e for e in newest_first if int(e.id.split("-")[0]) < number]
         return newest_first[:limit]
+
+
+class FakeControlTokenStore:
+    """ControlTokenStore in a dict; `broken` makes every call fail as a lost Redis would."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ControlTokenRecord] = {}
+        self.fail_replaces = 0
+        self.broken: Exception | None = None
+
+    async def get(self, token_id: str) -> ControlTokenRecord | None:
+        if self.broken is not None:
+            raise self.broken
+        return self.records.get(token_id)
+
+    async def create(self, record: ControlTokenRecord) -> None:
+        if self.broken is not None:
+            raise self.broken
+        if record.token_id in self.records:
+            raise ConflictError(record.token_id)
+        self.records[record.token_id] = record
+
+    async def replace(self, record: ControlTokenRecord) -> bool:
+        current = self.records.get(record.token_id)
+        if self.fail_replaces:
+            self.fail_replaces -= 1
+            return False
+        if current is None or current.version != record.version - 1:
+            return False
+        self.records[record.token_id] = record
+        return True
+
+    async def page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[ControlTokenRecord], str | None]:
+        members = sorted((index_member(r), r) for r in self.records.values())
+        rest = [(m, r) for m, r in members if after is None or m > after]
+        page = rest[:limit]
+        cursor = page[-1][0] if len(rest) > limit else None
+        return [r for _, r in page], cursor
 
 
 class FakeUsage:

@@ -14,7 +14,7 @@ from llmproxy.authz.errors import (
     KeyNotFoundError,
 )
 from llmproxy.authz.keys import KeyHasher, key_id_of
-from llmproxy.authz.records import AuditEntry
+from llmproxy.common.audit import AuditEntry
 from tests.unit.authz.fakes import Clock, FakeKeyStore
 
 HASHER = KeyHasher(b"k" * 32)
@@ -260,17 +260,18 @@ async def test_update_of_an_unknown_key_is_not_found() -> None:
         await keys.update(update("0123456789abcdef", ["tier"], tier="gold"))
 
 
-async def test_audit_pages_newest_first_and_filters_by_key() -> None:
+async def test_audit_pages_newest_first_and_filters_by_key_and_service() -> None:
     keys, store, _ = admin()
     for i in range(7):
-        await store.append_audit(
+        store.add_audit(
             AuditEntry(
                 time=i,
                 method="GetKey",
-                actor="admin",
+                actor="bootstrap-admin",
                 peer="p",
                 outcome="OK",
                 key_id="0123456789abcdef" if i % 2 else "",
+                service="router" if i % 3 == 0 else "authz",
             )
         )
     page, token = await keys.list_audit(authz_pb2.ListAuditRecordsRequest(page_size=3))
@@ -279,7 +280,39 @@ async def test_audit_pages_newest_first_and_filters_by_key() -> None:
         authz_pb2.ListAuditRecordsRequest(page_size=3, page_token=token)
     )
     assert [e.time for e in page] == [3, 2, 1]
+    page, token = await keys.list_audit(
+        authz_pb2.ListAuditRecordsRequest(page_size=3, page_token=token)
+    )
+    assert ([e.time for e in page], token) == ([0], "")
     mine, _ = await keys.list_audit(authz_pb2.ListAuditRecordsRequest(key_id="0123456789abcdef"))
     assert [e.time for e in mine] == [5, 3, 1]
-    with pytest.raises(InvalidArgumentError, match="page_token"):
-        await keys.list_audit(authz_pb2.ListAuditRecordsRequest(page_token="eA=="))  # noqa: S106
+    router, _ = await keys.list_audit(authz_pb2.ListAuditRecordsRequest(service="router"))
+    assert [e.time for e in router] == [6, 3, 0]
+    both, _ = await keys.list_audit(
+        authz_pb2.ListAuditRecordsRequest(service="router", key_id="0123456789abcdef")
+    )
+    assert [e.time for e in both] == [3]
+    # A filtered page is full even when its entries are spread over several batches.
+    first, token = await keys.list_audit(
+        authz_pb2.ListAuditRecordsRequest(service="authz", page_size=2)
+    )
+    rest, last = await keys.list_audit(
+        authz_pb2.ListAuditRecordsRequest(service="authz", page_size=2, page_token=token)
+    )
+    assert ([e.time for e in first], [e.time for e in rest]) == ([5, 4], [2, 1])
+    assert last != ""
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({"page_token": "eA=="}, "page_token: not a token this API returned"),
+        ({"service": "billing"}, "service: 'billing' is not a service; one of router, "),
+        ({"key_id": "nope"}, "key_id: 'nope' is not a key id"),
+        ({"page_size": -1}, "page_size: must not be negative"),
+    ],
+)
+async def test_audit_refuses_bad_filters(request_fields: dict[str, object], message: str) -> None:
+    keys, _, _ = admin()
+    with pytest.raises(InvalidArgumentError, match=message):
+        await keys.list_audit(authz_pb2.ListAuditRecordsRequest(**request_fields))  # type: ignore[arg-type]

@@ -9,13 +9,14 @@ import pytest
 from llmproxy.authz.authorizer import Authorizer
 from llmproxy.authz.errors import (
     BudgetExceededError,
+    ControlTokenAsKeyError,
     InvalidKeyError,
     KeyExpiredError,
     KeyRevokedError,
     MissingKeyError,
     ModelNotAllowedError,
 )
-from llmproxy.authz.keys import KeyHasher, new_key, new_key_id
+from llmproxy.authz.keys import CONTROL_TOKEN, KeyHasher, new_key, new_key_id
 from llmproxy.authz.records import KeyRecord
 from tests.unit.authz.fakes import Clock, FakeKeyStore, FakeUsage
 
@@ -69,6 +70,17 @@ async def test_bad_keys_are_invalid_without_saying_why(mangle: str) -> None:
     assert raised.value.status == 401
     assert raised.value.message == "Incorrect API key provided."
     assert key not in raised.value.body().decode()
+
+
+@pytest.mark.parametrize("token", [CONTROL_TOKEN.new(CONTROL_TOKEN.new_id()), "ct-llmp-junk"])
+async def test_a_control_token_is_told_it_is_no_api_key(token: str) -> None:
+    setup = Setup()
+    with pytest.raises(ControlTokenAsKeyError) as raised:
+        await setup.authorizer.authorize(token, "gpt-4o-mini")
+    assert (raised.value.status, raised.value.code) == (401, "invalid_api_key")
+    assert "is not an API key" in raised.value.message
+    assert token not in raised.value.message
+    assert setup.store.gets == 0  # decided from the prefix, without a lookup
 
 
 async def test_a_revoked_key_is_403() -> None:

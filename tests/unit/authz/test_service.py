@@ -1,4 +1,8 @@
-"""The servicers: Check's responses for Envoy, and admin calls' authentication and audit."""
+"""The servicers: Check's responses for Envoy, and the control API's answers and status codes.
+
+Who may call the control API is the access interceptor's to decide (common.access_control,
+tested with the servers in tests/integration/authz); these tests call the servicer directly.
+"""
 
 from __future__ import annotations
 
@@ -12,34 +16,39 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from llmproxy._gen.access.v1 import access_pb2
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.authz.admin import KeyAdmin
-from llmproxy.authz.adminauth import AdminAuth
 from llmproxy.authz.authorizer import Authorizer
-from llmproxy.authz.keys import KeyHasher
+from llmproxy.authz.introspection import LocalTokenVerifier
+from llmproxy.authz.keys import CONTROL_TOKEN, KeyHasher
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer, header_safe
-from tests.unit.authz.fakes import Clock, FakeKeyStore, FakeUsage
+from llmproxy.authz.token_admin import ControlTokenAdmin
+from llmproxy.common.audit import AuditEntry
+from tests.unit.authz.fakes import Clock, FakeControlTokenStore, FakeKeyStore, FakeUsage
 from tests.unit.authz.test_requests import check_request
 from tests.unit.grpc_fakes import Aborted, FakeContext
 
 HASHER = KeyHasher(b"k" * 32)
-TOKEN = "admin-token-for-tests"  # noqa: S105 - a test value
-ADMIN = (("authorization", f"Bearer {TOKEN}"),)
+ADMIN_TOKEN = "admin-token-for-tests-" + "x" * 20
 BODY = json.dumps(
     {"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 ).encode()
 
 
 class Service:
-    def __init__(self, token: str | None = TOKEN) -> None:
+    def __init__(self) -> None:
         self.store = FakeKeyStore()
+        self.tokens = FakeControlTokenStore()
         self.usage = FakeUsage()
         self.clock = Clock()
         self.admin = KeyAdmin(self.store, HASHER, self.clock)
         self.check = AuthorizationServicer(Authorizer(self.store, HASHER, self.usage, self.clock))
         self.control = AuthzControlServicer(
-            self.admin, AdminAuth(token, "LLMPROXY_ADMIN_TOKEN"), self.store, self.clock
+            self.admin,
+            ControlTokenAdmin(self.tokens, HASHER, self.clock),
+            LocalTokenVerifier(self.tokens, HASHER, ADMIN_TOKEN, self.clock),
         )
 
     async def key(self, **fields: Any) -> tuple[KeyRecord, str]:
@@ -51,6 +60,19 @@ class Service:
         self, headers: dict[str, str], body: bytes = BODY
     ) -> external_auth_pb2.CheckResponse:
         return await self.check.Check(check_request(headers, body), FakeContext())  # type: ignore[arg-type]
+
+
+CONTEXT = FakeContext()
+
+
+async def call(service: Service, method: str, request: object) -> Any:
+    return await getattr(service.control, method)(request, CONTEXT)
+
+
+async def refusal(service: Service, method: str, request: object) -> Aborted:
+    with pytest.raises(Aborted) as raised:
+        await call(service, method, request)
+    return raised.value
 
 
 def headers_of(response: external_auth_pb2.CheckResponse) -> dict[str, str]:
@@ -150,102 +172,236 @@ async def test_get_policy_names_the_mode_and_every_trusted_header() -> None:
     assert "x-llmproxy-token-estimate" in reply.identity_headers
 
 
-@pytest.mark.parametrize(
-    ("token", "metadata", "code"),
-    [
-        (TOKEN, (), grpc.StatusCode.UNAUTHENTICATED),
-        (TOKEN, (("authorization", "Basic abc"),), grpc.StatusCode.UNAUTHENTICATED),
-        (TOKEN, (("authorization", "Bearer wrong"),), grpc.StatusCode.PERMISSION_DENIED),
-        (None, ADMIN, grpc.StatusCode.PERMISSION_DENIED),
-    ],
-)
-async def test_admin_calls_without_the_token_are_refused_and_audited(
-    token: str | None, metadata: tuple[tuple[str, str], ...], code: grpc.StatusCode
-) -> None:
-    service = Service(token)
-    with pytest.raises(Aborted) as raised:
-        await service.control.CreateKey(
-            authz_pb2.CreateKeyRequest(tenant="acme"),
-            FakeContext(metadata),  # type: ignore[arg-type]
-        )
-    assert raised.value.code == code
-    assert service.store.records == {}
-    (entry,) = service.store.audit
-    assert (entry.method, entry.outcome, entry.actor) == ("CreateKey", code.name, "anonymous")
-    assert entry.tenant == "acme"
-    assert "wrong" not in entry.detail
-
-
-async def test_every_admin_call_is_audited_without_secrets() -> None:
+async def test_a_control_token_sent_as_an_api_key_is_told_apart() -> None:
     service = Service()
-    context = FakeContext((*ADMIN, ("x-llmproxy-actor", "ops-alice")))
-    created = await service.control.CreateKey(
-        authz_pb2.CreateKeyRequest(tenant="acme"),
-        context,  # type: ignore[arg-type]
+    created = await service.control.CreateControlToken(
+        authz_pb2.CreateControlTokenRequest(name="alice", role=access_pb2.ROLE_ADMIN),
+        CONTEXT,  # type: ignore[arg-type]
     )
+    for headers in ({"authorization": f"Bearer {created.secret}"}, {"x-api-key": created.secret}):
+        status, response_headers, error = await denial(service, headers)
+        assert (status, error["code"], error["type"]) == (
+            401,
+            "invalid_api_key",
+            "invalid_request_error",
+        )
+        assert "control token (ct-llmp-...) is not an API key" in str(error["message"])
+        assert created.secret not in str(error["message"])
+        assert response_headers["www-authenticate"] == 'Bearer realm="llmproxy"'
+    # A made-up one gets the same answer: it is the prefix that tells, not a lookup.
+    status, _, error = await denial(
+        service, {"authorization": f"Bearer {CONTROL_TOKEN.new('0' * 16)}"}
+    )
+    assert "is not an API key" in str(error["message"])
+
+
+async def test_key_calls_answer_with_the_admin_operations_results() -> None:
+    service = Service()
+    created = await call(service, "CreateKey", authz_pb2.CreateKeyRequest(tenant="acme"))
     key_id = created.key.key_id
-    await service.control.GetKey(authz_pb2.GetKeyRequest(key_id=key_id), context)  # type: ignore[arg-type]
-    await service.control.ListKeys(authz_pb2.ListKeysRequest(), context)  # type: ignore[arg-type]
+    assert created.secret.startswith(f"sk-llmp-{key_id}-")
+    assert created.key.prefix == f"sk-llmp-{key_id}"
+    fetched = await call(service, "GetKey", authz_pb2.GetKeyRequest(key_id=key_id))
+    assert fetched.key == created.key
+    listed = await call(service, "ListKeys", authz_pb2.ListKeysRequest())
+    assert [k.key_id for k in listed.keys] == [key_id]
     request = authz_pb2.UpdateKeyRequest(key=authz_pb2.ApiKey(key_id=key_id, tier="gold"))
     request.update_mask.paths.append("tier")
-    await service.control.UpdateKey(request, context)  # type: ignore[arg-type]
-    rotated = await service.control.RotateKey(
-        authz_pb2.RotateKeyRequest(key_id=key_id),
-        context,  # type: ignore[arg-type]
-    )
-    await service.control.RevokeKey(
-        authz_pb2.RevokeKeyRequest(key_id=key_id, reason="done"),
-        context,  # type: ignore[arg-type]
-    )
-    with pytest.raises(Aborted) as raised:
-        await service.control.GetKey(authz_pb2.GetKeyRequest(key_id="f" * 16), context)  # type: ignore[arg-type]
-    assert raised.value.code == grpc.StatusCode.NOT_FOUND
-    audit = await service.control.ListAuditRecords(
-        authz_pb2.ListAuditRecordsRequest(),
-        context,  # type: ignore[arg-type]
-    )
-    assert [(r.method, r.outcome) for r in reversed(audit.records)] == [
-        ("CreateKey", "OK"),
-        ("GetKey", "OK"),
-        ("ListKeys", "OK"),
-        ("UpdateKey", "OK"),
-        ("RotateKey", "OK"),
-        ("RevokeKey", "OK"),
-        ("GetKey", "NOT_FOUND"),
-    ]
-    entries = service.store.audit
-    assert all(e.actor == "admin (ops-alice)" for e in entries)
-    assert entries[0].key_id == key_id
-    assert entries[0].tenant == "acme"
-    assert entries[3].detail == "fields: tier"
-    assert entries[5].detail == "reason: done"
-    text = repr(entries)
-    for secret in (created.secret, rotated.secret, TOKEN):
-        assert secret not in text
-    assert created.key.prefix == f"sk-llmp-{key_id}"
+    assert (await call(service, "UpdateKey", request)).key.tier == "gold"
+    rotated = await call(service, "RotateKey", authz_pb2.RotateKeyRequest(key_id=key_id))
+    assert rotated.secret != created.secret
     assert rotated.key.rotate_time.seconds > 0
+    revoked = await call(
+        service, "RevokeKey", authz_pb2.RevokeKeyRequest(key_id=key_id, reason="done")
+    )
+    assert (revoked.key.revoked, revoked.key.revoke_reason) == (True, "done")
 
 
-async def test_a_key_store_failure_in_an_admin_call_is_unavailable_and_logged(
+@pytest.mark.parametrize(
+    ("method", "message_in", "code", "message"),
+    [
+        ("GetKey", authz_pb2.GetKeyRequest(key_id="f" * 16), "NOT_FOUND", "no API key"),
+        ("GetKey", authz_pb2.GetKeyRequest(key_id="nope"), "INVALID_ARGUMENT", "key_id:"),
+        ("CreateKey", authz_pb2.CreateKeyRequest(), "INVALID_ARGUMENT", "tenant:"),
+        (
+            "CreateControlToken",
+            authz_pb2.CreateControlTokenRequest(name="alice"),
+            "INVALID_ARGUMENT",
+            "role: required, one of viewer (ROLE_VIEWER), operator (ROLE_OPERATOR), admin "
+            "(ROLE_ADMIN)",
+        ),
+        (
+            "CreateControlToken",
+            authz_pb2.CreateControlTokenRequest(role=access_pb2.ROLE_ADMIN),
+            "INVALID_ARGUMENT",
+            "name: required",
+        ),
+        (
+            "RotateControlToken",
+            authz_pb2.RotateControlTokenRequest(token_id="0" * 16),
+            "NOT_FOUND",
+            "no control token with token_id '0000000000000000'",
+        ),
+        (
+            "RevokeControlToken",
+            authz_pb2.RevokeControlTokenRequest(token_id="zz"),  # noqa: S106 - not a secret
+            "INVALID_ARGUMENT",
+            "token_id: 'zz' is not a control token id",
+        ),
+        (
+            "ListControlTokens",
+            authz_pb2.ListControlTokensRequest(page_token="nope"),  # noqa: S106
+            "INVALID_ARGUMENT",
+            "page_token:",
+        ),
+        (
+            "ListAuditRecords",
+            authz_pb2.ListAuditRecordsRequest(service="billing"),
+            "INVALID_ARGUMENT",
+            "service: 'billing' is not a service",
+        ),
+    ],
+)
+async def test_bad_requests_get_their_status_and_a_message(
+    method: str, message_in: object, code: str, message: str
+) -> None:
+    refused = await refusal(Service(), method, message_in)
+    assert refused.code.name == code
+    assert refused.details.startswith(message)
+
+
+async def test_control_token_calls_manage_tokens_and_never_return_a_hash() -> None:
+    service = Service()
+    created = await call(
+        service,
+        "CreateControlToken",
+        authz_pb2.CreateControlTokenRequest(name="ci", role=access_pb2.ROLE_OPERATOR),
+    )
+    token = created.token
+    assert created.secret.startswith(f"ct-llmp-{token.token_id}-")
+    assert (token.name, token.role, token.revoked) == ("ci", access_pb2.ROLE_OPERATOR, False)
+    assert token.create_time.seconds == int(service.clock.now)
+    assert not token.HasField("expire_time")
+    stored = service.tokens.records[token.token_id]
+    assert stored.token_hash not in str(created)
+    listed = await call(service, "ListControlTokens", authz_pb2.ListControlTokensRequest())
+    assert list(listed.tokens) == [token]
+    assert listed.next_page_token == ""
+    rotated = await call(
+        service,
+        "RotateControlToken",
+        authz_pb2.RotateControlTokenRequest(token_id=token.token_id, grace_period_seconds=60),
+    )
+    assert rotated.secret not in (created.secret, "")
+    assert rotated.token.previous_secret_expire_time.seconds == int(service.clock.now) + 60
+    revoked = await call(
+        service,
+        "RevokeControlToken",
+        authz_pb2.RevokeControlTokenRequest(token_id=token.token_id, reason="left"),
+    )
+    assert (revoked.token.revoked, revoked.token.revoke_reason) == (True, "left")
+    assert revoked.token.revoke_time.seconds == int(service.clock.now)
+    refused = await refusal(
+        service, "RotateControlToken", authz_pb2.RotateControlTokenRequest(token_id=token.token_id)
+    )
+    assert (refused.code, refused.details) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"control token {token.token_id} is revoked: it cannot be rotated",
+    )
+    listed = await call(service, "ListControlTokens", authz_pb2.ListControlTokensRequest())
+    assert list(listed.tokens) == []
+
+
+async def test_introspect_token_answers_as_the_local_verifier_does() -> None:
+    service = Service()
+    created = await call(
+        service,
+        "CreateControlToken",
+        authz_pb2.CreateControlTokenRequest(name="bob", role=access_pb2.ROLE_VIEWER),
+    )
+    answer = await call(
+        service, "IntrospectToken", authz_pb2.IntrospectTokenRequest(token=created.secret)
+    )
+    assert (answer.active, answer.token_id, answer.role, answer.name) == (
+        True,
+        created.token.token_id,
+        access_pb2.ROLE_VIEWER,
+        "bob",
+    )
+    admin = await call(
+        service, "IntrospectToken", authz_pb2.IntrospectTokenRequest(token=ADMIN_TOKEN)
+    )
+    assert (admin.active, admin.token_id) == (True, "bootstrap-admin")
+    bad = await call(service, "IntrospectToken", authz_pb2.IntrospectTokenRequest(token="x"))  # noqa: S106
+    assert (bad.active, bad.reason) == (False, "malformed token")
+    service.tokens.broken = RedisConnectionError("down")
+    refused = await refusal(
+        service, "IntrospectToken", authz_pb2.IntrospectTokenRequest(token=created.secret)
+    )
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert "store is unavailable" in refused.details
+
+
+async def test_audit_records_carry_every_field_of_the_shared_trail() -> None:
+    service = Service()
+    service.store.add_audit(
+        AuditEntry(
+            time=1_800_000_000.5,
+            method="CreateControlToken",
+            actor="bootstrap-admin",
+            peer="ipv4:127.0.0.1:1",
+            outcome="OK",
+            detail="",
+            service="authz",
+            role="admin",
+            arguments='{"name":"ci","role":"ROLE_OPERATOR"}',
+            token_id="0123456789abcdef",  # noqa: S106 - an id, not a secret
+        )
+    )
+    service.store.add_audit(
+        AuditEntry(
+            time=1.0, method="Reload", actor="anonymous", peer="p", outcome="X", service="ratelimit"
+        )
+    )
+    reply = await call(
+        service, "ListAuditRecords", authz_pb2.ListAuditRecordsRequest(service="authz")
+    )
+    (record,) = reply.records
+    assert (record.id, record.method, record.actor, record.outcome) == (
+        "1-0",
+        "CreateControlToken",
+        "bootstrap-admin",
+        "OK",
+    )
+    assert (record.service, record.role, record.token_id) == ("authz", "admin", "0123456789abcdef")
+    assert record.arguments == '{"name":"ci","role":"ROLE_OPERATOR"}'
+    assert record.time.ToNanoseconds() == 1_800_000_000_500_000_000
+
+
+async def test_a_redis_failure_in_a_control_call_is_unavailable_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
     service = Service()
 
     async def broken(*args: object) -> None:
-        raise RedisConnectionError("down")
+        raise RedisConnectionError("redis://:hunter2@db refused")
 
     service.store.create = broken  # type: ignore[method-assign]
-    service.store.append_audit = broken  # type: ignore[method-assign, assignment]
-    with pytest.raises(Aborted) as raised:
-        await service.control.CreateKey(
-            authz_pb2.CreateKeyRequest(tenant="acme"),
-            FakeContext(ADMIN),  # type: ignore[arg-type]
-        )
-    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-    messages = [r.getMessage() for r in caplog.records]
-    assert "audit" in messages  # the log keeps the audit trail when Redis cannot
-    assert "audit record not stored" in messages
+    refused = await refusal(service, "CreateKey", authz_pb2.CreateKeyRequest(tenant="acme"))
+    assert (refused.code, refused.details) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "key store unavailable",
+    )
+    service.tokens.broken = RedisConnectionError("redis://:hunter2@db refused")
+    refused = await refusal(
+        service,
+        "CreateControlToken",
+        authz_pb2.CreateControlTokenRequest(name="x", role=access_pb2.ROLE_ADMIN),
+    )
+    assert refused.code == grpc.StatusCode.UNAVAILABLE
+    assert "key store unavailable" in [r.getMessage() for r in caplog.records]
+    assert "hunter2" not in caplog.text
 
 
 @pytest.mark.parametrize("model", ["bad\nmodel", "caf\u00e9", "x" * 300, ""])

@@ -199,7 +199,7 @@ class AuthzServiceServicer:
 
     def RevokeControlToken(self, request, context):
         """RevokeControlToken revokes a token for good; every service refuses it within its token
-        cache's lifetime (services.authz.control_token_cache_s).
+        cache's lifetime (control.token_cache_s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -70,7 +70,7 @@ class AuthzServiceStub:
     """RotateControlToken gives a token a new secret; the old one works for the grace period."""
     RevokeControlToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.RevokeControlTokenRequest, _authz_pb2.RevokeControlTokenResponse]
     """RevokeControlToken revokes a token for good; every service refuses it within its token
-    cache's lifetime (services.authz.control_token_cache_s).
+    cache's lifetime (control.token_cache_s).
     """
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_authz_pb2.IntrospectTokenRequest, _authz_pb2.IntrospectTokenResponse]
     """IntrospectToken says whose a control token is and its role: every service asks it of the
@@ -118,7 +118,7 @@ class AuthzServiceAsyncStub(AuthzServiceStub):
     """RotateControlToken gives a token a new secret; the old one works for the grace period."""
     RevokeControlToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.RevokeControlTokenRequest, _authz_pb2.RevokeControlTokenResponse]  # type: ignore[assignment]
     """RevokeControlToken revokes a token for good; every service refuses it within its token
-    cache's lifetime (services.authz.control_token_cache_s).
+    cache's lifetime (control.token_cache_s).
     """
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_authz_pb2.IntrospectTokenRequest, _authz_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
     """IntrospectToken says whose a control token is and its role: every service asks it of the
@@ -235,7 +235,7 @@ class AuthzServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_authz_pb2.RevokeControlTokenResponse, _abc.Awaitable[_authz_pb2.RevokeControlTokenResponse]]:
         """RevokeControlToken revokes a token for good; every service refuses it within its token
-        cache's lifetime (services.authz.control_token_cache_s).
+        cache's lifetime (control.token_cache_s).
         """
 
     @_abc_1.abstractmethod
