@@ -11,6 +11,9 @@ rate limiter's own port, one call at a time, printing one JSON document of laten
   service asks authz's IntrospectToken, which reads Redis);
 - `get_limits_no_token`: with --baseline only, for a tree from before access control.
 
+It also times, in process, what the access interceptor costs per call (µs): passing an open
+(data-plane) RPC through, and deciding who a bootstrap-admin or cached-token caller is.
+
     .venv/bin/python -m bench.bench_control [--calls 2000] [--fresh-tokens 200] [--baseline]
 """
 
@@ -103,6 +106,51 @@ async def measure(stack: Stack, calls: int, fresh: int, baseline: bool) -> dict[
     return result
 
 
+async def in_process(calls: int = 100_000) -> dict[str, float]:
+    """Microseconds per call of the interceptor's work, without any network."""
+    from llmproxy.common.access import Caller, Role  # noqa: PLC0415 - absent before the change
+    from llmproxy.common.access_control import AccessGuard, AccessInterceptor  # noqa: PLC0415
+    from llmproxy.common.token_check import Introspection, TokenCache  # noqa: PLC0415
+
+    class Known:
+        async def introspect(self, token: str) -> Introspection:
+            return Introspection(Caller(actor="token:bench", role=Role.VIEWER))
+
+    guard = AccessGuard(
+        service="bench",
+        service_token="s" * 32,
+        admin_token="a" * 32,
+        verifier=TokenCache(Known(), ttl_s=3600, stale_grace_s=0),
+        audit=None,  # type: ignore[arg-type]  # nothing here is audited
+    )
+    interceptor = AccessInterceptor(guard)
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    async def continuation(details: Any) -> Any:
+        return handler
+
+    class Details:
+        method = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+        invocation_metadata = ()
+
+    async def per_call_us(work: Callable[[], Awaitable[Any]]) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            await work()
+        return round((time.perf_counter() - start) / calls * 1e6, 3)
+
+    admin = (("authorization", "Bearer " + "a" * 32),)
+    viewer = (("authorization", "Bearer ct-llmp-bench"),)
+    return {
+        "continuation_alone_us": await per_call_us(lambda: continuation(Details)),
+        "open_rpc_through_interceptor_us": await per_call_us(
+            lambda: interceptor.intercept_service(continuation, Details)  # type: ignore[arg-type]
+        ),
+        "bootstrap_admin_caller_us": await per_call_us(lambda: guard.caller_of(admin)),
+        "cached_token_caller_us": await per_call_us(lambda: guard.caller_of(viewer)),
+    }
+
+
 async def run(calls: int, fresh: int, baseline: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data = with_free_ports()
@@ -113,11 +161,14 @@ async def run(calls: int, fresh: int, baseline: bool) -> dict[str, Any]:
         stack = Stack(load_config(path, environ), path, Path(tmp) / "run", environ)
         await stack.start()
         try:
-            return {
+            result = {
                 "benchmark": "control",
                 "load_average_at_start": os.getloadavg(),
                 "latency": await measure(stack, calls, fresh, baseline),
             }
+            if not baseline:
+                result["in_process"] = await in_process()
+            return result
         finally:
             stack.stop()
 

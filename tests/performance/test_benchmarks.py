@@ -119,3 +119,9 @@ def test_bench_control_reports_each_kind_of_caller() -> None:
     for kind in kinds:
         assert set(latency[kind]) == {"calls", "p50_ms", "p90_ms", "p99_ms"}, kind
     assert latency["get_limits_token_first_use"]["calls"] == 5
+    assert set(report["in_process"]) == {
+        "continuation_alone_us",
+        "open_rpc_through_interceptor_us",
+        "bootstrap_admin_caller_us",
+        "cached_token_caller_us",
+    }
