@@ -11,30 +11,12 @@ the page cannot drift from the rules.
 
 from __future__ import annotations
 
-import argparse
-import pkgutil
-from collections.abc import Iterator
-from importlib import import_module
-from pathlib import Path
+import doc_table  # scripts/doc_table.py, beside this script
 
-import llmproxy._gen
-from llmproxy.common.access import OTHER_SERVICES, Rule, rule_for
+from llmproxy.common.access import OTHER_SERVICES, Rule, our_rpcs, path_of, rule_for
 
 START = "<!-- access-reference:start (scripts/access_reference.py writes this table) -->"
 END = "<!-- access-reference:end -->"
-
-
-def our_methods() -> Iterator[str]:
-    """`/package.Service/Method` of every RPC of every proto under proto/llmproxy, in order."""
-    modules = sorted(
-        m.name
-        for m in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen.")
-        if m.name.endswith("_pb2")
-    )
-    for name in modules:
-        for service in import_module(name).DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                yield f"/{service.full_name}/{method.name}"
 
 
 def _who(rule: Rule | None) -> tuple[str, str, str]:
@@ -59,31 +41,13 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     rows = []
-    for method in our_methods():
-        service, _, name = method.lstrip("/").rpartition("/")
-        rows.append(_row(f"{service.rpartition('.')[2]}/{name}", rule_for(method)))
+    for method in our_rpcs():
+        name = f"{method.containing_service.name}/{method.name}"
+        rows.append(_row(name, rule_for(path_of(method))))
     for service in OTHER_SERVICES:
         rows.append(_row(f"{service}/*", rule_for(f"/{service}/Any")))
     return "\n".join([START, *header, *rows, END])
 
 
-def update(path: Path) -> None:
-    """Replace the table between the markers of path with render()."""
-    text = path.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    path.write_text(before + render() + after)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", type=Path, help="rewrite the table in this markdown file")
-    args = parser.parse_args()
-    if args.update:
-        update(args.update)
-    else:
-        print(render())
-
-
 if __name__ == "__main__":
-    main()
+    doc_table.main(__doc__.splitlines()[0], render, START, END)

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from llmproxy.common.access import OTHER_SERVICES
+from llmproxy.common.access import OTHER_SERVICES, our_rpcs, path_of
+from tests.harness.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "security.md"
 
 
 def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "access_reference", ROOT / "scripts" / "access_reference.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("access_reference")
 
 
 def test_the_security_page_shows_who_may_call_every_rpc_as_the_rules_say() -> None:
@@ -39,7 +32,7 @@ def test_the_security_page_shows_who_may_call_every_rpc_as_the_rules_say() -> No
 
 def test_the_table_has_a_row_for_every_rpc_and_every_other_service() -> None:
     generator = _generator()
-    methods = list(generator.our_methods())
+    methods = [path_of(m) for m in our_rpcs()]
     assert "/llmproxy.fault.v1.ChaosAgentService/ApplyStress" in methods
     rows = [line for line in generator.render().splitlines() if line.startswith("| `")]
     assert len(rows) == len(methods) + len(OTHER_SERVICES)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import pkgutil
-from collections.abc import Iterator
-from importlib import import_module
-
 import pytest
 from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from hypothesis import given
 from hypothesis import strategies as st
 
-import llmproxy._gen
 from llmproxy._gen.access.v1 import access_pb2
 from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy.common.access import (
@@ -21,6 +16,8 @@ from llmproxy.common.access import (
     Caller,
     Role,
     Rule,
+    our_rpcs,
+    path_of,
     rule_for,
 )
 from llmproxy.common.audit import REDACTED, arguments_json, find_field, redacted
@@ -31,16 +28,7 @@ from llmproxy.common.credentials import (
     claimed_actor,
 )
 
-
-def our_methods() -> Iterator[MethodDescriptor]:
-    """Every RPC of every proto under proto/llmproxy."""
-    for module in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen."):
-        if module.name.endswith("_pb2"):
-            for service in import_module(module.name).DESCRIPTOR.services_by_name.values():
-                yield from service.methods
-
-
-METHODS = list(our_methods())
+METHODS = our_rpcs()
 
 
 def test_the_protos_have_rpcs_to_check() -> None:
@@ -54,7 +42,7 @@ def test_every_rpc_says_who_may_call_it(method: MethodDescriptor) -> None:
     assert method.GetOptions().HasExtension(access_pb2.access), (
         f"{method.full_name} has no (llmproxy.access.v1.access) option: say who may call it"
     )
-    rule = rule_for(f"/{method.containing_service.full_name}/{method.name}")
+    rule = rule_for(path_of(method))
     assert rule is not None
     # A rule lets someone in, and an open one claims nothing else.
     assert rule.open or rule.role is not None or rule.service
