@@ -21,6 +21,11 @@ def admin_header(stack: Stack) -> str:
     return f"authorization: Bearer {admin_token(stack)}"
 
 
+def service_header(stack: Stack) -> str:
+    """The stack's service token as grpcurl's -H takes it: for the RPCs only services call."""
+    return f"authorization: Bearer {stack.environ[stack.config.control.service_token_env]}"
+
+
 class _Details(
     NamedTuple(
         "_Details",
