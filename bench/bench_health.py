@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -37,7 +38,9 @@ from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from grpc_health.v1 import health_pb2_grpc as grpc_health_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
+from llmproxy.common.credentials import bearer_channel
 from llmproxy.common.net import free_port
+from llmproxy.common.settings import ControlSettings
 from llmproxy.config import DEFAULT_CONFIG, FakeProviderSettings
 from llmproxy.devstack.probes import grpc_serving
 from llmproxy.devstack.process import ManagedProcess
@@ -45,6 +48,7 @@ from llmproxy.devstack.redis import redis_process
 from llmproxy.devstack.stack import fake_provider_process
 
 PROVIDERS = ("steady", "hangs1", "hangs2")
+SERVICE_TOKEN_ENV = ControlSettings().service_token_env
 OUTAGES = ("503", "hang", "reset")
 
 
@@ -87,7 +91,8 @@ class Bench:
     """Clients of the running health service and of the fake providers' knobs."""
 
     def __init__(self, target: str, ports: dict[str, int]) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
+        # As the router calls it: the service token may read providers and report outcomes.
+        self.channel = bearer_channel(target, os.environ[SERVICE_TOKEN_ENV])
         self.api = health_pb2_grpc.ProviderHealthServiceStub(self.channel)
         # types-grpcio-health-checking declares HealthStub without its methods.
         self.health: Any = grpc_health_pb2_grpc.HealthStub(self.channel)
@@ -230,6 +235,8 @@ async def run(seconds: float, concurrency: list[int], rounds: int) -> dict[str, 
 
 
 def main() -> None:
+    # The health service and this client share the stack's service token, as in a stack.
+    os.environ.setdefault(SERVICE_TOKEN_ENV, secrets.token_urlsafe(32))
     parser = argparse.ArgumentParser(prog="python -m bench.bench_health")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the load run")
     parser.add_argument(

@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import statistics
 import struct
@@ -61,6 +62,7 @@ from google.protobuf.wrappers_pb2 import UInt64Value
 
 from bench.ports import wait_port
 from llmproxy.common.net import free_port_block
+from llmproxy.common.settings import ControlSettings
 from llmproxy.devstack.redis import redis_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -518,6 +520,8 @@ def measure_limits(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
 
 
 def main() -> None:
+    # Every service needs the stack's service token; the rate limiter's decisions need no other.
+    os.environ.setdefault(ControlSettings().service_token_env, secrets.token_urlsafe(32))
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

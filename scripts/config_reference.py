@@ -9,11 +9,11 @@ suite compares the page with this output, so the page cannot drift from the code
 
 from __future__ import annotations
 
-import argparse
 import typing
 from pathlib import Path
 from typing import Any
 
+import doc_table  # scripts/doc_table.py, beside this script
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -69,23 +69,5 @@ def render() -> str:
     return "\n".join([START, *header, *_rows(StackConfig, ""), END])
 
 
-def update(path: Path) -> None:
-    """Replace the table between the markers of path with render()."""
-    text = path.read_text()
-    before, _, rest = text.partition(START)
-    _, _, after = rest.partition(END)
-    path.write_text(before + render() + after)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", type=Path, help="rewrite the table in this markdown file")
-    args = parser.parse_args()
-    if args.update:
-        update(args.update)
-    else:
-        print(render())
-
-
 if __name__ == "__main__":
-    main()
+    doc_table.main(__doc__.splitlines()[0], render, START, END)

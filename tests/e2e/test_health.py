@@ -20,7 +20,7 @@ from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
-from tests.harness.control import admin_header, control_channel
+from tests.harness.control import admin_header, control_channel, service_header
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually_sync
 
@@ -53,8 +53,9 @@ class Gateway:
         httpx.put(url, json=knobs, timeout=5).raise_for_status()
 
     def grpcurl(
-        self, method: str, body: str = "{}", *extra: str
+        self, method: str, body: str = "{}", *extra: str, header: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """A control call through Envoy, as the admin unless header says otherwise."""
         return subprocess.run(
             [
                 GRPCURL,
@@ -62,7 +63,7 @@ class Gateway:
                 "-protoset",
                 str(ROOT / "envoy" / "llmproxy.protoset"),
                 "-H",
-                admin_header(self.stack),
+                header or admin_header(self.stack),
                 *extra,
                 "-d",
                 body,
@@ -75,9 +76,9 @@ class Gateway:
             check=False,
         )
 
-    def call(self, method: str, body: str = "{}") -> dict[str, Any]:
+    def call(self, method: str, body: str = "{}", header: str | None = None) -> dict[str, Any]:
         """One health RPC through Envoy's control listener, with grpcurl as the README does."""
-        done = self.grpcurl(f"{HEALTH_API}/{method}", body)
+        done = self.grpcurl(f"{HEALTH_API}/{method}", body, header=header)
         assert done.returncode == 0, done.stderr
         result: dict[str, Any] = json.loads(done.stdout)
         return result
@@ -244,11 +245,14 @@ def test_every_health_rpc_answers_through_the_control_listener(health: Gateway) 
     assert drained["provider"]["maintenance_reason"] == "key rotation"
     restored = health.call("SetMaintenance", '{"name": "beta", "maintenance": false}')
     assert restored["provider"].get("maintenance", False) is False
-    reported = health.call(
-        "ReportOutcomes",
+    # Outcomes are the router's to report: the service token may, not even the admin.
+    outcomes = (
         '{"reporter": "grpcurl", "outcomes": [{"provider": "beta", "ok": true, "status_code": 200,'
-        ' "latency": "0.120s"}]}',
+        ' "latency": "0.120s"}]}'
     )
+    forged = health.grpcurl(f"{HEALTH_API}/ReportOutcomes", outcomes)
+    assert "Code: PermissionDenied" in forged.stderr
+    reported = health.call("ReportOutcomes", outcomes, service_header(health.stack))
     assert reported == {"accepted": 1}
     components = {c["name"]: c for c in health.call("ListComponents")["components"]}
     assert set(components) == {"redis", "router", "ratelimit", "authz", "fault"}

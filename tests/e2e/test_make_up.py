@@ -14,7 +14,8 @@ import httpx
 
 from llmproxy.authz.settings import HMAC_SECRET_ENV
 from llmproxy.common.settings import ControlSettings
-from llmproxy.devstack.__main__ import banner
+from llmproxy.config import StackConfig
+from llmproxy.devstack.__main__ import banner, control_example, token_command
 from llmproxy.devstack.monitoring import find_binaries
 from llmproxy.devstack.stack import Stack
 from tests.harness.configs import stack_config_data, write_config
@@ -43,6 +44,32 @@ def pasted(banner: str, commands: str, environ: dict[str, str]) -> subprocess.Co
         timeout=60,
         check=False,
     )
+
+
+def the_banners_commands_work_as_pasted(
+    text: str, config: StackConfig, environ: dict[str, str]
+) -> None:
+    """The banner's exports, its control call and its operator-token command, run as pasted."""
+    assert control_example(config) in text
+    assert token_command(config) in text
+    done = pasted(
+        text,
+        'curl -sf http://$LLMPROXY_API/v1/models -H "authorization: Bearer $LLMPROXY_KEY"\n'
+        '$GRPCURL -H "authorization: Bearer $LLMPROXY_ADMIN_TOKEN" $LLMPROXY_CONTROL '
+        "llmproxy.health.v1.ProviderHealthService/ListProviders\n"
+        f"{control_example(config)}\n"
+        ".venv/bin/python -m llmproxy.authz.cli --target $LLMPROXY_CONTROL list --tenant demo\n"
+        f"OPERATOR=$({token_command(config)} | grep -o 'ct-llmp-[A-Za-z0-9_-]*')\n"
+        '$GRPCURL -H "authorization: Bearer $OPERATOR" -d \'{"name": "demo"}\' '
+        "$LLMPROXY_CONTROL llmproxy.health.v1.ProviderHealthService/ProbeNow",
+        {**environ, "USER": "e2e"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '"id": "text-embedding-3-small"' in done.stdout
+    assert '"name": "demo"' in done.stdout
+    assert '"targets"' in done.stdout  # ListModels
+    assert '"tenant": "demo"' in done.stdout
+    assert '"result"' in done.stdout  # ProbeNow, as an operator
 
 
 # Secrets `make up` makes when the user sets none.
@@ -109,18 +136,7 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             "This is a fake answer to: Hello!"
         )
         assert processes_mentioning(str(tmp_path))  # the children run while the stack is up
-        # The banner's exports work as pasted: the API key, grpcurl, the admin token.
-        done = pasted(
-            text,
-            'curl -sf http://$LLMPROXY_API/v1/models -H "authorization: Bearer $LLMPROXY_KEY"\n'
-            "$GRPCURL $LLMPROXY_CONTROL llmproxy.health.v1.ProviderHealthService/ListProviders\n"
-            ".venv/bin/python -m llmproxy.authz.cli --target $LLMPROXY_CONTROL list --tenant demo",
-            environ,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert '"id": "text-embedding-3-small"' in done.stdout
-        assert '"name": "demo"' in done.stdout
-        assert '"tenant": "demo"' in done.stdout
+        the_banners_commands_work_as_pasted(text, config, environ)
     finally:
         up.send_signal(signal.SIGINT)
         rest, _ = up.communicate(timeout=60)

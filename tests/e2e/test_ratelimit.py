@@ -22,7 +22,7 @@ from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
-from tests.harness.control import admin_header
+from tests.harness.control import admin_header, service_header
 from tests.harness.ports import free_port
 from tests.harness.waiting import eventually_sync
 
@@ -150,7 +150,10 @@ def test_token_limits_reserve_the_estimate_before_the_call(rl_stack: Stack, gate
         )
 
 
-def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.CompletedProcess[str]:
+def grpcurl(
+    stack: Stack, method: str, body: str = "{}", header: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A control call through Envoy, as the admin unless header says otherwise."""
     envoy = stack.config.envoy
     return subprocess.run(
         [
@@ -159,7 +162,7 @@ def grpcurl(stack: Stack, method: str, body: str = "{}") -> subprocess.Completed
             "-protoset",
             str(ROOT / "envoy" / "llmproxy.protoset"),
             "-H",
-            admin_header(stack),
+            header or admin_header(stack),
             "-d",
             body,
             f"{envoy.host}:{envoy.control_port}",
@@ -196,6 +199,16 @@ def test_the_control_api_through_envoy(rl_stack: Stack, gateway: str) -> None:
     reload = grpcurl(rl_stack, "ReloadConfig")
     assert reload.returncode == 0, reload.stderr
     assert json.loads(reload.stdout)["limit_count"] == 3, reload.stdout
+    # Reconciliation is the router's: only the service token may do it, not even the admin.
+    item = {
+        "descriptors": [{"entries": [{"key": "tokens"}, {"key": "tenant", "value": "rl-tokens"}]}],
+        "reserved_tokens": 1000,
+        "actual_tokens": 10,
+    }
+    as_admin = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item]}))
+    assert "Code: PermissionDenied" in as_admin.stderr
+    assert "ReconcileTokensBatch needs the stack's service token" in as_admin.stderr
+    internal = service_header(rl_stack)
     reconcile = grpcurl(
         rl_stack,
         "ReconcileTokens",
@@ -213,17 +226,13 @@ def test_the_control_api_through_envoy(rl_stack: Stack, gateway: str) -> None:
                 "actual_tokens": 10,
             }
         ),
+        internal,
     )
     assert reconcile.returncode == 0, reconcile.stderr
-    item = {
-        "descriptors": [{"entries": [{"key": "tokens"}, {"key": "tenant", "value": "rl-tokens"}]}],
-        "reserved_tokens": 1000,
-        "actual_tokens": 10,
-    }
-    batch = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, item]}))
+    batch = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, item]}), internal)
     assert batch.returncode == 0, batch.stderr
     assert json.loads(batch.stdout)["applied_items"] == 2
-    refused = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, {}]}))
+    refused = grpcurl(rl_stack, "ReconcileTokensBatch", json.dumps({"items": [item, {}]}), internal)
     assert refused.returncode != 0
     assert "items[1]: no descriptors to reconcile" in refused.stderr
     missing = grpcurl(rl_stack, "GetUsage", '{"descriptor": {"entries": [{"key": "nope"}]}}')

@@ -8,10 +8,8 @@ their choosing (`call`), and get back the status and message, never an exception
 
 from __future__ import annotations
 
-import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Any, NamedTuple
 
 import grpc
@@ -19,9 +17,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
-import llmproxy._gen
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
-from llmproxy.common.access import Role, Rule, rule_for
+from llmproxy.common.access import Role, Rule, our_rpcs, path_of, rule_for
 from llmproxy.common.contract import SERVICES
 from llmproxy.common.credentials import bearer_metadata
 from llmproxy.config import StackConfig
@@ -41,6 +38,11 @@ def service_token(stack: Stack) -> str:
 def admin_header(stack: Stack) -> str:
     """The admin token as grpcurl's -H takes it."""
     return f"authorization: Bearer {admin_token(stack)}"
+
+
+def service_header(stack: Stack) -> str:
+    """The stack's service token as grpcurl's -H takes it: for the RPCs only services call."""
+    return f"authorization: Bearer {stack.environ[stack.config.control.service_token_env]}"
 
 
 class _Details(
@@ -104,19 +106,6 @@ CHAOS_AGENT = "llmproxy.fault.v1.ChaosAgentService"  # every service serves it o
 CALL_TIMEOUT_S = 10.0
 
 
-def our_methods() -> Iterator[MethodDescriptor]:
-    """Every RPC of every proto under proto/llmproxy."""
-    for module in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen."):
-        if module.name.endswith("_pb2"):
-            for service in import_module(module.name).DESCRIPTOR.services_by_name.values():
-                yield from service.methods
-
-
-def path_of(method: MethodDescriptor) -> str:
-    """The method's full path, as gRPC sends it: `/package.Service/Method`."""
-    return f"/{method.containing_service.full_name}/{method.name}"
-
-
 def rule_of(method: MethodDescriptor) -> Rule:
     """The method's access rule; every RPC of ours has one (tests/unit/common/test_access.py)."""
     rule = rule_for(path_of(method))
@@ -126,7 +115,7 @@ def rule_of(method: MethodDescriptor) -> Rule:
 
 def control_methods() -> list[MethodDescriptor]:
     """Every RPC of ours whose rule is not open, in the protos' order."""
-    return [m for m in our_methods() if not rule_of(m).open]
+    return [m for m in our_rpcs() if not rule_of(m).open]
 
 
 def served_by(method: MethodDescriptor) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
-from llmproxy.common.access import rule_for
+from llmproxy.common.access import path_of, rule_for
 from llmproxy.common.access_control import access_control
 from llmproxy.common.audit import AUDIT_STREAM
 from llmproxy.common.contract import SERVICES
@@ -91,7 +91,7 @@ async def test_every_served_rpc_has_a_rule_and_no_control_rpc_is_open(
     methods = await served_methods(service.channel)
     assert len(methods) > 5
     for method in methods:
-        path = f"/{method.containing_service.full_name}/{method.name}"
+        path = path_of(method)
         rule = rule_for(path)
         assert rule is not None, f"{path} is served with no access rule"
         if rule.open:

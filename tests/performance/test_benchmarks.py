@@ -108,3 +108,20 @@ def test_bench_authz_reports_each_scenario_at_each_concurrency() -> None:
         "cached key + budget (2 Redis reads)",
     }
     assert "load average after" in output
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_control_reports_each_kind_of_caller() -> None:
+    report = json.loads(run("-m", "bench.bench_control", "--calls", "20", "--fresh-tokens", "5"))
+    latency = report["latency"]
+    kinds = {"open", "get_limits_admin", "get_limits_token_cached", "get_limits_token_first_use"}
+    assert set(latency) == kinds
+    for kind in kinds:
+        assert set(latency[kind]) == {"calls", "p50_ms", "p90_ms", "p99_ms"}, kind
+    assert latency["get_limits_token_first_use"]["calls"] == 5
+    assert set(report["in_process"]) == {
+        "continuation_alone_us",
+        "open_rpc_through_interceptor_us",
+        "bootstrap_admin_caller_us",
+        "cached_token_caller_us",
+    }

@@ -9,11 +9,15 @@ cannot be served before someone decides who may call it.
 from __future__ import annotations
 
 import enum
+import pkgutil
 from dataclasses import dataclass
 from functools import cache
+from importlib import import_module
 
 from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import MethodDescriptor
 
+import llmproxy._gen
 from llmproxy._gen.access.v1 import access_pb2
 
 
@@ -73,6 +77,26 @@ OTHER_SERVICES: dict[str, Rule] = {
     "envoy.service.endpoint.v3.EndpointDiscoveryService": OPEN,
     "envoy.service.runtime.v3.RuntimeDiscoveryService": OPEN,
 }
+
+
+def our_rpcs() -> list[MethodDescriptor]:
+    """Every RPC of every proto under proto/llmproxy, in a stable order."""
+    names = sorted(
+        m.name
+        for m in pkgutil.walk_packages(llmproxy._gen.__path__, "llmproxy._gen.")
+        if m.name.endswith("_pb2")
+    )
+    return [
+        method
+        for name in names
+        for service in import_module(name).DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    ]
+
+
+def path_of(method: MethodDescriptor) -> str:
+    """The RPC's full method name as gRPC carries it: `/package.Service/Method`."""
+    return f"/{method.containing_service.full_name}/{method.name}"
 
 
 @cache

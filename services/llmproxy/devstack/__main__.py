@@ -18,6 +18,15 @@ from llmproxy.devstack.process import StartupError
 from llmproxy.devstack.stack import Stack
 
 
+def token_command(config: StackConfig) -> str:
+    """The command that makes an operator's control token, as the banner prints it."""
+    envoy = config.envoy
+    return (
+        f".venv/bin/python -m llmproxy.authz.cli --target {envoy.host}:{envoy.control_port} "
+        "tokens create --role operator --name $USER"
+    )
+
+
 def _secrets_note(stack: Stack) -> str:
     authz = stack.config.services.authz
     admin_env = stack.config.control.admin_token_env
@@ -26,6 +35,7 @@ def _secrets_note(stack: Stack) -> str:
         lines = [f"  Admin token     {token}   (random for this run: ${admin_env} unset)"]
     else:
         lines = [f"  Admin token     ${admin_env}"]
+    lines.append(f"  Operator token  {token_command(stack.config)}   (docs/security.md)")
     if authz.hmac_secret_env in stack.generated_secrets:
         lines.append(
             f"  Key hashing     random secret for this run (${authz.hmac_secret_env} unset): "
@@ -49,12 +59,22 @@ def _monitoring_note(stack: Stack) -> str:
     )
 
 
+def control_example(config: StackConfig) -> str:
+    """A control call with the variables the banner exports: every control call needs a token."""
+    admin_env = config.control.admin_token_env
+    return (
+        f'$GRPCURL -H "authorization: Bearer ${admin_env}" $LLMPROXY_CONTROL '
+        "llmproxy.router.v1.RouterService/ListModels"
+    )
+
+
 def _exports_note(stack: Stack, api_key: str | None) -> str:
     if api_key is None:
         return ""
     lines = export_lines(shell_exports(stack, api_key))
     header = "\nFor the examples in README.md and docs/, paste into your shell:\n"
-    return header + "".join(f"  {line}\n" for line in lines)
+    example = f"then, for instance:\n  {control_example(stack.config)}\n"
+    return header + "".join(f"  {line}\n" for line in lines) + example
 
 
 def _redis_note(stack: Stack) -> str:

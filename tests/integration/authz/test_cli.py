@@ -83,4 +83,4 @@ async def test_without_any_token_the_cli_says_which_to_set(
     instance = await start_authz()
     status, out, err = await run(instance, capsys, {}, "tokens", "list")
     assert (status, out) == (2, None)
-    assert "set $LLMPROXY_TOKEN to your control token" in err
+    assert "set $LLMPROXY_TOKEN to a control token" in err

@@ -38,6 +38,10 @@ def test_the_banner_prints_a_curl_with_the_demo_key_and_says_what_was_generated(
     assert "random for this run: $LLMPROXY_ADMIN_TOKEN unset" in text
     assert "random secret for this run ($LLMPROXY_AUTHZ_HMAC_SECRET unset)" in text
     assert generated.environ["LLMPROXY_AUTHZ_HMAC_SECRET"] not in text
+    assert generated.environ["LLMPROXY_SERVICE_TOKEN"] not in text
+    # Every control call needs a token: the example carries one, and says how to make more.
+    assert '$GRPCURL -H "authorization: Bearer $LLMPROXY_ADMIN_TOKEN" $LLMPROXY_CONTROL ' in text
+    assert "authz.cli --target 127.0.0.1:8081 tokens create --role operator --name $USER" in text
 
 
 def test_the_banner_never_prints_a_token_the_user_set() -> None:

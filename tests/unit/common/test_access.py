@@ -16,6 +16,8 @@ from llmproxy.common.access import (
     Caller,
     Role,
     Rule,
+    our_rpcs,
+    path_of,
     rule_for,
 )
 from llmproxy.common.audit import REDACTED, arguments_json, find_field, redacted
@@ -25,9 +27,8 @@ from llmproxy.common.credentials import (
     bearer_token,
     claimed_actor,
 )
-from tests.harness.control import our_methods
 
-METHODS = list(our_methods())
+METHODS = our_rpcs()
 
 
 def test_the_protos_have_rpcs_to_check() -> None:
@@ -41,7 +42,7 @@ def test_every_rpc_says_who_may_call_it(method: MethodDescriptor) -> None:
     assert method.GetOptions().HasExtension(access_pb2.access), (
         f"{method.full_name} has no (llmproxy.access.v1.access) option: say who may call it"
     )
-    rule = rule_for(f"/{method.containing_service.full_name}/{method.name}")
+    rule = rule_for(path_of(method))
     assert rule is not None
     # A rule lets someone in, and an open one claims nothing else.
     assert rule.open or rule.role is not None or rule.service
