@@ -210,25 +210,30 @@ async def test_a_client_asking_for_a_trace_gets_one_whatever_the_ratio(
     unsampled: TracedStack,
 ) -> None:
     """sample_ratio 0: requests start no trace, but a sampled traceparent is followed."""
-    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     _chat(unsampled, {})
-    _chat(unsampled, {"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    sent: set[str] = set()
 
-    async def spans() -> list[ReceivedSpan]:
-        return unsampled.receiver.spans()
+    async def complete_trace() -> tuple[str, list[ReceivedSpan]] | None:
+        # One traced request, until every part has reported. A rate limit check that failed
+        # open (Envoy's call to it answered UNAVAILABLE on a loaded machine) leaves that part
+        # out of its trace; the next request's trace is then the one to look at.
+        trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+        sent.add(trace_id)
+        _chat(unsampled, {"traceparent": f"00-{trace_id}-{parent_id}-01"})
+        try:
+            found = await eventually(
+                lambda: unsampled.receiver.spans(trace_id),
+                lambda s: _complete(s, parent_id),
+                what="the trace complete",
+                timeout_s=10,
+            )
+        except AssertionError:
+            return None
+        assert not _tree_problems(found, parent_id)
+        return trace_id, found
 
-    found = await eventually(
-        spans, lambda s: _complete(s, parent_id), what="the trace complete", timeout_s=20
-    )
-    # A witness: a second traced request. Each process exports its spans in the order they end,
-    # so once the witness's spans are all in, anything the first request made is in too.
-    witness_id, witness_parent = secrets.token_hex(16), secrets.token_hex(8)
-    _chat(unsampled, {"traceparent": f"00-{witness_id}-{witness_parent}-01"})
-    await eventually(
-        lambda: unsampled.receiver.spans(witness_id),
-        lambda s: _complete(s, witness_parent),
-        what="the witness's trace complete",
-        timeout_s=20,
-    )
-    assert {s.trace_id for s in unsampled.receiver.spans()} == {trace_id, witness_id}
-    assert not _tree_problems(found, parent_id)
+    traced = [await complete_trace() for _ in range(3)]
+    # A witness: each process exports its spans in the order they end, so once a later trace
+    # is complete, anything the untraced request made is in too.
+    assert sum(t is not None for t in traced) >= 2, traced
+    assert {s.trace_id for s in unsampled.receiver.spans()} <= sent
