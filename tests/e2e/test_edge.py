@@ -11,10 +11,12 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import grpc
 import httpx
 import openai
 import pytest
 
+from llmproxy._gen.router.v1 import chat_pb2, chat_pb2_grpc
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.stack import Stack
 from llmproxy.envoyconf.edge import EDGE_LIMIT_HEADER
@@ -29,6 +31,9 @@ SLOW = 0.001  # one token every 1000 s
 def edge(hops: int) -> dict[str, Any]:
     """Configuration overrides: tiny per-address buckets, hops trusted proxies."""
     return {
+        # Requests the edge admits all reach authz at once: on a busy machine its default
+        # 0.5 s could pass, and a 503 is not what these tests are about.
+        "envoy": {"ext_authz_timeout_s": 5},
         "edge": {
             "xff_num_trusted_hops": hops,
             "per_client_ip": {"rate_per_s": SLOW, "burst": BURST},
@@ -137,6 +142,22 @@ async def test_a_client_over_its_edge_limit_gets_a_429_while_another_is_served(
     )
     with pytest.raises(openai.RateLimitError, match="gateway's edge"):
         sdk.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+
+    # gRPC clients of the typed API get the status for a limit, and the same metadata.
+    envoy = own_stack.config.envoy
+    async with grpc.aio.insecure_channel(f"{envoy.host}:{envoy.listener_port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await chat_pb2_grpc.ChatServiceStub(channel).Chat(
+                chat_pb2.ChatRequest(
+                    model="gpt-4o-mini", messages=[chat_pb2.ChatMessage(role="user", content="x")]
+                ),
+                metadata=(("authorization", f"Bearer {key}"), ("x-forwarded-for", "203.0.113.7")),
+                timeout=10,
+            )
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailers = dict(raised.value.trailing_metadata() or ())
+    assert trailers["retry-after"] == "1000"
+    assert trailers[EDGE_LIMIT_HEADER] == "per_client_ip"
 
 
 @behind_a_proxy
