@@ -41,7 +41,7 @@ def edge(hops: int) -> dict[str, Any]:
                 "rate_per_s": SLOW,
                 "burst": BURST_WITHOUT_CREDENTIAL,
             },
-        }
+        },
     }
 
 
