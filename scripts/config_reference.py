@@ -32,10 +32,17 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _default(field: FieldInfo) -> str:
-    if field.is_required():
+def _value(field: FieldInfo, owner: BaseModel | None, name: str) -> Any:
+    # A nested model's default instance (edge.per_client_ip ...) gives its fields' defaults.
+    if owner is not None:
+        return getattr(owner, name)
+    return field.default_factory() if field.default_factory else field.default
+
+
+def _default(field: FieldInfo, owner: BaseModel | None, name: str) -> str:
+    if field.is_required() and owner is None:
         return "required"
-    value = field.default_factory() if field.default_factory else field.default
+    value = _value(field, owner, name)
     if isinstance(value, Path):
         value = value.relative_to(ROOT) if value.is_relative_to(ROOT) else value
     if value is None:
@@ -45,7 +52,7 @@ def _default(field: FieldInfo) -> str:
     return f"{value}"
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _rows(model: type[BaseModel], prefix: str, owner: BaseModel | None = None) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
@@ -56,10 +63,13 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             rows.append(f"| `{path}{suffix}` | | {field.description or ''} |")
             rows.extend(_rows(nested, f"{path}{suffix}."))
         elif nested is not None:
-            rows.extend(_rows(nested, f"{path}."))
+            if field.description:
+                rows.append(f"| `{path}` | | {field.description} |")
+            default = None if field.is_required() else _value(field, owner, name)
+            rows.extend(_rows(nested, f"{path}.", default if isinstance(default, nested) else None))
         else:
             description = (field.description or "").replace("|", "\\|")
-            rows.append(f"| `{path}` | {_default(field)} | {description} |")
+            rows.append(f"| `{path}` | {_default(field, owner, name)} | {description} |")
     return rows
 
 

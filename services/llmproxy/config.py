@@ -17,6 +17,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from llmproxy.authz.settings import AuthzSettings
+from llmproxy.common.edge_settings import EdgeSettings
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.settings import (
     ControlSettings,
@@ -86,6 +87,7 @@ class StackConfig(StrictModel):
         "INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level of every service."
     )
     envoy: EnvoySettings = EnvoySettings()
+    edge: EdgeSettings = EdgeSettings()
     redis: RedisSettings = RedisSettings()
     services: ServicesSettings = ServicesSettings()
     control: ControlSettings = ControlSettings()

@@ -35,8 +35,13 @@ def create_key(stack: Stack, **fields: object) -> authz_pb2.CreateKeyResponse:
 
 @pytest.fixture
 async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
-    """A whole stack of the test's own, for a test that stops or kills part of it."""
-    path, config = write_config(tmp_path, stack_config_data())
+    """A whole stack of the test's own, for a test that stops or kills part of it.
+
+    Parametrized indirectly, the parameter is a dict of configuration overrides merged into the
+    test configuration (`stack_config_data(**overrides)`).
+    """
+    overrides = getattr(request, "param", {})
+    path, config = write_config(tmp_path, stack_config_data(**overrides))
     stack = Stack(config, path, tmp_path / "run", os.environ)
     await stack.start()
     logs.watch(request.node, *stack.processes.values())

@@ -96,6 +96,10 @@ def test_client_filters_fail_the_right_way() -> None:
         build_bootstrap(load_config(DEFAULT_CONFIG, environ={}), DESCRIPTOR), "client"
     )
     assert list(filters) == [
+        "local_ratelimit.per_connection",
+        "local_ratelimit.per_client_ip_without_credential",
+        "local_ratelimit.per_client_ip",
+        "local_ratelimit.listener",
         "header_mutation",
         "ext_authz",
         "lua",

@@ -12,6 +12,7 @@ import yaml
 from llmproxy.common.contract import SERVICES
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster, socket_address
+from llmproxy.envoyconf.edge import overload_manager
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import client_listener, control_listener
@@ -29,7 +30,12 @@ def build_bootstrap(
     providers = config.provider_endpoints(environ if environ is not None else {})
     return {
         "node": {"id": "llmproxy", "cluster": "llmproxy"},
-        "admin": {"address": socket_address(config.envoy.host, config.envoy.admin_port)},
+        "admin": {
+            "address": socket_address(config.envoy.host, config.envoy.admin_port),
+            # Scrapes and operators reach the admin interface however many clients connect.
+            "ignore_global_conn_limit": True,
+        },
+        "overload_manager": overload_manager(config.edge),
         "static_resources": {
             "listeners": [
                 client_listener(config, descriptor),

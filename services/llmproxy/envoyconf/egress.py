@@ -154,6 +154,8 @@ def egress_listener(config: StackConfig, providers: list[ProviderSettings]) -> d
     return {
         "name": "egress",
         "address": socket_address(envoy.host, envoy.egress_port),
+        # edge.max_connections counts clients only: the router's provider calls are not theirs.
+        "ignore_global_conn_limit": True,
         "filter_chains": [
             {
                 "filters": [

@@ -19,6 +19,7 @@ from llmproxy.common.openai_errors import error_object
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
 from llmproxy.envoyconf.clusters import socket_address, typed
+from llmproxy.envoyconf.edge import client_hcm_options, edge_filters, edge_reply_mapper
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.envoyconf.tracing import hcm_tracing
@@ -32,6 +33,9 @@ _ACCESS_LOG_FORMAT = {
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
+    # Why Envoy answered as it did: local_rate_limited (edge tier) and request_rate_limited
+    # (exact tier) both carry the flag RL.
+    "details": "%RESPONSE_CODE_DETAILS%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_CLUSTER%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -91,6 +95,8 @@ def _local_reply_config() -> dict[str, Any]:
         "mappers": [
             # First: the authz service's denials (401/403/429) keep their own JSON body.
             denial_reply_mapper(),
+            # The edge tier's refusals, before the exact tier's 429s below.
+            edge_reply_mapper(),
             *(
                 {
                     "filter": {
@@ -122,6 +128,8 @@ def _local_reply_config() -> dict[str, Any]:
 def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[str, Any]]:
     envoy = config.envoy
     return [
+        # The edge tier first: a request it refuses never reaches authz (Python).
+        *edge_filters(config.edge),
         *authz_filters(config),
         {
             # Before the transcoder, so that on the response path it sees the transcoded headers.
@@ -233,8 +241,9 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                         "client",
                         route_config,
                         _client_http_filters(config, descriptor),
-                        envoy.request_timeout_s,
+                        config.edge.stream_idle_timeout_s,
                         local_reply_config=_local_reply_config(),
+                        **client_hcm_options(config.edge, envoy.request_timeout_s),
                         **hcm_tracing(config.tracing),
                     )
                 ]
@@ -263,6 +272,8 @@ def control_listener(config: StackConfig) -> dict[str, Any]:
     return {
         "name": "control",
         "address": socket_address(config.envoy.host, config.envoy.control_port),
+        # edge.max_connections counts clients only: operators still get in under a flood.
+        "ignore_global_conn_limit": True,
         "filter_chains": [
             {
                 "filters": [
