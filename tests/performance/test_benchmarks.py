@@ -125,3 +125,19 @@ def test_bench_control_reports_each_kind_of_caller() -> None:
         "bootstrap_admin_caller_us",
         "cached_token_caller_us",
     }
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_edge_reports_refusals_the_floor_and_a_client_through_a_flood() -> None:
+    report = json.loads(run("-m", "bench.bench_edge", "--seconds", "4"))
+    for phase in ("refusals", "floor"):
+        assert set(report[phase]) == {"requests_per_s", "done", "2xx", "4xx", "5xx"}, phase
+        assert report[phase]["done"] > 0, phase
+    assert report["floor"]["2xx"] == report["floor"]["done"]
+    assert report["refusals"]["4xx"] > 0  # one address far over its budget is refused
+    flood = report["flood"]
+    for client in ("client_alone", "client_during_flood"):
+        assert set(flood[client]) == {"sent", "codes", "success_rate", "p50_ms", "p99_ms"}
+        assert flood[client]["sent"] > 0
+    assert flood["flood"]["done"] > 0
+    assert "reached_authz" in flood["flood"]
