@@ -15,10 +15,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.limits_file import LimitsConfigError
 from llmproxy.common.metrics import UnaryRpcMetrics
 from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.decide import Decider, duration
-from llmproxy.ratelimit.errors import DescriptorError, LimitsConfigError, NoLimitError
+from llmproxy.ratelimit.errors import DescriptorError, NoLimitError
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
