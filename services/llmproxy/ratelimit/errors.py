@@ -3,6 +3,7 @@
 RateLimitError (a common.errors.LlmproxyError)
  ├─ DescriptorError: a control call's descriptor is malformed (no entries, an empty key).
  │   └─ NoLimitError: no configured limit applies to the descriptor.
+ ├─ LateAnswerError: a decision was ready too late for Envoy to use it; its hits are given back.
  └─ StoreError: the shared counters (Redis) failed or were too slow; decisions degrade.
 
 The limits file's own error, LimitsConfigError (a ConfigError: unreadable or invalid, the message
@@ -24,6 +25,10 @@ class DescriptorError(RateLimitError):
 
 class NoLimitError(DescriptorError):
     """No configured limit applies to the descriptor."""
+
+
+class LateAnswerError(RateLimitError):
+    """A decision came too close to (or past) the caller's deadline; nothing stays counted."""
 
 
 class StoreError(RateLimitError):

@@ -69,7 +69,7 @@ async def serve(config: StackConfig) -> RunningServer:
     watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        RateLimitServicer(decider).register(server)
+        RateLimitServicer(decider, settings.deadline_margin_ms / 1000).register(server)
         ratelimit_pb2_grpc.add_RateLimitControlServiceServicer_to_server(
             RateLimitControlServicer(holder, store, cache), server
         )
