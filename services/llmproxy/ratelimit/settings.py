@@ -47,7 +47,7 @@ class RateLimitSettings(ServiceSettings):
         gt=0,
         le=5,
         description="Longest a batch of decisions waits for Redis before this instance "
-        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.1) so that Envoy "
+        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.5) so that Envoy "
         "gets an answer, above this service's own queueing at full load.",
     )
     deadline_margin_ms: float = Field(
