@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -34,9 +35,17 @@ def create_key(stack: Stack, **fields: object) -> authz_pb2.CreateKeyResponse:
 
 
 @pytest.fixture
-async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+def own_stack_data() -> dict[str, Any]:
+    """The configuration own_stack starts with; a module overrides it to change the stack."""
+    return stack_config_data()
+
+
+@pytest.fixture
+async def own_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, own_stack_data: dict[str, Any]
+) -> AsyncIterator[Stack]:
     """A whole stack of the test's own, for a test that stops or kills part of it."""
-    path, config = write_config(tmp_path, stack_config_data())
+    path, config = write_config(tmp_path, own_stack_data)
     stack = Stack(config, path, tmp_path / "run", os.environ)
     await stack.start()
     logs.watch(request.node, *stack.processes.values())
