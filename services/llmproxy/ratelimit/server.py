@@ -4,7 +4,8 @@ Health per component, as envoyproxy/ratelimit reports it: `llmproxy.ratelimit.co
 loaded) and `llmproxy.ratelimit.redis` (NOT_SERVING while degraded). The overall status ("",
 what Envoy's health check asks) stays SERVING while Redis is down, on purpose: a degraded
 instance still decides with local limits, whereas NOT_SERVING on every instance at once would
-make Envoy skip the limiter and let every request through unlimited.
+leave Envoy no limiter to ask: every check would fail, refusing every request under closed
+limits (or letting every one through unlimited under open ones).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Decisions are responses: an over-limit request is an OVER_LIMIT answer, and a Re
 decided locally (fallback.py), so Envoy sees a gRPC error only for a malformed request
 (INVALID_ARGUMENT: no descriptors, an entry without key, a foreign domain) or for one decided too
 late for Envoy's timeout (DEADLINE_EXCEEDED, nothing counted), which fails as the limits file's
-failure modes say (docs/ratelimit.md#failure-modes).
+failure modes say (docs/ratelimit.md#failure-modes-and-overload).
 """
 
 from __future__ import annotations
