@@ -46,6 +46,7 @@ STATS_FILTER = (
 
 @pytest.fixture
 def own_stack_data(tmp_path: Path) -> dict[str, Any]:
+    """The stack of this module: two rate limiter instances and LIMITS."""
     limits = tmp_path / "ratelimit.yaml"
     limits.write_text(LIMITS)
     data = stack_config_data()
