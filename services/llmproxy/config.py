@@ -58,7 +58,28 @@ class EnvoySettings(StrictModel):
     )
     ext_authz_timeout_s: float = Field(0.5, gt=0, le=10, description="Timeout of an authz check.")
     ratelimit_timeout_s: float = Field(
-        0.1, gt=0, le=10, description="Timeout of a rate limit decision."
+        0.5,
+        gt=0,
+        le=10,
+        description="Timeout of a rate limit decision. It catches a hung limiter; a burst is "
+        "shed by ratelimit_max_requests well before it (a decision that times out may have "
+        "counted its hits for a request Envoy then refused).",
+    )
+    ext_authz_max_requests: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most authz checks in flight from Envoy at once (the authz cluster's "
+        "circuit breaker): a check beyond them fails at once, a 503 with retry-after, instead "
+        "of queueing past ext_authz_timeout_s.",
+    )
+    ratelimit_max_requests: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Most rate limit checks in flight from Envoy at once (the ratelimit "
+        "cluster's circuit breaker): a check beyond them fails, and the request is refused "
+        "with a 503 and retry-after unless every limit it reaches fails open.",
     )
 
 

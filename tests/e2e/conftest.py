@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -34,14 +35,27 @@ def create_key(stack: Stack, **fields: object) -> authz_pb2.CreateKeyResponse:
 
 
 @pytest.fixture
-async def own_stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+def own_stack_data() -> dict[str, Any]:
+    """The configuration own_stack starts with; a module overrides it to change the stack."""
+    return stack_config_data()
+
+
+@pytest.fixture
+async def own_stack(
+    request: pytest.FixtureRequest, tmp_path: Path, own_stack_data: dict[str, Any]
+) -> AsyncIterator[Stack]:
     """A whole stack of the test's own, for a test that stops or kills part of it.
 
-    Parametrized indirectly, the parameter is a dict of configuration overrides merged into the
-    test configuration (`stack_config_data(**overrides)`).
+    Its configuration is own_stack_data; parametrized indirectly, the parameter is a dict of
+    overrides merged into that (a section's keys into the section, like stack_config_data).
     """
-    overrides = getattr(request, "param", {})
-    path, config = write_config(tmp_path, stack_config_data(**overrides))
+    data = dict(own_stack_data)
+    for key, value in getattr(request, "param", {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path, config = write_config(tmp_path, data)
     stack = Stack(config, path, tmp_path / "run", os.environ)
     await stack.start()
     logs.watch(request.node, *stack.processes.values())

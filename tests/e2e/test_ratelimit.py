@@ -23,7 +23,7 @@ from tests.e2e.conftest import create_key
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
 from tests.harness.control import admin_header, service_header
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port_with_room
 from tests.harness.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,17 +46,6 @@ descriptors:
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1000}
 
 
-def _ports_with_room(step: int) -> int:
-    # Instance 1 listens on port + step: both must be free.
-    while True:
-        port = free_port()
-        try:
-            with __import__("socket").create_server(("127.0.0.1", port + step)):
-                return port
-        except OSError:
-            continue
-
-
 @pytest.fixture(scope="module")
 def rl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack with two ratelimit instances and LIMITS."""
@@ -67,8 +56,8 @@ def rl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data["services"]["ratelimit"].update(
         instances=2,
         port_step=7,
-        grpc_port=_ports_with_room(7),
-        metrics_port=_ports_with_room(7),
+        grpc_port=free_port_with_room(7),
+        metrics_port=free_port_with_room(7),
         limits_file=str(limits),
     )
     path, config = write_config(workdir, data)

@@ -31,6 +31,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CONFIG_FILE = ROOT / "deploy" / "llmproxy.yaml"
 IMAGE_CONFIG = "/app/deploy/llmproxy.yaml"  # where the Dockerfile puts CONFIG_FILE
+IMAGE_DEPLOY = "/app/deploy/"
 ENVOY = str(Path(sys.executable).parent / "envoy")
 ANY_ADDRESS = "0.0.0.0"
 
@@ -65,8 +66,18 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 def config_of(compose: Compose, name: str) -> StackConfig:
-    """The configuration the llmproxy process in container `name` loads."""
-    return load_config(CONFIG_FILE, environ=environment(compose[name]))
+    """The configuration the llmproxy process in container `name` loads.
+
+    A path into the image's /app/deploy/ is read from the repository's deploy/, which the
+    Dockerfile copies there (test_the_image_holds_the_files_the_containers_name checks so).
+    """
+    environ = {
+        key: value.replace(IMAGE_DEPLOY, f"{ROOT / 'deploy'}/", 1)
+        if value.startswith(IMAGE_DEPLOY)
+        else value
+        for key, value in environment(compose[name]).items()
+    }
+    return load_config(CONFIG_FILE, environ=environ)
 
 
 def command(service: dict[str, Any]) -> list[str]:
@@ -309,6 +320,15 @@ def test_dockerfile_installs_the_project() -> None:
     assert "CMD" in keywords
     (user,) = [a for k, a in instructions if k == "USER"]
     assert user.split(":")[0] not in {"root", "0"}
+
+
+def test_the_image_holds_the_files_the_containers_name(compose: Compose) -> None:
+    """The limits file, read by the rate limiter and by Envoy's generator, is in the image."""
+    copied = {a.split()[-1] for k, a in dockerfile_instructions() if k == "COPY"}
+    for name in ("ratelimit", "envoy"):
+        path = environment(compose[name])["LLMPROXY__SERVICES__RATELIMIT__LIMITS_FILE"]
+        assert path in copied, name
+        assert (ROOT / "deploy" / path.removeprefix(IMAGE_DEPLOY)).is_file()
 
 
 def test_dockerignore_keeps_what_the_image_is_built_from() -> None:

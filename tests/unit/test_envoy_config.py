@@ -113,7 +113,7 @@ def test_client_filters_fail_the_right_way() -> None:
     ]
     assert filters["ext_authz"]["failure_mode_allow"] is False
     assert filters["ext_authz"]["grpc_service"]["timeout"] == "0.5s"
-    assert filters["ratelimit"]["failure_mode_deny"] is False
+    assert filters["ratelimit"]["failure_mode_deny"] is True  # the shipped limits are closed
     assert filters["ratelimit"]["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
     removed = {m["remove"] for m in filters["header_mutation"]["mutations"]["request_mutations"]}
     assert removed == {

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Protocol
 
 from redis.exceptions import RedisError
@@ -102,14 +103,37 @@ class CachedKeys:
         self.live = False
         # Set once the first subscription attempt has ended either way (startup waits on it).
         self.first_attempt_done = asyncio.Event()
+        # Store reads under way, by key id and the cache generation they started in.
+        self._reads: dict[tuple[str, int], asyncio.Future[KeyRecord | None]] = {}
 
     async def get(self, key_id: str) -> KeyRecord | None:
-        """The record of key_id: cached while the invalidation feed is live, else from the store."""
+        """The record of key_id: cached while the invalidation feed is live, else from the store.
+
+        Concurrent lookups of a key that is not cached share one store read: a burst of requests
+        with a new key (its first traffic) must not open a Redis connection each. Only a read
+        started since the last eviction is shared, so a revocation is never answered with a
+        record read before it.
+        """
         if self.live:
             cached = self._cache.get(key_id)
             if cached is not _MISSING:
                 return cached  # type: ignore[return-value]  # a record or a cached miss
         generation = self._cache.generation
+        ident = (key_id, generation)
+        read = self._reads.get(ident)
+        if read is None:
+            read = asyncio.ensure_future(self._read(key_id, generation))
+            self._reads[ident] = read
+            read.add_done_callback(partial(self._read_done, ident))
+        # Shielded: one waiter cancelled (Envoy gave up on its check) must not fail the others.
+        return await asyncio.shield(read)
+
+    def _read_done(self, ident: tuple[str, int], read: asyncio.Future[KeyRecord | None]) -> None:
+        self._reads.pop(ident, None)
+        if not read.cancelled():
+            read.exception()  # retrieved: when every waiter gave up, nobody else will
+
+    async def _read(self, key_id: str, generation: int) -> KeyRecord | None:
         record = await self._store.get(key_id)
         if self.live and generation == self._cache.generation:
             self._cache.put(key_id, record)

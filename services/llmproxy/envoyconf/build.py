@@ -16,6 +16,7 @@ from llmproxy.envoyconf.edge import overload_manager
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import client_listener, control_listener
+from llmproxy.envoyconf.overload import check_circuit_breakers
 from llmproxy.envoyconf.tracing import collector_clusters, tracing_runtime
 
 
@@ -28,6 +29,11 @@ def build_bootstrap(
     """
     services = config.services
     providers = config.provider_endpoints(environ if environ is not None else {})
+    # The clusters Envoy's per-request checks call: bounded, so a burst is shed at once.
+    breakers = {
+        "authz": check_circuit_breakers(config.envoy.ext_authz_max_requests),
+        "ratelimit": check_circuit_breakers(config.envoy.ratelimit_max_requests),
+    }
     return {
         "node": {"id": "llmproxy", "cluster": "llmproxy"},
         "admin": {
@@ -43,7 +49,10 @@ def build_bootstrap(
                 egress_listener(config, providers),
             ],
             "clusters": [
-                *(service_cluster(name, getattr(services, name)) for name in SERVICES),
+                *(
+                    service_cluster(name, getattr(services, name), breakers.get(name))
+                    for name in SERVICES
+                ),
                 *(provider_cluster(p) for p in providers),
                 *collector_clusters(config.tracing),
             ],

@@ -47,9 +47,11 @@ def _grpc_ports(settings: ServiceSettings) -> list[int]:
     return [settings.grpc_port]
 
 
-def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
+def service_cluster(
+    service: str, settings: ServiceSettings, circuit_breakers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A gRPC (HTTP/2) cluster for one service, health-checked with the gRPC health protocol."""
-    return {
+    cluster: dict[str, Any] = {
         "name": service_cluster_name(service),
         "type": _discovery_type(settings.host),
         "connect_timeout": "1s",
@@ -81,3 +83,6 @@ def service_cluster(service: str, settings: ServiceSettings) -> dict[str, Any]:
             }
         ],
     }
+    if circuit_breakers is not None:
+        cluster["circuit_breakers"] = circuit_breakers
+    return cluster

@@ -21,6 +21,7 @@ from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
 from llmproxy.envoyconf.clusters import socket_address, typed
 from llmproxy.envoyconf.edge import client_hcm_options, edge_filters, edge_reply_mapper
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
+from llmproxy.envoyconf.overload import check_failure_mappers, overload_reply_headers
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.envoyconf.tracing import hcm_tracing
 
@@ -90,6 +91,20 @@ _LOCAL_REPLY_TYPES = {
 }
 
 
+def _openai_body(error_type: str) -> dict[str, Any]:
+    return {
+        "json_format": {
+            "error": {
+                "message": "%LOCAL_REPLY_BODY%",
+                "type": error_type,
+                "param": None,
+                "code": error_type,
+            }
+        },
+        "content_type": "application/json",
+    }
+
+
 def _local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
@@ -97,6 +112,8 @@ def _local_reply_config() -> dict[str, Any]:
             denial_reply_mapper(),
             # The edge tier's refusals, before the exact tier's 429s below.
             edge_reply_mapper(),
+            # Then checks that could not finish in time: a message saying so.
+            *check_failure_mappers(_openai_body(_LOCAL_REPLY_TYPES[503])),
             *(
                 {
                     "filter": {
@@ -107,17 +124,8 @@ def _local_reply_config() -> dict[str, Any]:
                             }
                         }
                     },
-                    "body_format_override": {
-                        "json_format": {
-                            "error": {
-                                "message": "%LOCAL_REPLY_BODY%",
-                                "type": error_type,
-                                "param": None,
-                                "code": error_type,
-                            }
-                        },
-                        "content_type": "application/json",
-                    },
+                    "body_format_override": _openai_body(error_type),
+                    **overload_reply_headers(status),
                 }
                 for status, error_type in _LOCAL_REPLY_TYPES.items()
             ),

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 
 from llmproxy.ratelimit import metrics
-from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take
+from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take, give_back
 
 _Waiter = tuple[int, int, "asyncio.Future[list[Outcome]]"]
 _MEAN_WEIGHT = 1 / 8  # of the newest sample in each moving mean: a burst counts within ~10
@@ -163,9 +163,17 @@ class Batcher:
                 if not future.done():
                     future.set_exception(exc)
             return
+        refunds: list[Adjust] = []
         for start, stop, future in waiters:
-            if not future.done():  # a cancelled request (Envoy gave up) just drops its answer
-                future.set_result(outcomes[start - first : stop - first])
+            answer = outcomes[start - first : stop - first]
+            if not future.done():
+                future.set_result(answer)
+            else:
+                # Cancelled: Envoy gave up on the request and refuses or admits it without
+                # this answer, so what it counted must not stay counted.
+                refunds.extend(give_back(takes[start - first : stop - first], answer))
+        if refunds:
+            self.adjust_soon(refunds)
 
     async def aclose(self) -> None:
         """Send everything queued without waiting for the window, and wait for the answers."""

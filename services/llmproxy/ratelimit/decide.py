@@ -13,7 +13,9 @@ written as bytes (wire.py): the per-request Python is the counting itself.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +28,12 @@ from llmproxy.common.contract import RESERVED_AT_HEADER
 from llmproxy.common.ratelimit_descriptors import TOKENS_KEY
 from llmproxy.ratelimit import metrics, wire
 from llmproxy.ratelimit.batcher import Batcher
-from llmproxy.ratelimit.errors import DescriptorError
+from llmproxy.ratelimit.errors import DescriptorError, LateAnswerError
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
 from llmproxy.ratelimit.rules import Entries, Limits, Rule
-from llmproxy.ratelimit.store import Adjust, Outcome, Take
+from llmproxy.ratelimit.store import Adjust, Outcome, Take, give_back
 
 Response = rls_pb2.RateLimitResponse
 OK = Response.OK
@@ -101,7 +103,7 @@ class Decider:
         self._plans: dict[bytes, _Plan] = {}
         self._outcomes = {
             name: metrics.DECISIONS.labels(holder.domain, name)
-            for name in ("ok", "over_limit", "shadow", "degraded")
+            for name in ("ok", "over_limit", "shadow", "degraded", "late")
         }
 
     def limits_changed(self) -> None:
@@ -168,8 +170,14 @@ class Decider:
         """The answer to one RateLimitRequest message (decide_bytes for the wire)."""
         return Response.FromString(await self.decide_bytes(request.SerializeToString()))
 
-    async def decide_bytes(self, data: bytes) -> bytes:
-        """The serialized answer to one serialized RateLimitRequest; DescriptorError if bad."""
+    async def decide_bytes(self, data: bytes, deadline: float | None = None) -> bytes:
+        """The serialized answer to one serialized RateLimitRequest; DescriptorError if bad.
+
+        deadline (time.monotonic()) is when the answer is too late to be used: one not ready by
+        then counts nothing (its hits are given back) and raises LateAnswerError instead, as
+        does a request still undecided then. Envoy refuses or admits such a request without
+        our answer, so a hit it counted would be budget spent on nothing.
+        """
         plan = self._plans.get(data)
         if plan is None:
             plan = self._plan(data)
@@ -192,8 +200,19 @@ class Decider:
             # Refused already (a cached refusal): counting its other descriptors would only
             # have to be given back. No Redis call at all, as for a hot key hammered in a loop.
             return self._answer_from_cache(plan, limits, refusals)
+        if deadline is not None and time.monotonic() >= deadline:
+            self._outcomes["late"].inc()
+            raise LateAnswerError("the deadline passed before the request was decided")
         takes = [_take(limits, check) for check in plan if check is not None]
-        outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
+        try:
+            outcomes: list[Outcome] = await self._batcher.take(takes) if takes else []
+        except asyncio.CancelledError:
+            self._outcomes["late"].inc()  # Envoy gave up; the batcher gives its hits back
+            raise
+        if deadline is not None and time.monotonic() >= deadline:
+            self._batcher.adjust_soon(give_back(takes, outcomes))
+            self._outcomes["late"].inc()
+            raise LateAnswerError("decided too close to the deadline; nothing stays counted")
         return self._answer(plan, limits, outcomes)
 
     def _answer_from_cache(

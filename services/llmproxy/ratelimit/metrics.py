@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 DECISIONS = Counter(
     "llmproxy_ratelimit_decisions_total",
     "ShouldRateLimit answers by outcome: ok, over_limit, shadow (a shadow-mode limit would have "
-    "refused), degraded (decided by this instance's local limiter while Redis is unreachable).",
+    "refused), degraded (decided by this instance's local limiter while Redis is unreachable), "
+    "late (ready too late for Envoy's deadline, or Envoy gave up: nothing stays counted).",
     ["domain", "outcome"],
 )
 LOCAL_CACHE_HITS = Counter(

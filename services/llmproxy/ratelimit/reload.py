@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from llmproxy.common.limits_file import LimitsConfigError, LoadedLimits, load_limits
 from llmproxy.ratelimit import metrics
-from llmproxy.ratelimit.errors import LimitsConfigError
-from llmproxy.ratelimit.limits import LoadedLimits, load_limits
 from llmproxy.ratelimit.rules import Limits
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from llmproxy.common.limits_file import UNIT_MS, DescriptorSpec, LimitsFile
 from llmproxy.common.ratelimit_descriptors import TOKENS_KEY
 from llmproxy.ratelimit.errors import DescriptorError
-from llmproxy.ratelimit.limits import UNIT_MS, DescriptorSpec, LimitsFile
 
 Entries = tuple[tuple[str, str], ...]
 LOG = "l"

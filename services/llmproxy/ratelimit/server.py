@@ -4,7 +4,8 @@ Health per component, as envoyproxy/ratelimit reports it: `llmproxy.ratelimit.co
 loaded) and `llmproxy.ratelimit.redis` (NOT_SERVING while degraded). The overall status ("",
 what Envoy's health check asks) stays SERVING while Redis is down, on purpose: a degraded
 instance still decides with local limits, whereas NOT_SERVING on every instance at once would
-make Envoy skip the limiter and let every request through unlimited.
+leave Envoy no limiter to ask: every check would fail, refusing every request under closed
+limits (or letting every one through unlimited under open ones).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ async def serve(config: StackConfig) -> RunningServer:
     watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
-        RateLimitServicer(decider).register(server)
+        RateLimitServicer(decider, settings.deadline_margin_ms / 1000).register(server)
         ratelimit_pb2_grpc.add_RateLimitControlServiceServicer_to_server(
             RateLimitControlServicer(holder, store, cache), server
         )

@@ -2,7 +2,9 @@
 
 Decisions are responses: an over-limit request is an OVER_LIMIT answer, and a Redis outage is
 decided locally (fallback.py), so Envoy sees a gRPC error only for a malformed request
-(INVALID_ARGUMENT: no descriptors, an entry without key, a foreign domain).
+(INVALID_ARGUMENT: no descriptors, an entry without key, a foreign domain) or for one decided too
+late for Envoy's timeout (DEADLINE_EXCEEDED, nothing counted), which fails as the limits file's
+failure modes say (docs/ratelimit.md#failure-modes-and-overload).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.limits_file import LimitsConfigError
 from llmproxy.common.metrics import UnaryRpcMetrics
 from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.decide import Decider, duration
-from llmproxy.ratelimit.errors import DescriptorError, LimitsConfigError, NoLimitError
+from llmproxy.ratelimit.errors import DescriptorError, LateAnswerError, NoLimitError
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
@@ -45,8 +48,9 @@ class RateLimitServicer:
     interceptor's wrapper coroutine on the hottest path.
     """
 
-    def __init__(self, decider: Decider) -> None:
+    def __init__(self, decider: Decider, deadline_margin_s: float = 0.0) -> None:
         self._decide = decider.decide_bytes
+        self._margin_s = deadline_margin_s
         self._rpc = UnaryRpcMetrics(SHOULD_RATE_LIMIT)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -63,12 +67,19 @@ class RateLimitServicer:
         """OK or OVER_LIMIT overall and for each descriptor, in the order Envoy sent them."""
         start = self._rpc.start()
         code = "UNKNOWN"
+        # Envoy's timeout arrives as the call's deadline (grpc-timeout).
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining - self._margin_s
         try:
-            response = await self._decide(request)
+            response = await self._decide(request, deadline)
         except DescriptorError as exc:
             code = "INVALID_ARGUMENT"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # abort raises; this keeps type checkers sure nothing is returned
+        except LateAnswerError as exc:
+            code = "DEADLINE_EXCEEDED"
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+            raise
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise

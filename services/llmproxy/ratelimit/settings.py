@@ -47,8 +47,18 @@ class RateLimitSettings(ServiceSettings):
         gt=0,
         le=5,
         description="Longest a batch of decisions waits for Redis before this instance "
-        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.1) so that Envoy "
+        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.5) so that Envoy "
         "gets an answer, above this service's own queueing at full load.",
+    )
+    deadline_margin_ms: float = Field(
+        100.0,
+        ge=0,
+        le=1000,
+        description="A decision not ready this long before Envoy's deadline (its timeout, "
+        "ratelimit_timeout_s, sent as the call's grpc-timeout) counts nothing and fails the "
+        "check: Envoy's clock started before ours and the answer still has to reach it, so a "
+        "later one could arrive after Envoy gave up, and its hits would be spent on a request "
+        "Envoy did not admit.",
     )
     probe_interval_s: float = Field(
         0.5, gt=0, le=60, description="How often a degraded instance checks whether Redis is back."

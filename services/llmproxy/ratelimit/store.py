@@ -44,6 +44,15 @@ class Adjust:
     at_ms: int
 
 
+def give_back(takes: Sequence[Take], outcomes: Sequence[Outcome]) -> list[Adjust]:
+    """The corrections that undo what takes counted (the allowed ones with hits)."""
+    return [
+        Adjust(take.key, take.algorithm, take.window_ms, -take.hits, outcome.now_ms)
+        for take, outcome in zip(takes, outcomes, strict=True)
+        if outcome.allowed and take.hits
+    ]
+
+
 class LimitStore(Protocol):
     """Counters of sliding windows, each check atomic."""
 

@@ -112,6 +112,67 @@ async def test_a_read_that_raced_an_invalidation_is_not_cached() -> None:
     assert store.gets == 2
 
 
+class GatedStore(FakeKeyStore):
+    """A store whose reads wait until the test opens the gate (or fail, if it says so)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.error: Exception | None = None
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        found = await super().get(key_id)
+        await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return found
+
+
+async def test_concurrent_lookups_of_a_new_key_share_one_read() -> None:
+    store = GatedStore()
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)))
+    keys.apply(RESYNC)
+    store.records["a"] = record("a")
+    lookups = [asyncio.create_task(keys.get("a")) for _ in range(50)]
+    await eventually(lambda: store.gets, lambda gets: gets >= 1, what="the first read")
+    lookups[0].cancel()  # one check given up on: the others still get the record
+    store.gate.set()
+    found = await asyncio.gather(*lookups[1:])
+    assert found == [record("a")] * 49
+    assert store.gets == 1
+
+
+async def test_a_lookup_after_an_eviction_does_not_share_the_older_read() -> None:
+    store = GatedStore()
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)))
+    keys.apply(RESYNC)
+    store.records["a"] = record("a")
+    before = asyncio.create_task(keys.get("a"))
+    await eventually(lambda: store.gets, lambda gets: gets == 1, what="the first read")
+    store.records["a"] = record("a", revoked=True)
+    keys.apply("a")  # revoked while the first read is out
+    after = asyncio.create_task(keys.get("a"))
+    await eventually(lambda: store.gets, lambda gets: gets == 2, what="a read of its own")
+    store.gate.set()
+    assert (await after).revoked is True  # type: ignore[union-attr]
+    await before
+
+
+async def test_a_failed_shared_read_fails_every_lookup_and_is_not_kept() -> None:
+    store = GatedStore()
+    keys = CachedKeys(store, KeyCache(5, 10, Clock(0)))
+    keys.apply(RESYNC)
+    store.error = OSError("redis gone")
+    lookups = [asyncio.create_task(keys.get("a")) for _ in range(3)]
+    store.gate.set()
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    assert [type(r) for r in results] == [OSError] * 3
+    store.error = None
+    store.records["a"] = record("a")
+    assert await keys.get("a") == record("a")  # a new read, not the failed one
+    assert store.gets == 2
+
+
 async def test_follow_resubscribes_after_a_lost_connection() -> None:
     store = FakeKeyStore()
     store.records["a"] = record("a")

@@ -10,10 +10,10 @@ import pytest
 
 from llmproxy.authz.errors import KeyRevokedError
 from llmproxy.common.errors import ConfigError, exit_on_config_error
+from llmproxy.common.limits_file import LimitsConfigError
 from llmproxy.common.net import free_port, free_port_block, is_ip
 from llmproxy.common.openai_errors import OpenAIError, error_object
 from llmproxy.common.timestamps import duration, optional_timestamp, seconds, timestamp
-from llmproxy.ratelimit.errors import LimitsConfigError
 from llmproxy.router.errors import ModelNotFoundError
 
 

@@ -12,6 +12,7 @@ from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Outcome, Take
+from tests.harness.waiting import eventually
 
 # Long enough that a held flush is unmistakable, short enough for a unit test (and under the
 # batcher's longest gap, 1 s, so that sparse load exists for it).
@@ -187,3 +188,34 @@ async def test_a_store_error_reaches_every_request_of_the_batch() -> None:
 def test_invalid_settings_are_refused(arguments: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="need max_batch >= 1"):
         Batcher(RecordingStore(), **arguments)  # type: ignore[arg-type]
+
+
+class GatedStore(RecordingStore):
+    """Takes that wait for the test to open the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        outcomes = await super().take(ops)
+        await self.gate.wait()
+        return outcomes
+
+
+async def test_a_request_cancelled_while_its_checks_are_out_gives_its_hits_back() -> None:
+    """Envoy gave up on it (its timeout): it is refused or admitted without this answer."""
+    store = GatedStore()
+    batcher = Batcher(store, window_s=0)
+    given_up = asyncio.create_task(batcher.take([check("k", hits=3), check("j")]))
+    waiting = asyncio.create_task(batcher.take([check("k")]))
+    await eventually(lambda: store.calls, what="the batch out")
+    given_up.cancel()
+    store.gate.set()
+    [counted] = await waiting
+    assert counted.used == 4  # counted while the cancelled request's hits were still in
+    await eventually(
+        lambda: batcher.take([check("k", hits=0), check("j", hits=0)]),
+        lambda found: [o.used for o in found] == [1, 0],
+        what="the cancelled request's hits given back",
+    )

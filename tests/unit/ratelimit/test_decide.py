@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as common_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
@@ -16,13 +18,15 @@ from prometheus_client import REGISTRY
 from llmproxy.common.contract import RESERVED_AT_HEADER
 from llmproxy.ratelimit.batcher import Batcher
 from llmproxy.ratelimit.decide import Decider
-from llmproxy.ratelimit.errors import DescriptorError, StoreError
+from llmproxy.ratelimit.errors import DescriptorError, LateAnswerError, StoreError
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
+from llmproxy.ratelimit.service import RateLimitServicer
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
 from tests.harness.waiting import eventually
+from tests.unit.grpc_fakes import Aborted, FakeContext
 
 OK = rls_pb2.RateLimitResponse.OK
 OVER_LIMIT = rls_pb2.RateLimitResponse.OVER_LIMIT
@@ -250,3 +254,85 @@ async def test_remembered_requests_leave_nothing_for_the_garbage_collector(
     for _ in range(3):  # a tuple is untracked once what it holds is: one level per collection
         gc.collect()
     assert len(gc.get_objects()) - before < 50  # as objects, four or more per request
+
+
+class SlowStore(CountingStore):
+    """Takes that answer only after `until` (the test's deadline); records corrections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.until = 0.0
+        self.adjusted: list[Adjust] = []
+
+    async def take(self, ops: Sequence[Take]) -> list[Outcome]:
+        outcomes = await super().take(ops)
+        # The latency of a store slower than the deadline (an input, not a wait for an event).
+        await asyncio.sleep(max(0.0, self.until - time.monotonic()) + 0.002)
+        return outcomes
+
+    async def adjust(self, ops: Sequence[Adjust]) -> int:
+        self.adjusted.extend(ops)
+        return await super().adjust(ops)
+
+
+@pytest.fixture
+def slow() -> SlowStore:
+    return SlowStore()
+
+
+@pytest.fixture
+def slow_decider(tmp_path: Path, slow: SlowStore) -> Decider:
+    path = tmp_path / "limits.yaml"
+    path.write_text(LIMITS)
+    store = FallbackLimitStore(slow, MemoryLimitStore(), timeout_s=5, probe_interval_s=1)
+    return Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
+
+
+async def test_an_answer_ready_after_the_deadline_counts_nothing(
+    slow_decider: Decider, slow: SlowStore
+) -> None:
+    """Envoy has given up on it (or will before it arrives): its hits are given back."""
+    tokens = desc(("tokens", "estimate"), ("tenant", "a"), hits=600)
+    request = req(desc(("tenant", "a")), tokens).SerializeToString()
+    slow.until = time.monotonic() + 0.05
+    with pytest.raises(LateAnswerError, match="too close to the deadline"):
+        await slow_decider.decide_bytes(request, deadline=slow.until)
+    await eventually(lambda: len(slow.adjusted) == 2, what="both hits given back")
+    reply = await slow_decider.decide(req(desc(("tenant", "a")), tokens))
+    # 5 requests and 1000 tokens: only this request's are counted.
+    assert [s.limit_remaining for s in reply.statuses] == [4, 400]
+
+
+async def test_a_request_already_past_its_deadline_is_not_counted(
+    slow_decider: Decider, slow: SlowStore
+) -> None:
+    request = req(desc(("tenant", "a"))).SerializeToString()
+    with pytest.raises(LateAnswerError, match="deadline passed before"):
+        await slow_decider.decide_bytes(request, deadline=time.monotonic() - 0.001)
+    assert slow.take_calls == 0
+    assert await slow_decider.decide_bytes(request, deadline=time.monotonic() + 5)
+
+
+class DeadlineContext(FakeContext):
+    """A call with `left` seconds until its deadline (None: no deadline)."""
+
+    def __init__(self, left: float | None) -> None:
+        super().__init__()
+        self.left = left
+
+    def time_remaining(self) -> float | None:
+        return self.left
+
+
+async def test_a_call_whose_deadline_leaves_less_than_the_margin_is_refused(
+    slow_decider: Decider, slow: SlowStore
+) -> None:
+    servicer = RateLimitServicer(slow_decider, deadline_margin_s=0.1)
+    request = req(desc(("tenant", "a"))).SerializeToString()
+    with pytest.raises(Aborted) as aborted:
+        await servicer.should_rate_limit(request, DeadlineContext(0.05))  # type: ignore[arg-type]
+    assert aborted.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert slow.take_calls == 0
+    for left in (None, 5.0):
+        answer = await servicer.should_rate_limit(request, DeadlineContext(left))  # type: ignore[arg-type]
+        assert rls_pb2.RateLimitResponse.FromString(answer).overall_code == OK

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from llmproxy.ratelimit.errors import DescriptorError, LimitsConfigError
-from llmproxy.ratelimit.limits import load_limits, parse_limits
+from llmproxy.common.limits_file import (
+    LimitsConfigError,
+    failure_mode_of,
+    load_limits,
+    parse_limits,
+)
+from llmproxy.ratelimit.errors import DescriptorError
 from llmproxy.ratelimit.rules import COUNTER, LOG, Limits, counter_key
 from llmproxy.ratelimit.settings import DEFAULT_LIMITS_FILE
 
@@ -80,6 +85,23 @@ R = "rate_limit: {unit: second, requests_per_unit: 1"
             D + "[{key: a, " + R + ", algorithm: leaky}}]",
             "rate_limit.algorithm: Input should be 'sliding_counter' or 'sliding_log'",
         ),
+        (
+            D + "[{key: a, " + R + "}, failure_mode: shut}]",
+            "descriptors[0].failure_mode: Input should be 'closed' or 'open'",
+        ),
+        (
+            D + "[{key: a, " + R + "}, failure_mode: true}]",
+            "descriptors[0].failure_mode: Input should be 'closed' or 'open'",
+        ),
+        (
+            D + "[{key: a, failure_mode: open, descriptors: [{key: b, " + R + "}}]}]",
+            "descriptors[0]: Value error, failure_mode applies to a rate_limit, and this "
+            "descriptor has none",
+        ),
+        (
+            D + "[{key: a, unlimited: true, failure_mode: closed}]",
+            "failure_mode applies to a rate_limit",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_with_a_clear_message(text: str, message: str) -> None:
@@ -87,6 +109,31 @@ def test_a_bad_file_is_refused_with_a_clear_message(text: str, message: str) -> 
         parse_limits(text, "test.yaml", "llmproxy")
     assert message in str(raised.value)
     assert str(raised.value).startswith("test.yaml:")
+
+
+def test_failure_modes_default_to_closed_except_for_the_route_safety_net() -> None:
+    spec = parse_limits(
+        D
+        + "[{key: route, value: openai, "
+        + R
+        + "}}, {key: tenant, "
+        + R
+        + "}, descriptors: [{key: route, "
+        + R
+        + "}}]}, {key: model, "
+        + R
+        + "}, failure_mode: open}, {key: route, value: admin, "
+        + R
+        + "}, failure_mode: closed}]",
+        "t",
+        "llmproxy",
+    )
+    route, tenant, model, admin = spec.descriptors
+    assert failure_mode_of(route, 0) == "open"
+    assert failure_mode_of(tenant, 0) == "closed"
+    assert failure_mode_of(tenant.descriptors[0], 1) == "closed"  # a nested `route` key
+    assert failure_mode_of(model, 0) == "open"
+    assert failure_mode_of(admin, 0) == "closed"
 
 
 def test_too_deep_a_tree_is_refused() -> None:

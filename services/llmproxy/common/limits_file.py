@@ -1,5 +1,8 @@
 """The limits file: envoyproxy/ratelimit's configuration format, validated.
 
+Two sides read it: the rate limit service (its limits) and Envoy's config generator (whether a
+check that cannot finish refuses the request, from each limit's failure_mode).
+
     domain: llmproxy
     descriptors:
       - key: tenant                     # any tenant: each gets its own counter
@@ -13,11 +16,20 @@
       - key: remote_address
         rate_limit: {unit: second, requests_per_unit: 20}
         shadow_mode: true               # measured and reported, never enforced
+      - key: route
+        value: openai                   # every request: a safety net far above normal traffic
+        rate_limit: {unit: second, requests_per_unit: 20000}
+        failure_mode: open              # a check that cannot finish lets the request through
 
 Beyond envoyproxy/ratelimit's fields, a rate_limit may name its `algorithm`: `sliding_counter`
 (the default: two fixed-window counters weighted by overlap, O(1) memory, approximate) or
 `sliding_log` (every hit kept in the window, exact, memory grows with hits per window).
 A value ending in `*` matches values by prefix, as in envoyproxy/ratelimit.
+
+Beyond it too, a limit may name its `failure_mode`: what happens to a request whose check cannot
+finish (the rate limit service is down, overloaded or too slow for Envoy's timeout). `closed`
+refuses it (503 with retry-after), `open` lets it through unchecked. The default is closed,
+except for the global safety net (the `route` descriptor every request sends), which is open.
 """
 
 from __future__ import annotations
@@ -30,11 +42,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from llmproxy.common.errors import ConfigError
+from llmproxy.common.ratelimit_descriptors import ROUTE_KEY
 from llmproxy.common.settings import StrictModel
-from llmproxy.ratelimit.errors import LimitsConfigError
 
 Unit = Literal["second", "minute", "hour", "day"]
 Algorithm = Literal["sliding_counter", "sliding_log"]
+FailureMode = Literal["closed", "open"]
 UNIT_MS: dict[str, int] = {
     "second": 1_000,
     "minute": 60_000,
@@ -43,6 +57,10 @@ UNIT_MS: dict[str, int] = {
 }
 MAX_REQUESTS_PER_UNIT = 2**32 - 1  # Envoy's RateLimit.requests_per_unit is a uint32
 MAX_DEPTH = 8
+
+
+class LimitsConfigError(ConfigError):
+    """The limits file cannot be used; the limits in force (if any) stay."""
 
 
 class RateLimitSpec(StrictModel):
@@ -80,6 +98,12 @@ class DescriptorSpec(StrictModel):
     rate_limit: RateLimitSpec | None = Field(None, description="The limit at this level.")
     unlimited: bool = Field(False, description="Explicitly no limit at this level.")
     shadow_mode: bool = Field(False, description="Count and report, but never refuse.")
+    failure_mode: FailureMode | None = Field(
+        None,
+        description="When its check cannot finish: closed refuses the request, open lets it "
+        "through. Default: open for the global safety net (a top-level route descriptor), "
+        "closed for every other limit.",
+    )
     descriptors: list[DescriptorSpec] = Field(
         default_factory=list, description="Nested levels, matched by the next entries."
     )
@@ -90,6 +114,8 @@ class DescriptorSpec(StrictModel):
             raise ValueError("unlimited and rate_limit cannot both be set")
         if self.value is not None and self.value == "":
             raise ValueError("value must not be empty (leave it out to match every value)")
+        if self.failure_mode is not None and self.rate_limit is None:
+            raise ValueError("failure_mode applies to a rate_limit, and this descriptor has none")
         _check_siblings(self.descriptors)
         return self
 
@@ -126,6 +152,13 @@ class LimitsFile(StrictModel):
 
 def _depth(children: list[DescriptorSpec]) -> int:
     return max((1 + _depth(c.descriptors) for c in children), default=0)
+
+
+def failure_mode_of(spec: DescriptorSpec, depth: int) -> FailureMode:
+    """The failure mode of the limit spec sets at depth (0: top level), its default if unset."""
+    if spec.failure_mode is not None:
+        return spec.failure_mode
+    return "open" if depth == 0 and spec.key == ROUTE_KEY else "closed"
 
 
 @dataclass(frozen=True)
