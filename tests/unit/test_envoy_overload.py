@@ -137,7 +137,8 @@ def test_a_check_that_cannot_finish_gets_a_503_saying_so_with_retry_after(
     ]
     by_flag = {
         str(m["filter"]["and_filter"]["filters"][0]["response_flag_filter"]["flags"]): m
-        for m in found[1:3]
+        for m in found
+        if "and_filter" in m["filter"]
     }
     assert set(by_flag) == {"['UAEX']", "['RLSE']"}
     for flag, check in (("['UAEX']", "authorization"), ("['RLSE']", "rate limit")):
@@ -151,7 +152,8 @@ def test_a_check_that_cannot_finish_gets_a_503_saying_so_with_retry_after(
     # 429s carry the rate limiter's own.
     generic = {
         m["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]: m
-        for m in found[3:]
+        for m in found
+        if "status_code_filter" in m["filter"]
     }
     assert generic[503]["headers_to_add"] == retry_after
     assert "headers_to_add" not in generic[429]
