@@ -89,6 +89,11 @@ def provider_cluster_name(provider: str) -> str:
     return f"provider_{provider}"
 
 
+# Envoy's local cluster: one endpoint per Envoy replica connected to health's EDS, so that the
+# edge tier's buckets are shared across replicas (each takes 1/N of every bucket).
+ENVOYS_CLUSTER = "envoy_replicas"
+
+
 # --- Runtime (RTDS): the fault service pushes this layer, Envoy's fault filters read its keys.
 RTDS_RESOURCE = "llmproxy_faults"
 

@@ -84,6 +84,14 @@ class EdgeSettings(StrictModel):
         description="Requests on the client listener as a whole, after the per-client limits: "
         "the ceiling that protects authz, the rate limiter and the router.",
     )
+    share_across_replicas: bool = Field(
+        True,
+        description="Share the per-address and listener buckets among the Envoy replicas "
+        "connected to the health service: with N replicas each takes 1/N of every bucket, so "
+        "the limits hold for the fleet (exactly when clients spread evenly over the replicas). "
+        "Each replica needs a node id of its own (Envoy's `--service-node`). The per-connection "
+        "bucket is never shared.",
+    )
     max_client_ips: int = Field(
         10_000,
         ge=1,

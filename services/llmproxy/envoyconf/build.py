@@ -9,10 +9,10 @@ from typing import Any
 
 import yaml
 
-from llmproxy.common.contract import SERVICES
+from llmproxy.common.contract import ENVOYS_CLUSTER, SERVICES
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster, socket_address
-from llmproxy.envoyconf.edge import overload_manager
+from llmproxy.envoyconf.edge import envoys_cluster, overload_manager
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import client_listener, control_listener
@@ -34,7 +34,10 @@ def build_bootstrap(
         "authz": check_circuit_breakers(config.envoy.ext_authz_max_requests),
         "ratelimit": check_circuit_breakers(config.envoy.ratelimit_max_requests),
     }
-    return {
+    shared = config.edge.share_across_replicas
+    bootstrap: dict[str, Any] = {
+        # Replicas keep the cluster; each needs an id of its own (`--service-node`) to count as
+        # one of the Envoys sharing the edge buckets.
         "node": {"id": "llmproxy", "cluster": "llmproxy"},
         "admin": {
             "address": socket_address(config.envoy.host, config.envoy.admin_port),
@@ -55,6 +58,7 @@ def build_bootstrap(
                 ),
                 *(provider_cluster(p) for p in providers),
                 *collector_clusters(config.tracing),
+                *([envoys_cluster()] if shared else []),
             ],
         },
         "layered_runtime": {
@@ -66,6 +70,9 @@ def build_bootstrap(
             ]
         },
     }
+    if shared:
+        bootstrap["cluster_manager"] = {"local_cluster_name": ENVOYS_CLUSTER}
+    return bootstrap
 
 
 ENVOY_FILE = "envoy.yaml"

@@ -8,6 +8,10 @@ exact tier's, and names its bucket in `x-llmproxy-edge-limit`. Each filter count
 stats under `edge_<bucket>` and can be switched to shadow mode at runtime
 (`edge.<bucket>.enforced` to 0).
 
+With `share_across_replicas`, the per-address and listener buckets are divided among the Envoy
+replicas (`local_cluster_rate_limit`): each takes 1/N of every bucket, N being the hosts of its
+local cluster, ENVOYS_CLUSTER, which the health service fills with the Envoys on its EDS.
+
 The client address is Envoy's downstream remote address: the peer, or the X-Forwarded-For entry
 `xff_num_trusted_hops` from the right when proxies in front are trusted.
 """
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.common.contract import CREDENTIAL_HEADERS
+from llmproxy.common.contract import CREDENTIAL_HEADERS, ENVOYS_CLUSTER
 from llmproxy.common.edge_settings import EdgeSettings, TokenBucket
 from llmproxy.envoyconf.clusters import typed
+from llmproxy.envoyconf.egress import health_eds_config
 
 LOCAL_RATELIMIT = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 STAT_PREFIX = "edge_"
@@ -109,6 +114,14 @@ def _buckets(name: str, bucket: TokenBucket, edge: EdgeSettings) -> dict[str, An
     return fields
 
 
+def _shared(name: str, edge: EdgeSettings) -> dict[str, Any]:
+    # Envoy divides the bucket by the hosts of its local cluster (the Envoys connected to the
+    # health service). A connection lives on one replica, so its bucket is never divided.
+    if not edge.share_across_replicas or name == "per_connection":
+        return {}
+    return {"local_cluster_rate_limit": {}}
+
+
 def edge_filters(edge: EdgeSettings) -> list[dict[str, Any]]:
     """The client listener's first HTTP filters: one local_ratelimit filter per edge bucket.
 
@@ -129,6 +142,7 @@ def edge_filters(edge: EdgeSettings) -> list[dict[str, Any]]:
                 # rather than UNAVAILABLE, which their stubs would retry at once.
                 rate_limited_as_resource_exhausted=True,
                 **_buckets(name, bucket, edge),
+                **_shared(name, edge),
             ),
         }
         for name, bucket in edge.buckets().items()
@@ -232,4 +246,18 @@ def overload_manager(edge: EdgeSettings) -> dict[str, Any]:
                 ("envoy.overload_actions.stop_accepting_requests", STOP_REQUESTS_AT),
             )
         ],
+    }
+
+
+def envoys_cluster() -> dict[str, Any]:
+    """The local cluster: one host per Envoy replica, from the health service's EDS.
+
+    Envoy never connects to it; the edge buckets count its hosts. Until the health service
+    answers it has no host, and Envoy then takes the whole bucket (as with one replica).
+    """
+    return {
+        "name": ENVOYS_CLUSTER,
+        "type": "EDS",
+        "eds_cluster_config": {"service_name": ENVOYS_CLUSTER, "eds_config": health_eds_config()},
+        "connect_timeout": "1s",
     }

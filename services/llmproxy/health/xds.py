@@ -4,17 +4,21 @@ One ClusterLoadAssignment per provider cluster (`provider_<name>`), one endpoint
 address, each with the provider's health as `health_status`: Envoy routes to HEALTHY, UNKNOWN
 (not probed yet) and DEGRADED endpoints, and answers 503 at once for UNHEALTHY and DRAINING ones
 (the clusters have no panic threshold).
+
+One more, ENVOYS_CLUSTER, has an endpoint per Envoy replica connected (see `fleet`): the local
+cluster each Envoy divides its edge buckets by.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from llmproxy.common.contract import provider_cluster_name
+from llmproxy.common.contract import ENVOYS_CLUSTER, provider_cluster_name
 from llmproxy.health.dns import Target
+from llmproxy.health.fleet import Peer
 from llmproxy.health.state import ProviderStatus
 
 TYPE_URL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -66,3 +70,28 @@ def load_assignment(
 def cluster_names(statuses: Iterable[ProviderStatus]) -> dict[str, str]:
     """Provider name by cluster name."""
     return {provider_cluster_name(s.name): s.name for s in statuses}
+
+
+def envoys_assignment(members: Mapping[str, Peer | None]) -> endpoint_pb2.ClusterLoadAssignment:
+    """ENVOYS_CLUSTER's endpoints: one per Envoy node, at the address its stream comes from.
+
+    A node whose address is unknown (not an IP peer) gets a pipe address named after it, so
+    that every node is a host of its own.
+    """
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=ENVOYS_CLUSTER)
+    if not members:
+        return assignment
+    locality = assignment.endpoints.add()
+    for node, peer in members.items():
+        if peer is None:
+            address = address_pb2.Address(pipe=address_pb2.Pipe(path=f"@llmproxy-envoy-{node}"))
+        else:
+            address = address_pb2.Address(
+                socket_address=address_pb2.SocketAddress(address=peer.address, port_value=peer.port)
+            )
+        locality.lb_endpoints.append(
+            endpoint_components_pb2.LbEndpoint(
+                endpoint=endpoint_components_pb2.Endpoint(address=address, hostname=node)
+            )
+        )
+    return assignment

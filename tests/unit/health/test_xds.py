@@ -9,11 +9,13 @@ from envoy.config.core.v3 import health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from llmproxy.common.contract import ENVOYS_CLUSTER
 from llmproxy.common.settings import ProviderSettings
 from llmproxy.common.xds import SotwStream
 from llmproxy.health import xds
 from llmproxy.health.dns import Target
 from llmproxy.health.eds import endpoint_resources
+from llmproxy.health.fleet import Fleet
 from llmproxy.health.registry import Registry
 from llmproxy.health.state import ProviderStatus
 
@@ -92,7 +94,7 @@ def decode(
 
 
 def test_a_subscription_is_answered_with_what_it_names() -> None:
-    stream = SotwStream(endpoint_resources(registry()))
+    stream = SotwStream(endpoint_resources(registry(), Fleet()))
     assert stream.on_request(request("provider_a"))
     response = stream.response(force=True)
     assert response is not None
@@ -101,7 +103,7 @@ def test_a_subscription_is_answered_with_what_it_names() -> None:
 
 
 def test_an_ack_needs_no_answer_and_nothing_new_is_not_pushed() -> None:
-    stream = SotwStream(endpoint_resources(registry()))
+    stream = SotwStream(endpoint_resources(registry(), Fleet()))
     stream.on_request(request("provider_a", "provider_b"))
     first = stream.response(force=True)
     assert first is not None
@@ -111,7 +113,7 @@ def test_an_ack_needs_no_answer_and_nothing_new_is_not_pushed() -> None:
 
 def test_a_health_change_is_pushed_with_a_new_version_and_nonce() -> None:
     reg = registry()
-    stream = SotwStream(endpoint_resources(reg))
+    stream = SotwStream(endpoint_resources(reg, Fleet()))
     stream.on_request(request("provider_a"))
     first = stream.response(force=True)
     assert first is not None
@@ -127,7 +129,7 @@ def test_a_health_change_is_pushed_with_a_new_version_and_nonce() -> None:
 
 
 def test_a_nack_is_counted_and_not_answered() -> None:
-    stream = SotwStream(endpoint_resources(registry()))
+    stream = SotwStream(endpoint_resources(registry(), Fleet()))
     stream.on_request(request("provider_a"))
     sent = stream.response(force=True)
     assert sent is not None
@@ -135,7 +137,7 @@ def test_a_nack_is_counted_and_not_answered() -> None:
 
 
 def test_a_reconnect_or_new_names_get_an_answer_and_unknown_names_are_left_out() -> None:
-    stream = SotwStream(endpoint_resources(registry()))
+    stream = SotwStream(endpoint_resources(registry(), Fleet()))
     stream.on_request(request("provider_a"))
     stream.response(force=True)
     assert stream.on_request(request("provider_a", "provider_nope", nonce="1"))
@@ -146,7 +148,7 @@ def test_a_reconnect_or_new_names_get_an_answer_and_unknown_names_are_left_out()
 
 
 def test_a_wildcard_subscription_gets_every_provider() -> None:
-    stream = SotwStream(endpoint_resources(registry()))
+    stream = SotwStream(endpoint_resources(registry(), Fleet()))
     stream.on_request(request())
     response = stream.snapshot()
-    assert sorted(decode(response)) == ["provider_a", "provider_b"]
+    assert sorted(decode(response)) == [ENVOYS_CLUSTER, "provider_a", "provider_b"]

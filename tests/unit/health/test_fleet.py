@@ -1,0 +1,64 @@
+"""The Envoy replicas on health's EDS: membership by node, and the local cluster it makes."""
+
+from __future__ import annotations
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from llmproxy.common.contract import ENVOYS_CLUSTER
+from llmproxy.common.xds import SotwStream
+from llmproxy.health import xds
+from llmproxy.health.eds import endpoint_resources
+from llmproxy.health.fleet import Fleet, Peer, parse_peer
+from llmproxy.health.registry import Registry
+
+
+def test_grpc_peers_are_parsed_and_others_are_not() -> None:
+    assert parse_peer("ipv4:127.0.0.1:40001") == Peer("127.0.0.1", 40001)
+    assert parse_peer("ipv6:[::1]:40002") == Peer("::1", 40002)
+    assert parse_peer("unix:/tmp/sock") is None
+    assert parse_peer("ipv4:127.0.0.1:x") is None
+
+
+def test_a_node_is_a_member_while_any_of_its_streams_is_open() -> None:
+    fleet = Fleet()
+    changed = fleet.event()
+    fleet.join("b", 1, Peer("10.0.0.2", 1))
+    fleet.join("a", 2, Peer("10.0.0.1", 1))
+    fleet.join("a", 3, Peer("10.0.0.1", 2))
+    assert changed.is_set()
+    assert fleet.members() == {"a": Peer("10.0.0.1", 1), "b": Peer("10.0.0.2", 1)}
+    fleet.leave("a", 2)
+    assert fleet.members() == {"a": Peer("10.0.0.1", 2), "b": Peer("10.0.0.2", 1)}
+    fleet.leave("a", 3)
+    fleet.leave("a", 3)  # twice, or a stream never seen: nothing happens
+    fleet.leave("c", 9)
+    assert list(fleet.members()) == ["b"]
+    fleet.forget(changed)
+    changed.clear()
+    fleet.leave("b", 1)
+    assert fleet.members() == {}
+    assert not changed.is_set()
+
+
+def test_every_member_is_a_host_of_its_own() -> None:
+    assignment = xds.envoys_assignment({"a": Peer("127.0.0.1", 5), "b": None, "c": Peer("::1", 6)})
+    assert assignment.cluster_name == ENVOYS_CLUSTER
+    endpoints = [e.endpoint for e in assignment.endpoints[0].lb_endpoints]
+    assert [e.hostname for e in endpoints] == ["a", "b", "c"]
+    assert endpoints[0].address.socket_address.address == "127.0.0.1"
+    assert endpoints[0].address.socket_address.port_value == 5
+    assert endpoints[1].address.pipe.path == "@llmproxy-envoy-b"
+    assert not xds.envoys_assignment({}).endpoints
+
+
+def test_a_new_member_is_pushed_to_the_streams_watching_the_envoys() -> None:
+    fleet = Fleet()
+    stream = SotwStream(endpoint_resources(Registry([]), fleet))
+    stream.on_request(discovery_pb2.DiscoveryRequest(resource_names=[ENVOYS_CLUSTER]))
+    first = stream.response(force=True)
+    assert first is not None
+    assert stream.response(force=False) is None
+    fleet.join("a", 1, Peer("127.0.0.1", 5))
+    pushed = stream.response(force=False)
+    assert pushed is not None
+    assert len(pushed.resources) == 1
