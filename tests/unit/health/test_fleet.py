@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from llmproxy.common.contract import ENVOYS_CLUSTER
 from llmproxy.common.xds import SotwStream
 from llmproxy.health import xds
-from llmproxy.health.eds import endpoint_resources
+from llmproxy.health.eds import EndpointDiscoveryServicer, endpoint_resources
 from llmproxy.health.fleet import Fleet, Peer, parse_peer
 from llmproxy.health.registry import Registry
+from tests.unit.grpc_fakes import FakeContext
 
 
 def test_grpc_peers_are_parsed_and_others_are_not() -> None:
@@ -62,3 +69,56 @@ def test_a_new_member_is_pushed_to_the_streams_watching_the_envoys() -> None:
     pushed = stream.response(force=False)
     assert pushed is not None
     assert len(pushed.resources) == 1
+
+
+class EnvoyNode:
+    """One Envoy's EDS stream on the servicer, subscribed to the Envoys' cluster."""
+
+    def __init__(self, servicer: EndpointDiscoveryServicer, node: str) -> None:
+        self.requests: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+        self.received: asyncio.Queue[discovery_pb2.DiscoveryResponse] = asyncio.Queue()
+        self.requests.put_nowait(
+            discovery_pb2.DiscoveryRequest(
+                node=base_pb2.Node(id=node), resource_names=[ENVOYS_CLUSTER]
+            )
+        )
+        context: Any = FakeContext()
+        self.task = asyncio.create_task(
+            self._read(servicer.StreamEndpoints(self._requests(), context))
+        )
+
+    async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        while (found := await self.requests.get()) is not None:
+            yield found
+
+    async def _read(self, responses: AsyncIterator[discovery_pb2.DiscoveryResponse]) -> None:
+        async for response in responses:
+            await self.received.put(response)
+
+    async def hosts(self) -> list[str]:
+        """The Envoys' hostnames in the next response."""
+        async with asyncio.timeout(5):
+            response = await self.received.get()
+        assignment = endpoint_pb2.ClusterLoadAssignment()
+        response.resources[0].Unpack(assignment)
+        return [e.endpoint.hostname for lo in assignment.endpoints for e in lo.lb_endpoints]
+
+    async def close(self) -> None:
+        """What gRPC does when the call ends: cancel the handler."""
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_each_envoy_on_the_stream_is_a_member_until_its_stream_ends() -> None:
+    fleet = Fleet()
+    servicer = EndpointDiscoveryServicer(Registry([]), fleet)
+    a = EnvoyNode(servicer, "envoy-a")
+    assert await a.hosts() == ["envoy-a"]
+    b = EnvoyNode(servicer, "envoy-b")
+    assert await b.hosts() == ["envoy-a", "envoy-b"]
+    assert await a.hosts() == ["envoy-a", "envoy-b"]  # pushed to the stream already open
+    await b.close()
+    assert await a.hosts() == ["envoy-a"]
+    a.requests.put_nowait(None)  # Envoy closes its side: the stream ends, the node leaves
+    await asyncio.wait_for(a.task, 5)
+    assert fleet.members() == {}
