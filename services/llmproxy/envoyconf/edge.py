@@ -190,6 +190,9 @@ def client_hcm_options(edge: EdgeSettings, request_timeout_s: float) -> dict[str
         # header a client may simply send; the exact tier's remote_address descriptor too.
         "use_remote_address": True,
         "xff_num_trusted_hops": edge.xff_num_trusted_hops,
+        # A client's own x-request-id is kept (its logs and ours then name a request alike);
+        # Envoy still decides sampling itself, never from that header.
+        "preserve_external_request_id": True,
         "max_request_headers_kb": edge.max_request_headers_kb,
         "request_headers_timeout": f"{edge.request_headers_timeout_s}s",
         # Until the whole request is in: route timeouts only start after that.
