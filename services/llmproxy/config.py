@@ -56,6 +56,13 @@ class EnvoySettings(StrictModel):
     request_timeout_s: float = Field(
         300.0, gt=0, le=3600, description="Longest a client request may take, streaming included."
     )
+    concurrency: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Envoy's worker threads (`--concurrency`), as `make up` starts it. Fewer "
+        "than the machine's cores leaves CPU to the services under a flood Envoy refuses.",
+    )
     ext_authz_timeout_s: float = Field(0.5, gt=0, le=10, description="Timeout of an authz check.")
     ratelimit_timeout_s: float = Field(
         0.5,

@@ -177,7 +177,7 @@ class Stack:
             "--log-level",
             "warn",
             "--concurrency",
-            "2",
+            str((config or self.config).envoy.concurrency),
             *(["--service-node", node] if node is not None else []),
         ]
         ready = partial(http_ok, f"http://{envoy.host}:{envoy.admin_port}/ready")
