@@ -21,8 +21,7 @@ import pytest
 
 from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
-from tests.harness.configs import stack_config_data
-from tests.harness.ports import free_port_with_room
+from tests.harness.configs import two_limiters_data
 
 LIMIT = 100
 BURST = 500
@@ -49,15 +48,7 @@ def own_stack_data(tmp_path: Path) -> dict[str, Any]:
     """The stack of this module: two rate limiter instances and LIMITS."""
     limits = tmp_path / "ratelimit.yaml"
     limits.write_text(LIMITS)
-    data = stack_config_data()
-    data["services"]["ratelimit"].update(
-        instances=2,
-        port_step=7,
-        grpc_port=free_port_with_room(7),
-        metrics_port=free_port_with_room(7),
-        limits_file=str(limits),
-    )
-    return data
+    return two_limiters_data(limits)
 
 
 # What a refusal's error body says its type is, by status.

@@ -21,9 +21,8 @@ import pytest
 from llmproxy.devstack.stack import Stack
 from tests.e2e.conftest import create_key
 from tests.harness import logs
-from tests.harness.configs import stack_config_data, write_config
+from tests.harness.configs import two_limiters_data, write_config
 from tests.harness.control import admin_header, service_header
-from tests.harness.ports import free_port_with_room
 from tests.harness.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,15 +51,7 @@ def rl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("rl-stack")
     limits = workdir / "ratelimit.yaml"
     limits.write_text(LIMITS)
-    data = stack_config_data()
-    data["services"]["ratelimit"].update(
-        instances=2,
-        port_step=7,
-        grpc_port=free_port_with_room(7),
-        metrics_port=free_port_with_room(7),
-        limits_file=str(limits),
-    )
-    path, config = write_config(workdir, data)
+    path, config = write_config(workdir, two_limiters_data(limits))
     stack = Stack(config, path, workdir, os.environ)
     import asyncio  # noqa: PLC0415
 

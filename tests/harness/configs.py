@@ -9,6 +9,7 @@ import yaml
 
 from llmproxy.config import StackConfig, load_config
 from llmproxy.devstack.freeports import with_free_ports
+from tests.harness.ports import free_port_with_room
 
 
 def stack_config_data(**overrides: Any) -> dict[str, Any]:
@@ -27,3 +28,16 @@ def write_config(directory: Path, data: dict[str, Any]) -> tuple[Path, StackConf
     path = directory / "llmproxy.yaml"
     path.write_text(yaml.safe_dump(data))
     return path, load_config(path, environ={})
+
+
+def two_limiters_data(limits_file: Path) -> dict[str, Any]:
+    """The test configuration with two rate limiter instances on limits_file (ports 7 apart)."""
+    data = stack_config_data()
+    data["services"]["ratelimit"].update(
+        instances=2,
+        port_step=7,
+        grpc_port=free_port_with_room(7),
+        metrics_port=free_port_with_room(7),
+        limits_file=str(limits_file),
+    )
+    return data

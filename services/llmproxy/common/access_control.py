@@ -29,7 +29,6 @@ from llmproxy.common.access import BOOTSTRAP_ADMIN, SERVICE_CALLER, Caller, Rule
 from llmproxy.common.audit import AuditEntry, AuditTrail, arguments_json, find_field, redacted
 from llmproxy.common.credentials import (
     CredentialError,
-    bearer_channel,
     bearer_token,
     claimed_actor,
     secret_from_env,
@@ -272,11 +271,11 @@ def access_control(
     closers: list[Closer] = []
     if verifier is None:
         authz = config.services.authz
-        channel = bearer_channel(
-            f"{authz.host}:{authz.grpc_port}", service_token, INTROSPECT_CHANNEL_OPTIONS
+        channel = grpc.aio.insecure_channel(
+            f"{authz.host}:{authz.grpc_port}", options=INTROSPECT_CHANNEL_OPTIONS
         )
         closers.append(channel.close)
-        verifier = AuthzIntrospector(channel, settings.introspect_timeout_s)
+        verifier = AuthzIntrospector(channel, service_token, settings.introspect_timeout_s)
     guard = AccessGuard(
         service=service,
         service_token=service_token,

@@ -25,7 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
-from llmproxy.common.credentials import bearer_channel
+from llmproxy.common.credentials import bearer_metadata
 from llmproxy.common.ratelimit_descriptors import header_value, token_descriptors
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ async def reconcile_tokens(
     headers: Mapping[str, str],
     actual_tokens: int,
     timeout_s: float = 1.0,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> int:
     """Correct the reservation of the request with these headers; returns limits corrected.
 
@@ -82,7 +83,7 @@ async def reconcile_tokens(
     if request is None:
         return 0
     try:
-        reply = await stub.ReconcileTokens(request, timeout=timeout_s)
+        reply = await stub.ReconcileTokens(request, timeout=timeout_s, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         log.warning(
             "token reconciliation failed; the reservation stays counted",
@@ -96,6 +97,7 @@ async def reconcile_batch(
     stub: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub,
     requests: Sequence[ratelimit_pb2.ReconcileTokensRequest],
     timeout_s: float = 1.0,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> int:
     """Send many reconciliations in one ReconcileTokensBatch call; returns limits corrected.
 
@@ -103,7 +105,9 @@ async def reconcile_batch(
     reconcile_batch.ReconcileBatcher) logs and counts failures per batch.
     """
     reply = await stub.ReconcileTokensBatch(
-        ratelimit_pb2.ReconcileTokensBatchRequest(items=requests), timeout=timeout_s
+        ratelimit_pb2.ReconcileTokensBatchRequest(items=requests),
+        timeout=timeout_s,
+        metadata=metadata,
     )
     return int(reply.adjusted)
 
@@ -112,8 +116,9 @@ class RateLimitClient:
     """A channel to the rate limit control API (directly or through Envoy's control port)."""
 
     def __init__(self, target: str, service_token: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
         # Reconciliation is for the stack's services only: the calls present the service token.
-        self._channel = bearer_channel(target, service_token)
+        self._metadata = bearer_metadata(service_token)
         self.stub: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub = (
             ratelimit_pb2_grpc.RateLimitControlServiceStub(self._channel)
         )
@@ -122,13 +127,13 @@ class RateLimitClient:
         self, headers: Mapping[str, str], actual_tokens: int, timeout_s: float = 1.0
     ) -> int:
         """See the module function reconcile_tokens."""
-        return await reconcile_tokens(self.stub, headers, actual_tokens, timeout_s)
+        return await reconcile_tokens(self.stub, headers, actual_tokens, timeout_s, self._metadata)
 
     async def reconcile_batch(
         self, requests: Sequence[ratelimit_pb2.ReconcileTokensRequest], timeout_s: float = 1.0
     ) -> int:
         """See the module function reconcile_batch."""
-        return await reconcile_batch(self.stub, requests, timeout_s)
+        return await reconcile_batch(self.stub, requests, timeout_s, self._metadata)
 
     async def aclose(self) -> None:
         """Close the channel."""

@@ -21,6 +21,7 @@ import grpc
 
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.common.access import BOOTSTRAP_ADMIN, BOOTSTRAP_ADMIN_ID, Caller, Role
+from llmproxy.common.credentials import bearer_metadata
 
 MAX_CACHED = 10_000
 NEGATIVE_TTL_S = 1.0  # a flood of bad tokens asks authz about each at most once a second
@@ -60,8 +61,9 @@ def introspection_of(reply: authz_pb2.IntrospectTokenResponse) -> Introspection:
 class AuthzIntrospector:
     """Asks authz over gRPC, on a channel that presents the service token."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout_s: float) -> None:
         self._stub = authz_pb2_grpc.AuthzServiceStub(channel)
+        self._metadata = bearer_metadata(service_token)
         self._timeout_s = timeout_s
 
     async def introspect(self, token: str) -> Introspection:
@@ -73,6 +75,7 @@ class AuthzIntrospector:
                 authz_pb2.IntrospectTokenRequest(token=token),
                 timeout=self._timeout_s,
                 wait_for_ready=True,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             raise AuthzUnavailable(

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2
-from llmproxy.common.credentials import bearer_channel
+from llmproxy.common.credentials import bearer_metadata
 from llmproxy.fault.errors import FaultError
 
 AGENT_KINDS = ("cpu", "memory")
@@ -33,13 +33,14 @@ class Agents:
 
     def __init__(self, targets: Mapping[str, str], timeout_s: float, service_token: str) -> None:
         self._targets = dict(targets)
-        self._service_token = service_token
+        # The agents take stresses from the stack's services (or an operator): the service token.
+        self._metadata = bearer_metadata(service_token)
         self._timeout_s = timeout_s
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def _stub(self, service: str) -> agent_pb2_grpc.ChaosAgentServiceAsyncStub:
         if service not in self._channels:
-            self._channels[service] = bearer_channel(self._targets[service], self._service_token)
+            self._channels[service] = grpc.aio.insecure_channel(self._targets[service])
         stub: agent_pb2_grpc.ChaosAgentServiceAsyncStub = agent_pb2_grpc.ChaosAgentServiceStub(
             self._channels[service]
         )
@@ -67,7 +68,9 @@ class Agents:
             else:
                 continue
             try:
-                await self._stub(service).ApplyStress(request, timeout=self._timeout_s)
+                await self._stub(service).ApplyStress(
+                    request, timeout=self._timeout_s, metadata=self._metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 raise AgentError(
                     f"chaos agent of {service} refused {kind} stress: "
@@ -82,6 +85,7 @@ class Agents:
                 await self._stub(service).ClearStress(
                     agent_pb2.ClearStressRequest(experiment=stress_id(experiment.name, kind)),
                     timeout=self._timeout_s,
+                    metadata=self._metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 raise AgentError(

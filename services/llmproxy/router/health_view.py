@@ -33,7 +33,7 @@ import grpc
 from prometheus_client import Counter, Gauge
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
-from llmproxy.common.credentials import bearer_channel
+from llmproxy.common.credentials import bearer_metadata
 from llmproxy.common.settings import HealthClientSettings
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
@@ -111,7 +111,8 @@ class HealthView:
         service_token: str,
     ) -> None:
         self._target = target
-        self._service_token = service_token
+        # Every call presents the service token (ReportOutcomes is for the services only).
+        self._metadata = bearer_metadata(service_token)
         self._settings = settings
         self._clock = clock
         self._known: dict[str, _Known] = {}
@@ -127,7 +128,7 @@ class HealthView:
 
     def start(self) -> None:
         """Start following the health service (in the background; returns at once)."""
-        self._channel = bearer_channel(self._target, self._service_token, _CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
         stub = health_pb2_grpc.ProviderHealthServiceStub(self._channel)
         self._tasks = [
             asyncio.create_task(self._watch_forever(stub)),
@@ -216,7 +217,9 @@ class HealthView:
         delay = self._settings.reconnect_min_s
         while True:
             try:
-                call = stub.WatchProviders(health_pb2.WatchProvidersRequest())
+                call = stub.WatchProviders(
+                    health_pb2.WatchProvidersRequest(), metadata=self._metadata
+                )
                 async for message in call:
                     self.apply(message.provider)
                     if not self._connected:
@@ -245,6 +248,7 @@ class HealthView:
             await stub.ReportOutcomes(
                 health_pb2.ReportOutcomesRequest(outcomes=batch, reporter=self._reporter),
                 timeout=self._settings.call_timeout_s,
+                metadata=self._metadata,
             )
         except (grpc.aio.AioRpcError, TimeoutError):
             REPORTS_DROPPED.inc(len(batch))
