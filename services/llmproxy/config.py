@@ -23,6 +23,7 @@ from llmproxy.common.settings import (
     ControlSettings,
     ProviderSettings,
     RedisSettings,
+    ServiceSettings,
     StrictModel,
 )
 from llmproxy.common.tracing_settings import TracingSettings
@@ -147,7 +148,38 @@ class StackConfig(StrictModel):
                         f"models: {model.name!r} targets unknown provider {target.provider!r}"
                     )
         self._check_cache_eviction()
+        self._check_ports()
         return self
+
+    def _ports(self) -> list[tuple[str, str, int]]:
+        # (field, host, port) of every listener the stack runs, each service instance included.
+        envoy = self.envoy
+        ports = [
+            (f"envoy.{field}", envoy.host, getattr(envoy, field))
+            for field in ("listener_port", "control_port", "admin_port", "egress_port")
+        ]
+        ports.append(("fake_provider.port", self.fake_provider.host, self.fake_provider.port))
+        for name in ServicesSettings.model_fields:
+            service = getattr(self.services, name)
+            for index, instance in enumerate(service.all_instances()):
+                where = f"services.{name}" + (f" (instance {index})" if index else "")
+                for field in ("grpc_port", "metrics_port"):
+                    port = getattr(instance, field)
+                    ports.append((f"{where}.{field}", instance.listen_host, port))
+        return ports
+
+    def _check_ports(self) -> None:
+        # Instances take port + i * port_step: a range may run into another listener's port.
+        seen: dict[tuple[str, int], str] = {}
+        for field, host, port in self._ports():
+            if port == 0:  # picked by the OS when the server starts
+                continue
+            other = seen.setdefault((host, port), field)
+            if other != field:
+                raise ValueError(
+                    f"{field}: port {port} is also {other}; change the port, instances or "
+                    "port_step so that every listener has its own"
+                )
 
     def _check_cache_eviction(self) -> None:
         # Cache pressure must never evict authoritative state: on the Redis that holds API keys,
@@ -164,6 +196,22 @@ class StackConfig(StrictModel):
                     "and evict API keys, usage or rate limit counters under cache pressure; "
                     "set services.router.cache.redis_url to a Redis of the cache's own"
                 )
+
+    def for_instance(self, service: str, index: int) -> StackConfig:
+        """This configuration as instance index of service sees it: its own ports in place.
+
+        ConfigError when the service has no such instance.
+        """
+        if index == 0:
+            return self
+        settings: ServiceSettings = getattr(self.services, service)
+        if not 0 <= index < settings.instances:
+            raise ConfigError(
+                f"services.{service}.instances is {settings.instances}: there is no instance "
+                f"{index} (0..{settings.instances - 1})"
+            )
+        services = self.services.model_copy(update={service: settings.instance(index)})
+        return self.model_copy(update={"services": services})
 
     @property
     def cache_redis_url(self) -> str | None:

@@ -36,6 +36,7 @@ from llmproxy.common.credentials import (
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.interceptors import WrappingInterceptor, status_name
 from llmproxy.common.redis import AnyRedis
+from llmproxy.common.settings import GRPC_BALANCED
 from llmproxy.common.token_check import (
     AuthzIntrospector,
     AuthzUnavailable,
@@ -272,7 +273,7 @@ def access_control(
     if verifier is None:
         authz = config.services.authz
         channel = grpc.aio.insecure_channel(
-            f"{authz.host}:{authz.grpc_port}", options=INTROSPECT_CHANNEL_OPTIONS
+            authz.grpc_target(), options=[*INTROSPECT_CHANNEL_OPTIONS, *GRPC_BALANCED]
         )
         closers.append(channel.close)
         verifier = AuthzIntrospector(channel, service_token, settings.introspect_timeout_s)

@@ -27,6 +27,7 @@ from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.contract import RESERVED_AT_HEADER, TOKEN_ESTIMATE_HEADER
 from llmproxy.common.credentials import bearer_metadata
 from llmproxy.common.ratelimit_descriptors import header_value, token_descriptors
+from llmproxy.common.settings import GRPC_BALANCED
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class RateLimitClient:
     """A channel to the rate limit control API (directly or through Envoy's control port)."""
 
     def __init__(self, target: str, service_token: str) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = grpc.aio.insecure_channel(target, options=GRPC_BALANCED)
         # Reconciliation is for the stack's services only: the calls present the service token.
         self._metadata = bearer_metadata(service_token)
         self.stub: ratelimit_pb2_grpc.RateLimitControlServiceAsyncStub = (

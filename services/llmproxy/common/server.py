@@ -186,9 +186,16 @@ def run_service(
     """
     parser = argparse.ArgumentParser(prog=f"python -m llmproxy.{name}")
     parser.add_argument("--config", help="configuration file (default: $LLMPROXY_CONFIG)")
+    parser.add_argument(
+        "--instance",
+        type=int,
+        default=0,
+        help="which of the service's `instances` this process is (its ports: grpc_port + "
+        "instance * port_step); 0, the default, in a pod of its own",
+    )
     args = parser.parse_args(argv)
     with exit_on_config_error(f"llmproxy.{name}"):
-        config = load_config(args.config, os.environ)
+        config = load_config(args.config, os.environ).for_instance(name, args.instance)
     configure_logging(name, config.log_level)
     configure_tracing(name, config.tracing)
     settings = settings_of(config)

@@ -7,10 +7,12 @@ follows the health service with HealthClientSettings, configured beside the serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from llmproxy.common.net import is_ip
 
 
 class StrictModel(BaseModel):
@@ -40,11 +42,69 @@ class ServiceSettings(StrictModel):
     shutdown_grace_s: float = Field(
         5.0, gt=0, le=300, description="How long in-flight RPCs may run after SIGTERM."
     )
+    instances: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Processes of this service the stack runs, each its own endpoint of "
+        "Envoy's cluster for it (least-request balanced, health-checked, outliers ejected). "
+        "Instance i listens on grpc_port + i * port_step and serves metrics on "
+        "metrics_port + i * port_step.",
+    )
+    port_step: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Port distance between instances; 10 keeps clear of the other services' "
+        "consecutive default ports.",
+    )
 
     @property
     def listen_host(self) -> str:
         """The address to bind to."""
         return self.bind_host or self.host
+
+    def instance(self, index: int) -> Self:
+        """The settings of instance index (0 is the configured one): its own ports."""
+        if not 0 <= index < self.instances:
+            raise ValueError(f"instance {index} out of range 0..{self.instances - 1}")
+        shift = index * self.port_step
+        return self.model_copy(
+            update={
+                "grpc_port": self.grpc_port + shift if self.grpc_port else 0,
+                "metrics_port": self.metrics_port + shift if self.metrics_port else 0,
+            }
+        )
+
+    def all_instances(self) -> list[Self]:
+        """Every instance's settings, instance 0 first."""
+        return [self.instance(i) for i in range(self.instances)]
+
+    def grpc_ports(self) -> list[int]:
+        """The gRPC port of every instance, for Envoy's cluster."""
+        return [s.grpc_port for s in self.all_instances()]
+
+    def grpc_target(self) -> str:
+        """The gRPC target other services dial: every instance, balanced by the client.
+
+        One instance is host:port. Several on an IP literal are an `ipv4:`/`ipv6:` list the
+        client balances round-robin (GRPC_BALANCED); a DNS name (a Kubernetes Service) is
+        resolved to every address it has.
+        """
+        if self.instances == 1:
+            return f"{self.host}:{self.grpc_port}"
+        if not is_ip(self.host):
+            return f"dns:///{self.host}:{self.grpc_port}"
+        scheme = "ipv6" if ":" in self.host else "ipv4"
+        host = f"[{self.host}]" if scheme == "ipv6" else self.host
+        return f"{scheme}:" + ",".join(f"{host}:{port}" for port in self.grpc_ports())
+
+
+# Channel options for a grpc_target(): spread calls over every address, so that one instance
+# dying moves its share to the others instead of failing until a reconnect picks another.
+GRPC_BALANCED: tuple[tuple[str, str], ...] = (
+    ("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}'),
+)
 
 
 SENTINEL_SCHEME = "redis+sentinel"

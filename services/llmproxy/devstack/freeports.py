@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from llmproxy.common.contract import SERVICES
-from llmproxy.common.net import free_port
+from llmproxy.common.net import free_port, free_port_block
 from llmproxy.config import DEFAULT_CONFIG
 
 
@@ -30,5 +30,10 @@ def with_free_ports(data: dict[str, Any] | None = None) -> dict[str, Any]:
     data.setdefault("fake_provider", {})["port"] = free_port()
     services = data.setdefault("services", {})
     for name in SERVICES:
-        services.setdefault(name, {}).update(grpc_port=free_port(), metrics_port=free_port())
+        service = services.setdefault(name, {})
+        # Several instances take consecutive ports: a free block each, one port apart.
+        count = int(service.get("instances", 1))
+        if count > 1:
+            service["port_step"] = 1
+        service.update(grpc_port=free_port_block(count), metrics_port=free_port_block(count))
     return data

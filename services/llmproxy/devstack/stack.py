@@ -130,32 +130,23 @@ class Stack:
             self.config.fake_provider, models, self._log("fakeprovider"), self.environ
         )
 
-    def _service(self, name: str) -> ManagedProcess:
-        settings = getattr(self.config.services, name)
+    def _service(self, name: str, index: int = 0) -> ManagedProcess:
+        # Every instance reads the same configuration; --instance gives it its own ports.
+        settings = getattr(self.config.services, name).instance(index)
         argv = [sys.executable, "-m", f"llmproxy.{name}", "--config", str(self.config_path)]
+        if index:
+            argv += ["--instance", str(index)]
+        process = f"{name}-{index}" if index else name
         target = f"{settings.host}:{settings.grpc_port}"
         return ManagedProcess(
-            name, argv, self._log(name), partial(grpc_serving, target), self.environ
+            process, argv, self._log(process), partial(grpc_serving, target), self.environ
         )
 
-    def _ratelimit_instance(self, index: int) -> ManagedProcess:
-        # Instances after the first: the same config, their own ports through the overrides.
-        settings = self.config.services.ratelimit.instance(index)
-        name = f"ratelimit-{index}"
-        environ = {
-            **self.environ,
-            "LLMPROXY__SERVICES__RATELIMIT__GRPC_PORT": str(settings.grpc_port),
-            "LLMPROXY__SERVICES__RATELIMIT__METRICS_PORT": str(settings.metrics_port),
-        }
-        argv = [sys.executable, "-m", "llmproxy.ratelimit", "--config", str(self.config_path)]
-        target = f"{settings.host}:{settings.grpc_port}"
-        return ManagedProcess(name, argv, self._log(name), partial(grpc_serving, target), environ)
-
     def _services(self) -> list[ManagedProcess]:
-        instances = range(1, self.config.services.ratelimit.instances)
         return [
-            *(self._service(name) for name in SERVICES),
-            *(self._ratelimit_instance(index) for index in instances),
+            self._service(name, index)
+            for name in SERVICES
+            for index in range(getattr(self.config.services, name).instances)
         ]
 
     def _envoy(self, config: StackConfig | None = None, node: str | None = None) -> ManagedProcess:

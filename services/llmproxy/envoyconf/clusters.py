@@ -7,7 +7,6 @@ from typing import Any
 
 from llmproxy.common.contract import service_cluster_name
 from llmproxy.common.settings import ServiceSettings
-from llmproxy.ratelimit.settings import RateLimitSettings
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -39,14 +38,6 @@ def _discovery_type(host: str) -> str:
     return "STATIC"
 
 
-def _grpc_ports(settings: ServiceSettings) -> list[int]:
-    # The rate limiter runs several processes, each its own endpoint: Envoy keeps few
-    # long-lived HTTP/2 connections, so only per-request balancing spreads the load.
-    if isinstance(settings, RateLimitSettings):
-        return settings.grpc_ports()
-    return [settings.grpc_port]
-
-
 def service_cluster(
     service: str, settings: ServiceSettings, circuit_breakers: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -68,7 +59,7 @@ def service_cluster(
                 {
                     "lb_endpoints": [
                         {"endpoint": {"address": socket_address(settings.host, port)}}
-                        for port in _grpc_ports(settings)
+                        for port in settings.grpc_ports()
                     ]
                 }
             ],

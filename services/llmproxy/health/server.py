@@ -22,6 +22,7 @@ from llmproxy.common.access_control import access_control
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
+from llmproxy.common.settings import GRPC_BALANCED
 from llmproxy.config import DEMO_PROVIDER, StackConfig
 from llmproxy.health import metrics
 from llmproxy.health.components import (
@@ -96,7 +97,7 @@ async def serve(config: StackConfig) -> RunningServer:
     for name in CHECKED_SERVICES:
         service = getattr(config.services, name)
         if service.grpc_port:  # port 0 (tests) cannot be reached
-            channel = grpc.aio.insecure_channel(f"{service.host}:{service.grpc_port}")
+            channel = grpc.aio.insecure_channel(service.grpc_target(), options=GRPC_BALANCED)
             channels.append(channel)
             checks[name] = grpc_service_check(channel, name, COMPONENT_TIMEOUT_S)
     running: RunningServer | None = None

@@ -52,16 +52,11 @@ def _duration(seconds: float) -> str:
 
 
 def service_targets(config: StackConfig) -> dict[str, list[str]]:
-    """Each service's metrics endpoints (host:port), every rate limiter instance included."""
-    targets: dict[str, list[str]] = {}
-    for name in SERVICES:
-        settings = getattr(config.services, name)
-        targets[name] = [f"{settings.host}:{settings.metrics_port}"]
-    ratelimit = config.services.ratelimit
-    targets["ratelimit"] = [
-        f"{ratelimit.host}:{ratelimit.instance(i).metrics_port}" for i in range(ratelimit.instances)
-    ]
-    return targets
+    """Each service's metrics endpoints (host:port), every instance included."""
+    return {
+        name: [f"{s.host}:{s.metrics_port}" for s in getattr(config.services, name).all_instances()]
+        for name in SERVICES
+    }
 
 
 def build_prometheus_config(

@@ -27,21 +27,6 @@ class RateLimitSettings(ServiceSettings):
         description="The limits file (envoyproxy/ratelimit's format, see deploy/ratelimit.yaml); "
         "a relative path is read from the working directory. Watched: edits apply live.",
     )
-    instances: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="Ratelimit processes the stack runs, each its own endpoint of Envoy's "
-        "ratelimit cluster (least-request balanced). Instance i listens on "
-        "grpc_port + i * port_step and serves metrics on metrics_port + i * port_step.",
-    )
-    port_step: int = Field(
-        10,
-        ge=1,
-        le=1000,
-        description="Port distance between instances; 10 keeps clear of the other services' "
-        "consecutive default ports.",
-    )
     redis_timeout_s: float = Field(
         0.08,
         gt=0,
@@ -88,19 +73,3 @@ class RateLimitSettings(ServiceSettings):
         description="Most over-limit keys remembered locally until their reset "
         "(0 turns the cache off).",
     )
-
-    def instance(self, index: int) -> RateLimitSettings:
-        """The settings of instance index (0 is this one): its own ports."""
-        if not 0 <= index < self.instances:
-            raise ValueError(f"instance {index} out of range 0..{self.instances - 1}")
-        shift = index * self.port_step
-        return self.model_copy(
-            update={
-                "grpc_port": self.grpc_port + shift if self.grpc_port else 0,
-                "metrics_port": self.metrics_port + shift if self.metrics_port else 0,
-            }
-        )
-
-    def grpc_ports(self) -> list[int]:
-        """The gRPC port of every instance, for Envoy's cluster."""
-        return [self.instance(i).grpc_port for i in range(self.instances)]

@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.credentials import bearer_metadata
-from llmproxy.common.settings import HealthClientSettings
+from llmproxy.common.settings import GRPC_BALANCED, HealthClientSettings
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
 
@@ -60,6 +60,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 15_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    *GRPC_BALANCED,
 ]
 
 

@@ -62,9 +62,7 @@ def health_view(config: StackConfig, service_token: str) -> HealthView | None:
     health = config.services.health
     if not health.client.enabled:
         return None
-    return HealthView(
-        f"{health.host}:{health.grpc_port}", health.client, service_token=service_token
-    )
+    return HealthView(health.grpc_target(), health.client, service_token=service_token)
 
 
 def provider_clients(
@@ -109,7 +107,7 @@ async def serve(
         view.start()
     # Token reservations made by the rate limiter are corrected with actual usage.
     ratelimit = config.services.ratelimit
-    limiter = RateLimitClient(f"{ratelimit.host}:{ratelimit.grpc_port}", access.service_token)
+    limiter = RateLimitClient(ratelimit.grpc_target(), access.service_token)
     # Many requests' corrections per call, not one call each (reconcile_batch.py).
     reconciler = ReconcileBatcher(limiter.reconcile_batch)
     openai_api = OpenAIServicer(
