@@ -25,6 +25,7 @@ from llmproxy.common.settings import (
     RedisSettings,
     ServiceSettings,
     StrictModel,
+    redis_server_of,
 )
 from llmproxy.common.tracing_settings import TracingSettings
 from llmproxy.fault.settings import FaultSettings
@@ -186,7 +187,8 @@ class StackConfig(StrictModel):
         # usage, limits and experiments, allkeys-* evicts keys and volatile-* evicts the usage
         # and rate limit counters (they have TTLs too). Only a Redis of the cache's own may.
         cache = self.services.router.cache
-        if self.cache_redis_url is not None:
+        url = self.cache_redis_url
+        if url is not None and redis_server_of(url) != redis_server_of(self.redis.url):
             return
         for field in ("maxmemory_policy", "maxmemory"):
             value = getattr(cache, field)
@@ -194,7 +196,8 @@ class StackConfig(StrictModel):
                 raise ValueError(
                     f"services.router.cache.{field}: {value} would apply to the stack's Redis "
                     "and evict API keys, usage or rate limit counters under cache pressure; "
-                    "set services.router.cache.redis_url to a Redis of the cache's own"
+                    "set services.router.cache.redis_url to a Redis server of the cache's own "
+                    "(another database of the same server shares its memory and policy)"
                 )
 
     def for_instance(self, service: str, index: int) -> StackConfig:

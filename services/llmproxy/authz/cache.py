@@ -13,25 +13,16 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import Protocol
-
-from redis.exceptions import RedisError
 
 from llmproxy.authz.records import Atoms, KeyRecord
-from llmproxy.authz.store import RESYNC, KeyStore
+from llmproxy.authz.store import KeyStore
+from llmproxy.common.redis_feed import RESYNC, Feed, follow_feed
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
-
-
-class InvalidationFeed(Protocol):
-    """A source of invalidation events (key ids, or RESYNC after each (re)subscription)."""
-
-    def events(self) -> AsyncIterator[str]:
-        """The events, until the connection fails (an exception)."""
 
 
 class KeyCache:
@@ -147,22 +138,17 @@ class CachedKeys:
         else:
             self._cache.evict(event)
 
-    async def follow(self, feed: InvalidationFeed) -> None:
+    async def follow(self, feed: Feed) -> None:
         """Apply the feed's events forever, resubscribing with backoff when it fails."""
-        delay = self._retry_min
-        while True:
-            try:
-                async for event in feed.events():
-                    self.apply(event)
-                    self.first_attempt_done.set()
-                    delay = self._retry_min
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "invalidation channel lost; key cache bypassed until it is back",
-                    extra={"error": type(exc).__name__, "retry_in_s": delay},
-                )
+
+        def apply(event: str) -> None:
+            self.apply(event)
+            self.first_attempt_done.set()
+
+        def lost() -> None:
+            log.warning("invalidation channel lost; key cache bypassed until it is back")
             self.live = False
             self._cache.clear()
             self.first_attempt_done.set()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry_max)
+
+        await follow_feed(feed, apply, lost, self._retry_min, self._retry_max)

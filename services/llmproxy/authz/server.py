@@ -20,11 +20,16 @@ from llmproxy.authz.fallback import FallbackKeys
 from llmproxy.authz.introspection import LocalTokenVerifier
 from llmproxy.authz.keys import hasher_from_env
 from llmproxy.authz.service import AuthorizationServicer, AuthzControlServicer
-from llmproxy.authz.store import RedisControlTokenStore, RedisInvalidationFeed, RedisKeyStore
+from llmproxy.authz.store import (
+    INVALIDATION_CHANNEL,
+    RedisControlTokenStore,
+    RedisKeyStore,
+)
 from llmproxy.authz.token_admin import ControlTokenAdmin
 from llmproxy.common.access_control import access_control
 from llmproxy.common.credentials import secret_from_env
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
+from llmproxy.common.redis_feed import RedisChannelFeed
 from llmproxy.common.server import RunningServer, start_server
 from llmproxy.common.usage import RedisUsageStore
 from llmproxy.config import StackConfig
@@ -66,7 +71,9 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
     )
     lookup_store = RedisKeyStore(lookup_redis)
     keys = CachedKeys(lookup_store, KeyCache(settings.cache_ttl_s, settings.cache_max_keys))
-    follower = asyncio.create_task(keys.follow(RedisInvalidationFeed(config.redis)))
+    follower = asyncio.create_task(
+        keys.follow(RedisChannelFeed(config.redis, INVALIDATION_CHANNEL))
+    )
     # Serving before the first subscription attempt ends would only mean uncached lookups;
     # waiting for it (connection refused is quick) makes the cache useful from the start.
     with contextlib.suppress(TimeoutError):

@@ -18,24 +18,20 @@ kinds carry a version, and every change is a compare-and-set on it (replace_reco
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from llmproxy.authz.errors import ConflictError
 from llmproxy.authz.records import ControlTokenRecord, KeyRecord
 from llmproxy.common.audit import AUDIT_STREAM, AuditEntry
 from llmproxy.common.lua import LuaScript
-from llmproxy.common.redis import AnyRedis, connect_subscriber
-from llmproxy.common.settings import RedisSettings
+from llmproxy.common.redis import AnyRedis
 
 _PREFIX = "llmproxy:authz"
 INVALIDATION_CHANNEL = f"{_PREFIX}:invalidate"
 ALL_KEYS_INDEX = f"{_PREFIX}:keys"
 ALL_TOKENS_INDEX = f"{_PREFIX}:tokens"
 REPLACE_RECORD = LuaScript.beside(__file__, "replace_record.lua")
-
-# An invalidation event that means "anything may have changed": the feed (re)subscribed.
-RESYNC = ""
 
 R = TypeVar("R")
 
@@ -225,33 +221,3 @@ class RedisControlTokenStore:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-class RedisInvalidationFeed:
-    """The invalidation channel, read on a connection of its own (connect_subscriber)."""
-
-    def __init__(self, settings: RedisSettings) -> None:
-        self._settings = settings
-
-    async def events(self) -> AsyncIterator[str]:
-        """Key ids whose record changed; RESYNC each time the subscription is (re)established.
-
-        Raises a Redis or OS error when the connection is lost for good; callers reconnect.
-        """
-        # Idle subscriptions are PINGed each second, so a dead connection is noticed.
-        client = connect_subscriber(self._settings)
-        try:
-            async with client.pubsub() as pubsub:
-                await pubsub.subscribe(INVALIDATION_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        # Also sent after redis-py reconnects and resubscribes by itself: what
-                        # was published in between is lost, so the reader must resync.
-                        yield RESYNC
-                    elif message["type"] == "message":
-                        yield _text(message["data"])
-        finally:
-            await client.aclose()

@@ -136,6 +136,23 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0)
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def redis_server_of(url: str) -> tuple[str, ...]:
+    """What identifies the server (or Sentinel-watched primary) a Redis URL reaches.
+
+    The database number does not count: eviction and memory limits are per server. Loopback
+    names count as one host and a missing port as 6379, so spellings of one server compare equal.
+    """
+    if url.startswith(SENTINEL_SCHEME):
+        parsed = parse_sentinel_url(url)
+        return ("sentinel", parsed.primary, *sorted(f"{h}:{p}" for h, p in parsed.sentinels))
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return ("redis", "loopback" if host in _LOOPBACK else host, str(parts.port or 6379))
+
+
 class RedisSettings(StrictModel):
     """The Redis every stateful service shares."""
 

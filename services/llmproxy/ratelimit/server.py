@@ -19,6 +19,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.access_control import access_control
 from llmproxy.common.redis import connect_redis
+from llmproxy.common.redis_feed import RedisChannelFeed, follow_feed
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
 from llmproxy.ratelimit.batcher import Batcher
@@ -28,6 +29,7 @@ from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.redis_store import RedisLimitStore
 from llmproxy.ratelimit.reload import LimitsHolder
+from llmproxy.ratelimit.resets import RESETS_CHANNEL, ResetBroadcast
 from llmproxy.ratelimit.service import RateLimitControlServicer, RateLimitServicer
 
 log = logging.getLogger(__name__)
@@ -68,15 +70,19 @@ async def serve(config: StackConfig) -> RunningServer:
     decider = Decider(holder, store, batcher, cache)
     holder.on_change(decider.limits_changed)
     watcher = asyncio.create_task(holder.watch(settings.reload_interval_s))
+    resets = ResetBroadcast(redis, cache)
+    follower = asyncio.create_task(
+        follow_feed(RedisChannelFeed(config.redis, RESETS_CHANNEL), resets.apply, resets.lost)
+    )
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
         RateLimitServicer(decider, settings.deadline_margin_ms / 1000).register(server)
         ratelimit_pb2_grpc.add_RateLimitControlServiceServicer_to_server(
-            RateLimitControlServicer(holder, store, cache), server
+            RateLimitControlServicer(holder, store, cache, resets), server
         )
         return SERVICE_NAMES
 
-    closers = [cancelling([watcher]), batcher.aclose, store.aclose]
+    closers = [cancelling([watcher, follower]), batcher.aclose, store.aclose]
     running = await start_server(
         settings,
         register,

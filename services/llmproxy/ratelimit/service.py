@@ -10,10 +10,12 @@ failure modes say (docs/ratelimit.md#failure-modes-and-overload).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import RedisError
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.grpc_types import Context
@@ -25,8 +27,11 @@ from llmproxy.ratelimit.errors import DescriptorError, LateAnswerError, NoLimitE
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.overlimit import OverLimitCache
 from llmproxy.ratelimit.reload import LimitsHolder
+from llmproxy.ratelimit.resets import ResetBroadcast
 from llmproxy.ratelimit.rules import LOG, Entries, Match, Rule
 from llmproxy.ratelimit.store import Adjust, Take
+
+log = logging.getLogger(__name__)
 
 _UNITS = {
     "second": ratelimit_pb2.UNIT_SECOND,
@@ -121,10 +126,12 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
         holder: LimitsHolder,
         store: FallbackLimitStore,
         cache: OverLimitCache,
+        resets: ResetBroadcast,
     ) -> None:
         self._holder = holder
         self._store = store
         self._cache = cache
+        self._resets = resets
 
     def _match(self, descriptor: ratelimit_pb2.Descriptor) -> Match:
         entries = _entries(descriptor)
@@ -181,7 +188,7 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
     async def ResetUsage(
         self, request: ratelimit_pb2.ResetUsageRequest, context: Context
     ) -> ratelimit_pb2.ResetUsageResponse:
-        """Forget the descriptor's count (and this instance's cached refusal of it)."""
+        """Forget the descriptor's count, and every instance's cached refusal of it."""
         try:
             match = self._match(request.descriptor)
         except DescriptorError as exc:
@@ -189,6 +196,12 @@ class RateLimitControlServicer(ratelimit_pb2_grpc.RateLimitControlServiceService
             raise
         self._cache.forget(match.key)
         existed = await self._store.reset(match.key, match.rule.algorithm)
+        try:
+            await self._resets.publish(match.key)
+        except (RedisError, OSError) as exc:
+            # The count is reset; the other instances may refuse the key from memory until
+            # the refusal they remember runs out (or they lose the channel and forget it).
+            log.warning("reset not broadcast", extra={"error": type(exc).__name__})
         return ratelimit_pb2.ResetUsageResponse(limit=limit_message(match.rule), existed=existed)
 
     async def ReloadConfig(

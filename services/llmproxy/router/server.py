@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping
 
 import grpc
 import httpx
+from redis.exceptions import RedisError
 
 from llmproxy._gen.router.v1 import (
     chat_pb2,
@@ -18,8 +20,9 @@ from llmproxy._gen.router.v1 import (
     router_pb2_grpc,
 )
 from llmproxy.common.access_control import access_control
+from llmproxy.common.errors import ConfigError
 from llmproxy.common.ratelimit_client import RateLimitClient
-from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
+from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, AnyRedis, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
@@ -33,6 +36,8 @@ from llmproxy.router.providers.pool import LeanTransport
 from llmproxy.router.reconcile_batch import ReconcileBatcher
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.typed import ChatServicer
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
@@ -54,6 +59,28 @@ def egress_url(config: StackConfig, provider: str) -> str:
     """Where the router reaches provider through Envoy's egress listener."""
     envoy = config.envoy
     return f"http://{envoy.host}:{envoy.egress_port}/{provider}"
+
+
+async def refuse_shared_server(redis: AnyRedis, cache_redis: AnyRedis) -> None:
+    """ConfigError when the cache's Redis is the stack's under another name (an alias, a
+    proxy, a DNS name): its eviction policy would evict API keys and counters.
+
+    The configuration compares URLs; only the servers' run ids show two URLs reach one server.
+    A server that does not answer now cannot be compared, and is not held against startup.
+    """
+    if cache_redis is redis:
+        return
+    try:
+        ids = [(await client.info("server"))["run_id"] for client in (redis, cache_redis)]
+    except (RedisError, OSError, KeyError, TypeError) as exc:
+        log.warning("cache Redis not compared with the stack's", extra={"error": str(exc)})
+        return
+    if ids[0] == ids[1]:
+        raise ConfigError(
+            "services.router.cache.redis_url: reaches the same Redis server as redis.url "
+            f"(run_id {ids[0]}); its eviction settings would evict API keys and counters: give "
+            "the cache a Redis server of its own"
+        )
 
 
 def health_view(config: StackConfig, service_token: str) -> HealthView | None:
@@ -96,7 +123,8 @@ async def serve(
         else redis
     )  # the stack's Redis otherwise, then with no eviction settings (StackConfig refuses them)
     cache = RedisResponseCache(cache_redis, settings.cache.redis_backoff_s)
-    if settings.cache.enabled:
+    if settings.cache.enabled and (settings.cache.maxmemory_policy or settings.cache.maxmemory):
+        await refuse_shared_server(redis, cache_redis)
         await cache.configure_eviction(settings.cache.maxmemory_policy, settings.cache.maxmemory)
     stats = CacheStats()
     usage = BufferedUsageStore(RedisUsageStore(redis))

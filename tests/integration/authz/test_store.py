@@ -12,14 +12,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from llmproxy.authz.errors import ConflictError
 from llmproxy.authz.records import ControlTokenRecord, KeyRecord
 from llmproxy.authz.store import (
-    RESYNC,
+    INVALIDATION_CHANNEL,
     RedisControlTokenStore,
-    RedisInvalidationFeed,
     RedisKeyStore,
     record_key,
     token_key,
 )
 from llmproxy.common.audit import AuditEntry, AuditTrail
+from llmproxy.common.redis_feed import RESYNC, RedisChannelFeed
 from llmproxy.common.settings import RedisSettings
 from tests.harness.ports import free_port
 
@@ -166,7 +166,7 @@ async def test_the_feed_resyncs_then_delivers_published_key_ids(
     redis_process: str, redis_client: aioredis.Redis
 ) -> None:
     store = RedisKeyStore(redis_client)
-    events = RedisInvalidationFeed(RedisSettings(url=redis_process)).events()
+    events = RedisChannelFeed(RedisSettings(url=redis_process), INVALIDATION_CHANNEL).events()
     try:
         assert await asyncio.wait_for(anext(events), 5) == RESYNC
         await store.publish_invalidation("0000000000000001")
@@ -177,6 +177,6 @@ async def test_the_feed_resyncs_then_delivers_published_key_ids(
 
 async def test_the_feed_fails_when_redis_is_unreachable() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    events = RedisInvalidationFeed(RedisSettings(url=url)).events()
+    events = RedisChannelFeed(RedisSettings(url=url), INVALIDATION_CHANNEL).events()
     with pytest.raises(RedisConnectionError, match="Connect call failed"):
         await asyncio.wait_for(anext(events), 5)

@@ -288,3 +288,24 @@ async def test_should_rate_limit_bytes_that_do_not_parse_are_invalid_and_counted
     # Counted by the handler itself, not a second time by the metrics interceptor.
     assert handled("INVALID_ARGUMENT") - invalid_before == 1
     assert handled("OK") - ok_before == 1
+
+
+async def test_a_reset_through_one_instance_reaches_every_instance(
+    start_ratelimit: StartRatelimit, limits_file: Callable[[str], Path]
+) -> None:
+    path = limits_file(LIMITS)
+    first, second = await start_ratelimit(path), await start_ratelimit(path)
+    envoy_key = request(descriptor(("tenant", "acme"), ("key_id", "shared")))
+    codes = [(await first.rls.ShouldRateLimit(envoy_key)).overall_code for _ in range(3)]
+    assert codes == [OK, OK, OVER_LIMIT]
+    # The second instance now remembers the refusal too, and would refuse from memory alone.
+    assert (await second.rls.ShouldRateLimit(envoy_key)).overall_code == OVER_LIMIT
+    key = rpc_descriptor(("tenant", "acme"), ("key_id", "shared"))
+    await first.control.ResetUsage(ratelimit_pb2.ResetUsageRequest(descriptor=key))
+
+    async def second_admits() -> bool:
+        return (await second.rls.ShouldRateLimit(envoy_key)).overall_code == OK
+
+    # One admission only: the published reset arrives within milliseconds; until then the
+    # second instance's answers are refusals from memory, which count nothing.
+    await eventually(second_admits, what="the second instance admits after reset", timeout_s=5)

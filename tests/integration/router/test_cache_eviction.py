@@ -14,6 +14,7 @@ from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
 from llmproxy.config import DEFAULT_CONFIG, load_config
 from llmproxy.router.cache.store import CachedAnswer, RedisResponseCache
+from llmproxy.router.server import refuse_shared_server
 from tests.harness.redis_server import own_redis
 from tests.integration.router.conftest import StartRouter
 
@@ -86,3 +87,38 @@ def test_eviction_settings_on_the_stacks_redis_are_refused(field: str, value: st
     }
     with pytest.raises(ConfigError, match=rf"services\.router\.cache\.{field}: {value} would"):
         load_config(DEFAULT_CONFIG, environ)
+
+
+@pytest.mark.parametrize(
+    "cache_url",
+    ["redis://localhost:6379/0", "redis://127.0.0.1:6379/1", "redis://127.0.0.1:6379"],
+)
+def test_another_spelling_of_the_stacks_redis_is_refused(cache_url: str) -> None:
+    environ = {
+        "LLMPROXY__REDIS__URL": "redis://127.0.0.1:6379/0",
+        "LLMPROXY__SERVICES__ROUTER__CACHE__REDIS_URL": cache_url,
+        "LLMPROXY__SERVICES__ROUTER__CACHE__MAXMEMORY_POLICY": "allkeys-lru",
+    }
+    with pytest.raises(ConfigError, match=r"services\.router\.cache\.maxmemory_policy"):
+        load_config(DEFAULT_CONFIG, environ)
+
+
+async def test_a_cache_url_reaching_the_stacks_server_is_refused_at_startup(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # One server under two URLs (here another database; in life a DNS alias or a proxy):
+    # only the servers' run ids show it.
+    async with (
+        own_redis(tmp_path, request) as (main_url, _),
+        own_redis(tmp_path, request, "redis-cache") as (other_url, _),
+    ):
+        main = connect_redis(RedisSettings(url=main_url))
+        alias = connect_redis(RedisSettings(url=main_url.replace("/0", "/3")))
+        other = connect_redis(RedisSettings(url=other_url))
+        try:
+            with pytest.raises(ConfigError, match=r"cache\.redis_url: reaches the same Redis"):
+                await refuse_shared_server(main, alias)
+            await refuse_shared_server(main, other)  # two servers: accepted
+        finally:
+            for client in (main, alias, other):
+                await client.aclose()

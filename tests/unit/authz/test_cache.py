@@ -10,7 +10,7 @@ import pytest
 
 from llmproxy.authz.cache import CachedKeys, KeyCache
 from llmproxy.authz.records import KeyRecord
-from llmproxy.authz.store import RESYNC
+from llmproxy.common.redis_feed import RESYNC
 from tests.harness.waiting import eventually
 from tests.unit.authz.fakes import Clock, FakeFeed, FakeKeyStore
 
