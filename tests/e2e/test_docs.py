@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from llmproxy.devstack.exports import shell_exports
 from llmproxy.devstack.stack import Stack
 from tests.harness import logs
 from tests.harness.configs import stack_config_data, write_config
+from tests.harness.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -191,11 +191,14 @@ def test_documented_streams_print_and_keep_running(block: Block, reader: dict[st
         reading = threading.Thread(target=_collect, args=(process, lines), daemon=True)
         reading.start()
         try:
-            deadline = time.monotonic() + STREAM_OUTPUT_S
-            while not any("}" in line for line in lines) and time.monotonic() < deadline:
+
+            def printed() -> bool:
                 assert process.poll() is None, f"{block.name} ended: {''.join(lines)}"
-                time.sleep(0.05)
-            assert any("}" in line for line in lines), f"{block.name} printed nothing"
+                return any("}" in line for line in lines)
+
+            eventually_sync(
+                printed, what=f"{block.name} prints a message", timeout_s=STREAM_OUTPUT_S
+            )
             assert process.poll() is None, f"{block.name} ended: {''.join(lines)}"
         finally:
             os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends

@@ -171,6 +171,8 @@ async def test_a_running_redis_is_used_not_started_again(
     try:
         assert "redis" not in stack.processes
         assert set(stack.processes) >= {"router", "envoy", "fakeprovider"}
-        assert "already running" in banner(stack)
+        assert "already running, not started; persists with an append-only file" in banner(stack)
+        text = banner(stack, modes=await stack.service_modes())
+        assert "router (normal), ratelimit (normal), authz (normal), health (normal)" in text
     finally:
         stack.stop()

@@ -10,6 +10,7 @@ import httpx
 
 from llmproxy.devstack.authz import create_demo_key
 from llmproxy.devstack.stack import Stack
+from tests.harness.waiting import eventually
 
 RATE_PER_S = 10
 OUTAGE_S = 15
@@ -53,6 +54,7 @@ async def test_known_keys_see_no_5xx_while_redis_is_killed_and_restarted(
         phase = "outage"
         redis.kill()  # kill -9: no shutdown, no save
         tasks += await traffic(client, OUTAGE_S, 1000)
+        outage_modes = await own_stack.service_modes()  # what make up's banner reports
         phase = "after"
         redis.start()  # the same arguments and data folder, as a supervisor restarts it
         await redis.wait_ready(15)
@@ -68,6 +70,12 @@ async def test_known_keys_see_no_5xx_while_redis_is_killed_and_restarted(
     assert failures == {"before": {}, "outage": {}, "after": {}}, statuses
     assert {s for c in statuses.values() for s in c} == {200}, statuses
     assert last.status_code == 200
+    assert set(outage_modes.values()) == {"degraded"}, outage_modes
+    await eventually(
+        own_stack.service_modes,
+        lambda modes: set(modes.values()) == {"normal"},
+        what="every service back on Redis",
+    )
     # The outage was real for the services: authz answered from its last-known records.
     authz_log = (own_stack.workdir / "logs" / "authz.log").read_text()
     assert "known keys are authorized from their last-known records" in authz_log

@@ -12,6 +12,9 @@ from llmproxy.common.audit import AuditEntry, AuditTrail
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.settings import RedisSettings
 from llmproxy.common.usage import Identity, RedisUsageStore, Usage
+from llmproxy.devstack.probes import redis_persistence
+from llmproxy.devstack.redis import redis_process
+from tests.harness.ports import free_port
 from tests.harness.redis_server import own_redis
 
 
@@ -48,3 +51,21 @@ async def test_keys_audit_and_usage_survive_a_kill_9(
         finally:
             await client.aclose()
     assert list((tmp_path / "redis").glob("appendonlydir/*.aof")), "no append-only file"
+
+
+async def test_the_banner_says_how_a_redis_it_did_not_start_persists(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # make up reuses a Redis already answering (Debian's service, say): it cannot make that
+    # one durable, so the banner must say when it is not.
+    async with own_redis(tmp_path, request) as (url, _):
+        assert await redis_persistence(url) == "append-only file"
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    disposable = redis_process(url, tmp_path / "bare", tmp_path / "bare.log", durable=False)
+    disposable.start()
+    try:
+        await disposable.wait_ready(15)
+        assert await redis_persistence(url) == "nothing"
+    finally:
+        disposable.stop()
+    assert await redis_persistence(url) is None  # gone: nothing to ask

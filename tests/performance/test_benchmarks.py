@@ -143,3 +143,13 @@ def test_bench_edge_reports_refusals_the_floor_and_a_client_through_a_flood() ->
     for client in clients:
         assert set(client) == {"sent", "codes", "success_rate", "p50_ms", "p99_ms"}
         assert client["sent"] > 0
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S)
+def test_bench_redis_reports_a_restart_and_a_failover() -> None:
+    report = json.loads(run("-m", "bench.bench_redis", "--keys", "1000", "--rounds", "1"))
+    restart = report["aof_restart"]
+    assert restart["keys"] == restart["keys_back"] == 1000
+    assert restart["restart_to_ready_s"] > 0
+    (kill_to_write,) = report["failover"]["kill_to_first_write_s"]
+    assert kill_to_write > 0

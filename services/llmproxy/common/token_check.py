@@ -22,6 +22,7 @@ import grpc
 from llmproxy._gen.authz.v1 import authz_pb2, authz_pb2_grpc
 from llmproxy.common.access import BOOTSTRAP_ADMIN, BOOTSTRAP_ADMIN_ID, Caller, Role
 from llmproxy.common.credentials import bearer_metadata
+from llmproxy.common.timestamps import seconds
 
 MAX_CACHED = 10_000
 NEGATIVE_TTL_S = 1.0  # a flood of bad tokens asks authz about each at most once a second
@@ -53,7 +54,7 @@ def introspection_of(reply: authz_pb2.IntrospectTokenResponse) -> Introspection:
     if reply.token_id == BOOTSTRAP_ADMIN_ID:
         # The audit trail names it `bootstrap-admin`, as where a service compares it itself.
         return Introspection(BOOTSTRAP_ADMIN)
-    expires = reply.expire_time.ToSeconds() if reply.HasField("expire_time") else None
+    expires = seconds(reply.expire_time) if reply.HasField("expire_time") else None
     caller = Caller(actor=f"token:{reply.token_id}", role=Role(reply.role), name=reply.name)
     return Introspection(caller, expires_at=float(expires) if expires is not None else None)
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from llmproxy.common.contract import SERVICES
 from llmproxy.common.errors import exit_on_config_error
 from llmproxy.config import StackConfig, config_path, load_config
 from llmproxy.devstack.authz import create_demo_key
@@ -77,6 +78,17 @@ def _exports_note(stack: Stack, api_key: str | None) -> str:
     return header + "".join(f"  {line}\n" for line in lines) + example
 
 
+def _persistence_warning(persistence: str | None) -> str:
+    # A Redis someone else started (Debian's service on 6379, say) keeps its own settings.
+    if persistence == "append-only file":
+        return "; persists with an append-only file"
+    if persistence == "snapshots":
+        return "; WARNING: snapshots only, a crash loses the writes since the last one"
+    if persistence == "nothing":
+        return "; WARNING: persists nothing, a restart loses every API key"
+    return ""
+
+
 def _redis_note(stack: Stack) -> str:
     # Where the state lives and whether it survives: what an operator asks first in an outage.
     config = stack.config
@@ -85,7 +97,9 @@ def _redis_note(stack: Stack) -> str:
     elif "redis-primary" in stack.processes:
         state = "Sentinel: a primary, a replica and three sentinels, durable"
     else:
-        state = "already running, not started"
+        state = "already running, not started" + _persistence_warning(
+            stack.reused_redis_persistence
+        )
     lines = [f"  Redis           {config.redis.url}   ({state})"]
     cache = config.cache_redis_url
     if cache is not None:
@@ -94,7 +108,19 @@ def _redis_note(stack: Stack) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def banner(stack: Stack, api_key: str | None = None) -> str:
+def _services_note(stack: Stack, modes: dict[str, str]) -> str:
+    # How many of each run, and whether each is on Redis or on its fallback without it.
+    services = stack.config.services
+    parts = [
+        f"{name}"
+        + (f" x{count}" if (count := getattr(services, name).instances) > 1 else "")
+        + f" ({modes.get(name, 'unknown')})"
+        for name in SERVICES
+    ]
+    return f"  Services        {', '.join(parts)}\n"
+
+
+def banner(stack: Stack, api_key: str | None = None, modes: dict[str, str] | None = None) -> str:
     """What a user needs once the stack is up: endpoints, keys, logs and a request to paste."""
     config: StackConfig = stack.config
     envoy = config.envoy
@@ -106,12 +132,13 @@ def banner(stack: Stack, api_key: str | None = None) -> str:
         else "live providers"
     )
     key = api_key or "$LLMPROXY_API_KEY"
+    state = _services_note(stack, modes or {}) + _redis_note(stack) + _monitoring_note(stack)
     return f"""
 llmproxy is up ({mode}).
   OpenAI API      {base}/v1   (Envoy)
   Control gRPC    {envoy.host}:{envoy.control_port}   protoset {stack.protoset_path}
   Envoy admin     http://{envoy.host}:{envoy.admin_port}
-{_redis_note(stack)}{_monitoring_note(stack)}  Logs            {stack.workdir / "logs"}
+{state}  Logs            {stack.workdir / "logs"}
   API key         {key}   (tenant demo, expires in 24 h)
 {_secrets_note(stack)}
 
@@ -133,7 +160,8 @@ async def run(stack: Stack) -> None:
     try:
         await stack.start()
         token = stack.environ[stack.config.control.admin_token_env]
-        print(banner(stack, await create_demo_key(stack.config, token)), flush=True)
+        key = await create_demo_key(stack.config, token)
+        print(banner(stack, key, await stack.service_modes()), flush=True)
         await stop.wait()
         print("stopping...", flush=True)
     finally:

@@ -52,3 +52,19 @@ async def redis_pong(url: str) -> bool:
         return False
     finally:
         await client.aclose()
+
+
+async def redis_persistence(url: str) -> str | None:
+    """How the Redis at url persists: "append-only file", "snapshots", "nothing", or None when
+    it cannot be asked (CONFIG may be disabled on a managed Redis)."""
+    client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        aof = (await client.config_get("appendonly")).get("appendonly")
+        save = (await client.config_get("save")).get("save")
+    except (aioredis.RedisError, OSError):
+        return None
+    finally:
+        await client.aclose()
+    if aof == "yes":
+        return "append-only file"
+    return "snapshots" if save else "nothing"

@@ -9,13 +9,13 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from llmproxy.common.contract import SERVICES
+from llmproxy.common.contract import SERVICES, component_health_name
 from llmproxy.common.descriptors import descriptor_set
 from llmproxy.common.settings import SENTINEL_SCHEME, parse_sentinel_url
 from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.authz import ensure_secrets
 from llmproxy.devstack.binaries import find_binary
-from llmproxy.devstack.probes import grpc_serving, http_ok, redis_pong
+from llmproxy.devstack.probes import grpc_serving, http_ok, redis_persistence, redis_pong
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.redis import redis_process
 from llmproxy.devstack.redis_sentinel import sentinel_topology
@@ -68,6 +68,8 @@ class Stack:
         # Started last when set (make up sets Prometheus and Alertmanager here when installed;
         # the tests' stacks leave it empty so the suite does not pay for them).
         self.monitoring: list[ManagedProcess] = []
+        # How a Redis that was already running persists (None: not asked or not known).
+        self.reused_redis_persistence: str | None = None
 
     # --- what runs -------------------------------------------------------------------------
 
@@ -100,6 +102,7 @@ class Stack:
             redis = self._redis()
             if redis is not None and await redis_pong(settings.url):
                 redis = None
+                self.reused_redis_persistence = await redis_persistence(settings.url)
         cache = self._cache_redis()  # the cache's own Redis, whatever the stack's topology
         cache_url = self.config.cache_redis_url
         if cache is not None and cache_url and await redis_pong(cache_url):
@@ -205,6 +208,17 @@ class Stack:
         node id. stop() stops it with the rest.
         """
         await self._launch(self._envoy(config, node), timeout_s=timeout_s)
+
+    async def service_modes(self) -> dict[str, str]:
+        """Each service's mode, as its instance 0 reports its Redis component: "normal", or
+        "degraded" while it runs on its fallback without Redis."""
+        modes = {}
+        for name in SERVICES:
+            settings = getattr(self.config.services, name)
+            target = f"{settings.host}:{settings.grpc_port}"
+            redis_ok = await grpc_serving(target, component_health_name(name, "redis"))
+            modes[name] = "normal" if redis_ok else "degraded"
+        return modes
 
     def stop(self) -> None:
         """Stop every component, newest first; nothing is left running."""

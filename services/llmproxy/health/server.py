@@ -19,6 +19,7 @@ from envoy.service.endpoint.v3 import eds_pb2_grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.access_control import access_control
+from llmproxy.common.contract import SERVICES
 from llmproxy.common.errors import ConfigError
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
@@ -47,7 +48,7 @@ SERVICE_NAMES = (
     health_pb2.DESCRIPTOR.services_by_name["ProviderHealthService"].full_name,
     EDS_SERVICE_NAME,
 )
-CHECKED_SERVICES = ("router", "ratelimit", "authz", "fault")
+CHECKED_SERVICES = tuple(name for name in SERVICES if name != "health")  # every other one
 COMPONENT_TIMEOUT_S = 1.0
 
 

@@ -16,6 +16,7 @@ import grpc
 
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.grpc_types import Context
+from llmproxy.common.timestamps import seconds as duration_seconds
 from llmproxy.health.components import Components
 from llmproxy.health.convert import component_message, probe_message, provider_message
 from llmproxy.health.errors import (
@@ -70,7 +71,7 @@ def parse_outcomes(request: health_pb2.ReportOutcomesRequest) -> list[tuple[str,
                 f"outcomes[{index}].status_code must be an HTTP status (or 0 for no answer), "
                 f"got {status}"
             )
-        seconds = latency.seconds + latency.nanos / 1e9
+        seconds = duration_seconds(latency)
         if seconds < 0 or latency.nanos < 0:
             raise InvalidRequestError(f"outcomes[{index}].latency must not be negative")
         parsed.append((provider, Outcome(item.ok, status, seconds)))

@@ -35,6 +35,7 @@ from prometheus_client import Counter, Gauge
 from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.credentials import bearer_metadata
 from llmproxy.common.settings import GRPC_BALANCED, HealthClientSettings
+from llmproxy.common.timestamps import duration
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
 
@@ -189,7 +190,7 @@ class HealthView:
             ok=call_ok(error),
             status_code=200 if error is None else error.status,
         )
-        outcome.latency.FromNanoseconds(int(max(0.0, seconds) * 1e9))
+        outcome.latency.CopyFrom(duration(max(0.0, seconds)))
         self._pending.append(outcome)
         if len(self._pending) >= self._settings.max_batch:
             self._wake.set()

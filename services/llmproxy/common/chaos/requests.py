@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.duration_pb2 import Duration
-
 from llmproxy._gen.fault.v1 import agent_pb2
 from llmproxy.common.chaos.engine import ActiveStress, CpuStress, MemoryStress, Stress
 from llmproxy.common.chaos.errors import InvalidStress
+from llmproxy.common.timestamps import duration as to_duration
+from llmproxy.common.timestamps import seconds
 
 MAX_EXPERIMENT_CHARS = 128
 
@@ -38,7 +38,7 @@ def parse_apply(request: agent_pb2.ApplyStressRequest) -> StressOrder:
     duration = request.duration
     if (duration.seconds < 0 < duration.nanos) or (duration.nanos < 0 < duration.seconds):
         raise InvalidStress("duration is malformed: seconds and nanos differ in sign")
-    return StressOrder(experiment, stress, duration.seconds + duration.nanos / 1e9)
+    return StressOrder(experiment, stress, seconds(duration))
 
 
 def parse_experiment(experiment: str, *, required: bool) -> str:
@@ -52,8 +52,7 @@ def parse_experiment(experiment: str, *, required: bool) -> str:
 
 def to_message(active: ActiveStress, now: float) -> agent_pb2.ActiveStress:
     """An ActiveStress message with the time left at `now` (time.monotonic())."""
-    remaining = Duration()
-    remaining.FromNanoseconds(round(active.remaining_s(now) * 1e9))
+    remaining = to_duration(active.remaining_s(now))
     message = agent_pb2.ActiveStress(experiment=active.experiment, remaining=remaining)
     if isinstance(active.stress, CpuStress):
         message.cpu.cores = active.stress.cores
