@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test bench bootstrap proto envoy-config lint clean
+.PHONY: up test bench bootstrap proto envoy-config k8s-config lint clean
 
 up: bootstrap  ## Start Redis, the services, the demo provider and Envoy; Ctrl-C stops all.
 	$(PY) -m llmproxy.devstack up
@@ -21,6 +21,9 @@ proto: bootstrap  ## Regenerate the Python stubs from proto/.
 
 envoy-config: bootstrap  ## Regenerate envoy/envoy.yaml and envoy/llmproxy.protoset from deploy/llmproxy.yaml.
 	$(PY) -m llmproxy.envoyconf --config deploy/llmproxy.yaml --out envoy --demo
+
+k8s-config: bootstrap  ## Regenerate the Kubernetes manifests deploy/k8s from deploy/llmproxy.yaml.
+	$(PY) -m llmproxy.k8sconf --config deploy/llmproxy.yaml --out deploy/k8s
 
 lint: bootstrap  ## What pre-commit runs, plus buf.
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports --no-cache && $(VENV)/bin/buf lint
