@@ -18,7 +18,7 @@ from redis.backoff import EqualJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from llmproxy.common.settings import SENTINEL_SCHEME, RedisSettings, parse_sentinel_url
+from llmproxy.common.settings import RedisSettings, parse_sentinel_url
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
 # How often a service PINGs its Redis to report the `redis` component of its gRPC health.
@@ -66,9 +66,10 @@ def _sentinel_primary(settings: RedisSettings, health_check_interval: int) -> Re
 def connect_redis(settings: RedisSettings) -> AnyRedis:
     """A client for settings.url; no connection is made until the first command."""
     timeout = settings.socket_timeout_s
-    if settings.url.startswith(SENTINEL_SCHEME):
+    topology = settings.resolved_topology
+    if topology == "sentinel":
         return _sentinel_primary(settings, health_check_interval=10)
-    if settings.cluster:
+    if topology == "cluster":
         return RedisCluster.from_url(
             settings.url,
             socket_timeout=timeout,
@@ -90,7 +91,7 @@ def connect_subscriber(settings: RedisSettings) -> Redis:
     A non-cluster connection to the configured node is enough even for a cluster: classic
     pub/sub messages are broadcast to every node. Behind Sentinel it follows the primary.
     """
-    if settings.url.startswith(SENTINEL_SCHEME):
+    if settings.resolved_topology == "sentinel":
         return _sentinel_primary(settings, health_check_interval=1)
     return Redis.from_url(
         settings.url, socket_connect_timeout=settings.socket_timeout_s, health_check_interval=1

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from llmproxy.common.net import is_ip
 
@@ -108,6 +116,8 @@ GRPC_BALANCED: tuple[tuple[str, str], ...] = (
 
 
 SENTINEL_SCHEME = "redis+sentinel"
+# How the services reach Redis: one server, a primary watched by Sentinel, or a Cluster.
+RedisTopology = Literal["single", "sentinel", "cluster"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,12 @@ class RedisSettings(StrictModel):
     cluster: bool = Field(
         False, description="Whether url names a node of a Redis Cluster (keys are hash-tagged)."
     )
+    topology: RedisTopology | None = Field(
+        None,
+        description="single, sentinel or cluster; null infers it (sentinel for a "
+        "redis+sentinel:// url, cluster when cluster is true, else single). When set, url and "
+        "cluster must agree with it (`topology: cluster` alone is enough for a Cluster).",
+    )
     retries: int = Field(
         2, ge=0, le=10, description="Retries of a failed Redis call, with jittered backoff."
     )
@@ -182,9 +198,29 @@ class RedisSettings(StrictModel):
         "redis.url.",
     )
 
+    @property
+    def is_sentinel(self) -> bool:
+        """Whether url names a primary watched by Sentinel."""
+        return self.url.startswith(SENTINEL_SCHEME)
+
+    @property
+    def resolved_topology(self) -> RedisTopology:
+        """The topology the services connect to: topology when set, else inferred."""
+        if self.topology is not None:
+            return self.topology
+        if self.is_sentinel:
+            return "sentinel"
+        return "cluster" if self.cluster else "single"
+
+    def with_url(self, url: str) -> RedisSettings:
+        """These settings for another Redis (the response cache's own): its topology is
+        inferred from its URL, a Cluster's cluster flag carried over."""
+        cluster = self.resolved_topology == "cluster"
+        return self.model_copy(update={"url": url, "topology": None, "cluster": cluster})
+
     @model_validator(mode="after")
     def _check_sentinel(self) -> RedisSettings:
-        if self.url.startswith(SENTINEL_SCHEME):
+        if self.is_sentinel:
             try:
                 parse_sentinel_url(self.url)
             except ValueError as exc:
@@ -192,6 +228,44 @@ class RedisSettings(StrictModel):
             if self.cluster:
                 raise ValueError("cluster: a Sentinel URL names a primary, not a Cluster node")
         return self
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> RedisSettings:
+        problem = self._topology_disagreement()
+        if problem is None:
+            return self
+        # Raised with its own location, so that the message names redis.topology, not redis.
+        error = PydanticCustomError("topology_disagrees", problem)
+        details = InitErrorDetails(type=error, loc=("topology",), input=self.topology)
+        raise ValidationError.from_exception_data(type(self).__name__, [details])
+
+    def _topology_disagreement(self) -> str | None:
+        # What to change when the named topology contradicts url or cluster, else None.
+        topology, scheme = self.topology, urlsplit(self.url).scheme
+        if topology is None:
+            return None
+        if topology == "sentinel" and not self.is_sentinel:
+            return (
+                f"sentinel needs a redis+sentinel://host:port,host:port/<primary "
+                f"name>[/db] url naming the sentinels, but redis.url is a {scheme}:// URL; "
+                "change redis.url, or set topology: single (or leave it unset)"
+            )
+        if topology != "sentinel" and self.is_sentinel:
+            return (
+                f"{topology} contradicts redis.url, a redis+sentinel:// URL; set "
+                "topology: sentinel (or leave it unset), or give redis.url a redis:// URL"
+            )
+        if topology == "single" and self.cluster:
+            return (
+                "single contradicts redis.cluster: true; set topology: cluster "
+                "(or leave it unset), or cluster: false"
+            )
+        if topology == "cluster" and not self.cluster and "cluster" in self.model_fields_set:
+            return (
+                "cluster contradicts redis.cluster: false; set cluster: true (or "
+                "leave it unset), or topology: single"
+            )
+        return None
 
 
 class ProviderSettings(StrictModel):

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from llmproxy.common.contract import SERVICES, component_health_name
 from llmproxy.common.descriptors import descriptor_set
-from llmproxy.common.settings import SENTINEL_SCHEME, parse_sentinel_url
+from llmproxy.common.settings import parse_sentinel_url
 from llmproxy.config import FakeProviderSettings, StackConfig
 from llmproxy.devstack.authz import ensure_secrets
 from llmproxy.devstack.binaries import find_binary
@@ -90,7 +90,7 @@ class Stack:
         # (Debian's redis-server package starts one on 6379 as it installs: use it).
         settings = self.config.redis
         redis = None
-        if settings.url.startswith(SENTINEL_SCHEME):
+        if settings.resolved_topology == "sentinel":
             hosts = {host for host, _ in parse_sentinel_url(settings.url).sentinels}
             if settings.managed and hosts <= LOOPBACK:
                 primary, replica, sentinels = sentinel_topology(

@@ -118,7 +118,7 @@ async def serve(
     access = access_control(config, redis, service="router")
     # The cache's own Redis when configured: cache pressure there evicts nothing authoritative.
     cache_redis = (
-        connect_redis(config.redis.model_copy(update={"url": config.cache_redis_url}))
+        connect_redis(config.redis.with_url(config.cache_redis_url))
         if config.cache_redis_url
         else redis
     )  # the stack's Redis otherwise, then with no eviction settings (StackConfig refuses them)
