@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from llmproxy.config import StackConfig, load_config
+from llmproxy.common.contract import SERVICES
+from llmproxy.config import DEFAULT_CONFIG, StackConfig, load_config
 from llmproxy.devstack.freeports import with_free_ports
 from tests.harness.ports import free_port_with_room
 
@@ -41,3 +42,12 @@ def two_limiters_data(limits_file: Path) -> dict[str, Any]:
         limits_file=str(limits_file),
     )
     return data
+
+
+def scaled_out_data(instances: int) -> dict[str, Any]:
+    """The shipped configuration with `instances` of every service, every port free."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    services = data.setdefault("services", {})
+    for name in SERVICES:
+        services.setdefault(name, {})["instances"] = instances
+    return with_free_ports(data)

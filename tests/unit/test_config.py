@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,48 @@ def test_keyless_provider_is_always_enabled(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, data), environ={})
     assert not config.demo_mode({})
     assert config.providers[0].base_url == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize("service", ["router", "fault"])
+def test_no_instances_is_refused_naming_the_field(tmp_path: Path, service: str) -> None:
+    with pytest.raises(ConfigError, match=rf"services\.{service}\.instances: Input should be"):
+        load_config(write(tmp_path, {"services": {service: {"instances": 0}}}), environ={})
+
+
+def test_instance_port_ranges_that_collide_are_refused_naming_both(tmp_path: Path) -> None:
+    # Two authz instances one port apart: the second lands on the health service's port.
+    data = {
+        "services": {
+            "authz": {"grpc_port": 50053, "instances": 2, "port_step": 1},
+            "health": {"grpc_port": 50054},
+        }
+    }
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, data), environ={})
+    message = str(raised.value)
+    assert (
+        "services.health.grpc_port: port 50054 is also services.authz (instance 1).grpc_port"
+        in message
+    )
+
+
+def test_a_range_running_into_an_envoy_port_is_refused(tmp_path: Path) -> None:
+    data = {"envoy": {"admin_port": 50071}, "services": {"router": {"instances": 3}}}
+    with pytest.raises(
+        ConfigError, match=r"services\.router \(instance 2\)\.grpc_port: port 50071"
+    ):
+        load_config(write(tmp_path, data), environ={})
+
+
+def test_an_instance_beyond_the_configured_ones_exits_2_naming_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, {"services": {"router": {"instances": 2}}})
+    done = subprocess.run(
+        [sys.executable, "-m", "llmproxy.router", "--config", str(path), "--instance", "5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "services.router.instances is 2: there is no instance 5 (0..1)" in done.stderr
+    assert "Traceback" not in done.stderr

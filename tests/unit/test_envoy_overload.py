@@ -108,17 +108,21 @@ def test_the_check_clusters_shed_beyond_their_circuit_breakers(tmp_path: Path) -
             "priority": "DEFAULT",
             "max_requests": 300,
             "max_pending_requests": 300,
-            "max_retries": 0,
+            # A check lost with its instance is retried (resilience.py), within max_requests.
+            "max_retries": 300,
         },
         "ratelimit": {
             "priority": "DEFAULT",
             "max_requests": 40,
             "max_pending_requests": 40,
-            "max_retries": 0,
+            "max_retries": 40,
         },
     }
-    # The other services are not called per request; Envoy's defaults stay.
-    assert "circuit_breakers" not in clusters["llmproxy_router"]
+    # The other services are not called per request: Envoy's defaults stay, but for the
+    # router's retries, which may take every request a lost instance held.
+    (router,) = clusters["llmproxy_router"]["circuit_breakers"]["thresholds"]
+    assert set(router) == {"priority", "retry_budget"}
+    assert all("circuit_breakers" not in clusters[f"llmproxy_{n}"] for n in ("health", "fault"))
 
 
 def mappers(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import client_listener, control_listener
 from llmproxy.envoyconf.overload import check_circuit_breakers
+from llmproxy.envoyconf.resilience import router_retry_budget
 from llmproxy.envoyconf.tracing import collector_clusters, tracing_runtime
 
 
@@ -29,10 +30,12 @@ def build_bootstrap(
     """
     services = config.services
     providers = config.provider_endpoints(environ if environ is not None else {})
-    # The clusters Envoy's per-request checks call: bounded, so a burst is shed at once.
+    # The clusters Envoy's per-request checks call: bounded, so a burst is shed at once; the
+    # router's: every request a lost instance held may be retried.
     breakers = {
         "authz": check_circuit_breakers(config.envoy.ext_authz_max_requests),
         "ratelimit": check_circuit_breakers(config.envoy.ratelimit_max_requests),
+        "router": router_retry_budget(),
     }
     shared = config.edge.share_across_replicas
     bootstrap: dict[str, Any] = {

@@ -7,6 +7,11 @@ from typing import Any
 
 from llmproxy.common.contract import service_cluster_name
 from llmproxy.common.settings import ServiceSettings
+from llmproxy.envoyconf.resilience import (
+    check_retry_policy,
+    outlier_detection,
+    service_health_check,
+)
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -22,10 +27,15 @@ def socket_address(host: str, port: int) -> dict[str, Any]:
 
 
 def grpc_service(service: str, timeout_s: float) -> dict[str, Any]:
-    """A GrpcService reaching one of our services through its cluster."""
+    """A GrpcService reaching one of our services through its cluster, for a check per request.
+
+    A check lost with its instance is retried on another one (resilience.py); timeout_s bounds
+    every attempt together.
+    """
     return {
         "envoy_grpc": {"cluster_name": service_cluster_name(service)},
         "timeout": f"{timeout_s}s",
+        "retry_policy": check_retry_policy(),
     }
 
 
@@ -41,7 +51,8 @@ def _discovery_type(host: str) -> str:
 def service_cluster(
     service: str, settings: ServiceSettings, circuit_breakers: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A gRPC (HTTP/2) cluster for one service, health-checked with the gRPC health protocol."""
+    """A gRPC (HTTP/2) cluster for one service: every instance an endpoint, each health-checked
+    with the gRPC health protocol and ejected when its calls fail (resilience.py)."""
     cluster: dict[str, Any] = {
         "name": service_cluster_name(service),
         "type": _discovery_type(settings.host),
@@ -64,15 +75,9 @@ def service_cluster(
                 }
             ],
         },
-        "health_checks": [
-            {
-                "timeout": "1s",
-                "interval": "5s",
-                "unhealthy_threshold": 2,
-                "healthy_threshold": 1,
-                "grpc_health_check": {},
-            }
-        ],
+        "health_checks": [service_health_check()],
+        # The router's errors are mostly its providers': only its lost connections count.
+        "outlier_detection": outlier_detection(answers_for_others=service == "router"),
     }
     if circuit_breakers is not None:
         cluster["circuit_breakers"] = circuit_breakers

@@ -23,10 +23,12 @@ from llmproxy.envoyconf.edge import client_hcm_options, edge_filters, edge_reply
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
 from llmproxy.envoyconf.overload import check_failure_mappers, overload_reply_headers
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
+from llmproxy.envoyconf.resilience import read_retry_policy, read_rpcs, router_retry_policy
 from llmproxy.envoyconf.tracing import hcm_tracing
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 LUA_STATUS_FILTER = Path(__file__).with_name("openai_status.lua")
+CONTROL_TIMEOUT = "30s"
 
 _ACCESS_LOG_FORMAT = {
     "ts": "%START_TIME%",
@@ -193,6 +195,15 @@ def _hcm(
     }
 
 
+def _router_route(timeout: str) -> dict[str, Any]:
+    # A request whose router never answered goes to another instance (resilience.py).
+    return {
+        "cluster": service_cluster_name("router"),
+        "timeout": timeout,
+        "retry_policy": router_retry_policy(),
+    }
+
+
 def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
     """The OpenAI-compatible API: authz, rate limit, transcoding to the router."""
     envoy = config.envoy
@@ -208,10 +219,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                     *(
                         {
                             "match": {"path": f"/{method}", "grpc": {}},
-                            "route": {
-                                "cluster": service_cluster_name("router"),
-                                "timeout": timeout,
-                            },
+                            "route": _router_route(timeout),
                             "typed_per_filter_config": client_route_faults(
                                 route,
                                 config.services.fault.bandwidth_kbps,
@@ -226,10 +234,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                     *(
                         {
                             "match": {"prefix": f"/{service}/", "grpc": {}},
-                            "route": {
-                                "cluster": service_cluster_name("router"),
-                                "timeout": timeout,
-                            },
+                            "route": _router_route(timeout),
                         }
                         for service in (OPENAI_SERVICE, CHAT_SERVICE)
                     ),
@@ -261,14 +266,32 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
 
 
 def control_listener(config: StackConfig) -> dict[str, Any]:
-    """Routes control gRPC calls to each service by the package in the method path."""
-    routes: list[dict[str, Any]] = [
-        {
-            "match": {"prefix": f"/llmproxy.{service}.v1.", "grpc": {}},
-            "route": {"cluster": service_cluster_name(service), "timeout": "30s"},
-        }
-        for service in SERVICES
-    ]
+    """Routes control gRPC calls to each service by the package in the method path.
+
+    Calls that change nothing have a route of their own, before their service's, that retries
+    them on another instance when theirs is lost (resilience.py).
+    """
+    routes: list[dict[str, Any]] = []
+    for service in SERVICES:
+        cluster = service_cluster_name(service)
+        package = f"llmproxy.{service}.v1"
+        routes.extend(
+            {
+                "match": {"path": path, "grpc": {}},
+                "route": {
+                    "cluster": cluster,
+                    "timeout": CONTROL_TIMEOUT,
+                    "retry_policy": read_retry_policy(),
+                },
+            }
+            for path in read_rpcs(package)
+        )
+        routes.append(
+            {
+                "match": {"prefix": f"/{package}.", "grpc": {}},
+                "route": {"cluster": cluster, "timeout": CONTROL_TIMEOUT},
+            }
+        )
     route_config = {
         "name": "control",
         "virtual_hosts": [{"name": "control", "domains": ["*"], "routes": routes}],

@@ -21,7 +21,12 @@ UNAVAILABLE = 503
 
 def check_circuit_breakers(max_requests: int) -> dict[str, Any]:
     """A check cluster's circuit breaker: at most max_requests checks in flight, none queued
-    beyond them, no retries (a retried check could only finish after its timeout)."""
+    beyond them.
+
+    Checks are retried only when their instance was lost (resilience.py), never after a timeout,
+    so a retry is no overload; every check in flight on a dying instance may be retried at once,
+    and the retries count against max_requests like any check.
+    """
     return {
         "thresholds": [
             {
@@ -29,7 +34,7 @@ def check_circuit_breakers(max_requests: int) -> dict[str, Any]:
                 "max_requests": max_requests,
                 # HTTP/2: requests wait here only while the connection is being opened.
                 "max_pending_requests": max_requests,
-                "max_retries": 0,
+                "max_retries": max_requests,
             }
         ]
     }
