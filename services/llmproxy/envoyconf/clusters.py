@@ -35,7 +35,7 @@ def grpc_service(service: str, timeout_s: float) -> dict[str, Any]:
     return {
         "envoy_grpc": {"cluster_name": service_cluster_name(service)},
         "timeout": f"{timeout_s}s",
-        "retry_policy": check_retry_policy(),
+        "retry_policy": check_retry_policy(timeout_s),
     }
 
 

@@ -84,16 +84,20 @@ def _previous_hosts() -> dict[str, Any]:
     }
 
 
-def check_retry_policy() -> dict[str, Any]:
+def check_retry_policy(timeout_s: float) -> dict[str, Any]:
     """GrpcService.retry_policy of the ext_authz and rate limit calls (config.core.v3).
 
     One retry: another instance absorbs the loss of any one, and a fault every instance shares
     costs one extra call rather than several. The filter's timeout bounds all attempts.
+
+    Envoy turns this policy into a route retry policy whose per-try timeout is the back-off's
+    max_interval (envoyproxy/envoy#38847): it must be the check's whole timeout, or every
+    attempt slower than the back-off cap fails (a burst then turns into 503s).
     """
     return {
         "retry_on": f"{CONNECTION_FAILURES},unavailable",
         "num_retries": 1,
-        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": f"{timeout_s}s"},
         **_previous_hosts(),
     }
 
