@@ -1,10 +1,11 @@
 """What this instance serves to Envoy over RTDS: the same faults whichever instance Envoy asks.
 
 The leader serves its own running set (the controller's, changed first on every start and
-end). A follower serves the running set the leader published in Redis, read every
-`follow_interval_s`, without the experiments whose recorded end has passed (a dead leader's
-experiments do not outlive their deadline) and without anything once Redis could not be read
-for `stale_after_s` (it cannot know what the leader ended meanwhile: fail safe, serve none).
+end) once it has loaded it. A follower serves the running set the leader published in Redis,
+read every `follow_interval_s`, without the experiments whose recorded end has passed (a dead
+leader's experiments do not outlive their deadline) and without anything once Redis could not
+be read for `stale_after_s` (it cannot know what the leader ended meanwhile: fail safe, serve
+none).
 The version changes whenever what is served changes, and RTDS pushes it then.
 """
 
@@ -48,9 +49,13 @@ class FaultView:
         self._suppressed: list[fault_pb2.Experiment] | None = None
         self.version = 0
 
+    def _leads(self) -> bool:
+        # A new leader serves the published set until it has loaded its own from the records.
+        return self._controller.leading and self._controller.loaded
+
     def running(self) -> list[fault_pb2.Experiment]:
         """The experiments whose faults Envoy gets from this instance now."""
-        if self._controller.leading:
+        if self._leads():
             return self._controller.running()
         if self._monotonic() - self._read_at > self._stale_after_s:
             return []
@@ -64,7 +69,7 @@ class FaultView:
     async def refresh(self) -> None:
         """Read the published running set (followers only), then push if what is served
         changed."""
-        if not self._controller.leading:
+        if not self._leads():
             try:
                 self._published = await self._store.get_running()
                 self._read_at = self._monotonic()
