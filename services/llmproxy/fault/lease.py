@@ -8,6 +8,10 @@ deletes the key. Every experiment write of the leader goes through `fenced_hset`
 only while the lease still holds this term's value, so a deposed leader (paused, partitioned,
 slow) cannot overwrite what its successor decided.
 
+A restarted instance may take over at once a term held at its own address: that holder is
+dead, since this process owns the address now. Only for addresses that name one machine's
+socket (an IP literal: `reclaim_own_address`), never a shared DNS name.
+
 The holder also keeps a local deadline: the time it *sent* its last successful renewal plus
 lease_s. Redis measures the key's expiry from when it *ran* the command, which is later, so the
 holder always believes it has lost the lease before Redis lets anybody else take it.
@@ -28,9 +32,13 @@ from redis.exceptions import RedisError
 from llmproxy.common.redis import AnyRedis
 from llmproxy.fault.errors import NotLeaderError, StoreUnavailableError
 
-# KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] address, ARGV[3] ms.
+# KEYS[1] lease, KEYS[2] fencing counter; ARGV[1] holder, ARGV[2] address, ARGV[3] ms,
+# ARGV[4] '1' to take over a term held at this very address.
 ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local held = redis.call('GET', KEYS[1])
+if held then
+  if ARGV[4] ~= '1' or string.match(held, '^%d+ %S+ (.*)$') ~= ARGV[2] then return false end
+end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1] .. ' ' .. ARGV[2], 'PX', ARGV[3])
 return token
@@ -105,6 +113,7 @@ class Lease:
         address: str,
         lease_s: float,
         clock: Callable[[], float] = time.monotonic,
+        reclaim_own_address: bool = False,
     ) -> None:
         self._redis = redis
         self.key = slot_key(prefix, "leader")
@@ -113,6 +122,7 @@ class Lease:
         self.address = address
         self.lease_s = lease_s
         self._clock = clock
+        self.reclaim_own_address = reclaim_own_address
         self._ms = max(1, round(lease_s * 1000))
         self.term: Holder | None = None
         self._deadline = 0.0
@@ -137,7 +147,14 @@ class Lease:
         sent = self._clock()
         try:
             token = await self._redis.eval(
-                ACQUIRE, 2, self.key, self.fence_key, self.holder, self.address, str(self._ms)
+                ACQUIRE,
+                2,
+                self.key,
+                self.fence_key,
+                self.holder,
+                self.address,
+                str(self._ms),
+                "1" if self.reclaim_own_address else "0",
             )
         except RedisError as exc:
             raise self._unavailable(exc) from exc

@@ -21,6 +21,7 @@ from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
 from llmproxy.common.access_control import access_control
 from llmproxy.common.chaos.registry import InstanceRegistry, advertised_host
 from llmproxy.common.contract import CLIENT_ROUTES, SERVICES
+from llmproxy.common.net import is_ip
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
@@ -137,7 +138,10 @@ async def serve(config: StackConfig) -> RunningServer:
     await running.components.watch(
         "redis", redis.ping, REDIS_CHECK_INTERVAL_S, config.redis.socket_timeout_s
     )
-    lease.address = f"{advertised_host(settings.host)}:{running.port}"
+    host = advertised_host(settings.host)
+    lease.address = f"{host}:{running.port}"
+    # A lease held at this address is a dead predecessor's, if the address is one socket's.
+    lease.reclaim_own_address = is_ip(host)
     # Reported only: llmproxy.fault.leader is SERVING on the leader, NOT_SERVING elsewhere.
     leadership = Leadership(lease, functools.partial(running.components.set, "leader"))
     await leadership.round()  # a lone instance leads from its first moment

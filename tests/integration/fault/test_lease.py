@@ -187,3 +187,32 @@ async def test_pause_slices_keep_the_lease_and_stop_within_a_slice(
     assert time.monotonic() - stopped < 1.5  # answering again within a slice or so
     assert await leader.renew()
     assert (await leader.current()) == leader.term
+
+
+async def test_a_restarted_instance_takes_its_dead_predecessors_term_at_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    dead = lease(redis_client, "dead")
+    assert await dead.acquire()
+    old = dead.token
+    assert old is not None
+    # Same address, another process: with reclaim_own_address only (an IP's one socket).
+    shy = Lease(redis_client, PREFIX, holder="shy", address="dead:1", lease_s=5.0)
+    assert not await shy.acquire()
+    elsewhere = Lease(
+        redis_client, PREFIX, holder="far", address="far:1", lease_s=5.0, reclaim_own_address=True
+    )
+    assert not await elsewhere.acquire()
+    reborn = Lease(
+        redis_client,
+        PREFIX,
+        holder="reborn",
+        address="dead:1",
+        lease_s=5.0,
+        reclaim_own_address=True,
+    )
+    assert await reborn.acquire()
+    assert reborn.token is not None
+    assert reborn.token > old
+    with pytest.raises(NotLeaderError, match="fenced write refused"):
+        await dead.fenced_hset(experiments_key(PREFIX), "x", b"from the dead")
