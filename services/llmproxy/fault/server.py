@@ -124,6 +124,7 @@ async def serve(config: StackConfig) -> RunningServer:
         agents.aclose,
         http.aclose,
         store.aclose,
+        pauser.stop,  # Redis answers again; the next leader resumes the pauses
         pause_redis.aclose,
     ]
     running = await start_server(
