@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmproxy.common.net import free_port_block
 from llmproxy.config import FakeProviderSettings
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack, fake_provider_process
@@ -29,9 +30,13 @@ class ProvidersStack:
 
 @contextmanager
 def providers_stack(
-    workdir: Path, providers: Sequence[str], timeout_s: float = 30.0
+    workdir: Path,
+    providers: Sequence[str],
+    timeout_s: float = 30.0,
+    instances: Mapping[str, int] | None = None,
 ) -> Iterator[ProvidersStack]:
-    """Start a fake provider per name and a stack whose model MODEL targets them in order."""
+    """Start a fake provider per name and a stack whose model MODEL targets them in order;
+    instances: how many processes of each service named (one of each otherwise)."""
     ports = {name: free_port() for name in providers}
     fakes = {
         name: fake_provider_process(
@@ -48,6 +53,13 @@ def providers_stack(
             {"name": MODEL, "targets": [{"provider": n, "model": "fake-gpt"} for n in providers]}
         ],
     )
+    for name, count in (instances or {}).items():
+        data["services"][name].update(
+            instances=count,
+            port_step=1,
+            grpc_port=free_port_block(count),
+            metrics_port=free_port_block(count),
+        )
     path, config = write_config(workdir, data)
     stack = Stack(config, path, workdir, os.environ)
     try:

@@ -116,6 +116,7 @@ async def serve(config: StackConfig, environ: Mapping[str, str] | None = None) -
         closers=[stop_follower, lookups.aclose, lookup_redis.aclose, redis.aclose],
         service="authz",
         access=access,
+        redis=redis,
     )
     await running.components.set("keys", True)
     # Reported only: known keys are still authorized while Redis is down.

@@ -20,11 +20,18 @@ from redis.exceptions import RedisError
 
 from llmproxy.common.access_control import AccessControl
 from llmproxy.common.chaos import agent as chaos_agent
+from llmproxy.common.chaos.registry import (
+    Instance,
+    InstanceRegistry,
+    advertised_host,
+    heartbeat,
+    new_instance_id,
+)
 from llmproxy.common.component_health import ComponentHealth
 from llmproxy.common.errors import ConfigError, exit_on_config_error
 from llmproxy.common.logging import configure_logging
 from llmproxy.common.metrics import MetricsInterceptor, start_metrics_server
-from llmproxy.common.redis import connect_redis
+from llmproxy.common.redis import AnyRedis, connect_redis
 from llmproxy.common.settings import RedisSettings, ServiceSettings
 from llmproxy.common.tracing import configure_tracing, server_interceptors, shutdown_tracing
 from llmproxy.config import StackConfig, load_config
@@ -100,6 +107,7 @@ async def start_server(
     service: str = "service",
     required: Collection[str] = (),
     access: AccessControl,
+    redis: AnyRedis | None = None,
 ) -> RunningServer:
     """Start a gRPC server with the registered services, health and reflection.
 
@@ -108,6 +116,9 @@ async def start_server(
 
     Every registered service, and the overall "" service, is reported SERVING once it listens;
     a required component (see ComponentHealth) turns them NOT_SERVING while it is unhealthy.
+
+    With redis, the instance registers itself in the instance registry (common.chaos.registry)
+    while it serves, so that kill_instance faults can find its chaos agent.
     """
     server = grpc.aio.server(
         interceptors=[*server_interceptors(), MetricsInterceptor(), access.interceptor],
@@ -115,7 +126,7 @@ async def start_server(
     )
     names = list(register(server))
     # Every service runs the chaos agent, on its own port (see llmproxy.common.chaos.agent).
-    chaos = chaos_agent.add_chaos_agent(server)
+    chaos, agent = chaos_agent.add_chaos_agent(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -132,13 +143,24 @@ async def start_server(
     for name in ["", *names]:
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     components = ComponentHealth(health, service, names, required)
-    # Closing the chaos engine undoes any stress left: none outlives the server.
+    registered: list[asyncio.Task[None]] = []
+    if redis is not None:
+        agent.identity = Instance(
+            service,
+            new_instance_id(service),
+            f"{advertised_host(settings.host)}:{port}",
+            os.getpid(),
+        )
+        registry = InstanceRegistry(redis)
+        registered.append(asyncio.create_task(heartbeat(registry, agent.identity)))
+    # Closing the chaos engine undoes any stress left: none outlives the server. The registry
+    # entry goes first, while the service's Redis client is still open.
     return RunningServer(
         server,
         port,
         health,
         components,
-        (components.aclose, *closers, chaos.close, *access.closers),
+        (cancelling(registered), components.aclose, *closers, chaos.close, *access.closers),
     )
 
 

@@ -4,6 +4,11 @@ The running experiments are held in memory (what RTDS serves) and recorded in Re
 survives a restart). Safety orders every change: a start is recorded before its faults are
 served (Redis down: nothing is applied), an end takes the faults away first and records after
 (Redis down: the faults are gone anyway, and the record is written once Redis is back).
+
+Only the leader (the holder of the lease, see lease.py) changes running experiments; on any
+other instance start, stop and the emergency stop raise NotLeaderError (the API forwards them to
+the leader) and the running set stays empty. Every change of the running set is also published
+to Redis for the followers, which serve it to the Envoys connected to them (view.py).
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from collections.abc import Callable, Collection
 from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy.common.timestamps import seconds, timestamp
 from llmproxy.fault import metrics
-from llmproxy.fault.agents import AgentError, Agents
+from llmproxy.fault.agents import AGENT_KINDS, AgentError, Agents
 from llmproxy.fault.errors import (
+    FaultError,
+    NotLeaderError,
     StoreUnavailableError,
     UnknownExperimentError,
     WrongStateError,
 )
+from llmproxy.fault.kill import Killer, KillPlan
+from llmproxy.fault.lease import Lease
+from llmproxy.fault.redis_pause import RedisPauser
 from llmproxy.fault.runtime import key_prefix
 from llmproxy.fault.store import ExperimentStore
 from llmproxy.fault.validation import Known, validate
@@ -39,6 +49,16 @@ def fault_kinds(experiment: fault_pb2.Experiment) -> list[str]:
     return [k for k in (f.WhichOneof("kind") for f in experiment.faults) if k]
 
 
+def uses_agents(experiment: fault_pb2.Experiment) -> bool:
+    """Whether the experiment stresses its service through the chaos agent (cpu, memory)."""
+    return any(k in AGENT_KINDS for k in fault_kinds(experiment))
+
+
+def pauses_redis(experiment: fault_pb2.Experiment) -> bool:
+    """Whether the experiment makes Redis unavailable."""
+    return "redis_unavailable" in fault_kinds(experiment)
+
+
 class Controller:
     """Owns the running set; every API call and the runner go through it."""
 
@@ -48,11 +68,19 @@ class Controller:
         known: Known,
         agents: Agents | None,
         clock: Callable[[], float],
+        *,
+        lease: Lease | None = None,
+        killer: Killer | None = None,
+        pauser: RedisPauser | None = None,
     ) -> None:
         self._store = store
         self._known = known
         self._agents = agents
         self._clock = clock
+        self._lease = lease
+        self._killer = killer
+        self._pauser = pauser
+        self._publish_pending = False
         self._running: dict[str, fault_pb2.Experiment] = {}
         self._unsaved: dict[str, fault_pb2.Experiment] = {}
         self._changed = asyncio.Condition()
@@ -60,6 +88,32 @@ class Controller:
         self._lock = asyncio.Lock()
         self.version = 0
         self.loaded = False
+
+    # --- leadership ------------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """Whether this instance may change running experiments (always, without a lease)."""
+        return self._lease is None or self._lease.held
+
+    def _require_leader(self) -> None:
+        if not self.leading:
+            raise NotLeaderError(
+                "this fault instance is not the leader: start, stop and the emergency stop "
+                "go to the leader"
+            )
+
+    async def step_down(self) -> None:
+        """Forget the running set (not ending anything: the next leader resumes it)."""
+        async with self._lock:
+            if self._pauser is not None:
+                await self._pauser.stop()
+            self._running.clear()
+            self._unsaved.clear()
+            self.loaded = False
+            self._publish_pending = False
+            await self._notify()
+        log.warning("no longer the fault leader")
 
     # --- the running set, for RTDS ---------------------------------------------------------
 
@@ -78,6 +132,20 @@ class Controller:
         metrics.EXPERIMENTS_ACTIVE.set(len(self._running))
         async with self._changed:
             self._changed.notify_all()
+        if self.leading and self.loaded:
+            self._publish_pending = True
+            await self.publish()
+
+    async def publish(self) -> None:
+        """Publish the running set for the followers, if a change is not published yet."""
+        if not self._publish_pending or not self.leading:
+            return
+        try:
+            await self._store.put_running(self.running())
+        except FaultError as exc:
+            log.warning("could not publish the running set; will retry", extra={"error": str(exc)})
+            return
+        self._publish_pending = False
 
     async def wait_change(self, seen: int) -> int:
         """Wait until the running set changed after version seen; the new version."""
@@ -88,7 +156,9 @@ class Controller:
     # --- restart ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Resume the running experiments recorded in Redis (those not yet over)."""
+        """Resume the running experiments recorded in Redis (those not yet over): after a
+        restart, or on becoming the leader. Their deadlines are the recorded ones."""
+        self._require_leader()
         now = self._clock()
         for experiment in await self._store.all():
             if experiment.state != RUNNING or experiment.name in self._running:
@@ -96,6 +166,8 @@ class Controller:
             if seconds(experiment.ended_at) > now:
                 self._running[experiment.name] = experiment
                 log.info("resumed a running experiment", extra={"experiment": experiment.name})
+                if pauses_redis(experiment) and self._pauser is not None:
+                    self._pauser.start(experiment.name, seconds(experiment.ended_at))
             else:
                 await self._finish(experiment, COMPLETED, "completed")
         self.loaded = True
@@ -138,18 +210,21 @@ class Controller:
 
     async def start(self, name: str) -> fault_pb2.Experiment:
         """Start an experiment now: record it RUNNING, then serve its faults."""
+        self._require_leader()
         async with self._lock:
-            experiment = await self._start(name)
+            experiment, plan = await self._start(name)
         duration_s = experiment.duration.ToTimedelta().total_seconds()
-        if experiment.target.WhichOneof("kind") == "service" and self._agents is not None:
-            try:
+        try:
+            if uses_agents(experiment) and self._agents is not None:
                 await self._agents.apply(experiment, duration_s)
-            except AgentError as exc:
-                metrics.ROLLBACKS.labels("agent_error").inc()
-                await self.end(name, ROLLED_BACK, f"agent_error: {exc}")
+            if plan is not None and self._killer is not None:
+                await self._killer.kill(name, plan)
+        except AgentError as exc:
+            metrics.ROLLBACKS.labels("agent_error").inc()
+            await self.end(name, ROLLED_BACK, f"agent_error: {exc}")
         return await self.get(name)
 
-    async def _start(self, name: str) -> fault_pb2.Experiment:
+    async def _start(self, name: str) -> tuple[fault_pb2.Experiment, KillPlan | None]:
         if name in self._running:
             raise WrongStateError(f"experiment {name!r} is already running")
         experiment = await self._store.get(name)
@@ -162,8 +237,15 @@ class Controller:
             raise WrongStateError(
                 f"experiment {other!r} is running on the same target; stop it first"
             )
+        # Before anything is recorded: a kill over the severity cap refuses the start.
+        plan = await self._killer.plan(experiment) if self._killer is not None else None
+        if pauses_redis(experiment) and self._pauser is None:
+            raise WrongStateError("this fault service cannot pause Redis")
         now = self._clock()
         duration_s = experiment.duration.ToTimedelta().total_seconds()
+        del experiment.affected[:]
+        if plan is not None:
+            experiment.affected.append(plan.affected)
         experiment.state = RUNNING
         experiment.started_at.CopyFrom(timestamp(now))
         experiment.ended_at.CopyFrom(timestamp(now + duration_s))
@@ -175,10 +257,12 @@ class Controller:
         await self._store.put(experiment)  # Redis down: raises, nothing applied
         self._running[name] = experiment
         await self._notify()
+        if pauses_redis(experiment) and self._pauser is not None:
+            self._pauser.start(name, now + duration_s)
         for kind in experiment.faults_applied:
             metrics.FAULTS_APPLIED.labels(kind).inc()
         log.info("experiment started", extra={"experiment": name, "duration_s": duration_s})
-        return self._copy(experiment)
+        return self._copy(experiment), plan
 
     async def end(self, name: str, state: int, reason: str) -> fault_pb2.Experiment:
         """End a running experiment: its faults go at once, then the record follows."""
@@ -188,7 +272,9 @@ class Controller:
                 raise WrongStateError(f"experiment {name!r} is not running")
             await self._notify()
         log.info("experiment ended", extra={"experiment": name, "reason": reason})
-        if experiment.target.WhichOneof("kind") == "service" and self._agents is not None:
+        if pauses_redis(experiment) and self._pauser is not None:
+            await self._pauser.stop(name)
+        if uses_agents(experiment) and self._agents is not None:
             try:
                 await self._agents.clear(experiment)
             except AgentError as exc:
@@ -210,9 +296,18 @@ class Controller:
             # resume it, which only this record could prevent: keep retrying.
             self._unsaved[experiment.name] = experiment
             log.warning("could not record the end of an experiment; will retry")
+        except NotLeaderError:
+            # Deposed meanwhile: the record still says RUNNING and the new leader resumes it
+            # (until its recorded end), which is the state everyone else sees too.
+            log.warning(
+                "deposed before recording the end of an experiment",
+                extra={"experiment": experiment.name},
+            )
+            raise
 
     async def stop(self, name: str) -> fault_pb2.Experiment:
         """StopExperiment."""
+        self._require_leader()
         if name not in self._running:
             if await self._store.get(name) is None:
                 raise UnknownExperimentError(f"no experiment named {name!r}")
@@ -222,16 +317,19 @@ class Controller:
     async def emergency_stop(self, reason: str) -> list[str]:
         """Take every fault away at once, then record every running experiment as stopped
         and cancel every schedule."""
+        self._require_leader()
         async with self._lock:
             stopped = sorted(self._running)
             ending = [self._running.pop(n) for n in stopped]
             await self._notify()  # RTDS pushes the empty layer now
+        if self._pauser is not None:
+            await self._pauser.stop()
         metrics.EMERGENCY_STOPS.inc()
         note = f"emergency stop: {reason}" if reason else "emergency stop"
         log.warning("emergency stop", extra={"stopped": stopped, "reason": reason})
         if self._agents is not None:
             for experiment in ending:
-                if experiment.target.WhichOneof("kind") == "service":
+                if uses_agents(experiment):
                     try:
                         await self._agents.clear(experiment)
                     except AgentError as exc:
@@ -260,6 +358,16 @@ class Controller:
             except StoreUnavailableError:
                 return
             del self._unsaved[name]
+
+    async def save_observed(self) -> None:
+        """Record what the running experiments observed, so any instance's GetExperiment
+        shows it (under the lock: an end's record is never overwritten by a RUNNING one)."""
+        async with self._lock:
+            for experiment in list(self._running.values()):
+                try:
+                    await self._store.put(experiment)
+                except FaultError:
+                    return
 
     def observe(self, name: str, observed: fault_pb2.Observation) -> None:
         """Record the traffic seen during a running experiment (kept with its record)."""

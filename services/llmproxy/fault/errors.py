@@ -6,6 +6,7 @@ FaultError (a common.errors.LlmproxyError)
  ├─ UnknownExperimentError: NOT_FOUND, no experiment of that name
  ├─ WrongStateError: FAILED_PRECONDITION, e.g. starting a running experiment
  ├─ StoreUnavailableError: UNAVAILABLE, Redis cannot be reached (nothing was applied)
+ ├─ NotLeaderError: UNAVAILABLE, this instance does not (or no longer) hold the leader lease
  └─ AgentError (fault.agents): a service's chaos agent could not be reached or refused
 """
 
@@ -36,3 +37,7 @@ class WrongStateError(FaultError):
 
 class StoreUnavailableError(FaultError):
     """Redis cannot be reached; the experiments' records cannot be read or written."""
+
+
+class NotLeaderError(FaultError):
+    """This instance is not the fault leader: it may not change running experiments."""

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-FAULT_KINDS = ("latency", "abort", "bandwidth", "cpu", "memory")
+FAULT_KINDS = (
+    "latency",
+    "abort",
+    "bandwidth",
+    "cpu",
+    "memory",
+    "kill_instance",
+    "redis_unavailable",
+)
 ROLLBACK_REASONS = ("success_ratio", "latency_p99", "agent_error")
 
 EXPERIMENTS_ACTIVE = Gauge(
@@ -18,6 +26,10 @@ ROLLBACKS = Counter(
 )
 EMERGENCY_STOPS = Counter("llmproxy_fault_emergency_stops_total", "EmergencyStop calls.")
 RTDS_NACKS = Counter("llmproxy_fault_rtds_nacks_total", "Runtime resources Envoy rejected (NACKs).")
+LEADER = Gauge("llmproxy_fault_leader", "1 while this fault instance holds the leader lease.")
+LEADER_TERMS = Counter(
+    "llmproxy_fault_leader_terms_total", "Times this fault instance became the leader."
+)
 RTDS_PUSHES = Counter("llmproxy_fault_rtds_pushes_total", "Runtime responses sent to Envoy.")
 
 for _kind in FAULT_KINDS:

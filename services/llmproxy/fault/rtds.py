@@ -6,7 +6,9 @@ wraps the resource in a `Resource` with a TTL, and a heartbeat (the same resourc
 it every `heartbeat_s`: when this service dies, Envoy drops the layer, and with it
 every fault, once the TTL runs out. Envoy acknowledges a response by echoing its nonce; a
 rejection (NACK) is logged and counted, and Envoy keeps the last resource it accepted.
-The stream itself is `common.xds`'s; the resource is built by the pure `runtime.build_runtime`.
+The stream itself is `common.xds`'s; the resource is built by the pure `runtime.build_runtime`
+from a Running source: the controller, or (every instance of a fleet) the view.py FaultView,
+which serves the leader's running set on every instance.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.runtime.v3 import rtds_pb2
 
+from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.xds import XdsResources, fetch, incremental_not_served, serve_stream
 from llmproxy.fault import metrics
-from llmproxy.fault.controller import Controller
 from llmproxy.fault.runtime import TYPE_URL, build_runtime
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,26 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.runtime.v3.RuntimeDiscoveryService"
 
 
-def fault_layer(controller: Controller, names: frozenset[str]) -> dict[str, rtds_pb2.Runtime]:
+class Running(Protocol):
+    """The running experiments to serve, and a version that changes with them."""
+
+    @property
+    def version(self) -> int:
+        """Changes whenever running() does."""
+
+    def running(self) -> list[fault_pb2.Experiment]:
+        """The running experiments."""
+
+    async def wait_change(self, seen: int) -> int:
+        """Wait until the version is not seen; the new version."""
+
+
+def fault_layer(controller: Running, names: frozenset[str]) -> dict[str, rtds_pb2.Runtime]:
     """The one runtime layer, whatever was named: it holds every running experiment's faults."""
     return {RTDS_RESOURCE: build_runtime(controller.running())}
 
 
-def runtime_resources(controller: Controller, ttl_s: float, heartbeat_s: float) -> XdsResources:
+def runtime_resources(controller: Running, ttl_s: float, heartbeat_s: float) -> XdsResources:
     """What the RTDS streams serve: the fault layer, with a TTL its heartbeats renew."""
     return XdsResources(
         type_url=TYPE_URL,
@@ -51,7 +67,7 @@ def runtime_resources(controller: Controller, ttl_s: float, heartbeat_s: float) 
     )
 
 
-async def _changes(controller: Controller) -> AsyncGenerator[int, None]:
+async def _changes(controller: Running) -> AsyncGenerator[int, None]:
     seen = controller.version
     while True:
         seen = await controller.wait_change(seen)
@@ -61,7 +77,7 @@ async def _changes(controller: Controller) -> AsyncGenerator[int, None]:
 class RuntimeDiscoveryServicer:
     """RTDS over gRPC; registered with add_RuntimeDiscoveryServiceServicer_to_server."""
 
-    def __init__(self, controller: Controller, ttl_s: float, heartbeat_s: float) -> None:
+    def __init__(self, controller: Running, ttl_s: float, heartbeat_s: float) -> None:
         self._controller = controller
         self._resources = runtime_resources(controller, ttl_s, heartbeat_s)
 

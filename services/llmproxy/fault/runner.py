@@ -6,6 +6,10 @@ judge each running experiment's steady-state hypothesis over the last few second
 (`WINDOW_S`): a breach ends it as ROLLED_BACK with the verdict as its reason, so a rollback
 follows a breach within WINDOW_S + hypothesis_interval_s. Stats that cannot be read are no
 verdict (never a rollback).
+
+Only the leader runs experiments: on any other instance a tick does nothing, and an instance
+that lost the lease forgets its running set (the next leader resumes it from Redis, with the
+recorded deadlines; its hypotheses are judged from the takeover on).
 """
 
 from __future__ import annotations
@@ -102,10 +106,19 @@ class Runner:
     async def tick(self) -> None:
         """One round: load, flush, expire, schedule, judge."""
         controller = self._controller
+        if not controller.leading:
+            if controller.loaded:
+                await controller.step_down()
+                self._samples.clear()
+                self._first_sample.clear()
+            return
         now = self._clock()
         if not controller.loaded:
             with contextlib.suppress(FaultError):
                 await controller.load()
+            if not controller.loaded:
+                return
+        await controller.publish()
         await controller.flush_unsaved()
         for experiment in controller.running():
             if seconds(experiment.ended_at) <= now:
@@ -153,6 +166,7 @@ class Runner:
                 del self._first_sample[name]
         for experiment in running:
             await self._judge_one(experiment, sample)
+        await self._controller.save_observed()
 
     async def _judge_one(self, experiment: fault_pb2.Experiment, sample: TrafficSample) -> None:
         first = self._first_sample.setdefault(experiment.name, sample)

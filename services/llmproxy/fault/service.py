@@ -1,7 +1,9 @@
 """The fault control API (FaultService): experiments, their life cycle and the emergency stop.
 
 Each method delegates to the Controller; FaultError subclasses become gRPC statuses with their
-message: INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE.
+message: INVALID_ARGUMENT, ALREADY_EXISTS, NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE. Reads
+and creations are answered by any instance from Redis; start, stop and the emergency stop are
+forwarded to the leader when this instance is not it (forward.py).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from llmproxy.fault.errors import (
     ExperimentExistsError,
     FaultError,
     InvalidExperimentError,
+    NotLeaderError,
     StoreUnavailableError,
     UnknownExperimentError,
     WrongStateError,
 )
+from llmproxy.fault.forward import LeaderForwarder
+from llmproxy.fault.view import FaultView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +38,7 @@ _STATUS = {
     UnknownExperimentError: grpc.StatusCode.NOT_FOUND,
     WrongStateError: grpc.StatusCode.FAILED_PRECONDITION,
     StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    NotLeaderError: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -53,8 +59,18 @@ def _name(name: str) -> str:
 class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
     """Creates, starts and stops chaos experiments."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        forwarder: LeaderForwarder | None = None,
+        view: FaultView | None = None,
+    ) -> None:
         self._controller = controller
+        self._forwarder = forwarder
+        self._view = view
+
+    def _forwarding(self) -> LeaderForwarder | None:
+        return None if self._controller.leading else self._forwarder
 
     async def ListExperiments(
         self, request: fault_pb2.ListExperimentsRequest, context: Context
@@ -85,6 +101,14 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
         self, request: fault_pb2.StartExperimentRequest, context: Context
     ) -> fault_pb2.StartExperimentResponse:
         """Start a pending (or finished) experiment now."""
+        forwarder = self._forwarding()
+        if forwarder is not None:
+            return await _answer(
+                forwarder.call(
+                    "StartExperiment", request, fault_pb2.StartExperimentResponse, context
+                ),
+                context,
+            )
         started = await _answer(self._start(request.name), context)
         return fault_pb2.StartExperimentResponse(experiment=started)
 
@@ -95,6 +119,14 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
         self, request: fault_pb2.StopExperimentRequest, context: Context
     ) -> fault_pb2.StopExperimentResponse:
         """Stop a running experiment."""
+        forwarder = self._forwarding()
+        if forwarder is not None:
+            return await _answer(
+                forwarder.call(
+                    "StopExperiment", request, fault_pb2.StopExperimentResponse, context
+                ),
+                context,
+            )
         stopped = await _answer(self._stop(request.name), context)
         return fault_pb2.StopExperimentResponse(experiment=stopped)
 
@@ -105,5 +137,19 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
         self, request: fault_pb2.EmergencyStopRequest, context: Context
     ) -> fault_pb2.EmergencyStopResponse:
         """Remove every fault everywhere now."""
+        forwarder = self._forwarding()
+        if forwarder is not None:
+            try:
+                return await forwarder.call(
+                    "EmergencyStop", request, fault_pb2.EmergencyStopResponse, context
+                )
+            except NotLeaderError as exc:
+                # No leader to be found (Redis down, or a takeover under way): whatever this
+                # instance serves goes now; any leader cut off from Redis loses its lease and
+                # its faults within lease_s.
+                log.warning("emergency stop without a leader", extra={"error": str(exc)})
+                if self._view is not None:
+                    await self._view.suppress()
+                return fault_pb2.EmergencyStopResponse()
         stopped = await _answer(self._controller.emergency_stop(request.reason[:200]), context)
         return fault_pb2.EmergencyStopResponse(stopped=stopped)

@@ -41,6 +41,20 @@ class FaultSettings(ServiceSettings):
     agent_timeout_s: float = Field(
         2.0, gt=0, le=30, description="Timeout of a call to a service's chaos agent."
     )
+    lease_s: float = Field(
+        5.0,
+        ge=1,
+        le=60,
+        description="The leader lease: with several instances only its holder runs "
+        "experiments, and another instance takes over within this long of the leader's death.",
+    )
+    follow_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=5,
+        description="How often an instance that does not lead reads the leader's running set "
+        "from Redis (what it serves to Envoy).",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_ttl(self) -> FaultSettings:
@@ -48,5 +62,10 @@ class FaultSettings(ServiceSettings):
             raise ValueError(
                 f"rtds_heartbeat_s ({self.rtds_heartbeat_s}) must be below rtds_ttl_s "
                 f"({self.rtds_ttl_s}), or Envoy drops the faults between two heartbeats"
+            )
+        if self.follow_interval_s >= self.lease_s:
+            raise ValueError(
+                f"follow_interval_s ({self.follow_interval_s}) must be below lease_s "
+                f"({self.lease_s})"
             )
         return self

@@ -1,8 +1,10 @@
 """Where experiments and their outcome live: a Protocol and its Redis form.
 
 One Redis hash, `<prefix>:experiments`, experiment name -> the serialized Experiment message
-(definition, state, start, end, faults applied, end reason, observed metrics). Every Redis
-failure becomes StoreUnavailableError, which the API answers as UNAVAILABLE.
+(definition, state, start, end, faults applied, end reason, observed metrics), and the leader's
+running set (`{<prefix>:experiments}:running`, what the followers serve to Envoy). Every Redis
+failure becomes StoreUnavailableError, which the API answers as UNAVAILABLE. With a lease, every
+write but a creation is fenced (see lease.py): a deposed leader's write raises NotLeaderError.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from redis.exceptions import RedisError
 from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy.common.redis import AnyRedis
 from llmproxy.fault.errors import ExperimentExistsError, StoreUnavailableError
+from llmproxy.fault.lease import Lease, experiments_key, slot_key
 
 
 def _decode(data: bytes | str) -> fault_pb2.Experiment:
@@ -35,6 +38,12 @@ class ExperimentStore(Protocol):
     async def put(self, experiment: fault_pb2.Experiment) -> None:
         """Replace an experiment's record."""
 
+    async def put_running(self, running: list[fault_pb2.Experiment]) -> None:
+        """Publish the running set (the leader's, for the followers)."""
+
+    async def get_running(self) -> list[fault_pb2.Experiment]:
+        """The running set the leader last published."""
+
     async def aclose(self) -> None:
         """Release connections."""
 
@@ -42,9 +51,11 @@ class ExperimentStore(Protocol):
 class RedisExperimentStore:
     """ExperimentStore in one Redis hash."""
 
-    def __init__(self, redis: AnyRedis, prefix: str) -> None:
+    def __init__(self, redis: AnyRedis, prefix: str, lease: Lease | None = None) -> None:
         self._redis = redis
-        self._key = f"{prefix}:experiments"
+        self._key = experiments_key(prefix)
+        self._running_key = slot_key(prefix, "running")
+        self._lease = lease
 
     @staticmethod
     def _unavailable(exc: RedisError) -> StoreUnavailableError:
@@ -82,10 +93,37 @@ class RedisExperimentStore:
     async def put(self, experiment: fault_pb2.Experiment) -> None:
         """Replace an experiment's record."""
         data = experiment.SerializeToString(deterministic=True)
+        if self._lease is not None:
+            await self._lease.fenced_hset(self._key, experiment.name, data)
+            return
         try:
             await self._redis.hset(self._key, experiment.name, data)
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+
+    async def put_running(self, running: list[fault_pb2.Experiment]) -> None:
+        """Publish the running set, as a ListExperimentsResponse."""
+        data = fault_pb2.ListExperimentsResponse(experiments=running).SerializeToString(
+            deterministic=True
+        )
+        if self._lease is not None:
+            await self._lease.fenced_set(self._running_key, data)
+            return
+        try:
+            await self._redis.set(self._running_key, data)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def get_running(self) -> list[fault_pb2.Experiment]:
+        """The running set the leader last published (none if never)."""
+        try:
+            data = await self._redis.get(self._running_key)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        if data is None:
+            return []
+        raw = data if isinstance(data, bytes) else data.encode()
+        return list(fault_pb2.ListExperimentsResponse.FromString(raw).experiments)
 
     async def aclose(self) -> None:
         """Close the Redis client."""

@@ -5,7 +5,9 @@ severity's limit. What each target accepts follows from how Envoy applies it (en
 routes take latency, abort (HTTP status, or gRPC status on the routes gRPC clients use) and
 bandwidth; providers and tenants take
 latency and HTTP aborts (providers also bandwidth: Envoy has no per-tenant bandwidth key);
-services take cpu and memory, through their chaos agent.
+services take cpu and memory, through their chaos agent, and kill_instance (whose share of the
+service's healthy instances is checked against the cap when it starts, see kill.py); the
+dependency `redis` takes redis_unavailable, which reaches every request (100%: CRITICAL only).
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_DELAY_MS = 60_000
 MAX_MEMORY_MB = 1024
 DEFAULT_MIN_REQUESTS = 20
+MAX_REDIS_UNAVAILABLE_S = 300.0
+"""The longest Redis outage an experiment may cause, whatever its severity."""
+FAULT_NAMES = "latency, abort, bandwidth, cpu, memory, kill_instance or redis_unavailable"
 
 _ALLOWED = {
     "route": {"latency", "abort", "bandwidth"},
     "provider": {"latency", "abort", "bandwidth"},
     "tenant": {"latency", "abort"},
-    "service": {"cpu", "memory"},
+    "service": {"cpu", "memory", "kill_instance"},
+    "dependency": {"redis_unavailable"},
 }
 
 
@@ -45,6 +51,9 @@ class Known:
     bandwidth_kbps: int
     grpc_routes: Collection[str] = ("chat", "embeddings")
     """Routes with methods gRPC clients call: the only ones a gRPC-status abort reaches."""
+    dependencies: Collection[str] = ("redis",)
+    redis_cluster: bool = False
+    """A Redis Cluster cannot be paused as one (CLIENT PAUSE is per node)."""
 
 
 def _bad(message: str) -> InvalidExperimentError:
@@ -54,12 +63,13 @@ def _bad(message: str) -> InvalidExperimentError:
 def _check_target(target: fault_pb2.Target, known: Known) -> str:
     kind = target.WhichOneof("kind")
     if kind is None:
-        raise _bad("target: set one of route, provider, service or tenant")
+        raise _bad("target: set one of route, provider, service, tenant or dependency")
     value = getattr(target, kind)
     names: Collection[str] | None = {
         "route": known.routes,
         "provider": known.providers,
         "service": known.services,
+        "dependency": known.dependencies,
     }.get(kind)
     if names is not None and value not in names:
         listed = ", ".join(sorted(names)) or "none"
@@ -86,7 +96,7 @@ def _check_fault(
     kind = fault.WhichOneof("kind")
     field = f"faults[{index}]"
     if kind is None:
-        raise _bad(f"{field}: set one of latency, abort, bandwidth, cpu or memory")
+        raise _bad(f"{field}: set one of {FAULT_NAMES}")
     if kind not in _ALLOWED[target_kind]:
         allowed = ", ".join(sorted(_ALLOWED[target_kind]))
         raise _bad(f"{field}.{kind}: a {target_kind} target takes only {allowed} faults")
@@ -111,7 +121,21 @@ def _check_fault(
         _check_percent(f"{field}.cores", cores * 100, severity)
     elif kind == "memory" and not 0 < fault.memory.megabytes <= MAX_MEMORY_MB:
         raise _bad(f"{field}.megabytes: must be 1 to {MAX_MEMORY_MB}")
+    elif kind == "redis_unavailable":
+        _check_redis_unavailable(field, severity, known)
     return kind
+
+
+def _check_redis_unavailable(field: str, severity: int, known: Known) -> None:
+    if known.redis_cluster:
+        raise _bad(f"{field}: a Redis Cluster cannot be paused as a whole (redis.cluster is true)")
+    cap = CAPS[severity].max_percent
+    if cap < 100:
+        raise _bad(
+            f"{field}: an unavailable Redis reaches every request (100%), over the "
+            f"{severity_name(severity)} severity cap of {cap:g}%: use CRITICAL with "
+            "confirm_critical"
+        )
 
 
 def _check_abort(
@@ -182,6 +206,11 @@ def validate(
         raise _bad(
             f"duration: {duration_s:g} s is over the {severity_name(severity)} severity cap "
             f"of {cap:g} s"
+        )
+    if "redis_unavailable" in kinds and duration_s > MAX_REDIS_UNAVAILABLE_S:
+        raise _bad(
+            f"duration: {duration_s:g} s is over the longest Redis outage an experiment may "
+            f"cause, {MAX_REDIS_UNAVAILABLE_S:g} s"
         )
     _check_schedule(request, duration_s)
     _check_hypothesis(request.hypothesis)

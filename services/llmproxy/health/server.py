@@ -130,6 +130,7 @@ async def serve(config: StackConfig) -> RunningServer:
         closers=closers,
         service="health",
         access=access,
+        redis=redis,
     )
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))

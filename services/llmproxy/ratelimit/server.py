@@ -90,6 +90,7 @@ async def serve(config: StackConfig) -> RunningServer:
         service="ratelimit",
         required=("config",),
         access=access,
+        redis=redis,
     )
     await running.components.set("config", True)  # loaded: an invalid file stopped startup
     await running.components.set("redis", not store.degraded)

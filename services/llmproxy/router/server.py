@@ -178,6 +178,7 @@ async def serve(
         closers=closers,
         service="router",
         access=access,
+        redis=redis,
     )
     # Without Redis the router still answers (no cache, usage kept in memory): reported only.
     await running.components.watch(

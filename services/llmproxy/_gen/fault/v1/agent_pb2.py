@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/agent.proto\x12\x11llmproxy.fault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fllmproxy/access/v1/access.proto\"\xbf\x01\n\x12\x41pplyStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress\"\x1a\n\tCpuStress\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\"!\n\x0cMemoryStress\x12\x11\n\tmegabytes\x18\x01 \x01(\x03\"Y\n\x13\x41pplyStressResponse\x12\x30\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"(\n\x12\x43learStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"G\n\x13\x43learStressResponse\x12\x30\n\x07\x63leared\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\x12\n\x10GetStressRequest\"F\n\x11GetStressResponse\x12\x31\n\x08stresses\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\xba\x01\n\x0c\x41\x63tiveStress\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12,\n\tremaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress2\xc9\x02\n\x11\x43haosAgentService\x12h\n\x0b\x41pplyStress\x12%.llmproxy.fault.v1.ApplyStressRequest\x1a&.llmproxy.fault.v1.ApplyStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12h\n\x0b\x43learStress\x12%.llmproxy.fault.v1.ClearStressRequest\x1a&.llmproxy.fault.v1.ClearStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12`\n\tGetStress\x12#.llmproxy.fault.v1.GetStressRequest\x1a$.llmproxy.fault.v1.GetStressResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmproxy/fault/v1/agent.proto\x12\x11llmproxy.fault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fllmproxy/access/v1/access.proto\"\xbf\x01\n\x12\x41pplyStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress\"\x1a\n\tCpuStress\x12\r\n\x05\x63ores\x18\x01 \x01(\x01\"!\n\x0cMemoryStress\x12\x11\n\tmegabytes\x18\x01 \x01(\x03\"Y\n\x13\x41pplyStressResponse\x12\x30\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\x12\x10\n\x08replaced\x18\x02 \x01(\x08\"(\n\x12\x43learStressRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\"G\n\x13\x43learStressResponse\x12\x30\n\x07\x63leared\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\x12\n\x10GetStressRequest\"F\n\x11GetStressResponse\x12\x31\n\x08stresses\x18\x01 \x03(\x0b\x32\x1f.llmproxy.fault.v1.ActiveStress\"\xba\x01\n\x0c\x41\x63tiveStress\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12+\n\x03\x63pu\x18\x02 \x01(\x0b\x32\x1c.llmproxy.fault.v1.CpuStressH\x00\x12\x31\n\x06memory\x18\x03 \x01(\x0b\x32\x1f.llmproxy.fault.v1.MemoryStressH\x00\x12,\n\tremaining\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x08\n\x06stress\"M\n\x10TerminateRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x10\n\x08graceful\x18\x03 \x01(\x08\"5\n\x11TerminateResponse\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x32\xab\x03\n\x11\x43haosAgentService\x12h\n\x0b\x41pplyStress\x12%.llmproxy.fault.v1.ApplyStressRequest\x1a&.llmproxy.fault.v1.ApplyStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12h\n\x0b\x43learStress\x12%.llmproxy.fault.v1.ClearStressRequest\x1a&.llmproxy.fault.v1.ClearStressResponse\"\n\x92\x82\x19\x06\x08\x02\x10\x01 \x01\x12`\n\tGetStress\x12#.llmproxy.fault.v1.GetStressRequest\x1a$.llmproxy.fault.v1.GetStressResponse\"\x08\x92\x82\x19\x04\x08\x01\x10\x01\x12`\n\tTerminate\x12#.llmproxy.fault.v1.TerminateRequest\x1a$.llmproxy.fault.v1.TerminateResponse\"\x08\x92\x82\x19\x04\x10\x01 \x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHAOSAGENTSERVICE'].methods_by_name['ClearStress']._serialized_options = b'\222\202\031\006\010\002\020\001 \001'
   _globals['_CHAOSAGENTSERVICE'].methods_by_name['GetStress']._loaded_options = None
   _globals['_CHAOSAGENTSERVICE'].methods_by_name['GetStress']._serialized_options = b'\222\202\031\004\010\001\020\001'
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['Terminate']._loaded_options = None
+  _globals['_CHAOSAGENTSERVICE'].methods_by_name['Terminate']._serialized_options = b'\222\202\031\004\020\001 \001'
   _globals['_APPLYSTRESSREQUEST']._serialized_start=118
   _globals['_APPLYSTRESSREQUEST']._serialized_end=309
   _globals['_CPUSTRESS']._serialized_start=311
@@ -58,6 +60,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTRESSRESPONSE']._serialized_end=670
   _globals['_ACTIVESTRESS']._serialized_start=673
   _globals['_ACTIVESTRESS']._serialized_end=859
-  _globals['_CHAOSAGENTSERVICE']._serialized_start=862
-  _globals['_CHAOSAGENTSERVICE']._serialized_end=1191
+  _globals['_TERMINATEREQUEST']._serialized_start=861
+  _globals['_TERMINATEREQUEST']._serialized_end=938
+  _globals['_TERMINATERESPONSE']._serialized_start=940
+  _globals['_TERMINATERESPONSE']._serialized_end=993
+  _globals['_CHAOSAGENTSERVICE']._serialized_start=996
+  _globals['_CHAOSAGENTSERVICE']._serialized_end=1423
 # @@protoc_insertion_point(module_scope)

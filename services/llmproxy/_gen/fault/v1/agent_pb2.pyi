@@ -262,3 +262,59 @@ class ActiveStress(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_stress) -> _WhichOneofReturnType_stress | None: ...
 
 Global___ActiveStress: _TypeAlias = ActiveStress  # noqa: Y015
+
+@_typing.final
+class TerminateRequest(_message.Message):
+    """TerminateRequest names the instance to end, so a stale registry entry cannot end another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    GRACEFUL_FIELD_NUMBER: _builtins.int
+    experiment: _builtins.str
+    """The experiment that asks, for the instance's log."""
+    instance_id: _builtins.str
+    """The instance id this instance registered under; another id is refused."""
+    graceful: _builtins.bool
+    """SIGTERM (graceful shutdown) instead of SIGKILL."""
+    def __init__(
+        self,
+        *,
+        experiment: _builtins.str = ...,
+        instance_id: _builtins.str = ...,
+        graceful: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "graceful", b"graceful", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateRequest: _TypeAlias = TerminateRequest  # noqa: Y015
+
+@_typing.final
+class TerminateResponse(_message.Message):
+    """TerminateResponse is sent just before the instance ends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    """The instance that ends."""
+    pid: _builtins.int
+    """Its process id."""
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        pid: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "pid", b"pid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateResponse: _TypeAlias = TerminateResponse  # noqa: Y015

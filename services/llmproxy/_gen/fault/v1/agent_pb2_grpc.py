@@ -53,6 +53,11 @@ class ChaosAgentServiceStub:
                 request_serializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressRequest.SerializeToString,
                 response_deserializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressResponse.FromString,
                 _registered_method=True)
+        self.Terminate = channel.unary_unary(
+                '/llmproxy.fault.v1.ChaosAgentService/Terminate',
+                request_serializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateRequest.SerializeToString,
+                response_deserializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateResponse.FromString,
+                _registered_method=True)
 
 
 class ChaosAgentServiceServicer:
@@ -82,6 +87,13 @@ class ChaosAgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Terminate(self, request, context):
+        """Terminate ends this service instance (kill_instance faults): only the fault service may.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChaosAgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +111,11 @@ def add_ChaosAgentServiceServicer_to_server(servicer, server):
                     servicer.GetStress,
                     request_deserializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressRequest.FromString,
                     response_serializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressResponse.SerializeToString,
+            ),
+            'Terminate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Terminate,
+                    request_deserializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateRequest.FromString,
+                    response_serializer=llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +202,33 @@ class ChaosAgentService:
             '/llmproxy.fault.v1.ChaosAgentService/GetStress',
             llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressRequest.SerializeToString,
             llmproxy_dot_fault_dot_v1_dot_agent__pb2.GetStressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Terminate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.fault.v1.ChaosAgentService/Terminate',
+            llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateRequest.SerializeToString,
+            llmproxy_dot_fault_dot_v1_dot_agent__pb2.TerminateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,8 @@ class ChaosAgentServiceStub:
     """ClearStress ends the stress of one experiment, or every stress when none is named."""
     GetStress: _grpc.UnaryUnaryMultiCallable[_agent_pb2.GetStressRequest, _agent_pb2.GetStressResponse]
     """GetStress lists the stresses in effect and the time each has left."""
+    Terminate: _grpc.UnaryUnaryMultiCallable[_agent_pb2.TerminateRequest, _agent_pb2.TerminateResponse]
+    """Terminate ends this service instance (kill_instance faults): only the fault service may."""
 
 @_typing.type_check_only
 class ChaosAgentServiceAsyncStub(ChaosAgentServiceStub):
@@ -58,6 +60,8 @@ class ChaosAgentServiceAsyncStub(ChaosAgentServiceStub):
     """ClearStress ends the stress of one experiment, or every stress when none is named."""
     GetStress: _aio.UnaryUnaryMultiCallable[_agent_pb2.GetStressRequest, _agent_pb2.GetStressResponse]  # type: ignore[assignment]
     """GetStress lists the stresses in effect and the time each has left."""
+    Terminate: _aio.UnaryUnaryMultiCallable[_agent_pb2.TerminateRequest, _agent_pb2.TerminateResponse]  # type: ignore[assignment]
+    """Terminate ends this service instance (kill_instance faults): only the fault service may."""
 
 class ChaosAgentServiceServicer(metaclass=_abc_1.ABCMeta):
     """ChaosAgentService exhausts resources inside the service that runs it, bounded and only for a
@@ -88,5 +92,13 @@ class ChaosAgentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agent_pb2.GetStressResponse, _abc.Awaitable[_agent_pb2.GetStressResponse]]:
         """GetStress lists the stresses in effect and the time each has left."""
+
+    @_abc_1.abstractmethod
+    def Terminate(
+        self,
+        request: _agent_pb2.TerminateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_pb2.TerminateResponse, _abc.Awaitable[_agent_pb2.TerminateResponse]]:
+        """Terminate ends this service instance (kill_instance faults): only the fault service may."""
 
 def add_ChaosAgentServiceServicer_to_server(servicer: ChaosAgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -153,6 +153,7 @@ class Experiment(_message.Message):
     FAULTS_APPLIED_FIELD_NUMBER: _builtins.int
     OBSERVED_FIELD_NUMBER: _builtins.int
     RUNS_FIELD_NUMBER: _builtins.int
+    AFFECTED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The experiment's unique name."""
     state: Global___ExperimentState.ValueType
@@ -207,6 +208,10 @@ class Experiment(_message.Message):
     def observed(self) -> Global___Observation:
         """The traffic observed during the last run."""
 
+    @_builtins.property
+    def affected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The instances a kill_instance fault terminated in the last run, as "<service> <instance id>"."""
+
     def __init__(
         self,
         *,
@@ -226,10 +231,11 @@ class Experiment(_message.Message):
         faults_applied: _abc.Iterable[_builtins.str] | None = ...,
         observed: Global___Observation | None = ...,
         runs: _builtins.int = ...,
+        affected: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "duration", b"duration", "ended_at", b"ended_at", "hypothesis", b"hypothesis", "interval", b"interval", "observed", b"observed", "start_time", b"start_time", "started_at", b"started_at", "target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "duration", b"duration", "end_reason", b"end_reason", "ended_at", b"ended_at", "faults", b"faults", "faults_applied", b"faults_applied", "hypothesis", b"hypothesis", "interval", b"interval", "name", b"name", "observed", b"observed", "runs", b"runs", "severity", b"severity", "start_time", b"start_time", "started_at", b"started_at", "state", b"state", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected", b"affected", "created_at", b"created_at", "duration", b"duration", "end_reason", b"end_reason", "ended_at", b"ended_at", "faults", b"faults", "faults_applied", b"faults_applied", "hypothesis", b"hypothesis", "interval", b"interval", "name", b"name", "observed", b"observed", "runs", b"runs", "severity", b"severity", "start_time", b"start_time", "started_at", b"started_at", "state", b"state", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -245,6 +251,7 @@ class Target(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     SERVICE_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    DEPENDENCY_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """A client route: "chat", "embeddings" or "models"."""
     provider: _builtins.str
@@ -253,6 +260,8 @@ class Target(_message.Message):
     """One of our services by name (cpu and memory faults, through its chaos agent)."""
     tenant: _builtins.str
     """Only the client requests of this tenant (every route)."""
+    dependency: _builtins.str
+    """A dependency of the whole stack: "redis" (the stack's Redis; redis_unavailable faults)."""
     def __init__(
         self,
         *,
@@ -260,12 +269,13 @@ class Target(_message.Message):
         provider: _builtins.str = ...,
         service: _builtins.str = ...,
         tenant: _builtins.str = ...,
+        dependency: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dependency", b"dependency", "kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependency", b"dependency", "kind", b"kind", "provider", b"provider", "route", b"route", "service", b"service", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["route", "provider", "service", "tenant"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["route", "provider", "service", "tenant", "dependency"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -282,6 +292,8 @@ class Fault(_message.Message):
     BANDWIDTH_FIELD_NUMBER: _builtins.int
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    KILL_INSTANCE_FIELD_NUMBER: _builtins.int
+    REDIS_UNAVAILABLE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def latency(self) -> Global___LatencyFault:
         """Delay requests."""
@@ -302,6 +314,14 @@ class Fault(_message.Message):
     def memory(self) -> Global___MemoryFault:
         """Hold memory inside the target service."""
 
+    @_builtins.property
+    def kill_instance(self) -> Global___KillInstanceFault:
+        """Terminate a random healthy instance of the target service when the run starts."""
+
+    @_builtins.property
+    def redis_unavailable(self) -> Global___RedisUnavailableFault:
+        """Make the target dependency ("redis") stop answering for the whole run."""
+
     def __init__(
         self,
         *,
@@ -310,12 +330,14 @@ class Fault(_message.Message):
         bandwidth: Global___BandwidthFault | None = ...,
         cpu: Global___CpuFault | None = ...,
         memory: Global___MemoryFault | None = ...,
+        kill_instance: Global___KillInstanceFault | None = ...,
+        redis_unavailable: Global___RedisUnavailableFault | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kind", b"kind", "latency", b"latency", "memory", b"memory"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kill_instance", b"kill_instance", "kind", b"kind", "latency", b"latency", "memory", b"memory", "redis_unavailable", b"redis_unavailable"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kind", b"kind", "latency", b"latency", "memory", b"memory"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "bandwidth", b"bandwidth", "cpu", b"cpu", "kill_instance", b"kill_instance", "kind", b"kind", "latency", b"latency", "memory", b"memory", "redis_unavailable", b"redis_unavailable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["latency", "abort", "bandwidth", "cpu", "memory"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["latency", "abort", "bandwidth", "cpu", "memory", "kill_instance", "redis_unavailable"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -448,6 +470,52 @@ class MemoryFault(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MemoryFault: _TypeAlias = MemoryFault  # noqa: Y015
+
+@_typing.final
+class KillInstanceFault(_message.Message):
+    """KillInstanceFault terminates one random healthy instance of a service (Chaos Monkey style),
+    through that instance's chaos agent. Killing 1 of n healthy instances counts as 100/n percent
+    against the severity cap, so the last healthy instance only goes with CRITICAL and
+    confirm_critical.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRACEFUL_FIELD_NUMBER: _builtins.int
+    graceful: _builtins.bool
+    """Terminate gracefully (SIGTERM: in-flight calls finish) rather than at once (SIGKILL)."""
+    def __init__(
+        self,
+        *,
+        graceful: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["graceful", b"graceful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillInstanceFault: _TypeAlias = KillInstanceFault  # noqa: Y015
+
+@_typing.final
+class RedisUnavailableFault(_message.Message):
+    """RedisUnavailableFault pauses every client of the stack's Redis (CLIENT PAUSE ALL) in short
+    slices that Redis ends by itself, so Redis answers again at most a slice after the run ends
+    or the fault service dies. It reaches every request's Redis: it counts as 100 percent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedisUnavailableFault: _TypeAlias = RedisUnavailableFault  # noqa: Y015
 
 @_typing.final
 class SteadyStateHypothesis(_message.Message):

@@ -1,0 +1,125 @@
+"""The registry of service instances in Redis: who runs, where its chaos agent answers.
+
+Every service instance registers itself (service, instance id, gRPC address, pid) and renews
+the entry every `HEARTBEAT_S`; an entry not renewed within `TTL_S` is no longer listed, so a
+killed instance drops out by itself. The fault leader reads it to pick a kill_instance victim
+and calls that instance's agent at its address: nothing depends on local pids or on running
+on the same machine (on Kubernetes the address is the pod's, from `LLMPROXY_POD_IP`).
+
+Per service, one sorted set (instance id -> expiry, ms since the epoch) and one hash
+(instance id -> JSON), both hash-tagged into one slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+from redis.exceptions import RedisError
+
+from llmproxy.common.redis import AnyRedis
+
+log = logging.getLogger(__name__)
+
+PREFIX = "llmproxy:chaos"
+HEARTBEAT_S = 1.0
+TTL_S = 4.0
+POD_IP_ENV = "LLMPROXY_POD_IP"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One registered service instance."""
+
+    service: str
+    instance_id: str
+    address: str
+    pid: int
+
+
+def new_instance_id(service: str) -> str:
+    """A fresh id for one process of service: a restarted process never reuses one."""
+    return f"{service}-{uuid.uuid4().hex[:12]}"
+
+
+def advertised_host(host: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The host other instances reach this one at: the pod's IP where set, else host."""
+    return environ.get(POD_IP_ENV) or host
+
+
+def _keys(service: str) -> tuple[str, str]:
+    tag = f"{{{PREFIX}:{service}}}"
+    return f"{tag}:alive", f"{tag}:instances"
+
+
+class InstanceRegistry:
+    """Reads and writes the registry."""
+
+    def __init__(self, redis: AnyRedis, clock: Callable[[], float] = time.time) -> None:
+        self._redis = redis
+        self._clock = clock
+
+    async def register(self, instance: Instance, ttl_s: float = TTL_S) -> None:
+        """Add or renew an instance's entry (RedisError passes through)."""
+        alive, details = _keys(instance.service)
+        expires = round((self._clock() + ttl_s) * 1000)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(alive, {instance.instance_id: expires})
+            pipe.hset(details, instance.instance_id, json.dumps(asdict(instance)))
+            await pipe.execute()
+
+    async def deregister(self, instance: Instance) -> None:
+        """Remove an instance's entry (a clean shutdown)."""
+        alive, details = _keys(instance.service)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(alive, instance.instance_id)
+            pipe.hdel(details, instance.instance_id)
+            await pipe.execute()
+
+    async def live(self, service: str) -> list[Instance]:
+        """The instances of service whose entry is current, by id; expired ones are swept."""
+        alive, details = _keys(service)
+        now_ms = round(self._clock() * 1000)
+        ids = [
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i in await self._redis.zrangebyscore(alive, now_ms, "+inf")
+        ]
+        stale = [
+            i.decode() if isinstance(i, bytes) else str(i)
+            for i in await self._redis.zrangebyscore(alive, "-inf", now_ms - 1)
+        ]
+        if stale:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(alive, *stale)
+                pipe.hdel(details, *stale)
+                await pipe.execute()
+        if not ids:
+            return []
+        found = []
+        for raw in await self._redis.hmget(details, ids):
+            if raw is not None:
+                found.append(Instance(**json.loads(raw)))
+        return sorted(found, key=lambda i: i.instance_id)
+
+
+async def heartbeat(registry: InstanceRegistry, instance: Instance) -> None:
+    """Keep an instance registered until cancelled, then deregister it (best effort)."""
+    try:
+        while True:
+            try:
+                await registry.register(instance)
+            except (RedisError, OSError) as exc:
+                log.debug("instance registry unreachable", extra={"error": str(exc)})
+            await asyncio.sleep(HEARTBEAT_S)
+    finally:
+        # Gone from the registry at once rather than after TTL_S: no kill is aimed at it.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await registry.deregister(instance)
