@@ -173,12 +173,9 @@ def process_at(fleet: Fleet, service: str, address: str) -> ManagedProcess:
     raise AssertionError(f"no {service} instance at {address}")
 
 
-# Services whose loss costs no client request with Envoy's clusters as they are: health (the
-# router keeps its last view of the providers) and fault (a killed leader hands over within
-# lease_s; RTDS reconnects to the other instance). Killing a router, ratelimit or authz
-# instance fails about half the requests until Envoy's health checks drop it, which rolls
-# such an experiment back; they belong here once Envoy retries and ejects outliers.
-@pytest.mark.parametrize("service", ["health", "fault"])
+# Every service: Envoy retries a check or a request lost with its instance on the other one,
+# and its health checks drop the dead instance within about two seconds (envoyconf/resilience.py).
+@pytest.mark.parametrize("service", SERVICES)
 async def test_kill_instance_ends_one_instance_and_the_hypothesis_holds(
     fleet: Fleet, service: str
 ) -> None:
