@@ -11,11 +11,15 @@ connections, --rounds times, it reads before and after the run:
   (by command), the time Redis spent in them, and Redis's own CPU per gateway request.
 
 First, the same figures with no traffic for --idle-seconds (health probes, fault leases and the
-like): what an idle replica costs per second. Last, Redis's ceiling on this machine:
-redis-benchmark calling take.lua (bench/bench_ratelimit.py's measurement) and the single core a
-Redis has, against Redis's CPU per gateway request.
+like): what an idle stack costs per second. Then, at 1 connection under MONITOR (which costs
+Redis much CPU, so apart from the runs above), what each Redis is sent per request: round trips
+by command, our Lua scripts' calls and keys, and the commands the scripts run inside Redis.
+Last, Redis's ceiling on this machine: redis-benchmark replaying the rate limiter's take.lua call
+of one request (random keys, so no limit is reached), alone and four decisions to a call as the
+limiter batches under load; take.lua with one check (bench/bench_ratelimit.py's measurement);
+and the single core a Redis runs commands on, over Redis's CPU per gateway request.
 
-    .venv/bin/python -m bench.bench_capacity [--seconds 8] [--connections 1,10] [--rounds 2]
+    .venv/bin/python -m bench.bench_capacity [--seconds 8] [--connections 1,10,50] [--rounds 2]
 
 Prints one JSON object.
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +53,13 @@ from llmproxy.devstack.stack import Stack
 
 # Not the gateway's: the provider stands in for OpenAI and the like.
 OUTSIDE = {"fakeprovider"}
+# Our Lua scripts by SHA1, as EVALSHA names them.
+SCRIPTS = {
+    hashlib.sha1(path.read_bytes(), usedforsecurity=False).hexdigest(): path.name
+    for path in (Path(__file__).resolve().parents[1] / "services" / "llmproxy").glob("*/*.lua")
+}
+# A batch of decisions in one take.lua call, as the rate limiter makes under load.
+BATCH = 4
 KINDS = {"uncached": ("How many replicas do I need?", 1.0), "cache_hit": ("Cache me.", 0.0)}
 
 
@@ -107,7 +119,10 @@ class Monitor:
         self.marker = f"capacity-monitor-end-{uuid.uuid4().hex}"
         self.round_trips: Counter[str] = Counter()
         self.in_scripts: Counter[str] = Counter()
-        self.sample_evalsha: list[str] | None = None  # a script call as a client sent it
+        self.scripts: Counter[str] = Counter()  # script calls, by script
+        self.script_keys: Counter[str] = Counter()  # the keys they were given, by script
+        self.take_calls: dict[int, list[str]] = {}  # a take.lua call of each size, as sent
+        self.take_sizes: Counter[int] = Counter()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
 
@@ -122,8 +137,22 @@ class Monitor:
                     return
                 in_script = command["client_type"] == "lua"
                 (self.in_scripts if in_script else self.round_trips)[name] += 1
-                if name == "evalsha" and not in_script and self.sample_evalsha is None:
-                    self.sample_evalsha = command["command"].split(" ")
+                if name == "evalsha" and not in_script:
+                    self._script_call(command["command"].split(" "))
+
+    def _script_call(self, words: list[str]) -> None:
+        script, keys = SCRIPTS.get(words[1], words[1]), int(words[2])
+        self.scripts[script] += 1
+        self.script_keys[script] += keys
+        if script == "take.lua":
+            self.take_sizes[keys] += 1
+            self.take_calls.setdefault(keys, words)
+
+    def one_decision(self) -> list[str] | None:
+        """The commonest take.lua call: one request's decision (its checks, unbatched)."""
+        if not self.take_sizes:
+            return None
+        return self.take_calls[self.take_sizes.most_common(1)[0][0]]
 
     def __enter__(self) -> Monitor:
         self._thread.start()
@@ -144,6 +173,11 @@ class Monitor:
         return {
             "round_trips": divided(self.round_trips),
             "round_trips_total": round(sum(self.round_trips.values()) / count, 3),
+            "script_calls": divided(self.scripts),
+            "keys_per_script_call": {
+                script: round(self.script_keys[script] / calls, 1)
+                for script, calls in self.scripts.items()
+            },
             "in_scripts": divided(self.in_scripts),
             "in_scripts_total": round(sum(self.in_scripts.values()) / count, 3),
         }
@@ -169,7 +203,7 @@ def round_trips(stack: Stack, key: str, seconds: float) -> tuple[dict[str, Any],
         finally:
             for monitor in monitors.values():
                 monitor.__exit__()
-        samples[kind] = monitors["redis"].sample_evalsha
+        samples[kind] = monitors["redis"].one_decision()
         mixes[kind] = {
             "requests": wrk.requests,
             **{name: m.per(max(1, wrk.requests)) for name, m in monitors.items()},
@@ -303,16 +337,18 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def replay_argv(words: list[str]) -> list[str]:
-    """A rate limit script call as redis-benchmark's arguments, each key one of many random ones
-    (redis-benchmark's -r) so that the replay reaches no limit and misses no counter."""
+def replay_argv(words: list[str], decisions: int = 1) -> list[str]:
+    """A take.lua call as redis-benchmark's arguments, its checks repeated for `decisions`
+    decisions, each key one of many random ones (redis-benchmark's -r) so that the replay
+    reaches no limit and misses no counter."""
     keys = int(words[2])
-    checks_from = 3 + keys + 1  # EVALSHA sha numkeys KEYS... prefix checks (one string)
+    checks = " ".join(words[4 + keys :])  # EVALSHA sha numkeys KEYS... prefix checks
     return [
-        *words[:3],
-        *(f"{key}:__rand_int__" for key in words[3 : 3 + keys]),
+        *words[:2],
+        str(keys * decisions),
+        *(f"{key}:__rand_int__" for key in words[3 : 3 + keys] * decisions),
         words[3 + keys],
-        " ".join(words[checks_from:]),
+        " ".join([checks] * decisions),
     ]
 
 
@@ -320,9 +356,9 @@ def redis_ceiling(
     stack: Stack, runs: list[dict[str, Any]], sample: list[str] | None, rounds: int
 ) -> dict[str, Any]:
     """Redis's ceiling on this machine, three ways: redis-benchmark replaying the rate limiter's
-    script call of an uncached request (the one command a request costs Redis, nearly), calling
-    take.lua with one check (bench/bench_ratelimit.py's measurement), and one core over Redis's
-    CPU per gateway request (a Redis runs commands on one thread)."""
+    take.lua call of one request (nearly all a request costs Redis), alone and BATCH decisions
+    to a call; take.lua with one check (bench/bench_ratelimit.py's measurement); and one core
+    over Redis's CPU per gateway request (a Redis runs commands on one thread)."""
     port = urlsplit(stack.config.redis.url).port or 6379
     highest = {}
     for run in runs:
@@ -331,20 +367,22 @@ def redis_ceiling(
         highest[case] = max(highest.get(case, 0.0), cpu_us)
     replay = None
     if sample is not None:
-        argv = replay_argv(sample)
         client = redis.Redis(port=port)
         # redis-benchmark counts error replies as answers: Redis's own counters say none failed.
         before = client.info("commandstats")["cmdstat_evalsha"]
-        per_s = [redis_benchmark(port, argv, 1) for _ in range(rounds)]
+        replay = {
+            "checks_per_decision": int(sample[2]),
+            "one_decision_per_call_calls_per_s": [
+                redis_benchmark(port, replay_argv(sample), 1) for _ in range(rounds)
+            ],
+            f"{BATCH}_decisions_per_call_calls_per_s": [
+                redis_benchmark(port, replay_argv(sample, BATCH), 1) for _ in range(rounds)
+            ],
+        }
         after = client.info("commandstats")["cmdstat_evalsha"]
         client.close()
-        replay = {
-            "keys": int(sample[2]),
-            "checks": len(argv[-1].split()) // 5,
-            "calls_per_s_unpipelined": per_s,
-            "calls": int(after["calls"]) - int(before["calls"]),
-            "failed_calls": int(after["failed_calls"]) - int(before["failed_calls"]),
-        }
+        replay["calls"] = int(after["calls"]) - int(before["calls"])
+        replay["failed_calls"] = int(after["failed_calls"]) - int(before["failed_calls"])
     return {
         "replayed_rate_limit_call": replay,
         "take_lua_one_check": measure_lua(port),
@@ -361,7 +399,7 @@ async def main() -> None:
     parser.add_argument(
         "--connections",
         type=lambda text: [int(n) for n in text.split(",")],
-        default=[1, 10],
+        default=[1, 10, 50],
         help="wrk connections, comma-separated",
     )
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each case")
