@@ -360,11 +360,12 @@ def redis_ceiling(
     to a call; take.lua with one check (bench/bench_ratelimit.py's measurement); and one core
     over Redis's CPU per gateway request (a Redis runs commands on one thread)."""
     port = urlsplit(stack.config.redis.url).port or 6379
-    highest = {}
+    highest: dict[str, dict[str, float]] = {}
     for run in runs:
         case = f"{run['kind']}_c{run['connections']}"
-        cpu_us = sum(r["cpu_us"] for r in run["redis_per_request"].values())
-        highest[case] = max(highest.get(case, 0.0), cpu_us)
+        for name, redis_run in run["redis_per_request"].items():
+            cpu_us = highest.setdefault(name, {}).get(case, 0.0)
+            highest[name][case] = max(cpu_us, redis_run["cpu_us"])
     replay = None
     if sample is not None:
         client = redis.Redis(port=port)
@@ -387,9 +388,10 @@ def redis_ceiling(
         "replayed_rate_limit_call": replay,
         "take_lua_one_check": measure_lua(port),
         "gateway_requests_per_s_at_one_redis_core": {
-            case: round(1e6 / cpu_us) if cpu_us else None for case, cpu_us in highest.items()
+            name: {case: round(1e6 / us) if us else None for case, us in cases.items()}
+            for name, cases in highest.items()
         },
-        "note": "one core / the highest Redis CPU per request of the rounds (both Redis added)",
+        "note": "each Redis: one core / its highest CPU per request of the rounds",
     }
 
 
