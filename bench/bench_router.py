@@ -38,6 +38,7 @@ import yaml
 from google.api import httpbody_pb2
 
 from bench.ports import wait_port
+from bench.proc import cpu_ms
 from bench.wrk import WrkResult, run_wrk
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.common.net import free_port
@@ -133,16 +134,6 @@ def overhead(stack: Stack, key: str, seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _cpu_ms(pids: dict[str, int]) -> dict[str, float]:
-    """CPU time (user + system) each process has used so far, in milliseconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for name, pid in pids.items():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        used[name] = (int(fields[11]) + int(fields[12])) * 1000 / ticks  # utime, stime
-    return used
-
-
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     samples_ms = sorted(samples_ms)
     return {
@@ -208,9 +199,9 @@ def _cpu_per_request(
 ) -> tuple[WrkResult, dict[str, float]]:
     """One wrk run at 1 connection, and the CPU each process of the stack spent per request."""
     pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
-    before = _cpu_ms(pids)
+    before = cpu_ms(pids)
     result = run_wrk(url, body, 1, seconds, headers)
-    after = _cpu_ms(pids)
+    after = cpu_ms(pids)
     per_request = {
         process: round((after[process] - before[process]) / max(1, result.requests), 3)
         for process in pids

@@ -2,9 +2,9 @@
 
 Nothing here asserts on a figure's size (the machine is shared): only that a short run ends
 well, names each figure it promises, and, where the benchmark checks its own work, that every
-answer it counted was real. Not here: bench/bench_router.py and bench/bench_tracing.py drive
-the gateway with wrk, which the bootstrap does not install, and start whole stacks (two, for
-tracing) besides.
+answer it counted was real. Not here: bench/bench_router.py, bench/bench_capacity.py and
+bench/bench_tracing.py drive the gateway with wrk, which the bootstrap does not install, and
+start whole stacks (two, for tracing) besides.
 """
 
 from __future__ import annotations
