@@ -265,4 +265,38 @@ async def test_redis_unavailable_pauses_redis_for_the_run_and_the_hypothesis_hol
     assert record.state == fault_pb2.EXPERIMENT_STATE_COMPLETED, record.end_reason
     assert record.observed.requests >= 20
     assert record.observed.success_ratio >= 0.95
+    # Judged on the traffic during the pause, not on an empty window after it.
+    assert "not enough evidence" not in record.observed.verdict
     assert await fleet.leader() == leader  # the pause cost the leader nothing
+
+
+async def test_a_breach_while_redis_is_paused_rolls_back_and_redis_answers_again(
+    fleet: Fleet,
+) -> None:
+    # The hypothesis is judged without Redis: an impossible p99 bound is breached during the
+    # pause, and the rollback ends the pause long before the experiment's own end.
+    await eventually(fleet.leader, what="a fault leader", timeout_s=10)
+    async with steady_traffic(fleet):
+        await asyncio.sleep(2)
+        started_at = time.monotonic()
+        started = fleet.run(
+            experiment(
+                "redis-breach",
+                fault_pb2.Target(dependency="redis"),
+                fault_pb2.Fault(redis_unavailable=fault_pb2.RedisUnavailableFault()),
+                60,
+                severity=fault_pb2.SEVERITY_CRITICAL,
+                confirm_critical=True,
+                hypothesis=fault_pb2.SteadyStateHypothesis(max_p99_ms=0.001),
+            )
+        )
+        assert started.state == fault_pb2.EXPERIMENT_STATE_RUNNING, started.end_reason
+        record = await completed(fleet, "redis-breach", timeout_s=30)
+    assert record.state == fault_pb2.EXPERIMENT_STATE_ROLLED_BACK, record.end_reason
+    assert record.end_reason.startswith("latency_p99"), record.end_reason
+    assert time.monotonic() - started_at < 30  # not the experiment's 60 s
+    probe = fleet.redis(timeout_s=0.3)
+    try:
+        assert await probe.ping()
+    finally:
+        await probe.aclose()

@@ -80,6 +80,7 @@ class Controller:
         self._lease = lease
         self._killer = killer
         self._pauser = pauser
+        self._observed_unsaved = False  # observe() since the last save_observed()
         self._publish_pending = False
         self._running: dict[str, fault_pb2.Experiment] = {}
         self._unsaved: dict[str, fault_pb2.Experiment] = {}
@@ -270,10 +271,11 @@ class Controller:
             experiment = self._running.pop(name, None)
             if experiment is None:
                 raise WrongStateError(f"experiment {name!r} is not running")
+            # Before anything written to Redis: those writes wait while it is paused.
+            if pauses_redis(experiment) and self._pauser is not None:
+                await self._pauser.stop(name)
             await self._notify()
         log.info("experiment ended", extra={"experiment": name, "reason": reason})
-        if pauses_redis(experiment) and self._pauser is not None:
-            await self._pauser.stop(name)
         if uses_agents(experiment) and self._agents is not None:
             try:
                 await self._agents.clear(experiment)
@@ -360,8 +362,12 @@ class Controller:
             del self._unsaved[name]
 
     async def save_observed(self) -> None:
-        """Record what the running experiments observed, so any instance's GetExperiment
-        shows it (under the lock: an end's record is never overwritten by a RUNNING one)."""
+        """Record what the running experiments observed since the last save, so any
+        instance's GetExperiment shows it (under the lock: an end's record is never
+        overwritten by a RUNNING one)."""
+        if not self._observed_unsaved:
+            return
+        self._observed_unsaved = False
         async with self._lock:
             for experiment in list(self._running.values()):
                 try:
@@ -373,6 +379,7 @@ class Controller:
         """Record the traffic seen during a running experiment (kept with its record)."""
         if name in self._running:
             self._running[name].observed.CopyFrom(observed)
+            self._observed_unsaved = True
 
     def known_services(self) -> Collection[str]:
         """The services a service target may name."""

@@ -93,18 +93,44 @@ class Runner:
         self._last_judgement = -math.inf
 
     async def run(self) -> None:
-        """Run until cancelled; no error stops the loop."""
+        """Run until cancelled; no error stops either loop.
+
+        Judging has a loop of its own: the housekeeping writes to Redis, and while Redis does
+        not answer (a redis_unavailable experiment, say) the hypotheses must still be judged
+        and a breach still rolled back.
+        """
+        await asyncio.gather(
+            self._forever(self.housekeeping, self._tick_s),
+            self._forever(self.judge_due, self._tick_s),
+        )
+
+    @staticmethod
+    async def _forever(step: Callable[[], Awaitable[None]], interval_s: float) -> None:
         while True:
             try:
-                await self.tick()
+                await step()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("runner tick failed")
-            await asyncio.sleep(self._tick_s)
+                log.exception("runner step failed", extra={"step": step.__name__})
+            await asyncio.sleep(interval_s)
 
     async def tick(self) -> None:
-        """One round: load, flush, expire, schedule, judge."""
+        """One round of both loops: housekeeping, then judging."""
+        await self.housekeeping()
+        await self.judge_due()
+
+    async def judge_due(self) -> None:
+        """Judge the hypotheses if hypothesis_interval_s has passed (the leader only)."""
+        if not self._controller.leading or not self._controller.loaded:
+            return
+        now = self._clock()
+        if now - self._last_judgement >= self._hypothesis_interval_s:
+            self._last_judgement = now
+            await self._judge()
+
+    async def housekeeping(self) -> None:
+        """Load, publish, flush, expire, schedule, and record what was observed."""
         controller = self._controller
         if not controller.leading:
             if controller.loaded:
@@ -127,9 +153,7 @@ class Runner:
         if now - self._last_schedule >= SCHEDULE_EVERY_S:
             self._last_schedule = now
             await self._schedule(now)
-        if now - self._last_judgement >= self._hypothesis_interval_s:
-            self._last_judgement = now
-            await self._judge()
+        await controller.save_observed()
 
     async def _schedule(self, now: float) -> None:
         try:
@@ -166,7 +190,6 @@ class Runner:
                 del self._first_sample[name]
         for experiment in running:
             await self._judge_one(experiment, sample)
-        await self._controller.save_observed()
 
     async def _judge_one(self, experiment: fault_pb2.Experiment, sample: TrafficSample) -> None:
         first = self._first_sample.setdefault(experiment.name, sample)
