@@ -81,7 +81,15 @@ class HealthService:
         return reply.provider
 
     async def serving(self, service: str) -> str:
-        reply = await self.grpc_health.Check(grpc_health_pb2.HealthCheckRequest(service=service))
+        """The status of a health service name; "NOT_FOUND" before it is first reported (a
+        component's first check may still be running)."""
+        request = grpc_health_pb2.HealthCheckRequest(service=service)
+        try:
+            reply = await self.grpc_health.Check(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return "NOT_FOUND"
         return str(grpc_health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def wait_for(self, name: str, state: str, within_s: float) -> float:
