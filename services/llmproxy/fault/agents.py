@@ -222,12 +222,18 @@ class Agents:
     def resume(self, experiment: fault_pb2.Experiment) -> None:
         """Take over a running experiment from its record (a new leader): the instances in
         its `affected` took the stress already, and `reach` goes to the others."""
-        if experiment.name in self._took:
-            return
         prefix = f"{experiment.target.service} "
         ids = {a.removeprefix(prefix) for a in experiment.affected if a.startswith(prefix)}
-        self._took[experiment.name] = ids
-        self._sent[experiment.name] = dict.fromkeys(ids)
+        self._took.setdefault(experiment.name, set()).update(ids)
+        sent = self._sent.setdefault(experiment.name, {})
+        for instance_id in ids:
+            sent.setdefault(instance_id, None)
+
+    def forget(self) -> None:
+        """Drop what is known of every experiment (no longer the leader: the next one resumes
+        them from their records)."""
+        self._sent.clear()
+        self._took.clear()
 
     async def clear(self, experiment: fault_pb2.Experiment) -> None:
         """Clear the experiment's stresses on every instance sent them and every live one;

@@ -112,6 +112,8 @@ class Controller:
                 await self._pauser.stop()
             self._running.clear()
             self._unsaved.clear()
+            if self._agents is not None:
+                self._agents.forget()
             self.loaded = False
             self._publish_pending = False
             await self._notify()
