@@ -23,14 +23,15 @@ from google.protobuf import duration_pb2
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from llmproxy._gen.fault.v1 import fault_pb2, fault_pb2_grpc
+from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2, fault_pb2_grpc
 from llmproxy.common.chaos.registry import InstanceRegistry
+from llmproxy.common.credentials import bearer_metadata
 from llmproxy.devstack.process import ManagedProcess
 from llmproxy.devstack.stack import Stack
 from llmproxy.fault.lease import Holder, slot_key
 from tests.e2e.conftest import create_key
 from tests.harness import logs
-from tests.harness.control import control_channel
+from tests.harness.control import admin_token, control_channel
 from tests.harness.providers_stack import providers_stack
 from tests.harness.waiting import eventually
 
@@ -222,6 +223,43 @@ async def test_kill_instance_ends_one_instance_and_the_hypothesis_holds(
     ]
     await client.aclose()
     assert traffic.ratio("after") >= 0.99  # the survivor serves everything
+
+
+async def test_cpu_and_memory_stress_reach_every_instance_and_their_stop_clears_them(
+    fleet: Fleet,
+) -> None:
+    client = fleet.redis()
+    instances = await eventually(
+        lambda: InstanceRegistry(client).live("health"), lambda found: len(found) == 2
+    )
+    await client.aclose()
+    metadata = bearer_metadata(admin_token(fleet.stack))
+
+    def held(address: str) -> list[str]:
+        with grpc.insecure_channel(address) as channel:
+            reply = agent_pb2_grpc.ChaosAgentServiceStub(channel).GetStress(
+                agent_pb2.GetStressRequest(), timeout=5, metadata=metadata
+            )
+        return sorted(s.experiment for s in reply.stresses)
+
+    request = experiment(
+        "squeeze-health",
+        fault_pb2.Target(service="health"),
+        fault_pb2.Fault(cpu=fault_pb2.CpuFault(cores=0.05)),
+        60,
+        severity=fault_pb2.SEVERITY_LOW,
+    )
+    request.faults.append(fault_pb2.Fault(memory=fault_pb2.MemoryFault(megabytes=16)))
+    started = fleet.run(request)
+    assert started.state == fault_pb2.EXPERIMENT_STATE_RUNNING, started.end_reason
+    assert sorted(started.affected) == sorted(f"health {i.instance_id}" for i in instances)
+    both = ["squeeze-health:cpu", "squeeze-health:memory"]
+    assert [held(i.address) for i in instances] == [both, both]
+    with control_channel(fleet.stack) as channel:
+        fleet.api(channel).StopExperiment(
+            fault_pb2.StopExperimentRequest(name="squeeze-health"), timeout=10
+        )
+    assert [held(i.address) for i in instances] == [[], []]
 
 
 async def test_redis_unavailable_pauses_redis_for_the_run_and_the_hypothesis_holds(

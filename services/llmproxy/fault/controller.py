@@ -18,9 +18,10 @@ import logging
 from collections.abc import Callable, Collection
 
 from llmproxy._gen.fault.v1 import fault_pb2
+from llmproxy.common.chaos.registry import Instance
 from llmproxy.common.timestamps import seconds, timestamp
 from llmproxy.fault import metrics
-from llmproxy.fault.agents import AGENT_KINDS, AgentError, Agents
+from llmproxy.fault.agents import AGENT_KINDS, AgentError, Agents, affected_entry
 from llmproxy.fault.errors import (
     FaultError,
     NotLeaderError,
@@ -80,7 +81,7 @@ class Controller:
         self._lease = lease
         self._killer = killer
         self._pauser = pauser
-        self._observed_unsaved = False  # observe() since the last save_observed()
+        self._unsaved_running = False  # observe() or reach() since the last save_running()
         self._publish_pending = False
         self._running: dict[str, fault_pb2.Experiment] = {}
         self._unsaved: dict[str, fault_pb2.Experiment] = {}
@@ -111,6 +112,8 @@ class Controller:
                 await self._pauser.stop()
             self._running.clear()
             self._unsaved.clear()
+            if self._agents is not None:
+                self._agents.forget()
             self.loaded = False
             self._publish_pending = False
             await self._notify()
@@ -169,6 +172,8 @@ class Controller:
                 log.info("resumed a running experiment", extra={"experiment": experiment.name})
                 if pauses_redis(experiment) and self._pauser is not None:
                     self._pauser.start(experiment.name, seconds(experiment.ended_at))
+                if uses_agents(experiment) and self._agents is not None:
+                    self._agents.resume(experiment)
             else:
                 await self._finish(experiment, COMPLETED, "completed")
         self.loaded = True
@@ -217,7 +222,8 @@ class Controller:
         duration_s = experiment.duration.ToTimedelta().total_seconds()
         try:
             if uses_agents(experiment) and self._agents is not None:
-                await self._agents.apply(experiment, duration_s)
+                self._affected(name, await self._agents.apply(experiment, duration_s))
+                await self.save_running()
             if plan is not None and self._killer is not None:
                 await self._killer.kill(name, plan)
         except AgentError as exc:
@@ -361,13 +367,45 @@ class Controller:
                 return
             del self._unsaved[name]
 
-    async def save_observed(self) -> None:
-        """Record what the running experiments observed since the last save, so any
-        instance's GetExperiment shows it (under the lock: an end's record is never
-        overwritten by a RUNNING one)."""
-        if not self._observed_unsaved:
+    def _affected(self, name: str, instances: list[Instance]) -> None:
+        """Add instances a running experiment reached to its `affected` (saved by
+        save_running)."""
+        experiment = self._running.get(name)
+        if experiment is None:
             return
-        self._observed_unsaved = False
+        for entry in map(affected_entry, instances):
+            if entry not in experiment.affected:
+                experiment.affected.append(entry)
+                self._unsaved_running = True
+
+    async def reach_new_instances(self) -> None:
+        """Stress the instances of a stressed service that registered since its experiment
+        started (a restarted instance, a new replica), or did not answer then, for the time
+        left."""
+        if self._agents is None:
+            return
+        now = self._clock()
+        for experiment in self.running():
+            if not uses_agents(experiment):
+                continue
+            reached = await self._agents.reach(experiment, seconds(experiment.ended_at) - now)
+            if reached:
+                log.info(
+                    "stress applied to new instances",
+                    extra={
+                        "experiment": experiment.name,
+                        "instances": [i.instance_id for i in reached],
+                    },
+                )
+                self._affected(experiment.name, reached)
+
+    async def save_running(self) -> None:
+        """Record what the running experiments observed and reached since the last save, so
+        any instance's GetExperiment shows it (under the lock: an end's record is never
+        overwritten by a RUNNING one)."""
+        if not self._unsaved_running:
+            return
+        self._unsaved_running = False
         async with self._lock:
             for experiment in list(self._running.values()):
                 try:
@@ -379,7 +417,7 @@ class Controller:
         """Record the traffic seen during a running experiment (kept with its record)."""
         if name in self._running:
             self._running[name].observed.CopyFrom(observed)
-            self._observed_unsaved = True
+            self._unsaved_running = True
 
     def known_services(self) -> Collection[str]:
         """The services a service target may name."""

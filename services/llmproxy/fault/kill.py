@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2
 from llmproxy.common.chaos.registry import Instance, InstanceRegistry
 from llmproxy.common.credentials import bearer_metadata
-from llmproxy.fault.agents import AgentError
+from llmproxy.fault.agents import AgentError, affected_entry
 from llmproxy.fault.errors import StoreUnavailableError, WrongStateError
 from llmproxy.fault.severity import CAPS, severity_name
 
@@ -42,7 +42,7 @@ class KillPlan:
     @property
     def affected(self) -> str:
         """The experiment's record of it: "<service> <instance id>"."""
-        return f"{self.victim.service} {self.victim.instance_id}"
+        return affected_entry(self.victim)
 
 
 def kill_fault(experiment: fault_pb2.Experiment) -> tuple[int, fault_pb2.KillInstanceFault] | None:

@@ -1,7 +1,8 @@
 """The runner: starts experiments on schedule, ends them at expiry, rolls back on a breach.
 
 One loop, every `tick_s`: end what expired, start what is due (start time, or the next slot of
-its interval), and every `hypothesis_interval_s` read Envoy's client-listener stats once and
+its interval), stress the instances a cpu or memory fault has not reached yet (registered since
+it started); and every `hypothesis_interval_s` read Envoy's client-listener stats once and
 judge each running experiment's steady-state hypothesis over the last few seconds
 (`WINDOW_S`): a breach ends it as ROLLED_BACK with the verdict as its reason, so a rollback
 follows a breach within WINDOW_S + hypothesis_interval_s. Stats that cannot be read are no
@@ -130,7 +131,8 @@ class Runner:
             await self._judge()
 
     async def housekeeping(self) -> None:
-        """Load, publish, flush, expire, schedule, and record what was observed."""
+        """Load, publish, flush, expire, schedule, stress new instances of a stressed service,
+        and record what was observed and reached."""
         controller = self._controller
         if not controller.leading:
             if controller.loaded:
@@ -153,7 +155,8 @@ class Runner:
         if now - self._last_schedule >= SCHEDULE_EVERY_S:
             self._last_schedule = now
             await self._schedule(now)
-        await controller.save_observed()
+        await controller.reach_new_instances()
+        await controller.save_running()
 
     async def _schedule(self, now: float) -> None:
         try:

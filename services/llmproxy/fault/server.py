@@ -25,7 +25,7 @@ from llmproxy.common.net import is_ip
 from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, connect_redis
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.config import StackConfig
-from llmproxy.fault.agents import Agents
+from llmproxy.fault.agents import Agents, GrpcSend
 from llmproxy.fault.controller import Controller
 from llmproxy.fault.envoy_stats import TrafficSample, sample_traffic
 from llmproxy.fault.forward import LeaderForwarder
@@ -59,14 +59,6 @@ def known_targets(config: StackConfig, environ: dict[str, str]) -> Known:
     )
 
 
-def agent_targets(config: StackConfig) -> dict[str, str]:
-    """Each service's gRPC address, where its chaos agent answers."""
-    return {
-        name: f"{getattr(config.services, name).host}:{getattr(config.services, name).grpc_port}"
-        for name in SERVICES
-    }
-
-
 async def serve(config: StackConfig) -> RunningServer:
     """Start the fault gRPC server and its runner."""
     settings = config.services.fault
@@ -82,8 +74,9 @@ async def serve(config: StackConfig) -> RunningServer:
         lease_s=settings.lease_s,
     )
     store = RedisExperimentStore(redis, settings.key_prefix, lease)
-    agents = Agents(agent_targets(config), settings.agent_timeout_s, access.service_token)
-    killer = Killer(InstanceRegistry(redis), settings.agent_timeout_s, access.service_token)
+    registry = InstanceRegistry(redis)
+    agents = Agents(registry, GrpcSend(settings.agent_timeout_s, access.service_token))
+    killer = Killer(registry, settings.agent_timeout_s, access.service_token)
     # Its own connection: a pause slice holds its calls for up to a slice.
     pause_slice_s = slice_s(settings.lease_s)
     pause_redis = connect_redis(
@@ -121,7 +114,6 @@ async def serve(config: StackConfig) -> RunningServer:
     closers = [
         cancelling(tasks),
         forwarder.aclose,
-        agents.aclose,
         http.aclose,
         store.aclose,
         pauser.stop,  # Redis answers again; the next leader resumes the pauses

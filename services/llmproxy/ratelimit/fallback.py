@@ -3,7 +3,10 @@
 Every call to Redis is bounded by a timeout tighter than Envoy's. When Redis refuses the
 connection or errs, or three calls in a row time out, this instance degrades: it says so in
 a log line and the llmproxy_ratelimit_degraded metric, and decides with its own
-MemoryLimitStore (limits divided among the instances) without waiting on Redis again. A
+MemoryLimitStore without waiting on Redis again, each limit divided by the live number of
+limiter instances (common.live_count: the last count read from the instance registry, kept
+while Redis is down), so that all of them together stay near the limit however many a platform
+runs. A
 probe checks Redis every probe interval; once it answers, decisions go back to Redis and the
 local counts are dropped. When to switch is `common.fallback`'s; what goes where is here.
 """
@@ -35,7 +38,7 @@ class FallbackLimitStore:
         *,
         timeout_s: float,
         probe_interval_s: float,
-        instances: int = 1,
+        instances: Callable[[], int] = lambda: 1,
         on_change: Callable[[bool], None] = lambda degraded: None,
     ) -> None:
         self._primary = primary
@@ -69,10 +72,12 @@ class FallbackLimitStore:
         self._on_change(degraded)
 
     def _share(self, ops: Sequence[Take]) -> list[Take]:
-        if self._instances == 1:
+        """Each limit divided by the instances now (rounded up: never below 1)."""
+        instances = max(1, self._instances())
+        if instances == 1:
             return list(ops)
         return [
-            Take(o.key, o.algorithm, math.ceil(o.limit / self._instances), o.window_ms, o.hits)
+            Take(o.key, o.algorithm, math.ceil(o.limit / instances), o.window_ms, o.hits)
             for o in ops
         ]
 

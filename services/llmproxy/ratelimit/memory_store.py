@@ -1,7 +1,8 @@
 """LimitStore in this process's memory: the same algorithms as the Lua scripts, per instance.
 
 Used while Redis is unreachable. Its counts are this instance's only; the limiter hands it
-limits divided by the number of instances so that all of them together stay near the limit.
+limits divided by the live number of instances (fallback.py) so that all of them together stay
+near the limit.
 """
 
 from __future__ import annotations

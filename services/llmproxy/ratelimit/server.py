@@ -18,6 +18,8 @@ from envoy.service.ratelimit.v3 import rls_pb2
 
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from llmproxy.common.access_control import access_control
+from llmproxy.common.chaos.registry import InstanceRegistry
+from llmproxy.common.live_count import LiveCount
 from llmproxy.common.redis import connect_redis
 from llmproxy.common.redis_feed import RedisChannelFeed, follow_feed
 from llmproxy.common.server import RunningServer, cancelling, start_server
@@ -58,12 +60,16 @@ async def serve(config: StackConfig) -> RunningServer:
         if running is not None:
             running.components.report("redis", not degraded)
 
+    # The fallback divides each limit by the limiter instances live when Redis was last read:
+    # an HPA may run more than `instances`.
+    count = LiveCount(InstanceRegistry(redis), "ratelimit", settings.instances)
+    counting = asyncio.create_task(count.run())
     store = FallbackLimitStore(
         RedisLimitStore(redis),
         MemoryLimitStore(max_keys=max(settings.local_cache_size, 1000)),
         timeout_s=settings.redis_timeout_s,
         probe_interval_s=settings.probe_interval_s,
-        instances=settings.instances,
+        instances=count,
         on_change=redis_health,
     )
     batcher = Batcher(store, settings.max_batch, window_s=settings.batch_window_ms / 1000)
@@ -82,7 +88,7 @@ async def serve(config: StackConfig) -> RunningServer:
         )
         return SERVICE_NAMES
 
-    closers = [cancelling([watcher, follower]), batcher.aclose, store.aclose]
+    closers = [cancelling([watcher, follower, counting]), batcher.aclose, store.aclose]
     running = await start_server(
         settings,
         register,

@@ -18,13 +18,15 @@ from prometheus_client import REGISTRY
 
 from llmproxy._gen.fault.v1 import agent_pb2, agent_pb2_grpc, fault_pb2, fault_pb2_grpc
 from llmproxy.common.access_control import access_control
+from llmproxy.common.chaos.registry import InstanceRegistry
 from llmproxy.common.contract import RTDS_RESOURCE
 from llmproxy.common.server import start_server
 from llmproxy.common.settings import ServiceSettings
 from llmproxy.fault.runtime import TYPE_URL
 from llmproxy.fault.server import serve
 from tests.harness.ports import free_port
-from tests.harness.services import served
+from tests.harness.services import Served, served
+from tests.harness.waiting import eventually
 from tests.integration.fault.conftest import StartFault, fault_config
 
 
@@ -203,29 +205,34 @@ async def test_experiments_survive_a_restart(
     await envoy.requests.put(None)
 
 
-async def test_service_faults_go_through_the_target_services_chaos_agent(
+async def test_service_faults_reach_every_instance_of_the_target_service(
     redis_client: aioredis.Redis, redis_process: str
 ) -> None:
     async with AsyncExitStack() as stack:
-        # A bare server (no services): only the chaos agent every server carries.
         config = fault_config(redis_process)
-        access = access_control(config, redis_client, service="bare")
-        bare = start_server(
-            ServiceSettings(grpc_port=0, metrics_port=0), lambda _: (), access=access
-        )
-        target = await stack.enter_async_context(served(bare))
-        dead_port = free_port()
-        services = config.services.model_copy(
-            update={
-                "router": config.services.router.model_copy(update={"grpc_port": target.port}),
-                "authz": config.services.authz.model_copy(update={"grpc_port": dead_port}),
-            }
-        )
-        fault = await stack.enter_async_context(
-            served(serve(config.model_copy(update={"services": services})))
-        )
+
+        async def start_router() -> Served:
+            # A bare server registered as a router instance: only the chaos agent it carries.
+            access = access_control(config, redis_client, service="router")
+            bare = start_server(
+                ServiceSettings(grpc_port=0, metrics_port=0),
+                lambda _: (),
+                service="router",
+                access=access,
+                redis=redis_client,
+            )
+            return await stack.enter_async_context(served(bare))
+
+        async def held(router: Served) -> list[str]:
+            agent = agent_pb2_grpc.ChaosAgentServiceStub(router.channel)
+            reply = await agent.GetStress(agent_pb2.GetStressRequest())
+            return sorted(s.experiment for s in reply.stresses)
+
+        registry = InstanceRegistry(redis_client)
+        routers = [await start_router(), await start_router()]
+        await eventually(lambda: registry.live("router"), lambda found: len(found) == 2)
+        fault = await stack.enter_async_context(served(serve(config)))
         api = fault_pb2_grpc.FaultServiceStub(fault.channel)
-        agent = agent_pb2_grpc.ChaosAgentServiceStub(target.channel)
         stress = [
             fault_pb2.Fault(cpu=fault_pb2.CpuFault(cores=0.05)),
             fault_pb2.Fault(memory=fault_pb2.MemoryFault(megabytes=8)),
@@ -237,16 +244,25 @@ async def test_service_faults_go_through_the_target_services_chaos_agent(
             severity=fault_pb2.SEVERITY_LOW,
             duration=duration_pb2.Duration(seconds=30),
         )
+        both = ["squeeze:cpu", "squeeze:memory"]
         await api.CreateExperiment(request)
-        await api.StartExperiment(fault_pb2.StartExperimentRequest(name="squeeze"))
-        active = await agent.GetStress(agent_pb2.GetStressRequest())
-        assert sorted(s.experiment for s in active.stresses) == ["squeeze:cpu", "squeeze:memory"]
+        started = await api.StartExperiment(fault_pb2.StartExperimentRequest(name="squeeze"))
+        assert [await held(r) for r in routers] == [both, both]
+        ids = sorted(f"router {i.instance_id}" for i in await registry.live("router"))
+        assert sorted(started.experiment.affected) == ids
+        # A router that starts during the run gets the stress on the runner's next tick.
+        routers.append(await start_router())
+        await eventually(lambda: held(routers[2]), lambda found: found == both, timeout_s=10)
+        found = await api.GetExperiment(fault_pb2.GetExperimentRequest(name="squeeze"))
+        assert len(found.experiment.affected) == 3
         await api.StopExperiment(fault_pb2.StopExperimentRequest(name="squeeze"))
-        assert not (await agent.GetStress(agent_pb2.GetStressRequest())).stresses
-        # A service whose agent cannot be reached: the experiment is rolled back at once.
+        assert [await held(r) for r in routers] == [[], [], []]
+        # A service with no instance registered: the experiment is rolled back at once.
         request.name = "unreachable"
         request.target.service = "authz"
         await api.CreateExperiment(request)
         started = await api.StartExperiment(fault_pb2.StartExperimentRequest(name="unreachable"))
         assert started.experiment.state == fault_pb2.EXPERIMENT_STATE_ROLLED_BACK
-        assert started.experiment.end_reason.startswith("agent_error: chaos agent of authz")
+        assert started.experiment.end_reason == (
+            "agent_error: chaos agents of authz: no live instance is registered"
+        )

@@ -174,3 +174,43 @@ async def test_frozen_redis_times_out_into_local_decisions(
         await load.stop()
     assert load.errors == []
     assert "redis is back" in caplog.text
+
+
+async def test_the_fallback_divides_by_the_live_instances_not_the_configured_ones(
+    start_ratelimit: StartRatelimit,
+    limits_file: Callable[[str], Path],
+    own_redis: tuple[str, ManagedProcess],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="llmproxy.common.live_count")
+    url, process = own_redis
+    # Configured as 1 instance (as an HPA's Deployment would be), but 2 run and register.
+    limits = limits_file(LIMITS.replace("requests_per_unit: 3,", "requests_per_unit: 4,"))
+    settings = {"redis_timeout_s": "0.05", "probe_interval_s": "0.1", "instances": "1"}
+    first = await start_ratelimit(limits, url, **settings)
+    await start_ratelimit(limits, url, **settings)
+
+    def counted_two() -> int:
+        return sum(
+            1
+            for r in caplog.records
+            if r.getMessage() == "live instance count changed" and getattr(r, "instances", 0) == 2
+        )
+
+    # Each limiter has read the registry since both registered.
+    await eventually(counted_two, lambda found: found == 2, what="both counting 2", timeout_s=15)
+    process.signal(signal.SIGKILL)
+
+    async def allowed(key: str) -> int:
+        codes = [
+            (
+                await first.rls.ShouldRateLimit(
+                    request(descriptor(("tenant", "acme"), ("key_id", key))), timeout=5
+                )
+            ).overall_code
+            for _ in range(5)
+        ]
+        return codes.count(OK)
+
+    assert await allowed("k1") == 2  # 4 divided by the 2 live instances, not by 1
+    assert degraded() == 1

@@ -95,7 +95,7 @@ def decider(tmp_path: Path, primary: CountingStore) -> Decider:
     path = tmp_path / "limits.yaml"
     path.write_text(LIMITS)
     store = FallbackLimitStore(
-        primary, MemoryLimitStore(), timeout_s=1, probe_interval_s=0.01, instances=2
+        primary, MemoryLimitStore(), timeout_s=1, probe_interval_s=0.01, instances=lambda: 2
     )
     return Decider(LimitsHolder(path, "llmproxy"), store, Batcher(store), OverLimitCache(100))
 
@@ -187,6 +187,42 @@ async def test_a_failing_store_degrades_to_local_limits_and_recovers(
     primary.failing = False
     await eventually(degraded, lambda found: found == 0, what="the probe finding the store back")
     assert (await decider.decide(key)).overall_code == OK
+
+
+async def test_the_fallback_divides_each_limit_by_the_instances_live_now(
+    primary: CountingStore,
+) -> None:
+    instances = [2]
+    store = FallbackLimitStore(
+        primary,
+        MemoryLimitStore(),
+        timeout_s=1,
+        probe_interval_s=60,
+        instances=lambda: instances[0],
+    )
+    primary.failing = True
+
+    async def allowed(key: str, limit: int = 6) -> int:
+        """How many single hits of key the store allows, out of limit + 1."""
+        took = 0
+        for _ in range(limit + 1):
+            [outcome] = await store.take([Take(key, "sliding_log", limit, 60_000, 1)])
+            took += outcome.allowed
+        return took
+
+    try:
+        assert await allowed("a") == 3  # 6 / 2
+        instances[0] = 3  # an HPA added a limiter: the count read before Redis went away
+        assert await allowed("b") == 2
+        assert await allowed("a") == 0  # 3 already taken, over this instance's share of 2
+        instances[0] = 4
+        assert await allowed("c") == 2  # 6 / 4, rounded up
+        instances[0] = 1
+        assert await allowed("d") == 6
+        instances[0] = 0  # never below one share of the whole limit
+        assert await allowed("e") == 6
+    finally:
+        await store.aclose()
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,10 @@
 Every service instance registers itself (service, instance id, gRPC address, pid) and renews
 the entry every `HEARTBEAT_S`; an entry not renewed within `TTL_S` is no longer listed, so a
 killed instance drops out by itself. The fault leader reads it to pick a kill_instance victim
-and calls that instance's agent at its address: nothing depends on local pids or on running
-on the same machine (on Kubernetes the address is the pod's, from `LLMPROXY_POD_IP`).
+and to stress every instance of a service, and calls their agents at their addresses: nothing
+depends on local pids or on running on the same machine (on Kubernetes the address is the
+pod's, from `LLMPROXY_POD_IP`). The rate limiter counts its own instances in it
+(common.live_count).
 
 Per service, one sorted set (instance id -> expiry, ms since the epoch) and one hash
 (instance id -> JSON), both hash-tagged into one slot.
@@ -82,6 +84,11 @@ class InstanceRegistry:
             pipe.zrem(alive, instance.instance_id)
             pipe.hdel(details, instance.instance_id)
             await pipe.execute()
+
+    async def count(self, service: str) -> int:
+        """How many instances of service have a current entry (one call, nothing swept)."""
+        alive, _ = _keys(service)
+        return int(await self._redis.zcount(alive, round(self._clock() * 1000), "+inf"))
 
     async def live(self, service: str) -> list[Instance]:
         """The instances of service whose entry is current, by id; expired ones are swept."""

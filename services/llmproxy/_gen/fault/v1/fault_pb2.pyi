@@ -210,7 +210,10 @@ class Experiment(_message.Message):
 
     @_builtins.property
     def affected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The instances a kill_instance fault terminated in the last run, as "<service> <instance id>"."""
+        """The instances the last run reached, as "<service> <instance id>": a kill_instance fault's
+        victim, and every instance a cpu or memory fault stressed (one that registered during the
+        run too).
+        """
 
     def __init__(
         self,
