@@ -5,19 +5,27 @@ takes 1/N of every shared bucket: a request costs N tokens. With a per-address b
 tokens that refills one token every 1000 s, the two replicas together admit exactly BURST
 requests from one address, BURST/2 each, however the requests are split: the approximation is
 that each replica's share is fixed, so an address sending only to one replica gets half.
+
+The health service runs two instances, and each replica's EDS goes to a different one (its
+health cluster lists that instance only): the instances share their Envoys through Redis, so
+that both replicas count two.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from llmproxy.common.contract import ENVOYS_CLUSTER
 from llmproxy.common.net import free_port
-from llmproxy.config import StackConfig
+from llmproxy.config import DEFAULT_CONFIG, StackConfig
 from llmproxy.devstack.authz import create_demo_key
+from llmproxy.devstack.freeports import with_free_ports
 from llmproxy.devstack.stack import Stack
 from llmproxy.envoyconf.edge import EDGE_LIMIT_HEADER
 from tests.e2e.test_edge import CHAT, SLOW
@@ -25,18 +33,40 @@ from tests.harness import logs
 from tests.harness.waiting import eventually
 
 BURST = 10  # per client address, for the whole fleet
-REPLICA = "envoy-b"
+REPLICAS = ("envoy-a", "envoy-b")  # envoy-a's EDS goes to health instance 0, envoy-b's to 1
 
 
-def _replica_config(config: StackConfig) -> StackConfig:
-    """config with every Envoy port moved, for a second Envoy on the same machine."""
+@pytest.fixture
+def own_stack_data() -> dict[str, Any]:
+    """The stack of this module: two health instances."""
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    data.setdefault("services", {}).setdefault("health", {})["instances"] = 2
+    return with_free_ports(data)
+
+
+def _replica_config(config: StackConfig, health_instance: int, own_ports: bool) -> StackConfig:
+    """config for an Envoy whose health cluster (and so its EDS) has health instance
+    health_instance only; unless own_ports, with every Envoy port moved, for another Envoy on
+    the same machine."""
     ports = {
         "listener_port": free_port(),
         "control_port": free_port(),
         "admin_port": free_port(),
         "egress_port": free_port(),
     }
-    return config.model_copy(update={"envoy": config.envoy.model_copy(update=ports)})
+    envoy = config.envoy if own_ports else config.envoy.model_copy(update=ports)
+    health = config.services.health.instance(health_instance).model_copy(update={"instances": 1})
+    return config.model_copy(
+        update={"envoy": envoy, "services": config.services.model_copy(update={"health": health})}
+    )
+
+
+async def _connected(client: httpx.AsyncClient, config: StackConfig, instance: int) -> float:
+    """The Envoys connected to one health instance, from its /metrics."""
+    port = config.services.health.instance(instance).metrics_port
+    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    found = re.search(r'^llmproxy_health_envoy_replicas\{view="connected"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else -1.0
 
 
 async def _members(client: httpx.AsyncClient, config: StackConfig) -> int:
@@ -81,10 +111,22 @@ async def test_two_envoy_replicas_share_one_limit(
 ) -> None:
     token = own_stack.environ[own_stack.config.control.admin_token_env]
     key = await create_demo_key(own_stack.config, token)
-    first, second = own_stack.config, _replica_config(own_stack.config)
-    await own_stack.add_envoy(REPLICA, second)
-    logs.watch(request.node, own_stack.processes[REPLICA])
+    # The stack's own Envoy could reach either health instance: two replicas that each reach
+    # one, a different one, replace it (the first on its ports: the router's egress is there).
+    own_stack.processes.pop("envoy").stop()
+    first = _replica_config(own_stack.config, 0, own_ports=True)
+    second = _replica_config(own_stack.config, 1, own_ports=False)
+    for name, config in zip(REPLICAS, (first, second), strict=True):
+        await own_stack.add_envoy(name, config)
+        logs.watch(request.node, own_stack.processes[name])
     async with httpx.AsyncClient(timeout=30) as client:
+        for index in range(2):
+            await eventually(
+                lambda i=index: _connected(client, own_stack.config, i),  # type: ignore[misc]
+                lambda connected: connected == 1,
+                what=f"one Envoy on health instance {index}",
+                timeout_s=20,
+            )
         for config in (first, second):
             await eventually(
                 lambda config=config: _members(client, config),  # type: ignore[misc]
@@ -100,9 +142,9 @@ async def test_two_envoy_replicas_share_one_limit(
             answers = await _chats(client, config, BURST, key, "203.0.113.7")
             assert answers == {"200": BURST // 2, refused: BURST // 2}
 
-        # Membership follows the Envoys: with the replica gone, the first takes the whole
-        # bucket again (a new address gets all of it).
-        own_stack.processes.pop(REPLICA).stop()
+        # Membership follows the Envoys: with the replica gone from the other health
+        # instance, the first takes the whole bucket again (a new address gets all of it).
+        own_stack.processes.pop(REPLICAS[1]).stop()
         await eventually(
             lambda: _members(client, first),
             lambda members: members == 1,

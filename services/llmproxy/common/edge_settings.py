@@ -87,7 +87,8 @@ class EdgeSettings(StrictModel):
     share_across_replicas: bool = Field(
         True,
         description="Share the per-address and listener buckets among the Envoy replicas "
-        "connected to the health service: with N replicas each takes 1/N of every bucket, so "
+        "connected to the health service (to any of its instances, which share the list "
+        "through Redis): with N replicas each takes 1/N of every bucket, so "
         "the limits hold for the fleet (exactly when clients spread evenly over the replicas). "
         "Each replica needs a node id of its own (Envoy's `--service-node`). The per-connection "
         "bucket is never shared.",

@@ -4,9 +4,9 @@ Envoy opens a stream, names the clusters it wants (`provider_<name>`, ENVOYS_CLU
 acknowledges each response by echoing its version and nonce. This server answers every new
 subscription at once and pushes again whenever a subscribed cluster's endpoints change: a
 provider's health (see `xds`) or resolved addresses, or the Envoy replicas connected (see
-`fleet`: an Envoy is a member while its stream is open). A rejected response (NACK) is logged
-and counted, never resent as is. The stream itself is `common.xds`'s; the resources are built
-by the pure functions of `xds`.
+`fleet`: an Envoy is a member while a stream of its is open, to this instance or another). A
+rejected response (NACK) is logged and counted, never resent as is. The stream itself is
+`common.xds`'s; the resources are built by the pure functions of `xds`.
 """
 
 from __future__ import annotations

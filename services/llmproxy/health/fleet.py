@@ -1,14 +1,20 @@
 """The Envoy replicas connected to the health service's EDS: the members of ENVOYS_CLUSTER.
 
-An Envoy is a member while at least one of its EDS streams is open; Envoys are told apart by
-their node id, so each replica needs a distinct one (Envoy's `--service-node`). Each member's
-endpoint is the address its first open stream comes from: nothing connects to it, Envoy only
-counts the hosts of its local cluster to take its share of the edge tier's buckets.
+An Envoy is a member while at least one of its EDS streams, on any health instance, is open;
+Envoys are told apart by their node id, so each replica needs a distinct one (Envoy's
+`--service-node`). Each member's endpoint is the address one of its streams comes from: nothing
+connects to it, Envoy only counts the hosts of its local cluster to take its share of the edge
+tier's buckets.
+
+`Fleet` keeps the Envoys connected to this instance and, as `fleet_sync` reads them from Redis,
+those of the other instances: every instance serves the union, so that every Envoy counts the
+same replicas whichever instance its streams reached.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,25 +38,48 @@ def parse_peer(peer: str) -> Peer | None:
     return Peer(host, int(port))
 
 
+Members = dict[str, Peer | None]  # each Envoy's address, by node id
+Views = Mapping[str, Mapping[str, Peer | None]]  # each health instance's members, by instance
+
+
+def merge(views: Views) -> Members:
+    """One member per node listed by any instance, sorted by node id.
+
+    A node on several instances (its streams went to more than one, or it moved and the old
+    instance's entry has not expired yet) is one member, at the address the first instance in
+    id order saw: every instance merging the same views serves the same endpoints.
+    """
+    merged: Members = {}
+    for instance in sorted(views):
+        for node, peer in views[instance].items():
+            merged.setdefault(node, peer)
+    return dict(sorted(merged.items()))
+
+
 @dataclass
 class _Member:
     streams: dict[int, Peer | None] = field(default_factory=dict)
 
 
 class Fleet:
-    """The Envoy nodes with an open EDS stream, and the changes of that set.
+    """The Envoy nodes with an open EDS stream here or on another instance, and their changes.
 
-    Every join and leave is announced (an EDS stream pushes only what differs from what it sent).
+    instance is this health instance's id in the shared list. Every join and leave is
+    announced, and every change of the other instances' views (an EDS stream pushes only what
+    differs from what it sent).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str = "local") -> None:
+        self.instance = instance
         self._members: dict[str, _Member] = {}
+        self._others: dict[str, Members] = {}
         self._events: set[asyncio.Event] = set()
+        self._local_events: set[asyncio.Event] = set()
 
     def join(self, node: str, stream: int, peer: Peer | None) -> None:
         """Stream `stream` of node `node` is open."""
         self._members.setdefault(node, _Member()).streams[stream] = peer
-        self._notify()
+        self._notify(local=True)
 
     def leave(self, node: str, stream: int) -> None:
         """Stream `stream` of node `node` closed; the node leaves with its last stream."""
@@ -60,24 +89,37 @@ class Fleet:
         del member.streams[stream]
         if not member.streams:
             del self._members[node]
-        self._notify()
+        self._notify(local=True)
 
-    def members(self) -> dict[str, Peer | None]:
-        """Each member's address (that of its oldest open stream), by node id, sorted."""
+    def connected(self) -> Members:
+        """The nodes connected to this instance, each at its oldest open stream's address."""
         return {
             node: next(iter(self._members[node].streams.values())) for node in sorted(self._members)
         }
 
-    def event(self) -> asyncio.Event:
-        """An event set at every change of membership; release it with `forget`."""
+    def set_others(self, views: Views) -> None:
+        """The other instances' members, by instance id, as last read (none: this one alone)."""
+        others = {i: dict(m) for i, m in views.items() if i != self.instance}
+        if others != self._others:
+            self._others = others
+            self._notify(local=False)
+
+    def members(self) -> Members:
+        """Every member, of this instance and of the others, sorted by node id (see `merge`)."""
+        return merge({**self._others, self.instance: self.connected()})
+
+    def event(self, local: bool = False) -> asyncio.Event:
+        """An event set at every change of membership (local: of this instance's only);
+        release it with `forget`."""
         event = asyncio.Event()
-        self._events.add(event)
+        (self._local_events if local else self._events).add(event)
         return event
 
     def forget(self, event: asyncio.Event) -> None:
         """Stop setting event."""
         self._events.discard(event)
+        self._local_events.discard(event)
 
-    def _notify(self) -> None:
-        for event in self._events:
+    def _notify(self, local: bool) -> None:
+        for event in self._events | (self._local_events if local else set()):
             event.set()

@@ -54,6 +54,17 @@ COMPONENT_CHECK_SECONDS = Histogram(
 )
 EDS_PUSHES = Counter("llmproxy_health_eds_responses_total", "Endpoint assignments sent to Envoy.")
 EDS_NACKS = Counter("llmproxy_health_eds_nacks_total", "Endpoint assignments Envoy rejected.")
+ENVOY_REPLICAS = Gauge(
+    "llmproxy_health_envoy_replicas",
+    "Envoy replicas with an EDS stream open: to this instance (view=connected), or to any "
+    "instance, as this one serves them in envoy_replicas (view=served).",
+    ["view"],
+)
+ENVOY_REPLICAS_SHARED = Gauge(
+    "llmproxy_health_envoy_replicas_shared",
+    "1 while envoy_replicas lists the Envoys of every health instance (read from Redis), 0 while "
+    "Redis is unreachable and it lists this instance's only.",
+)
 
 
 def observe_status(status: ProviderStatus, _old: ProviderStatus | None = None) -> None:

@@ -36,6 +36,9 @@ from llmproxy.health.components import (
 from llmproxy.health.eds import SERVICE_NAME as EDS_SERVICE_NAME
 from llmproxy.health.eds import EndpointDiscoveryServicer
 from llmproxy.health.fallback import FallbackHealthStore
+from llmproxy.health.fleet import Fleet
+from llmproxy.health.fleet_store import FleetStore
+from llmproxy.health.fleet_sync import share_fleet
 from llmproxy.health.grpc_health import mirror_providers
 from llmproxy.health.memory_store import MemoryHealthStore
 from llmproxy.health.monitor import Monitor
@@ -109,7 +112,8 @@ async def serve(config: StackConfig) -> RunningServer:
 
     components = Components(checks, COMPONENT_TIMEOUT_S, on_change=publish)
     servicer = ProviderHealthServicer(registry, monitor, components)
-    eds = EndpointDiscoveryServicer(registry)
+    fleet = Fleet(instance)
+    eds = EndpointDiscoveryServicer(registry, fleet)
     tasks: list[asyncio.Task[None]] = []
 
     def register(server: grpc.aio.Server) -> tuple[str, ...]:
@@ -134,4 +138,5 @@ async def serve(config: StackConfig) -> RunningServer:
     )
     tasks.append(asyncio.create_task(mirror_providers(registry, running.health)))
     tasks.append(asyncio.create_task(components.run(settings.components_interval_s)))
+    tasks.append(asyncio.create_task(share_fleet(fleet, FleetStore(redis, settings.key_prefix))))
     return running

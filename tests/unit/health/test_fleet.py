@@ -14,7 +14,7 @@ from llmproxy.common.contract import ENVOYS_CLUSTER
 from llmproxy.common.xds import SotwStream
 from llmproxy.health import xds
 from llmproxy.health.eds import EndpointDiscoveryServicer, endpoint_resources
-from llmproxy.health.fleet import Fleet, Peer, parse_peer
+from llmproxy.health.fleet import Fleet, Peer, merge, parse_peer
 from llmproxy.health.registry import Registry
 from tests.unit.grpc_fakes import FakeContext
 
@@ -45,6 +45,50 @@ def test_a_node_is_a_member_while_any_of_its_streams_is_open() -> None:
     fleet.leave("b", 1)
     assert fleet.members() == {}
     assert not changed.is_set()
+
+
+def test_the_views_merge_into_one_member_per_node_whoever_merges_them() -> None:
+    a, b = Peer("10.0.0.1", 1), Peer("10.0.0.2", 2)
+    views = {
+        "health-2": {"envoy-b": b, "envoy-a": Peer("10.0.0.1", 9)},  # envoy-a moved here
+        "health-1": {"envoy-a": a},
+        "health-3": {},
+    }
+    merged = merge(views)
+    assert merged == {"envoy-a": a, "envoy-b": b}
+    assert list(merged) == ["envoy-a", "envoy-b"]
+    assert merge(dict(reversed(views.items()))) == merged  # whatever order they came in
+    assert merge({}) == {}
+    # Each instance merges its own connections with the others' views: the same members.
+    first, second = Fleet("health-1"), Fleet("health-2")
+    first.join("envoy-a", 1, a)
+    second.join("envoy-b", 1, b)
+    second.join("envoy-a", 2, Peer("10.0.0.1", 9))
+    first.set_others({"health-2": second.connected()})
+    second.set_others({"health-1": first.connected(), "health-2": {"stale": None}})
+    assert first.members() == second.members() == {"envoy-a": a, "envoy-b": b}
+    assert first.connected() == {"envoy-a": a}
+
+
+def test_the_others_views_notify_the_streams_only_when_they_change() -> None:
+    fleet = Fleet("health-1")
+    streams, local = fleet.event(), fleet.event(local=True)
+    fleet.set_others({"health-2": {"envoy-b": None}})
+    assert streams.is_set()
+    assert not local.is_set()
+    assert list(fleet.members()) == ["envoy-b"]
+    streams.clear()
+    fleet.set_others({"health-2": {"envoy-b": None}})
+    assert not streams.is_set()
+    fleet.join("envoy-a", 1, None)  # a local change is both
+    assert streams.is_set()
+    assert local.is_set()
+    fleet.set_others({})  # Redis unreachable: this instance's Envoys only
+    assert list(fleet.members()) == ["envoy-a"]
+    fleet.forget(local)
+    local.clear()
+    fleet.leave("envoy-a", 1)
+    assert not local.is_set()
 
 
 def test_every_member_is_a_host_of_its_own() -> None:

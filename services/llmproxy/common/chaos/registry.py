@@ -8,8 +8,7 @@ depends on local pids or on running on the same machine (on Kubernetes the addre
 pod's, from `LLMPROXY_POD_IP`). The rate limiter counts its own instances in it
 (common.live_count).
 
-Per service, one sorted set (instance id -> expiry, ms since the epoch) and one hash
-(instance id -> JSON), both hash-tagged into one slot.
+Per service, one set of `common.heartbeats` entries: instance id -> the instance as JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 from redis.exceptions import RedisError
 
+from llmproxy.common.heartbeats import HeartbeatEntries, raise_if_cancelled
 from llmproxy.common.redis import AnyRedis
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,8 @@ def advertised_host(host: str, environ: Mapping[str, str] = os.environ) -> str:
     return environ.get(POD_IP_ENV) or host
 
 
-def _keys(service: str) -> tuple[str, str]:
-    tag = f"{{{PREFIX}:{service}}}"
-    return f"{tag}:alive", f"{tag}:instances"
+def _entries(redis: AnyRedis, service: str, clock: Callable[[], float]) -> HeartbeatEntries:
+    return HeartbeatEntries(redis, f"{PREFIX}:{service}", values="instances", clock=clock)
 
 
 class InstanceRegistry:
@@ -70,20 +69,12 @@ class InstanceRegistry:
 
     async def register(self, instance: Instance, ttl_s: float = TTL_S) -> None:
         """Add or renew an instance's entry (RedisError passes through)."""
-        alive, details = _keys(instance.service)
-        expires = round((self._clock() + ttl_s) * 1000)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(alive, {instance.instance_id: expires})
-            pipe.hset(details, instance.instance_id, json.dumps(asdict(instance)))
-            await pipe.execute()
+        entries = _entries(self._redis, instance.service, self._clock)
+        await entries.put(instance.instance_id, json.dumps(asdict(instance)), ttl_s)
 
     async def deregister(self, instance: Instance) -> None:
         """Remove an instance's entry (a clean shutdown)."""
-        alive, details = _keys(instance.service)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(alive, instance.instance_id)
-            pipe.hdel(details, instance.instance_id)
-            await pipe.execute()
+        await _entries(self._redis, instance.service, self._clock).remove(instance.instance_id)
 
     async def count(self, service: str) -> int:
         """How many instances of service have a current entry (one call, nothing swept)."""
@@ -92,28 +83,8 @@ class InstanceRegistry:
 
     async def live(self, service: str) -> list[Instance]:
         """The instances of service whose entry is current, by id; expired ones are swept."""
-        alive, details = _keys(service)
-        now_ms = round(self._clock() * 1000)
-        ids = [
-            i.decode() if isinstance(i, bytes) else str(i)
-            for i in await self._redis.zrangebyscore(alive, now_ms, "+inf")
-        ]
-        stale = [
-            i.decode() if isinstance(i, bytes) else str(i)
-            for i in await self._redis.zrangebyscore(alive, "-inf", now_ms - 1)
-        ]
-        if stale:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(alive, *stale)
-                pipe.hdel(details, *stale)
-                await pipe.execute()
-        if not ids:
-            return []
-        found = []
-        for raw in await self._redis.hmget(details, ids):
-            if raw is not None:
-                found.append(Instance(**json.loads(raw)))
-        return sorted(found, key=lambda i: i.instance_id)
+        found = await _entries(self._redis, service, self._clock).live()
+        return [Instance(**json.loads(raw)) for raw in found.values()]
 
 
 async def heartbeat(registry: InstanceRegistry, instance: Instance) -> None:
@@ -124,6 +95,7 @@ async def heartbeat(registry: InstanceRegistry, instance: Instance) -> None:
                 await registry.register(instance)
             except (RedisError, OSError) as exc:
                 log.debug("instance registry unreachable", extra={"error": str(exc)})
+            raise_if_cancelled()
             await asyncio.sleep(HEARTBEAT_S)
     finally:
         # Gone from the registry at once rather than after TTL_S: no kill is aimed at it.
