@@ -64,6 +64,11 @@ class HeartbeatEntries:
             pipe.hdel(self.values_key, entry)
             await pipe.execute()
 
+    async def count(self) -> int:
+        """How many entries are current (one call, nothing swept)."""
+        now_ms = round(self._clock() * 1000)
+        return int(await self._redis.zcount(self.alive_key, now_ms, "+inf"))
+
     async def live(self) -> dict[str, str]:
         """Each current entry's value, by id in order; expired entries are swept."""
         now_ms = round(self._clock() * 1000)

@@ -78,8 +78,7 @@ class InstanceRegistry:
 
     async def count(self, service: str) -> int:
         """How many instances of service have a current entry (one call, nothing swept)."""
-        alive, _ = _keys(service)
-        return int(await self._redis.zcount(alive, round(self._clock() * 1000), "+inf"))
+        return await _entries(self._redis, service, self._clock).count()
 
     async def live(self, service: str) -> list[Instance]:
         """The instances of service whose entry is current, by id; expired ones are swept."""
