@@ -80,7 +80,8 @@ def _previous_hosts() -> dict[str, Any]:
                 "typed_config": {"@type": f"type.googleapis.com/{PREVIOUS_HOSTS}"},
             }
         ],
-        "host_selection_retry_max_attempts": 3,
+        # Least-request picks among few hosts at random: enough draws to avoid the one that failed.
+        "host_selection_retry_max_attempts": 5,
     }
 
 
