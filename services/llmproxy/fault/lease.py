@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -182,6 +183,10 @@ class Lease:
             )
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+        return self._renewed(term, sent, renewed)
+
+    def _renewed(self, term: Holder, sent: float, renewed: object) -> bool:
+        # A renewal's answer for term, sent at `sent`: whether the lease is still ours.
         if self.term is not term:
             return self.held
         if not renewed:
@@ -198,17 +203,7 @@ class Lease:
             raise NotLeaderError("no lease term to renew")
         sent = self._clock()
         pipe.eval(RENEW, 1, self.key, term.value, str(self._ms))
-
-        def done(renewed: object) -> bool:
-            if self.term is not term:
-                return self.held
-            if not renewed:
-                self.term = None
-                return False
-            self._deadline = max(self._deadline, sent + self.lease_s)
-            return True
-
-        return done
+        return partial(self._renewed, term, sent)
 
     async def release(self) -> None:
         """Give the lease up (shutdown): a follower takes over at once, not after lease_s."""

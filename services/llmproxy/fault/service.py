@@ -9,7 +9,7 @@ forwarded to the leader when this instance is not it (forward.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -31,6 +31,11 @@ from llmproxy.fault.view import FaultView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# The requests and replies of the RPCs only the leader serves (StartExperiment, StopExperiment).
+_NamedRequest = fault_pb2.StartExperimentRequest | fault_pb2.StopExperimentRequest
+_ExperimentReply = TypeVar(
+    "_ExperimentReply", fault_pb2.StartExperimentResponse, fault_pb2.StopExperimentResponse
+)
 
 _STATUS = {
     InvalidExperimentError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -101,16 +106,9 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
         self, request: fault_pb2.StartExperimentRequest, context: Context
     ) -> fault_pb2.StartExperimentResponse:
         """Start a pending (or finished) experiment now."""
-        forwarder = self._forwarding()
-        if forwarder is not None:
-            return await _answer(
-                forwarder.call(
-                    "StartExperiment", request, fault_pb2.StartExperimentResponse, context
-                ),
-                context,
-            )
-        started = await _answer(self._start(request.name), context)
-        return fault_pb2.StartExperimentResponse(experiment=started)
+        return await self._on_leader(
+            "StartExperiment", request, fault_pb2.StartExperimentResponse, context, self._start
+        )
 
     async def _start(self, name: str) -> fault_pb2.Experiment:
         return await self._controller.start(_name(name))
@@ -119,16 +117,23 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
         self, request: fault_pb2.StopExperimentRequest, context: Context
     ) -> fault_pb2.StopExperimentResponse:
         """Stop a running experiment."""
+        return await self._on_leader(
+            "StopExperiment", request, fault_pb2.StopExperimentResponse, context, self._stop
+        )
+
+    async def _on_leader(
+        self,
+        method: str,
+        request: _NamedRequest,
+        reply: type[_ExperimentReply],
+        context: Context,
+        act: Callable[[str], Awaitable[fault_pb2.Experiment]],
+    ) -> _ExperimentReply:
+        # What only the leader does: forwarded to it from any other instance.
         forwarder = self._forwarding()
         if forwarder is not None:
-            return await _answer(
-                forwarder.call(
-                    "StopExperiment", request, fault_pb2.StopExperimentResponse, context
-                ),
-                context,
-            )
-        stopped = await _answer(self._stop(request.name), context)
-        return fault_pb2.StopExperimentResponse(experiment=stopped)
+            return await _answer(forwarder.call(method, request, reply, context), context)
+        return reply(experiment=await _answer(act(request.name), context))
 
     async def _stop(self, name: str) -> fault_pb2.Experiment:
         return await self._controller.stop(_name(name))
