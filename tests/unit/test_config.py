@@ -191,3 +191,47 @@ def test_an_instance_beyond_the_configured_ones_exits_2_naming_the_field(tmp_pat
     assert done.returncode == 2, done.stderr
     assert "services.router.instances is 2: there is no instance 5 (0..1)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _routed(routing: object, *weights: object) -> dict[str, object]:
+    """A config with one model over two providers, with routing and target weights as given."""
+    targets: list[dict[str, object]] = [{"provider": p, "model": "x"} for p in ("a", "b")]
+    for target, weight in zip(targets, weights, strict=False):
+        target["weight"] = weight
+    model: dict[str, object] = {"name": "m", "targets": targets}
+    if routing is not None:
+        model["routing"] = routing
+    providers = [{"name": p, "base_url": f"http://{p}"} for p in ("a", "b")]
+    return {"providers": providers, "models": [model]}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_routed("fastest"), "models.0.routing: Input should be 'ordered', 'weighted'"),
+        (_routed(None, None, 2), "targets[1].weight: weights apply only with routing: weighted"),
+        (_routed("least-busy", 1), "targets[0].weight: weights apply only with routing: weighted"),
+        (_routed("weighted", 0, 0), "targets[].weight: every weight of model 'm' is 0"),
+        (_routed("weighted", 1, -1), "models.0.targets.1.weight: Input should be greater than"),
+        (
+            _routed("weighted", 1, float("inf")),
+            "models.0.targets.1.weight: Input should be a finite",
+        ),
+    ],
+)
+def test_bad_routing_is_refused_naming_the_field(
+    tmp_path: Path, data: object, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, data), environ={})
+    assert expected in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("routing", "weights"),
+    [("weighted", (3, 1)), ("weighted", (1, 0)), ("weighted", ()), ("least-latency", ())],
+)
+def test_good_routing_is_taken(tmp_path: Path, routing: str, weights: tuple[int, ...]) -> None:
+    config = load_config(write(tmp_path, _routed(routing, *weights)), environ={})
+    assert config.models[0].routing == routing
+    assert [t.weight for t in config.models[0].targets][: len(weights)] == list(weights)

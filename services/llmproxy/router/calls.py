@@ -4,14 +4,17 @@ On a connect error, 408, 429 or 5xx a target is retried (respecting Retry-After 
 and then the next target is tried; a provider's 4xx about the request itself ends the search,
 since every target would say the same.
 
-With a health gate (the router's view of the health service), targets it says are unavailable
-are skipped without a call, unless every target is: then all are tried in order, as without
-it. Each attempt's outcome is reported to the gate.
+The model's routing (router/routing.py) puts its targets in order first; with a health gate
+(the router's view of the health service), targets it says are unavailable are then skipped
+without a call, unless every target is: then all are tried in that order, as without it. Each
+attempt's outcome is reported to the gate, and counted in the balancer's load (calls in flight,
+latency) for the routings that order by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -22,13 +25,16 @@ from llmproxy.router.errors import ProviderError, UpstreamRejection
 from llmproxy.router.health_view import CallGate
 from llmproxy.router.providers import ProviderCallError, ProviderClient
 from llmproxy.router.providers.base import UnsupportedError
-from llmproxy.router.settings import FailoverSettings, ModelTarget
+from llmproxy.router.routing import Balancer, TargetKey, target_key
+from llmproxy.router.settings import FailoverSettings, ModelTarget, Routing, RoutingSettings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Call = Callable[[ProviderClient, dict[str, Any]], Awaitable[T]]
 Sleep = Callable[[float], Awaitable[None]]
+Hold = Callable[[T, Callable[[], None]], T]
+"""Wraps a call's result so that the release it is given runs when the result is used up."""
 
 
 def backoff_s(settings: FailoverSettings, attempt: int) -> float:
@@ -46,11 +52,14 @@ class Failover:
         settings: FailoverSettings,
         sleep: Sleep = asyncio.sleep,
         health: CallGate | None = None,
+        balancer: Balancer | None = None,
     ) -> None:
         self._clients = clients
         self._settings = settings
         self._sleep = sleep
         self._health = health
+        self._balancer = balancer or Balancer(RoutingSettings())
+        self._load = self._balancer.load
 
     def _candidates(self, targets: Sequence[ModelTarget]) -> Iterator[ModelTarget]:
         """targets in order, less those the gate holds back; all of them if it holds back all.
@@ -69,20 +78,33 @@ class Failover:
             yield from targets  # every target is unavailable: trying beats failing outright
 
     async def run(
-        self, targets: Sequence[ModelTarget], body: dict[str, Any], call: Call[T]
+        self,
+        targets: Sequence[ModelTarget],
+        body: dict[str, Any],
+        call: Call[T],
+        routing: Routing = "ordered",
+        hold: Hold[T] | None = None,
     ) -> tuple[str, T]:
-        """(provider name, result) of the first target that answers, or a RouterError."""
+        """(provider name, result) of the first target that answers, or a RouterError.
+
+        routing orders the targets; hold, when given, keeps the answering call counted in
+        flight until the result it wraps is used up (a stream, until its end).
+        """
         last: ProviderCallError | None = None
-        for target in self._candidates(targets):
+        ordered = targets if routing == "ordered" else self._balancer.order(routing, targets)
+        for target in self._candidates(ordered):
             client = self._clients.get(target.provider)
             if client is None:
                 continue
+            key = target_key(target)
             for attempt in range(self._settings.retries_per_target + 1):
                 started = time.perf_counter()
+                self._load.start(key)
                 try:
                     result = await call(client, {**body, "model": target.model})
                 except ProviderCallError as err:
-                    self._record(target.provider, err, started)
+                    self._load.end(key)
+                    self._record(key, err, started)
                     last = err
                     log.warning(
                         "provider call failed",
@@ -97,14 +119,22 @@ class Failover:
                         raise UpstreamRejection(str(err), err.status, err.body) from err
                     if not await self._wait_before_retry(err, attempt):
                         break
+                except BaseException:
+                    self._load.end(key)  # cancelled, or a bug: the call is over all the same
+                    raise
                 else:
-                    self._record(target.provider, None, started)
-                    return target.provider, result
+                    self._record(key, None, started)
+                    if hold is None:
+                        self._load.end(key)
+                        return target.provider, result
+                    return target.provider, hold(result, functools.partial(self._load.end, key))
         raise _exhausted(last)
 
-    def _record(self, provider: str, err: ProviderCallError | None, started: float) -> None:
+    def _record(self, key: TargetKey, err: ProviderCallError | None, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self._load.observe(key, seconds, ok=err is None)
         if self._health is not None:
-            self._health.record(provider, err, time.perf_counter() - started)
+            self._health.record(key[0], err, seconds)
 
     async def _wait_before_retry(self, err: ProviderCallError, attempt: int) -> bool:
         """Sleep before retrying the same target; False to move to the next target now."""

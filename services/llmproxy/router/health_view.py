@@ -13,6 +13,10 @@ request, whatever the health service does:
 
 While a provider's circuit is half-open, this router admits at most `trial_calls` calls to it
 until the health service says how the trials went.
+
+`latency_s(provider, max_age_s)` is the average latency of the provider's passing probes in
+the last state received, for least-latency routing; the stream sends a provider's state when
+it changes, so its probes may be old, and only those younger than max_age_s count.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from llmproxy._gen.health.v1 import health_pb2, health_pb2_grpc
 from llmproxy.common.credentials import bearer_metadata
 from llmproxy.common.settings import GRPC_BALANCED, HealthClientSettings
 from llmproxy.common.timestamps import duration
+from llmproxy.common.timestamps import seconds as to_seconds
 from llmproxy.router.providers import ProviderCallError
 from llmproxy.router.providers.base import UnsupportedError
 
@@ -94,6 +99,7 @@ class _Known:
     half_open: bool
     trial_calls: int
     trials_started: int = 0
+    probes: tuple[tuple[float, float], ...] = ()  # passing probes: (when, in Unix s; latency s)
 
 
 def reporter_id() -> str:
@@ -111,8 +117,10 @@ class HealthView:
         clock: Callable[[], float] = time.monotonic,
         *,
         service_token: str,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._target = target
+        self._wall_clock = wall_clock  # probe times are Unix times
         # Every call presents the service token (ReportOutcomes is for the services only).
         self._metadata = bearer_metadata(service_token)
         self._settings = settings
@@ -180,6 +188,15 @@ class HealthView:
             known.trials_started += 1
         return True
 
+    def latency_s(self, provider: str, max_age_s: float) -> float | None:
+        """Average latency of provider's passing probes of the last max_age_s; None if none."""
+        known = self._known.get(provider)
+        if known is None or not known.probes or not self._trusted():
+            return None
+        oldest = self._wall_clock() - max_age_s
+        recent = [latency for at, latency in known.probes if at >= oldest]
+        return sum(recent) / len(recent) if recent else None
+
     def record(self, provider: str, error: ProviderCallError | None, seconds: float) -> None:
         """Queue one call's outcome for the next batch; never blocks, never raises."""
         if len(self._pending) >= self._settings.max_pending:
@@ -210,7 +227,10 @@ class HealthView:
         half_open = provider.circuit == health_pb2.CIRCUIT_STATE_HALF_OPEN
         available = provider.available and provider.state not in _UNAVAILABLE_STATES
         previous = self._known.get(provider.name)
-        known = _Known(available, half_open and available, provider.trial_calls)
+        probes = tuple(
+            (to_seconds(p.probe_time), to_seconds(p.latency)) for p in provider.probes if p.ok
+        )
+        known = _Known(available, half_open and available, provider.trial_calls, probes=probes)
         if previous is not None and previous.half_open and known.half_open:
             known.trials_started = previous.trials_started  # the same half-open episode
         self._known[provider.name] = known

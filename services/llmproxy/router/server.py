@@ -34,6 +34,7 @@ from llmproxy.router.health_view import HealthView
 from llmproxy.router.providers import Provider, ProviderClient, client_for
 from llmproxy.router.providers.pool import LeanTransport
 from llmproxy.router.reconcile_batch import ReconcileBatcher
+from llmproxy.router.routing import Balancer
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.typed import ChatServicer
 
@@ -142,7 +143,12 @@ async def serve(
         models,
         clients,
         settings,
-        failover=Failover(clients, settings.failover, health=view),
+        failover=Failover(
+            clients,
+            settings.failover,
+            health=view,
+            balancer=Balancer(settings.routing, health=view),
+        ),
         cache=cache if settings.cache.enabled else None,
         usage=usage,
         stats=stats,

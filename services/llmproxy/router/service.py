@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -266,22 +266,27 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     async def _produce(self, call: _Request, flight: Flight) -> None:
         """The provider call of a flight: chunks into the flight, then usage and cache."""
         started = time.perf_counter()
+        model = call.model
         if call.kind == "embeddings":
             provider, answer = await self._failover.run(
-                call.model.targets, call.body, lambda c, b: c.embeddings(b)
+                model.targets, call.body, lambda c, b: c.embeddings(b), model.routing
             )
             flight.provider = provider
             flight.append(answer)
         elif call.stream:
             provider, events = await self._failover.run(
-                call.model.targets, call.body, lambda c, b: c.open_chat_stream(b)
+                model.targets,
+                call.body,
+                lambda c, b: c.open_chat_stream(b),
+                model.routing,
+                hold=_released_at_end,
             )
             flight.provider = provider
             async for event in events:
                 flight.append(event)
         else:
             provider, answer = await self._failover.run(
-                call.model.targets, call.body, lambda c, b: c.chat(b)
+                model.targets, call.body, lambda c, b: c.chat(b), model.routing
             )
             flight.provider = provider
             flight.append(answer)
@@ -409,6 +414,17 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             # Headers are gone already: tell the client in the stream, as OpenAI does.
             log.warning("stream broke", extra={"provider": flight.provider, "reason": str(err)})
             yield _http_body(SSE, _error_event(err))
+
+
+async def _released_at_end(
+    events: AsyncIterator[bytes], release: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """events, then release(): a stream's call stays in flight until it ends or is cancelled."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        release()
 
 
 def _as_router_error(error: BaseException) -> RouterError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmproxy.common.settings import ServiceSettings, StrictModel
 
@@ -14,16 +14,39 @@ class ModelTarget(StrictModel):
 
     provider: str = Field(description="Name of a configured provider.")
     model: str = Field(min_length=1, description="Model name sent to that provider.")
+    weight: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="With routing: weighted, this target's share of first attempts (relative to "
+        "the other targets' weights; 0: only a fallback); null counts as 1. Refused with any "
+        "other routing.",
+    )
+
+
+Routing = Literal["ordered", "weighted", "least-latency", "least-busy"]
+"""How a model's targets are ordered for one request (router/routing.py)."""
 
 
 class ModelSettings(StrictModel):
-    """A public model name, its aliases, its ordered provider targets and its price."""
+    """A public model name, its aliases, its provider targets, how to pick one, and its price."""
 
     name: str = Field(min_length=1, description="The name clients send as `model`.")
     aliases: list[str] = Field(
         default_factory=list, description="Other names clients may send for this model."
     )
-    targets: list[ModelTarget] = Field(min_length=1, description="Targets, tried in order.")
+    targets: list[ModelTarget] = Field(
+        min_length=1,
+        description="Where the model is served; routing picks the one a request tries first, "
+        "the others are its fallbacks.",
+    )
+    routing: Routing = Field(
+        "ordered",
+        description="Which target a request tries first; the others follow as fallbacks. "
+        "ordered: the order of targets. weighted: drawn by the targets' weights. least-latency: the "
+        "fastest, as measured by the health service's probes, else by this router's own calls. "
+        "least-busy: the one with the fewest calls in flight from this router instance.",
+    )
     input_usd_per_mtok: float = Field(
         0.0, ge=0, description="Price of a million prompt tokens, for spend and saved cost."
     )
@@ -33,6 +56,22 @@ class ModelSettings(StrictModel):
     cache_ttl_s: int | None = Field(
         None, ge=1, description="How long answers of this model stay cached; null: the default."
     )
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> ModelSettings:
+        weighted = [i for i, t in enumerate(self.targets) if t.weight is not None]
+        if self.routing != "weighted":
+            if weighted:
+                raise ValueError(
+                    f"targets[{weighted[0]}].weight: weights apply only with routing: weighted "
+                    f"(model {self.name!r} has routing: {self.routing})"
+                )
+        elif not any(t.weight is None or t.weight > 0 for t in self.targets):
+            raise ValueError(
+                f"targets[].weight: every weight of model {self.name!r} is 0, so no target "
+                "could be drawn; give at least one a weight above 0"
+            )
+        return self
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         """What a call with this usage costs at this model's prices."""
@@ -105,6 +144,26 @@ class FailoverSettings(StrictModel):
     )
 
 
+class RoutingSettings(StrictModel):
+    """What the least-latency routing of models measures with."""
+
+    latency_max_age_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Latencies measured longer ago than this are not used: a health probe's, "
+        "and this router's own average of a target (then that target is tried first once, to "
+        "measure it again).",
+    )
+    latency_ewma_alpha: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Weight of the newest call in the router's moving average of a target's "
+        "latency (1: only the newest counts).",
+    )
+
+
 class RouterSettings(ServiceSettings):
     """Where the router listens, and how it caches and fails over."""
 
@@ -112,6 +171,7 @@ class RouterSettings(ServiceSettings):
     metrics_port: int = Field(9101, ge=0, le=65535, description="Prometheus /metrics port.")
     cache: CacheSettings = CacheSettings()
     failover: FailoverSettings = FailoverSettings()
+    routing: RoutingSettings = RoutingSettings()
     via_egress: bool = Field(
         True,
         description="Call providers through Envoy's egress listener (one cluster per provider, "

@@ -8,6 +8,7 @@ import pytest
 
 from llmproxy._gen.health.v1 import health_pb2
 from llmproxy.common.settings import HealthClientSettings
+from llmproxy.common.timestamps import duration, timestamp
 from llmproxy.router.calls import Failover
 from llmproxy.router.errors import ProviderError
 from llmproxy.router.health_view import HealthView, call_ok
@@ -213,3 +214,42 @@ async def test_the_real_view_skips_an_unhealthy_provider_in_failover() -> None:
     assert (await chat(f))[0] == "backup"
     assert not clients["primary"].calls
     assert [(o.provider, o.ok) for o in view._pending] == [("backup", True)]
+
+
+def probe(ok: bool, at: float, latency_s: float) -> health_pb2.ProbeResult:
+    return health_pb2.ProbeResult(
+        ok=ok, probe_time=timestamp(at), latency=duration(latency_s), mode="models"
+    )
+
+
+def test_latency_is_the_average_of_recent_passing_probes() -> None:
+    wall = Clock()
+    wall.now = 10_000.0
+    view = HealthView(
+        "127.0.0.1:1", HealthClientSettings(), Clock(), service_token="t" * 32, wall_clock=wall
+    )
+    view._set_connected(True)
+    probes = [probe(True, 9_990, 0.2), probe(False, 9_980, 5.0), probe(True, 9_970, 0.4)]
+    view.apply(provider("a", probes=probes))
+    assert view.latency_s("a", 60) == pytest.approx(0.3)
+    assert view.latency_s("a", 25) == pytest.approx(0.2)  # the older one is out
+    wall.now = 20_000.0
+    assert view.latency_s("a", 60) is None  # nothing recent: the router's own averages count
+    assert view.latency_s("unknown", 60) is None
+
+
+def test_latency_is_not_used_once_the_health_service_is_gone_too_long() -> None:
+    clock, wall = Clock(), Clock()
+    wall.now = 100.0
+    view = HealthView(
+        "127.0.0.1:1",
+        HealthClientSettings(stale_after_s=30),
+        clock,
+        service_token="t" * 32,
+        wall_clock=wall,
+    )
+    view._set_connected(True)
+    view.apply(provider("a", probes=[probe(True, 100, 0.2)]))
+    view._set_connected(False)
+    clock.now = 31.0
+    assert view.latency_s("a", 3600) is None
