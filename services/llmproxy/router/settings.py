@@ -43,9 +43,10 @@ class ModelSettings(StrictModel):
     routing: Routing = Field(
         "ordered",
         description="Which target a request tries first; the others follow as fallbacks. "
-        "ordered: the order of targets. weighted: drawn by the targets' weights. least-latency: the "
-        "fastest, as measured by the health service's probes, else by this router's own calls. "
-        "least-busy: the one with the fewest calls in flight from this router instance.",
+        "ordered: the order of targets. weighted: drawn by the targets' weights. "
+        "least-latency: the fastest, as measured by the health service's probes, else by this "
+        "router's own calls. least-busy: the one with the fewest calls in flight from this "
+        "router instance.",
     )
     input_usd_per_mtok: float = Field(
         0.0, ge=0, description="Price of a million prompt tokens, for spend and saved cost."
