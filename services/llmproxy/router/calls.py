@@ -25,7 +25,7 @@ from llmproxy.router.errors import ProviderError, UpstreamRejection
 from llmproxy.router.health_view import CallGate
 from llmproxy.router.providers import ProviderCallError, ProviderClient
 from llmproxy.router.providers.base import UnsupportedError
-from llmproxy.router.routing import Balancer, TargetKey, target_key
+from llmproxy.router.routing import Balancer, TargetKey, TargetLoad, target_key
 from llmproxy.router.settings import FailoverSettings, ModelTarget, Routing, RoutingSettings
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,15 @@ class Failover:
             if client is None:
                 continue
             key = target_key(target)
+            load = self._load if self._balancer.measures(key) else None
             for attempt in range(self._settings.retries_per_target + 1):
                 started = time.perf_counter()
-                self._load.start(key)
+                if load is not None:
+                    load.start(key)
                 try:
                     result = await call(client, {**body, "model": target.model})
                 except ProviderCallError as err:
-                    self._load.end(key)
-                    self._record(key, err, started)
+                    self._record(key, err, started, load)
                     last = err
                     log.warning(
                         "provider call failed",
@@ -120,19 +121,31 @@ class Failover:
                     if not await self._wait_before_retry(err, attempt):
                         break
                 except BaseException:
-                    self._load.end(key)  # cancelled, or a bug: the call is over all the same
+                    if load is not None:
+                        load.end(key)  # cancelled, or a bug: the call is over all the same
                     raise
                 else:
-                    self._record(key, None, started)
-                    if hold is None:
-                        self._load.end(key)
+                    self._record(key, None, started, load)
+                    if load is None:
                         return target.provider, result
-                    return target.provider, hold(result, functools.partial(self._load.end, key))
+                    if hold is None:
+                        load.end(key)
+                        return target.provider, result
+                    return target.provider, hold(result, functools.partial(load.end, key))
         raise _exhausted(last)
 
-    def _record(self, key: TargetKey, err: ProviderCallError | None, started: float) -> None:
+    def _record(
+        self,
+        key: TargetKey,
+        err: ProviderCallError | None,
+        started: float,
+        load: TargetLoad | None,
+    ) -> None:
         seconds = time.perf_counter() - started
-        self._load.observe(key, seconds, ok=err is None)
+        if load is not None:
+            if err is not None:
+                load.end(key)
+            load.observe(key, seconds, ok=err is None)
         if self._health is not None:
             self._health.record(key[0], err, seconds)
 

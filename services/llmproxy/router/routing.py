@@ -14,17 +14,18 @@ fallbacks; Failover then skips the ones the health view holds back, exactly as f
 
 `TargetLoad` keeps what the last two need, per target (provider and upstream model): calls in
 flight, counted for every model's calls (streams until they end), and the moving average of how
-long calls took until their answer began.
+long calls took until their answer began. Only targets some least-latency or least-busy model
+has are counted, so a stack that routes in order pays nothing for it.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol
 
-from llmproxy.router.settings import ModelTarget, Routing, RoutingSettings
+from llmproxy.router.settings import ModelSettings, ModelTarget, Routing, RoutingSettings
 
 TargetKey = tuple[str, str]
 """A target as TargetLoad knows it: (provider, upstream model)."""
@@ -33,6 +34,15 @@ TargetKey = tuple[str, str]
 def target_key(target: ModelTarget) -> TargetKey:
     """The key TargetLoad counts target under."""
     return (target.provider, target.model)
+
+
+MEASURED: frozenset[Routing] = frozenset({"least-latency", "least-busy"})
+"""The routings that order by TargetLoad."""
+
+
+def measured_targets(models: Iterable[ModelSettings]) -> frozenset[TargetKey]:
+    """The targets TargetLoad must count: those of models whose routing orders by it."""
+    return frozenset(target_key(t) for m in models if m.routing in MEASURED for t in m.targets)
 
 
 class LatencySource(Protocol):
@@ -103,11 +113,17 @@ class Balancer:
         load: TargetLoad | None = None,
         health: LatencySource | None = None,
         rng: random.Random | None = None,
+        measured: Collection[TargetKey] | None = None,
     ) -> None:
         self._max_age_s = settings.latency_max_age_s
         self.load = load or TargetLoad(settings)
+        self._measured = measured
         self._health = health
         self._rng = rng or random.Random()  # noqa: S311 - spreading load, not secrecy
+
+    def measures(self, key: TargetKey) -> bool:
+        """Whether calls to key are counted in load (all of them when not told which)."""
+        return self._measured is None or key in self._measured
 
     def order(self, routing: Routing, targets: Sequence[ModelTarget]) -> Sequence[ModelTarget]:
         """targets in the order to try them: the first one first, the rest as fallbacks."""

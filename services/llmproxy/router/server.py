@@ -34,7 +34,7 @@ from llmproxy.router.health_view import HealthView
 from llmproxy.router.providers import Provider, ProviderClient, client_for
 from llmproxy.router.providers.pool import LeanTransport
 from llmproxy.router.reconcile_batch import ReconcileBatcher
-from llmproxy.router.routing import Balancer
+from llmproxy.router.routing import Balancer, measured_targets
 from llmproxy.router.service import OpenAIServicer
 from llmproxy.router.typed import ChatServicer
 
@@ -147,7 +147,7 @@ async def serve(
             clients,
             settings.failover,
             health=view,
-            balancer=Balancer(settings.routing, health=view),
+            balancer=Balancer(settings.routing, health=view, measured=measured_targets(models)),
         ),
         cache=cache if settings.cache.enabled else None,
         usage=usage,

@@ -12,8 +12,8 @@ import pytest
 
 from llmproxy.router.calls import Failover
 from llmproxy.router.providers import ProviderCallError, ProviderClient
-from llmproxy.router.routing import Balancer, TargetLoad, target_key
-from llmproxy.router.settings import FailoverSettings, ModelTarget, RoutingSettings
+from llmproxy.router.routing import Balancer, TargetLoad, measured_targets, target_key
+from llmproxy.router.settings import FailoverSettings, ModelSettings, ModelTarget, RoutingSettings
 from tests.unit.router.fakes import FakeClient, stream_events
 
 A = ModelTarget(provider="a", model="m-a")
@@ -258,3 +258,29 @@ async def test_every_routing_falls_back_past_an_unavailable_first_choice() -> No
     f = Failover(clients, FailoverSettings(), no_sleep, health=Gate(), balancer=balancer)
     provider, _ = await f.run(weighted(1, 1), {}, lambda c, b: c.chat(b), "weighted")
     assert provider == "a"
+
+
+def test_only_targets_of_measured_routings_are_counted() -> None:
+    models = [
+        ModelSettings(name="o", targets=[A, B]),
+        ModelSettings(name="w", routing="weighted", targets=[A, C]),
+        ModelSettings(name="l", routing="least-busy", targets=[B]),
+    ]
+    assert measured_targets(models) == {target_key(B)}
+
+
+async def test_calls_to_unmeasured_targets_are_not_counted() -> None:
+    load = TargetLoad(SETTINGS)
+    balancer = Balancer(SETTINGS, load, measured={target_key(B)})
+    fakes = {"a": FakeClient("a", delay_s=60), "b": FakeClient("b", delay_s=60)}
+    clients: dict[str, ProviderClient] = dict(fakes)
+    f = Failover(clients, FailoverSettings(), no_sleep, balancer=balancer)
+    calls = [
+        asyncio.create_task(f.run([t], {}, lambda c, b: c.chat(b), "least-busy")) for t in (A, B)
+    ]
+    await asyncio.gather(*(fake.called.wait() for fake in fakes.values()))
+    assert (load.in_flight(target_key(A)), load.in_flight(target_key(B))) == (0, 1)
+    for task in calls:
+        task.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    assert load.in_flight(target_key(B)) == 0
