@@ -130,6 +130,7 @@ def _contents(messages: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str,
             turn, parts = "user", [_function_response(message, names)]
         else:
             raise unsupported(f"{role!r} messages")
+        parts = parts or [{"text": ""}]  # Gemini refuses a turn without parts
         # Consecutive turns of one role become one: a model turn's function calls must be
         # answered by one turn holding all their responses.
         if contents and contents[-1]["role"] == turn:
