@@ -282,7 +282,7 @@ class ProviderSettings(StrictModel):
     base_url: str = Field(
         pattern=r"^https?://",
         description="Base URL, up to and including /v1 (an Azure resource's endpoint, e.g. "
-        "https://<resource>.openai.azure.com; Gemini's "
+        "https://RESOURCE.openai.azure.com; Gemini's "
         "https://generativelanguage.googleapis.com/v1beta).",
     )
     api_key_env: str | None = Field(
