@@ -66,6 +66,20 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
             "providers.0.base_url",
         ),
         (
+            {"providers": [{"name": "a", "kind": "azure", "base_url": "https://x"}]},
+            {},
+            "providers.0.api_version: kind 'azure' needs an api_version",
+        ),
+        (
+            {
+                "providers": [
+                    {"name": "a", "kind": "gemini", "base_url": "https://x", "api_version": "1"}
+                ]
+            },
+            {},
+            "providers.0.api_version: only kind 'azure' takes an api_version, not kind 'gemini'",
+        ),
+        (
             {
                 "providers": [{"name": "a", "base_url": "http://x"}],
                 "models": [{"name": "m", "targets": [{"provider": "b", "model": "x"}]}],

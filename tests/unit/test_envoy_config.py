@@ -311,3 +311,34 @@ def test_egress_routes_carry_per_provider_fault_keys(tmp_path: Path) -> None:
     }
     done = validate(tmp_path, config)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_egress_routes_of_azure_and_gemini_rewrite_to_their_base_paths(tmp_path: Path) -> None:
+    # Nothing in Envoy depends on the kind: keys travel in the adapters' own headers, and the
+    # route only swaps /<provider>/ for the base URL's path (Azure's is empty).
+    data = stack_config_data(
+        providers=[
+            {
+                "name": "az",
+                "kind": "azure",
+                "base_url": "https://res.openai.azure.com",
+                "api_key_env": None,
+                "api_version": "2024-10-21",
+            },
+            {
+                "name": "gm",
+                "kind": "gemini",
+                "base_url": "https://generativelanguage.googleapis.com/v1beta",
+                "api_key_env": None,
+            },
+        ],
+        models=[{"name": "m", "targets": [{"provider": "az", "model": "x"}]}],
+    )
+    _, config = write_config(tmp_path, data)
+    bootstrap = build_bootstrap(config, DESCRIPTOR)
+    (egress,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "egress"]
+    routes = egress["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ][0]["routes"]
+    rewrites = {r["match"]["prefix"]: r["route"]["prefix_rewrite"] for r in routes}
+    assert rewrites == {"/az/": "/", "/gm/": "/v1beta/"}

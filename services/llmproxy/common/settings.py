@@ -272,23 +272,50 @@ class ProviderSettings(StrictModel):
     """One upstream LLM provider."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Unique provider name.")
-    kind: Literal["openai", "anthropic"] = Field(
+    kind: Literal["openai", "anthropic", "azure", "gemini"] = Field(
         "openai",
-        description="API flavour: 'openai' for any OpenAI-compatible endpoint, 'anthropic' for "
-        "Anthropic's Messages API (translated to and from OpenAI's format).",
+        description="API flavour: 'openai' for any OpenAI-compatible endpoint (Azure's v1 "
+        "endpoint included), 'anthropic' for Anthropic's Messages API, 'azure' for Azure "
+        "OpenAI's deployment API, 'gemini' for Google Gemini's generateContent API (each "
+        "translated to and from OpenAI's format).",
     )
-    base_url: str = Field(pattern=r"^https?://", description="Base URL, up to and including /v1.")
+    base_url: str = Field(
+        pattern=r"^https?://",
+        description="Base URL, up to and including /v1 (an Azure resource's endpoint, e.g. "
+        "https://RESOURCE.openai.azure.com; Gemini's "
+        "https://generativelanguage.googleapis.com/v1beta).",
+    )
     api_key_env: str | None = Field(
         None,
         description="Environment variable holding the API key. The provider is enabled only "
         "when it is set, unless this is null (a keyless local server such as vLLM).",
     )
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one provider call.")
+    api_version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.-]{1,40}$",
+        description="Azure OpenAI's api-version query parameter (e.g. 2024-10-21); required "
+        "for kind 'azure' and refused for every other kind.",
+    )
 
     @field_validator("base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_api_version(self) -> ProviderSettings:
+        if (self.kind == "azure") == (self.api_version is not None):
+            return self
+        problem = (
+            "kind 'azure' needs an api_version (e.g. 2024-10-21)"
+            if self.kind == "azure"
+            else f"only kind 'azure' takes an api_version, not kind {self.kind!r}"
+        )
+        # Raised at the field, so that the message names providers.<n>.api_version.
+        error = PydanticCustomError("api_version", problem)
+        details = InitErrorDetails(type=error, loc=("api_version",), input=self.api_version)
+        raise ValidationError.from_exception_data(type(self).__name__, [details])
 
 
 class HealthClientSettings(StrictModel):

@@ -1,11 +1,13 @@
-"""The fake provider's aiohttp application: OpenAI and Anthropic routes plus controls.
+"""The fake provider's aiohttp application: OpenAI, Anthropic, Azure OpenAI and Gemini routes
+plus controls.
 
-API routes (``/v1/...``) go through the fault knobs; ``/healthz`` and the control
+API routes (``/v1/...``, Azure's ``/openai/...``, Gemini's ``/v1beta/...``) go through the
+fault knobs; ``/healthz`` and the control
 routes (``/_fake/...``) never do, so a supervisor or a test can always reach them.
 
 Errors: a refused request raises `RequestError` inside a handler; the middleware
-renders it in the calling API's error shape (OpenAI's, or Anthropic's on
-``/v1/messages``). Nothing else is raised on purpose.
+renders it in the calling API's error shape (OpenAI's, Anthropic's on
+``/v1/messages``, Gemini's on ``/v1beta/``). Nothing else is raised on purpose.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from llmproxy.fakeprovider import responses
+from llmproxy.fakeprovider import gemini, responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 from llmproxy.fakeprovider.responses import ChatRequest, Message
 from llmproxy.fakeprovider.validation import (
@@ -36,6 +38,9 @@ from llmproxy.fakeprovider.validation import (
 )
 
 _ANTHROPIC_PATH = "/v1/messages"
+_AZURE_PREFIX = "/openai/"
+_API_PREFIXES = ("/v1/", _AZURE_PREFIX, gemini.PREFIX)
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _HANG_POLL_S = 0.05
 
 
@@ -48,7 +53,7 @@ class Stats:
     injected_errors: Counter[str] = field(default_factory=Counter)
     """Faults injected per kind: error_rate, outage_503, outage_hang, outage_reset."""
     with_credentials: int = 0
-    """Requests carrying an ``authorization`` or ``x-api-key`` header; values are never kept."""
+    """Requests carrying a key header (any API's); values are never kept."""
 
     def to_dict(self) -> dict[str, object]:
         """The stats as ``GET /_fake/stats`` returns them."""
@@ -91,6 +96,11 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_post(_ANTHROPIC_PATH, _anthropic_messages)
+    app.router.add_get("/openai/models", _azure_models)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", _azure_chat)
+    app.router.add_post("/openai/deployments/{deployment}/embeddings", _azure_embeddings)
+    app.router.add_get(f"{gemini.PREFIX}models", _gemini_models)
+    app.router.add_post(f"{gemini.PREFIX}models/{{target}}", _gemini_call)
     app.router.add_get("/_fake/knobs", _get_knobs)
     app.router.add_put("/_fake/knobs", _put_knobs)
     app.router.add_get("/_fake/stats", _get_stats)
@@ -114,9 +124,9 @@ async def _api_middleware(request: web.Request, handler: _Handler) -> web.Stream
     if request.path.startswith("/_fake/"):
         return await handler(request)
     state.stats.requests[request.path] += 1
-    if "authorization" in request.headers or "x-api-key" in request.headers:
+    if any(name in request.headers for name in _CREDENTIAL_HEADERS):
         state.stats.with_credentials += 1
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(_API_PREFIXES):
         return await handler(request)
     try:
         cut = await _inject_faults(request, state)
@@ -176,6 +186,8 @@ def _reseed(state: _State) -> None:
 def _error_response(request: web.Request, exc: RequestError) -> web.Response:
     if request.path == _ANTHROPIC_PATH:
         body = responses.anthropic_error(_anthropic_error_type(exc.status), exc.message)
+    elif request.path.startswith(gemini.PREFIX):
+        body = gemini.error(exc.status, exc.message)
     else:
         error_type, code = _openai_error_type(exc.status)
         body = responses.openai_error(
@@ -223,8 +235,11 @@ async def _get_model(request: web.Request) -> web.Response:
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _answer_chat(request, await json_body(request))
+
+
+async def _answer_chat(request: web.Request, body: dict[str, object]) -> web.StreamResponse:
     state = request.app[_STATE]
-    body = await json_body(request)
     chat, stream = parse_chat(body)
     _check_model(chat.model, state)
     created = int(time.time())
@@ -236,8 +251,11 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _embeddings(request: web.Request) -> web.Response:
+    return await _answer_embeddings(request, await json_body(request))
+
+
+async def _answer_embeddings(request: web.Request, body: dict[str, object]) -> web.Response:
     state = request.app[_STATE]
-    body = await json_body(request)
     model = get_field(body, "model", str, required=True)
     raw_input = get_field(body, "input", (str, list), required=True)
     inputs = [raw_input] if isinstance(raw_input, str) else raw_input
@@ -280,6 +298,81 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     if not stream:
         return web.json_response(responses.anthropic_message(chat))
     events = [responses.sse_event(kind, data) for kind, data in responses.anthropic_events(chat)]
+    return await _stream(request, events, state.knobs)
+
+
+# --- Azure OpenAI routes: OpenAI's answers under deployment paths ---------------------
+
+
+def _check_azure(request: web.Request) -> None:
+    if "api-key" not in request.headers and "authorization" not in request.headers:
+        message = (
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+            "provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource."
+        )
+        raise RequestError(401, message, code="401")
+    if not request.query.get("api-version"):
+        raise RequestError(404, "Resource not found", code="404")
+
+
+async def _azure_models(request: web.Request) -> web.Response:
+    _check_azure(request)
+    return web.json_response(responses.models_list(request.app[_STATE].models))
+
+
+async def _azure_deployment_body(request: web.Request) -> dict[str, object]:
+    _check_azure(request)
+    deployment = request.match_info["deployment"]
+    if deployment not in request.app[_STATE].models:
+        message = "The API deployment for this resource does not exist."
+        raise RequestError(404, message, code="DeploymentNotFound")
+    # Azure answers with the deployment's model whatever the body's `model` says.
+    return {**await json_body(request), "model": deployment}
+
+
+async def _azure_chat(request: web.Request) -> web.StreamResponse:
+    return await _answer_chat(request, await _azure_deployment_body(request))
+
+
+async def _azure_embeddings(request: web.Request) -> web.Response:
+    return await _answer_embeddings(request, await _azure_deployment_body(request))
+
+
+# --- Gemini routes ---------------------------------------------------------------------
+
+
+def _check_gemini_key(request: web.Request) -> None:
+    if "x-goog-api-key" not in request.headers and "key" not in request.query:
+        message = (
+            "Method doesn't allow unregistered callers (callers without established identity)."
+            " Please use API Key or other form of API consumer identity to call this API."
+        )
+        raise RequestError(403, message)
+
+
+async def _gemini_models(request: web.Request) -> web.Response:
+    _check_gemini_key(request)
+    return web.json_response(gemini.models_list(request.app[_STATE].models))
+
+
+async def _gemini_call(request: web.Request) -> web.StreamResponse:
+    _check_gemini_key(request)
+    state = request.app[_STATE]
+    model, _, method = request.match_info["target"].rpartition(":")
+    if model not in state.models:
+        raise RequestError(404, f"models/{model} is not found for API version v1beta.")
+    body = await json_body(request)
+    if method == "batchEmbedContents":
+        return web.json_response(gemini.batch_embed(model, body))
+    if method not in ("generateContent", "streamGenerateContent"):
+        raise RequestError(404, f"Method {method!r} is not found for models/{model}.")
+    parsed = gemini.parse_request(body, model)
+    if method == "generateContent":
+        return web.json_response(gemini.generate_content(parsed))
+    if request.query.get("alt") != "sse":
+        raise RequestError(400, "The fake serves streamGenerateContent only with alt=sse.")
+    events = [responses.sse_data(event) for event in gemini.stream_events(parsed)]
     return await _stream(request, events, state.knobs)
 
 

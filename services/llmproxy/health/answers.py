@@ -39,6 +39,25 @@ def _models_shape(data: Any) -> str | None:
     return None
 
 
+def _gemini_models_shape(data: Any) -> str | None:
+    """Gemini's model list: {"models": [{"name": "models/...", ...}, ...]}."""
+    items = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return "no `models` list in the model list"
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            return f"model list entry {index} has no string `name`"
+    return None
+
+
+def _gemini_completion_shape(data: Any) -> str | None:
+    # A one-token answer may stop before any text (MAX_TOKENS): a candidate is what counts.
+    candidates = data.get("candidates") if isinstance(data, dict) else None
+    if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+        return "no `candidates` in the answer"
+    return None
+
+
 def _openai_completion_shape(data: Any) -> str | None:
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list) or not choices:
@@ -58,7 +77,7 @@ def _anthropic_completion_shape(data: Any) -> str | None:
 
 
 def check_answer(kind: str, mode: str, status: int, body: bytes) -> Verdict:
-    """Judge one probe answer of a provider of kind ("openai"/"anthropic") in mode."""
+    """Judge one probe answer of a provider of kind (ProviderSettings.kind) in mode."""
     if status == 429:
         return Verdict(True, "rate limited (429)", rate_limited=True)
     if status != 200:
@@ -68,9 +87,12 @@ def check_answer(kind: str, mode: str, status: int, body: bytes) -> Verdict:
     except ValueError:
         return Verdict(False, f"not JSON: {_snippet(body)}")
     if mode == "models":
-        problem = _models_shape(data)
+        gemini = kind == "gemini"
+        problem = _gemini_models_shape(data) if gemini else _models_shape(data)
         if problem is None:
-            return Verdict(True, f"{len(data['data'])} models listed")
+            return Verdict(True, f"{len(data['models' if gemini else 'data'])} models listed")
+    elif kind == "gemini":
+        problem = _gemini_completion_shape(data)
     elif kind == "anthropic":
         problem = _anthropic_completion_shape(data)
     else:

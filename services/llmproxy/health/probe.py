@@ -2,8 +2,11 @@
 
 Probes go straight to the provider, not through Envoy's egress listener: once Envoy stops
 routing to an unhealthy provider, a probe through it could never see the provider recover.
-By default a probe lists the models (`GET /models`, which costs no tokens, on OpenAI-compatible
-APIs and on Anthropic's alike); a provider configured for it gets a one-token completion.
+By default a probe lists the models, which costs no tokens: `GET /models` on OpenAI-compatible
+APIs, Anthropic's and Gemini's alike, `GET /openai/models?api-version=...` on Azure OpenAI (the
+models the resource offers: it proves the endpoint and the key, as a deployment list would, but
+Azure's data plane lists no deployments). A provider configured for it gets a one-token
+completion instead (on Azure, of the deployment named as the probe's model).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 
@@ -23,6 +27,8 @@ from llmproxy.health.settings import ProviderProbeSettings
 ANTHROPIC_VERSION = "2023-06-01"
 MAX_BODY = 1024 * 1024
 PROBE_PROMPT = "ping"
+# The header each kind takes its key in, as is; the other kinds take a bearer token.
+_KEY_HEADERS = {"anthropic": "x-api-key", "azure": "api-key", "gemini": "x-goog-api-key"}
 
 
 def new_probe_client() -> httpx.AsyncClient:
@@ -39,11 +45,26 @@ def _headers(provider: ProviderSettings, environ: Mapping[str, str]) -> dict[str
     headers = {"accept": "application/json"}
     if provider.kind == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION
-        if key:
-            headers["x-api-key"] = key
+    if key and provider.kind in _KEY_HEADERS:
+        headers[_KEY_HEADERS[provider.kind]] = key
     elif key:
         headers["authorization"] = f"Bearer {key}"
     return headers
+
+
+def _completion(provider: ProviderSettings, model: str) -> tuple[str, dict[str, Any]]:
+    """(path, body) of a one-token completion of model in the provider's own API."""
+    if provider.kind == "gemini":
+        contents = [{"role": "user", "parts": [{"text": PROBE_PROMPT}]}]
+        path = f"/models/{quote(model, safe='')}:generateContent"
+        return path, {"contents": contents, "generationConfig": {"maxOutputTokens": 1}}
+    prompt = [{"role": "user", "content": PROBE_PROMPT}]
+    body: dict[str, Any] = {"model": model, "max_tokens": 1, "messages": prompt}
+    if provider.kind == "anthropic":
+        return "/messages", body
+    if provider.kind == "azure":
+        return f"/openai/deployments/{quote(model, safe='')}/chat/completions", body
+    return "/chat/completions", body
 
 
 def probe_request(
@@ -54,15 +75,15 @@ def probe_request(
 ) -> httpx.Request:
     """The HTTP request that probes provider."""
     headers = _headers(provider, environ)
+    # Azure's api-version goes on every call; no other kind takes a query.
+    params = {"api-version": provider.api_version} if provider.api_version else None
     if how.mode == "models":
-        return http.build_request("GET", f"{provider.base_url}/models", headers=headers)
-    path = "/messages" if provider.kind == "anthropic" else "/chat/completions"
-    body: dict[str, Any] = {
-        "model": how.model,
-        "max_tokens": 1,
-        "messages": [{"role": "user", "content": PROBE_PROMPT}],
-    }
-    return http.build_request("POST", f"{provider.base_url}{path}", json=body, headers=headers)
+        path = "/openai/models" if provider.kind == "azure" else "/models"
+        url = f"{provider.base_url}{path}"
+        return http.build_request("GET", url, headers=headers, params=params)
+    path, body = _completion(provider, how.model or "")
+    url = f"{provider.base_url}{path}"
+    return http.build_request("POST", url, json=body, headers=headers, params=params)
 
 
 class ProbeRunner(Protocol):

@@ -150,3 +150,86 @@ async def test_a_refused_connection_fails_with_the_error_kind() -> None:
 
     result, _ = await probe_with(httpx.MockTransport(refuse), OPENAI, ProviderProbeSettings())
     assert (result.ok, result.detail) == (False, "no answer: ConnectError")
+
+
+AZURE = ProviderSettings(
+    name="az",
+    kind="azure",
+    base_url="https://res.openai.azure.com",
+    api_key_env="AZ_KEY",
+    api_version="2024-10-21",
+)
+GEMINI = ProviderSettings(
+    name="gm",
+    kind="gemini",
+    base_url="https://generativelanguage.googleapis.com/v1beta",
+    api_key_env="GM_KEY",
+)
+KEYS = {"AZ_KEY": "sk-az", "GM_KEY": "sk-gm"}
+
+
+async def _probe(
+    provider: ProviderSettings, how: ProviderProbeSettings, answer: bytes
+) -> tuple[ProbeResult, httpx.Request]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=answer)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as http:
+        result = await Prober(http, KEYS, 0.5, "test").probe(provider, how)
+    return result, seen[0]
+
+
+async def test_azure_probes_list_models_with_api_version_and_api_key() -> None:
+    result, request = await _probe(AZURE, ProviderProbeSettings(), MODELS)
+    assert (request.method, str(request.url)) == (
+        "GET",
+        "https://res.openai.azure.com/openai/models?api-version=2024-10-21",
+    )
+    assert request.headers["api-key"] == "sk-az"
+    assert "authorization" not in request.headers
+    assert (result.ok, result.detail) == (True, "2 models listed")
+
+
+async def test_azure_completion_probe_calls_the_deployment() -> None:
+    how = ProviderProbeSettings(mode="completion", model="my-gpt")
+    result, request = await _probe(AZURE, how, b'{"choices": [{"message": {"content": "p"}}]}')
+    assert str(request.url) == (
+        "https://res.openai.azure.com/openai/deployments/my-gpt/chat/completions"
+        "?api-version=2024-10-21"
+    )
+    assert json.loads(request.content)["max_tokens"] == 1
+    assert result.ok
+
+
+async def test_gemini_probes_list_models_with_its_key_header() -> None:
+    listed = json.dumps({"models": [{"name": "models/gemini-2.5-flash"}]}).encode()
+    result, request = await _probe(GEMINI, ProviderProbeSettings(), listed)
+    assert str(request.url) == "https://generativelanguage.googleapis.com/v1beta/models"
+    assert request.headers["x-goog-api-key"] == "sk-gm"
+    assert "authorization" not in request.headers
+    assert (result.ok, result.detail) == (True, "1 models listed")
+
+
+async def test_gemini_completion_probe_asks_generate_content_for_one_token() -> None:
+    how = ProviderProbeSettings(mode="completion", model="gemini-2.5-flash")
+    answer = b'{"candidates": [{"finishReason": "MAX_TOKENS"}]}'
+    result, request = await _probe(GEMINI, how, answer)
+    assert str(request.url).endswith("/v1beta/models/gemini-2.5-flash:generateContent")
+    assert json.loads(request.content)["generationConfig"] == {"maxOutputTokens": 1}
+    assert result.ok
+
+
+@pytest.mark.parametrize(
+    ("mode", "body", "detail"),
+    [
+        ("models", b'{"data": []}', "no `models` list in the model list"),
+        ("models", b'{"models": [{"id": "x"}]}', "model list entry 0 has no string `name`"),
+        ("completion", b'{"candidates": []}', "no `candidates` in the answer"),
+    ],
+)
+def test_gemini_answers_of_the_wrong_shape_fail(mode: str, body: bytes, detail: str) -> None:
+    verdict = check_answer("gemini", mode, 200, body)
+    assert (verdict.ok, verdict.detail) == (False, detail)

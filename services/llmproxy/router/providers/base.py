@@ -48,6 +48,8 @@ class Provider:
     base_url: str
     api_key: str | None
     timeout_s: float
+    api_version: str | None = None
+    """Azure OpenAI's api-version; None for every other kind."""
 
     @classmethod
     def from_settings(
@@ -57,7 +59,12 @@ class Provider:
         URL, e.g. with Envoy's egress route for this provider."""
         key = environ.get(settings.api_key_env) if settings.api_key_env else None
         return cls(
-            settings.name, settings.kind, base_url or settings.base_url, key, settings.timeout_s
+            settings.name,
+            settings.kind,
+            base_url or settings.base_url,
+            key,
+            settings.timeout_s,
+            settings.api_version,
         )
 
 
