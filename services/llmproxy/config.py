@@ -223,8 +223,8 @@ class StackConfig(StrictModel):
         return None if url is None or url == self.redis.url else url
 
     def enabled_providers(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
-        """The providers whose key is present in environ (or that need none)."""
-        return [p for p in self.providers if p.api_key_env is None or environ.get(p.api_key_env)]
+        """The providers whose credentials are present in environ (or that need none)."""
+        return [p for p in self.providers if p.enabled_in(environ)]
 
     def demo_mode(self, environ: Mapping[str, str]) -> bool:
         """True when no real provider is enabled and the fake provider answers every model."""

@@ -1,16 +1,18 @@
-"""The fake provider's aiohttp application: OpenAI and Anthropic routes plus controls.
+"""The fake provider's aiohttp application: OpenAI, Anthropic and Bedrock routes plus controls.
 
-API routes (``/v1/...``) go through the fault knobs; ``/healthz`` and the control
-routes (``/_fake/...``) never do, so a supervisor or a test can always reach them.
+API routes (``/v1/...``, and Bedrock's ``/model/...``) go through the fault knobs;
+``/healthz`` and the control routes (``/_fake/...``) never do, so a supervisor or a test
+can always reach them.
 
 Errors: a refused request raises `RequestError` inside a handler; the middleware
-renders it in the calling API's error shape (OpenAI's, or Anthropic's on
-``/v1/messages``). Nothing else is raised on purpose.
+renders it in the calling API's error shape (OpenAI's, Anthropic's on
+``/v1/messages``, Bedrock's on ``/model/...``). Nothing else is raised on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import struct
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from llmproxy.fakeprovider import responses
+from llmproxy.fakeprovider import bedrock, responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 from llmproxy.fakeprovider.responses import ChatRequest, Message
 from llmproxy.fakeprovider.validation import (
@@ -36,6 +38,7 @@ from llmproxy.fakeprovider.validation import (
 )
 
 _ANTHROPIC_PATH = "/v1/messages"
+_BEDROCK_PREFIX = "/model/"
 _HANG_POLL_S = 0.05
 
 
@@ -91,6 +94,8 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_post(_ANTHROPIC_PATH, _anthropic_messages)
+    app.router.add_post("/model/{model}/converse", _bedrock_converse)
+    app.router.add_post("/model/{model}/converse-stream", _bedrock_converse)
     app.router.add_get("/_fake/knobs", _get_knobs)
     app.router.add_put("/_fake/knobs", _put_knobs)
     app.router.add_get("/_fake/stats", _get_stats)
@@ -116,7 +121,7 @@ async def _api_middleware(request: web.Request, handler: _Handler) -> web.Stream
     state.stats.requests[request.path] += 1
     if "authorization" in request.headers or "x-api-key" in request.headers:
         state.stats.with_credentials += 1
-    if not request.path.startswith("/v1/"):
+    if not request.path.startswith(("/v1/", _BEDROCK_PREFIX)):
         return await handler(request)
     try:
         cut = await _inject_faults(request, state)
@@ -174,6 +179,12 @@ def _reseed(state: _State) -> None:
 
 
 def _error_response(request: web.Request, exc: RequestError) -> web.Response:
+    if request.path.startswith(_BEDROCK_PREFIX):
+        kind = getattr(exc, "error_type", None) or bedrock.error_type_for(exc.status)
+        headers = {"x-amzn-errortype": kind}
+        return web.json_response(
+            bedrock.error_body(exc.message), status=exc.status, headers=headers
+        )
     if request.path == _ANTHROPIC_PATH:
         body = responses.anthropic_error(_anthropic_error_type(exc.status), exc.message)
     else:
@@ -283,6 +294,31 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     return await _stream(request, events, state.knobs)
 
 
+# --- Bedrock routes --------------------------------------------------------------------
+
+
+async def _bedrock_converse(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    content = await request.read()
+    raw_path = request.rel_url.raw_path
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    bedrock.verify_signature("POST", raw_path, request.rel_url.raw_query_string, headers, content)
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise bedrock.BedrockError(400, "ValidationException", "the body is not JSON") from exc
+    model = request.match_info["model"]
+    if model not in state.models:
+        raise bedrock.BedrockError(404, "ResourceNotFoundException", f"model {model} not found")
+    chat, tool = bedrock.parse_converse(model, body)
+    if raw_path.endswith("/converse"):
+        return web.json_response(bedrock.converse(chat, tool))
+    events = [
+        bedrock.encode_event(kind, data) for kind, data in bedrock.converse_events(chat, tool)
+    ]
+    return await _stream(request, events, state.knobs, bedrock.EVENT_STREAM)
+
+
 # --- controls --------------------------------------------------------------------------
 
 
@@ -316,10 +352,13 @@ async def _reset_stats(request: web.Request) -> web.Response:
 
 
 async def _stream(
-    request: web.Request, events: Iterable[bytes], knobs: Knobs
+    request: web.Request,
+    events: Iterable[bytes],
+    knobs: Knobs,
+    content_type: str = "text/event-stream; charset=utf-8",
 ) -> web.StreamResponse:
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     try:
