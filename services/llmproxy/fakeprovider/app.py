@@ -38,7 +38,7 @@ from llmproxy.fakeprovider.validation import (
 )
 
 _ANTHROPIC_PATH = "/v1/messages"
-_BEDROCK_PREFIX = "/model/"
+_BEDROCK_PREFIXES = ("/model/", bedrock.LIST_PATH)
 _HANG_POLL_S = 0.05
 
 
@@ -96,6 +96,7 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app.router.add_post(_ANTHROPIC_PATH, _anthropic_messages)
     app.router.add_post("/model/{model}/converse", _bedrock_converse)
     app.router.add_post("/model/{model}/converse-stream", _bedrock_converse)
+    app.router.add_get(bedrock.LIST_PATH, _bedrock_list)
     app.router.add_get("/_fake/knobs", _get_knobs)
     app.router.add_put("/_fake/knobs", _put_knobs)
     app.router.add_get("/_fake/stats", _get_stats)
@@ -121,7 +122,7 @@ async def _api_middleware(request: web.Request, handler: _Handler) -> web.Stream
     state.stats.requests[request.path] += 1
     if "authorization" in request.headers or "x-api-key" in request.headers:
         state.stats.with_credentials += 1
-    if not request.path.startswith(("/v1/", _BEDROCK_PREFIX)):
+    if not request.path.startswith(("/v1/", *_BEDROCK_PREFIXES)):
         return await handler(request)
     try:
         cut = await _inject_faults(request, state)
@@ -179,7 +180,7 @@ def _reseed(state: _State) -> None:
 
 
 def _error_response(request: web.Request, exc: RequestError) -> web.Response:
-    if request.path.startswith(_BEDROCK_PREFIX):
+    if request.path.startswith(_BEDROCK_PREFIXES):
         kind = getattr(exc, "error_type", None) or bedrock.error_type_for(exc.status)
         headers = {"x-amzn-errortype": kind}
         return web.json_response(
@@ -317,6 +318,14 @@ async def _bedrock_converse(request: web.Request) -> web.StreamResponse:
         bedrock.encode_event(kind, data) for kind, data in bedrock.converse_events(chat, tool)
     ]
     return await _stream(request, events, state.knobs, bedrock.EVENT_STREAM)
+
+
+async def _bedrock_list(request: web.Request) -> web.Response:
+    # ListAsyncInvokes: what health probes call, since Bedrock's runtime lists no models.
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    query = request.rel_url.raw_query_string
+    bedrock.verify_signature("GET", request.rel_url.raw_path, query, headers, b"")
+    return web.json_response({"asyncInvokeSummaries": []})
 
 
 # --- controls --------------------------------------------------------------------------

@@ -30,7 +30,8 @@ TEST_ACCESS_KEY_ID = "AKIAFAKEPROVIDER0001"
 TEST_SECRET_ACCESS_KEY = "fake-provider-secret-access-key"  # noqa: S105 - a test credential
 """The secret of TEST_ACCESS_KEY_ID, for the fake to check signatures with."""
 
-PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)$")
+LIST_PATH = "/async-invoke"
+"""ListAsyncInvokes, the runtime API's token-free call the health service probes with."""
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 
 _AUTHORIZATION = re.compile(
