@@ -150,3 +150,21 @@ async def test_a_refused_connection_fails_with_the_error_kind() -> None:
 
     result, _ = await probe_with(httpx.MockTransport(refuse), OPENAI, ProviderProbeSettings())
     assert (result.ok, result.detail) == (False, "no answer: ConnectError")
+
+
+BEDROCK = ProviderSettings(name="b", kind="bedrock", region="eu-west-1")
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "error_type", "body", "ok"),
+    [
+        ("models", 200, "", b'{"asyncInvokeSummaries": []}', True),
+        ("models", 403, "AccessDeniedException", b'{"message": "not authorized"}', True),
+        ("models", 403, "UnrecognizedClientException", b'{"message": "bad token"}', False),
+        ("models", 200, "", b'{"data": []}', False),
+        ("completion", 200, "", b'{"output": {"message": {"content": []}}}', True),
+        ("completion", 200, "", b'{"output": {}}', False),
+    ],
+)
+def test_bedrock_answers(mode: str, status: int, error_type: str, body: bytes, ok: bool) -> None:
+    assert check_answer("bedrock", mode, status, body, error_type).ok is ok
