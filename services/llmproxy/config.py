@@ -124,7 +124,8 @@ class StackConfig(StrictModel):
     fake_provider: FakeProviderSettings = FakeProviderSettings()
     tracing: TracingSettings = TracingSettings()
     providers: list[ProviderSettings] = Field(
-        default_factory=list, description="Real providers; enabled when their key is set."
+        default_factory=list,
+        description="Real providers; enabled when their key (or AWS credentials) is set.",
     )
     models: list[ModelSettings] = Field(
         default_factory=list, description="Public model names and their targets."

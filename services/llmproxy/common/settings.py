@@ -289,13 +289,13 @@ class ProviderSettings(StrictModel):
     kind: Literal["openai", "anthropic", "bedrock"] = Field(
         "openai",
         description="API flavour: 'openai' for any OpenAI-compatible endpoint, 'anthropic' for "
-        "Anthropic's Messages API, 'bedrock' for AWS Bedrock's Converse API (both translated "
+        "Anthropic's Messages API, 'bedrock' for AWS Bedrock's Converse API (each translated "
         "to and from OpenAI's format).",
     )
     base_url: str = Field(
         pattern=r"^https?://",
         description="Base URL, up to and including /v1. For bedrock it may be left out: "
-        "https://bedrock-runtime.<region>.amazonaws.com.",
+        "https://bedrock-runtime.{region}.amazonaws.com.",
     )
     api_key_env: str | None = Field(
         None,
