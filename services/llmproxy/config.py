@@ -124,7 +124,8 @@ class StackConfig(StrictModel):
     fake_provider: FakeProviderSettings = FakeProviderSettings()
     tracing: TracingSettings = TracingSettings()
     providers: list[ProviderSettings] = Field(
-        default_factory=list, description="Real providers; enabled when their key is set."
+        default_factory=list,
+        description="Real providers; enabled when their key (or AWS credentials) is set.",
     )
     models: list[ModelSettings] = Field(
         default_factory=list, description="Public model names and their targets."
@@ -223,8 +224,8 @@ class StackConfig(StrictModel):
         return None if url is None or url == self.redis.url else url
 
     def enabled_providers(self, environ: Mapping[str, str]) -> list[ProviderSettings]:
-        """The providers whose key is present in environ (or that need none)."""
-        return [p for p in self.providers if p.api_key_env is None or environ.get(p.api_key_env)]
+        """The providers whose credentials are present in environ (or that need none)."""
+        return [p for p in self.providers if p.enabled_in(environ)]
 
     def demo_mode(self, environ: Mapping[str, str]) -> bool:
         """True when no real provider is enabled and the fake provider answers every model."""

@@ -249,3 +249,47 @@ def test_good_routing_is_taken(tmp_path: Path, routing: str, weights: tuple[int,
     config = load_config(write(tmp_path, _routed(routing, *weights)), environ={})
     assert config.models[0].routing == routing
     assert [t.weight for t in config.models[0].targets][: len(weights)] == list(weights)
+
+
+def test_bedrock_needs_a_region_and_derives_its_url(tmp_path: Path) -> None:
+    provider = {"name": "br", "kind": "bedrock"}
+    with pytest.raises(ConfigError, match=r"providers\.0\.region: a bedrock provider needs"):
+        load_config(write(tmp_path, {"providers": [provider]}), environ={})
+    config = load_config(
+        write(tmp_path, {"providers": [{**provider, "region": "eu-west-1"}]}), environ={}
+    )
+    assert config.providers[0].base_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+
+
+def test_region_is_refused_on_other_kinds(tmp_path: Path) -> None:
+    provider = {"name": "o", "base_url": "https://api.example/v1", "region": "eu-west-1"}
+    with pytest.raises(ConfigError, match=r"providers\.0\.region: only bedrock providers"):
+        load_config(write(tmp_path, {"providers": [provider]}), environ={})
+
+
+def test_bedrock_refuses_an_api_key_env(tmp_path: Path) -> None:
+    provider = {"name": "br", "kind": "bedrock", "region": "eu-west-1", "api_key_env": "K"}
+    with pytest.raises(ConfigError, match=r"providers\.0\.api_key_env: bedrock signs"):
+        load_config(write(tmp_path, {"providers": [provider]}), environ={})
+
+
+@pytest.mark.parametrize(
+    ("environ", "enabled"),
+    [
+        ({}, False),
+        ({"AWS_ACCESS_KEY_ID": "a"}, False),
+        ({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "s"}, True),
+        ({"AWS_PROFILE": "prod"}, True),
+        ({"AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_ROLE_ARN": "arn"}, True),
+        ({"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/creds"}, True),
+    ],
+)
+def test_bedrock_is_enabled_by_aws_credentials(
+    tmp_path: Path, environ: dict[str, str], enabled: bool
+) -> None:
+    data = {
+        "providers": [{"name": "br", "kind": "bedrock", "region": "eu-west-1"}],
+        "models": [{"name": "claude", "targets": [{"provider": "br", "model": "m"}]}],
+    }
+    config = load_config(write(tmp_path, data), environ=environ)
+    assert [p.name for p in config.enabled_providers(environ)] == (["br"] if enabled else [])

@@ -6,8 +6,10 @@ follows the health service with HealthClientSettings, configured beside the serv
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -234,10 +236,7 @@ class RedisSettings(StrictModel):
         problem = self._topology_disagreement()
         if problem is None:
             return self
-        # Raised with its own location, so that the message names redis.topology, not redis.
-        error = PydanticCustomError("topology_disagrees", problem)
-        details = InitErrorDetails(type=error, loc=("topology",), input=self.topology)
-        raise ValidationError.from_exception_data(type(self).__name__, [details])
+        raise _field_error(self, "topology", problem)
 
     def _topology_disagreement(self) -> str | None:
         # What to change when the named topology contradicts url or cluster, else None.
@@ -268,27 +267,49 @@ class RedisSettings(StrictModel):
         return None
 
 
+# Variables by which the standard AWS environment names credentials (botocore's chain): a
+# bedrock provider is enabled when one of these sets is complete.
+AWS_CREDENTIAL_ENV: tuple[tuple[str, ...], ...] = (
+    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    ("AWS_PROFILE",),
+    ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"),
+    ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",),
+    ("AWS_CONTAINER_CREDENTIALS_FULL_URI",),
+)
+_REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
+
+
 class ProviderSettings(StrictModel):
     """One upstream LLM provider."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="Unique provider name.")
-    kind: Literal["openai", "anthropic", "azure", "gemini"] = Field(
+    kind: Literal["openai", "anthropic", "azure", "gemini", "bedrock"] = Field(
         "openai",
         description="API flavour: 'openai' for any OpenAI-compatible endpoint (Azure's v1 "
         "endpoint included), 'anthropic' for Anthropic's Messages API, 'azure' for Azure "
-        "OpenAI's deployment API, 'gemini' for Google Gemini's generateContent API (each "
-        "translated to and from OpenAI's format).",
+        "OpenAI's deployment API, 'gemini' for Google Gemini's generateContent API, 'bedrock' "
+        "for AWS Bedrock's Converse API (each translated to and from OpenAI's format).",
     )
     base_url: str = Field(
         pattern=r"^https?://",
         description="Base URL, up to and including /v1 (an Azure resource's endpoint, e.g. "
         "https://RESOURCE.openai.azure.com; Gemini's "
-        "https://generativelanguage.googleapis.com/v1beta).",
+        "https://generativelanguage.googleapis.com/v1beta). For bedrock it may be left out: "
+        "https://bedrock-runtime.{region}.amazonaws.com.",
     )
     api_key_env: str | None = Field(
         None,
         description="Environment variable holding the API key. The provider is enabled only "
-        "when it is set, unless this is null (a keyless local server such as vLLM).",
+        "when it is set, unless this is null (a keyless local server such as vLLM). Not for "
+        "bedrock, which signs with the standard AWS credentials and is enabled when the "
+        "environment names them (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+        "a web identity or container credentials).",
+    )
+    region: str | None = Field(
+        None,
+        pattern=_REGION,
+        description="AWS region of a bedrock provider (e.g. us-east-1): the one its calls are "
+        "signed for. Required for bedrock, refused for other kinds.",
     )
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one provider call.")
     api_version: str | None = Field(
@@ -297,6 +318,18 @@ class ProviderSettings(StrictModel):
         description="Azure OpenAI's api-version query parameter (e.g. 2024-10-21); required "
         "for kind 'azure' and refused for every other kind.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bedrock_default_url(cls, data: Any) -> Any:
+        # Bedrock's URL follows from its region: asking for both would only invite mismatches.
+        if isinstance(data, dict) and data.get("kind") == "bedrock" and "base_url" not in data:
+            region = data.get("region")
+            if region is None:  # said here: the missing base_url would hide the real cause
+                raise _missing_region()
+            if isinstance(region, str) and re.match(_REGION, region):
+                return {**data, "base_url": f"https://bedrock-runtime.{region}.amazonaws.com"}
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -312,10 +345,47 @@ class ProviderSettings(StrictModel):
             if self.kind == "azure"
             else f"only kind 'azure' takes an api_version, not kind {self.kind!r}"
         )
-        # Raised at the field, so that the message names providers.<n>.api_version.
-        error = PydanticCustomError("api_version", problem)
-        details = InitErrorDetails(type=error, loc=("api_version",), input=self.api_version)
-        raise ValidationError.from_exception_data(type(self).__name__, [details])
+        raise _field_error(self, "api_version", problem)
+
+    @model_validator(mode="after")
+    def _check_region(self) -> ProviderSettings:
+        if self.kind == "bedrock" and self.region is None:
+            raise _missing_region()
+        if self.kind != "bedrock" and self.region is not None:
+            raise _field_error(
+                self, "region", f"only bedrock providers take a region, not {self.kind}"
+            )
+        if self.kind == "bedrock" and self.api_key_env is not None:
+            raise _field_error(
+                self,
+                "api_key_env",
+                "bedrock signs with the standard AWS credentials (AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE); remove api_key_env",
+            )
+        return self
+
+    def enabled_in(self, environ: Mapping[str, str]) -> bool:
+        """Whether environ holds what this provider needs: its key, or AWS credentials."""
+        if self.kind == "bedrock":
+            return any(all(environ.get(name) for name in names) for names in AWS_CREDENTIAL_ENV)
+        return self.api_key_env is None or bool(environ.get(self.api_key_env))
+
+
+def _field_error(model: BaseModel, field: str, message: str) -> ValidationError:
+    # A validation error located at field, so that the message names e.g. providers.0.region.
+    return _located(type(model).__name__, field, getattr(model, field), message)
+
+
+def _missing_region() -> ValidationError:
+    return _located(
+        ProviderSettings.__name__, "region", None, "a bedrock provider needs its AWS region"
+    )
+
+
+def _located(title: str, field: str, value: Any, message: str) -> ValidationError:
+    error = PydanticCustomError("invalid_field", message)
+    details = InitErrorDetails(type=error, loc=(field,), input=value)
+    return ValidationError.from_exception_data(title, [details])
 
 
 class HealthClientSettings(StrictModel):

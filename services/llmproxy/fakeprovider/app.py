@@ -1,18 +1,20 @@
-"""The fake provider's aiohttp application: OpenAI, Anthropic, Azure OpenAI and Gemini routes
-plus controls.
+"""The fake provider's aiohttp application: OpenAI, Anthropic, Azure OpenAI, Gemini and
+Bedrock routes plus controls.
 
-API routes (``/v1/...``, Azure's ``/openai/...``, Gemini's ``/v1beta/...``) go through the
-fault knobs; ``/healthz`` and the control
-routes (``/_fake/...``) never do, so a supervisor or a test can always reach them.
+API routes (``/v1/...``, Azure's ``/openai/...``, Gemini's ``/v1beta/...``, Bedrock's
+``/model/...``) go through the fault knobs; ``/healthz`` and the control routes
+(``/_fake/...``) never do, so a supervisor or a test can always reach them.
 
 Errors: a refused request raises `RequestError` inside a handler; the middleware
 renders it in the calling API's error shape (OpenAI's, Anthropic's on
-``/v1/messages``, Gemini's on ``/v1beta/``). Nothing else is raised on purpose.
+``/v1/messages``, Gemini's on ``/v1beta/``, Bedrock's on ``/model/...``). Nothing else is
+raised on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import struct
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from llmproxy.fakeprovider import gemini, responses
+from llmproxy.fakeprovider import bedrock, gemini, responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 from llmproxy.fakeprovider.responses import ChatRequest, Message
 from llmproxy.fakeprovider.validation import (
@@ -39,7 +41,8 @@ from llmproxy.fakeprovider.validation import (
 
 _ANTHROPIC_PATH = "/v1/messages"
 _AZURE_PREFIX = "/openai/"
-_API_PREFIXES = ("/v1/", _AZURE_PREFIX, gemini.PREFIX)
+_BEDROCK_PREFIXES = ("/model/", bedrock.LIST_PATH)
+_API_PREFIXES = ("/v1/", _AZURE_PREFIX, gemini.PREFIX, *_BEDROCK_PREFIXES)
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _HANG_POLL_S = 0.05
 
@@ -101,6 +104,9 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app.router.add_post("/openai/deployments/{deployment}/embeddings", _azure_embeddings)
     app.router.add_get(f"{gemini.PREFIX}models", _gemini_models)
     app.router.add_post(f"{gemini.PREFIX}models/{{target}}", _gemini_call)
+    app.router.add_post("/model/{model}/converse", _bedrock_converse)
+    app.router.add_post("/model/{model}/converse-stream", _bedrock_converse)
+    app.router.add_get(bedrock.LIST_PATH, _bedrock_list)
     app.router.add_get("/_fake/knobs", _get_knobs)
     app.router.add_put("/_fake/knobs", _put_knobs)
     app.router.add_get("/_fake/stats", _get_stats)
@@ -184,6 +190,12 @@ def _reseed(state: _State) -> None:
 
 
 def _error_response(request: web.Request, exc: RequestError) -> web.Response:
+    if request.path.startswith(_BEDROCK_PREFIXES):
+        kind = getattr(exc, "error_type", None) or bedrock.error_type_for(exc.status)
+        headers = {"x-amzn-errortype": kind}
+        return web.json_response(
+            bedrock.error_body(exc.message), status=exc.status, headers=headers
+        )
     if request.path == _ANTHROPIC_PATH:
         body = responses.anthropic_error(_anthropic_error_type(exc.status), exc.message)
     elif request.path.startswith(gemini.PREFIX):
@@ -376,6 +388,39 @@ async def _gemini_call(request: web.Request) -> web.StreamResponse:
     return await _stream(request, events, state.knobs)
 
 
+# --- Bedrock routes --------------------------------------------------------------------
+
+
+async def _bedrock_converse(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    content = await request.read()
+    raw_path = request.rel_url.raw_path
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    bedrock.verify_signature("POST", raw_path, request.rel_url.raw_query_string, headers, content)
+    try:
+        body = json.loads(content)
+    except ValueError as exc:
+        raise bedrock.BedrockError(400, "ValidationException", "the body is not JSON") from exc
+    model = request.match_info["model"]
+    if model not in state.models:
+        raise bedrock.BedrockError(404, "ResourceNotFoundException", f"model {model} not found")
+    chat, tool = bedrock.parse_converse(model, body)
+    if raw_path.endswith("/converse"):
+        return web.json_response(bedrock.converse(chat, tool))
+    events = [
+        bedrock.encode_event(kind, data) for kind, data in bedrock.converse_events(chat, tool)
+    ]
+    return await _stream(request, events, state.knobs, bedrock.EVENT_STREAM)
+
+
+async def _bedrock_list(request: web.Request) -> web.Response:
+    # ListAsyncInvokes: what health probes call, since Bedrock's runtime lists no models.
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    query = request.rel_url.raw_query_string
+    bedrock.verify_signature("GET", request.rel_url.raw_path, query, headers, b"")
+    return web.json_response({"asyncInvokeSummaries": []})
+
+
 # --- controls --------------------------------------------------------------------------
 
 
@@ -409,10 +454,13 @@ async def _reset_stats(request: web.Request) -> web.Response:
 
 
 async def _stream(
-    request: web.Request, events: Iterable[bytes], knobs: Knobs
+    request: web.Request,
+    events: Iterable[bytes],
+    knobs: Knobs,
+    content_type: str = "text/event-stream; charset=utf-8",
 ) -> web.StreamResponse:
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     try:

@@ -2,7 +2,9 @@
 
 A probe passes on a 200 whose JSON has the shape the provider's API documents; a 429 means the
 provider is up but throttled (it passes, and makes the provider DEGRADED); anything else fails
-with a detail saying what was wrong.
+with a detail saying what was wrong. One exception: Bedrock's token-free probe passes on
+AccessDeniedException too, which AWS answers only once the signature and credentials are
+valid (they may lack the permission to list async invocations, which calls do not need).
 """
 
 from __future__ import annotations
@@ -76,16 +78,45 @@ def _anthropic_completion_shape(data: Any) -> str | None:
     return None
 
 
-def check_answer(kind: str, mode: str, status: int, body: bytes) -> Verdict:
-    """Judge one probe answer of a provider of kind (ProviderSettings.kind) in mode."""
-    if status == 429:
-        return Verdict(True, "rate limited (429)", rate_limited=True)
+def _bedrock_list_shape(data: Any) -> str | None:
+    items = data.get("asyncInvokeSummaries") if isinstance(data, dict) else None
+    return None if isinstance(items, list) else "no `asyncInvokeSummaries` list"
+
+
+def _bedrock_completion_shape(data: Any) -> str | None:
+    output = data.get("output") if isinstance(data, dict) else None
+    if not isinstance(output, dict) or not isinstance(output.get("message"), dict):
+        return "no `output.message` in the Converse answer"
+    return None
+
+
+def _bedrock_verdict(mode: str, data: Any) -> Verdict:
+    if mode == "models":
+        problem = _bedrock_list_shape(data)
+        return Verdict(problem is None, problem or "signed listing answered")
+    problem = _bedrock_completion_shape(data)
+    return Verdict(problem is None, problem or "one-token completion answered")
+
+
+def _refusal(kind: str, mode: str, status: int, body: bytes, error_type: str) -> Verdict:
+    if status == 429 or error_type == "ThrottlingException":
+        return Verdict(True, f"rate limited ({status})", rate_limited=True)
+    if kind == "bedrock" and mode == "models" and error_type == "AccessDeniedException":
+        return Verdict(True, "signature accepted (listing not permitted)")
+    return Verdict(False, f"HTTP {status}: {_snippet(body)}")
+
+
+def check_answer(kind: str, mode: str, status: int, body: bytes, error_type: str = "") -> Verdict:
+    """Judge one probe answer of a provider of kind (ProviderSettings.kind) in mode; error_type
+    is Bedrock's `x-amzn-errortype`."""
     if status != 200:
-        return Verdict(False, f"HTTP {status}: {_snippet(body)}")
+        return _refusal(kind, mode, status, body, error_type)
     try:
         data = json.loads(body)
     except ValueError:
         return Verdict(False, f"not JSON: {_snippet(body)}")
+    if kind == "bedrock":
+        return _bedrock_verdict(mode, data)
     if mode == "models":
         gemini = kind == "gemini"
         problem = _gemini_models_shape(data) if gemini else _models_shape(data)

@@ -7,11 +7,17 @@ APIs, Anthropic's and Gemini's alike, `GET /openai/models?api-version=...` on Az
 models the resource offers: it proves the endpoint and the key, as a deployment list would, but
 Azure's data plane lists no deployments). A provider configured for it gets a one-token
 completion instead (on Azure, of the deployment named as the probe's model).
+
+Bedrock's runtime API lists no models, so its token-free probe is a SigV4-signed
+`GET /async-invoke?maxResults=1` (ListAsyncInvokes) on the same runtime host the calls go to: it
+proves the host answers and the credentials sign correctly. Its completion probe is a Converse
+call with maxTokens 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -19,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from llmproxy.common import aws
 from llmproxy.common.settings import ProviderSettings
 from llmproxy.health.answers import check_answer
 from llmproxy.health.records import ProbeResult
@@ -67,13 +74,45 @@ def _completion(provider: ProviderSettings, model: str) -> tuple[str, dict[str, 
     return "/chat/completions", body
 
 
+BEDROCK_LIST_PATH = "/async-invoke?maxResults=1"
+
+
+def _bedrock_request(
+    http: httpx.AsyncClient,
+    provider: ProviderSettings,
+    how: ProviderProbeSettings,
+    credentials: aws.AwsCredentials,
+) -> httpx.Request:
+    headers = {"accept": "application/json"}
+    if how.mode == "models":
+        method, url, content = "GET", f"{provider.base_url}{BEDROCK_LIST_PATH}", b""
+    else:
+        model = quote(how.model or "", safe="")
+        method, url = "POST", f"{provider.base_url}/model/{model}/converse"
+        body = {
+            "messages": [{"role": "user", "content": [{"text": PROBE_PROMPT}]}],
+            "inferenceConfig": {"maxTokens": 1},
+        }
+        content = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    signature = aws.sign(
+        credentials, provider.region or "", url, method=method, headers=headers, body=content
+    )
+    return http.build_request(method, url, content=content, headers={**headers, **signature})
+
+
 def probe_request(
     http: httpx.AsyncClient,
     provider: ProviderSettings,
     how: ProviderProbeSettings,
     environ: Mapping[str, str],
+    credentials: aws.AwsCredentials | None = None,
 ) -> httpx.Request:
-    """The HTTP request that probes provider."""
+    """The HTTP request that probes provider (a bedrock one signed with credentials)."""
+    if provider.kind == "bedrock":
+        if credentials is None:
+            raise aws.NoCredentialsError(f"bedrock provider {provider.name!r} has no credentials")
+        return _bedrock_request(http, provider, how, credentials)
     headers = _headers(provider, environ)
     # Azure's api-version goes on every call; no other kind takes a query.
     params = {"api-version": provider.api_version} if provider.api_version else None
@@ -109,14 +148,24 @@ class Prober:
         self._timeout_s = timeout_s
         self._instance = instance
         self._wall_clock = wall_clock
+        self._aws: aws.AwsCredentials | None = None
+
+    async def _credentials(self, provider: ProviderSettings) -> aws.AwsCredentials | None:
+        if provider.kind != "bedrock":
+            return None
+        if self._aws is None:  # the environment names one set of AWS credentials for all
+            self._aws = await asyncio.to_thread(aws.resolve_credentials, self._environ)
+        await aws.fresh(self._aws)
+        return self._aws
 
     async def probe(self, provider: ProviderSettings, how: ProviderProbeSettings) -> ProbeResult:
         """Call provider once and judge the answer; never raises for the provider's failings."""
-        request = probe_request(self._http, provider, how, self._environ)
         started = time.perf_counter()
         status, ok, detail, rate_limited = 0, False, "", False
         try:
             async with asyncio.timeout(self._timeout_s):
+                credentials = await self._credentials(provider)
+                request = probe_request(self._http, provider, how, self._environ, credentials)
                 response = await self._http.send(request, stream=True)
                 try:
                     body = await _read_bounded(response)
@@ -126,9 +175,12 @@ class Prober:
             detail = f"timed out after {self._timeout_s:g} s"
         except httpx.HTTPError as exc:
             detail = f"no answer: {type(exc).__name__}"
+        except aws.NoCredentialsError as exc:
+            detail = str(exc)
         else:
             status = response.status_code
-            verdict = check_answer(provider.kind, how.mode, status, body)
+            error_type = response.headers.get("x-amzn-errortype", "").split(":", 1)[0]
+            verdict = check_answer(provider.kind, how.mode, status, body, error_type)
             ok, detail, rate_limited = verdict.ok, verdict.detail, verdict.rate_limited
         return ProbeResult(
             ok=ok,

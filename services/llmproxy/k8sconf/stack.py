@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from llmproxy.common.contract import SERVICES
 from llmproxy.common.errors import ConfigError
+from llmproxy.common.settings import AWS_CREDENTIAL_ENV
 from llmproxy.config import StackConfig
 from llmproxy.k8sconf.objects import ENVOY_INTERNAL, LIMITS_FILE, REDIS_CACHE
 
@@ -73,4 +74,8 @@ def provider_environ(config: StackConfig) -> dict[str, str]:
         raise ConfigError(
             "providers: Kubernetes runs no fake provider; configure at least one provider"
         )
-    return {p.api_key_env: "set" for p in config.providers if p.api_key_env is not None}
+    environ = {p.api_key_env: "set" for p in config.providers if p.api_key_env is not None}
+    if any(p.kind == "bedrock" for p in config.providers):
+        # Pods get AWS credentials from their service account or the Secret, unseen here.
+        environ.update(dict.fromkeys(AWS_CREDENTIAL_ENV[0], "set"))
+    return environ

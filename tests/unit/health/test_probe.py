@@ -233,3 +233,21 @@ async def test_gemini_completion_probe_asks_generate_content_for_one_token() -> 
 def test_gemini_answers_of_the_wrong_shape_fail(mode: str, body: bytes, detail: str) -> None:
     verdict = check_answer("gemini", mode, 200, body)
     assert (verdict.ok, verdict.detail) == (False, detail)
+
+
+BEDROCK = ProviderSettings(name="b", kind="bedrock", region="eu-west-1")
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "error_type", "body", "ok"),
+    [
+        ("models", 200, "", b'{"asyncInvokeSummaries": []}', True),
+        ("models", 403, "AccessDeniedException", b'{"message": "not authorized"}', True),
+        ("models", 403, "UnrecognizedClientException", b'{"message": "bad token"}', False),
+        ("models", 200, "", b'{"data": []}', False),
+        ("completion", 200, "", b'{"output": {"message": {"content": []}}}', True),
+        ("completion", 200, "", b'{"output": {}}', False),
+    ],
+)
+def test_bedrock_answers(mode: str, status: int, error_type: str, body: bytes, ok: bool) -> None:
+    assert check_answer("bedrock", mode, status, body, error_type).ok is ok

@@ -9,6 +9,7 @@ import httpx
 from llmproxy.router.providers.anthropic import AnthropicClient
 from llmproxy.router.providers.azure import AzureOpenAIClient
 from llmproxy.router.providers.base import Provider, ProviderCallError, ProviderClient
+from llmproxy.router.providers.bedrock import BedrockClient
 from llmproxy.router.providers.gemini import GeminiClient
 from llmproxy.router.providers.openai import OpenAIClient
 
@@ -22,6 +23,7 @@ ADAPTERS: Mapping[str, _Adapter] = {
     "anthropic": AnthropicClient,
     "azure": AzureOpenAIClient,
     "gemini": GeminiClient,
+    "bedrock": BedrockClient,
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from llmproxy.common.aws import AwsCredentials, resolve_credentials
 from llmproxy.common.errors import LlmproxyError
 from llmproxy.common.settings import ProviderSettings
 
@@ -50,14 +51,21 @@ class Provider:
     timeout_s: float
     api_version: str | None = None
     """Azure OpenAI's api-version; None for every other kind."""
+    origin_url: str = ""
+    """The provider's own base URL (base_url may be Envoy's route to it): what SigV4 signs."""
+    region: str | None = None
+    """The AWS region of a bedrock provider."""
+    aws_credentials: AwsCredentials | None = None
+    """A bedrock provider's AWS credentials."""
 
     @classmethod
     def from_settings(
         cls, settings: ProviderSettings, environ: Mapping[str, str], base_url: str | None = None
     ) -> Provider:
-        """Resolve the key from environ (never from a request); base_url overrides the direct
-        URL, e.g. with Envoy's egress route for this provider."""
+        """Resolve the key (or AWS credentials) from environ, never from a request; base_url
+        overrides the direct URL, e.g. with Envoy's egress route for this provider."""
         key = environ.get(settings.api_key_env) if settings.api_key_env else None
+        credentials = resolve_credentials(environ) if settings.kind == "bedrock" else None
         return cls(
             settings.name,
             settings.kind,
@@ -65,6 +73,9 @@ class Provider:
             key,
             settings.timeout_s,
             settings.api_version,
+            origin_url=settings.base_url,
+            region=settings.region,
+            aws_credentials=credentials,
         )
 
 
@@ -151,12 +162,17 @@ class HttpProvider:
             url = self._urls[path] = httpx.URL(f"{self.provider.base_url}{path}")
         return url
 
+    async def request_headers(self, path: str, content: bytes) -> list[tuple[str, str]]:
+        """The headers of one call; a signing adapter adds the call's signature here."""
+        return self._header_list
+
     async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        content = json.dumps(body).encode()
         request = httpx.Request(
             "POST",
             self._url(path),
-            headers=self._header_list,
-            content=json.dumps(body).encode(),
+            headers=await self.request_headers(path, content),
+            content=content,
             extensions=self._extensions,
         )
         try:
