@@ -79,6 +79,17 @@ class Provider:
         )
 
 
+async def refusal_body(response: httpx.Response) -> bytes:
+    """The body of a streamed answer that refused the call, read and closed; empty if it
+    cannot be read (the status says enough)."""
+    try:
+        return await response.aread()
+    except httpx.HTTPError:
+        return b""
+    finally:
+        await response.aclose()
+
+
 class ProviderClient(Protocol):
     """One provider, answering in OpenAI's wire format whatever its own API is."""
 
@@ -198,13 +209,7 @@ class HttpProvider:
         byte if the call fails. Closing the iterator closes the upstream connection."""
         response = await self._send(path, body)
         if response.status_code != 200:
-            try:
-                content = await response.aread()
-            except httpx.HTTPError:
-                content = b""  # the status says enough
-            finally:
-                await response.aclose()
-            raise failure(self.provider, response, content)
+            raise failure(self.provider, response, await refusal_body(response))
         return self._relay(response)
 
     async def _relay(self, response: httpx.Response) -> AsyncIterator[bytes]:

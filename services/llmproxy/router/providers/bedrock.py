@@ -24,6 +24,7 @@ from llmproxy.router.providers.base import (
     ProviderCallError,
     UnsupportedError,
     failure,
+    refusal_body,
 )
 from llmproxy.router.providers.converse import (
     ChunkWriter,
@@ -113,13 +114,7 @@ class BedrockClient(HttpProvider):
         response = await self._send(path, body)
         if response.status_code == 200:
             return response
-        try:
-            content = await response.aread()
-        except httpx.HTTPError:
-            content = b""  # the status says enough
-        finally:
-            await response.aclose()
-        raise bedrock_failure(self.provider, response, content)
+        raise bedrock_failure(self.provider, response, await refusal_body(response))
 
     async def chat(self, body: dict[str, Any]) -> bytes:
         """POST /model/<id>/converse and answer as chat.completion JSON."""
