@@ -194,7 +194,7 @@ async def test_kill_instance_ends_one_instance_and_the_hypothesis_holds(
                 name,
                 fault_pb2.Target(service=service),
                 fault_pb2.Fault(kill_instance=fault_pb2.KillInstanceFault()),
-                20,
+                10,  # the kill at its start, Envoy drops the instance within ~2 s
                 severity=fault_pb2.SEVERITY_HIGH,  # 1 of 2 instances: 50%
                 hypothesis=fault_pb2.SteadyStateHypothesis(min_success_ratio=0.95),
             )
