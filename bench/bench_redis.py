@@ -43,8 +43,23 @@ RECORD = json.dumps(
 BATCH = 1000
 
 
+async def _flushed_to_aof(client: aioredis.Redis, timeout_s: float = 30.0) -> None:
+    # With appendfsync everysec Redis may hold writes in its AOF buffer for up to 2 s while a
+    # background fsync runs; a kill then loses them (the documented ~1 s of durability). The
+    # restart is measured with every key written out, so wait until the buffer is empty.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = await client.info("persistence")
+        if not info.get("aof_buffer_length") and not info.get("aof_rewrite_in_progress"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the AOF buffer did not drain in {timeout_s} s: {info}")
+        await asyncio.sleep(0.05)
+
+
 async def aof_restart(workdir: Path, keys: int) -> dict[str, Any]:
-    """Write keys records, kill -9, restart on the same folder: seconds until all are back."""
+    """Write keys records, wait until Redis has written them to its append-only file, kill -9,
+    restart on the same folder: seconds until all are back."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     process = redis_process(url, workdir / "aof", workdir / "aof.log")
     process.start()
@@ -56,6 +71,7 @@ async def aof_restart(workdir: Path, keys: int) -> dict[str, Any]:
                 for index in range(start, min(start + BATCH, keys)):
                     pipe.set(f"llmproxy:authz:key:{{{index:016x}}}", RECORD)
                 await pipe.execute()
+        await _flushed_to_aof(client)
         await client.aclose()
         process.kill()
         started = time.monotonic()

@@ -80,8 +80,10 @@ def _previous_hosts() -> dict[str, Any]:
                 "typed_config": {"@type": f"type.googleapis.com/{PREVIOUS_HOSTS}"},
             }
         ],
-        # Least-request picks among few hosts at random: enough draws to avoid the one that failed.
-        "host_selection_retry_max_attempts": 5,
+        # Least-request picks two hosts at random and takes the less busy one, which is the one
+        # that just failed (its calls are gone): with two hosts most draws pick it again.
+        # Draws are cheap and happen only on a retry, so take enough to find the other one.
+        "host_selection_retry_max_attempts": 20,
     }
 
 
