@@ -3,7 +3,7 @@ the runner, against fakeredis (the instance registry and the store) and a fake a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import fakeredis
 import pytest
@@ -46,18 +46,6 @@ class FakeAgents:
 
     def holding(self) -> dict[str, list[str]]:
         return {i: sorted(held) for i, held in self.held.items() if held}
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
-    client = fakeredis.FakeAsyncRedis()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

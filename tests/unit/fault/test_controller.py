@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import fakeredis
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -53,18 +51,6 @@ class Stats:
         if self.down:
             raise StatsUnavailable("envoy admin down")
         return TrafficSample(self.clock.now, self.requests, self.successes, self.p99)
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
-    client = fakeredis.FakeAsyncRedis()
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
