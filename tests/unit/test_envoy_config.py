@@ -125,7 +125,10 @@ def test_client_filters_fail_the_right_way() -> None:
         "x-llmproxy-token-estimate",
         "x-envoy-downstream-service-cluster",
     }
-    assert filters["grpc_json_transcoder"]["services"] == ["llmproxy.router.v1.OpenAIService"]
+    assert filters["grpc_json_transcoder"]["services"] == [
+        "llmproxy.router.v1.OpenAIService",
+        "llmproxy.router.v1.AnthropicService",
+    ]
 
 
 def test_descriptor_set_holds_our_apis_and_their_imports() -> None:

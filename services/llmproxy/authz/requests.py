@@ -12,7 +12,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
-from llmproxy._gen.router.v1 import chat_pb2, openai_pb2
+from llmproxy._gen.router.v1 import anthropic_pb2, chat_pb2, openai_pb2
 from llmproxy.common.contract import API_KEY_HEADER, AUTHORIZATION_HEADER
 from llmproxy.common.tokens import estimate_request_tokens
 
@@ -85,6 +85,9 @@ GRPC_REQUESTS: dict[str, Callable[[bytes], dict[str, Any] | None]] = {
         openai_pb2.CreateChatCompletionRequest
     ),
     f"{_ROUTER}.OpenAIService/CreateEmbedding": _http_body(openai_pb2.CreateEmbeddingRequest),
+    f"{_ROUTER}.OpenAIService/CreateResponse": _http_body(openai_pb2.CreateResponseRequest),
+    f"{_ROUTER}.OpenAIService/CreateCompletion": _http_body(openai_pb2.CreateCompletionRequest),
+    f"{_ROUTER}.AnthropicService/CreateMessage": _http_body(anthropic_pb2.CreateMessageRequest),
     f"{_ROUTER}.ChatService/Chat": _typed(chat_pb2.ChatRequest),
     f"{_ROUTER}.ChatService/StreamChat": _typed(chat_pb2.StreamChatRequest, "chat"),
     f"{_ROUTER}.ChatService/Embed": _typed(chat_pb2.EmbedRequest),

@@ -60,12 +60,18 @@ CACHE_RESULT_HEADER = "x-cache"  # HIT, MISS or BYPASS
 # --- gRPC services Envoy routes to, and the client routes a chaos experiment can target.
 OPENAI_SERVICE = "llmproxy.router.v1.OpenAIService"
 CHAT_SERVICE = "llmproxy.router.v1.ChatService"
+ANTHROPIC_SERVICE = "llmproxy.router.v1.AnthropicService"
+# The services Envoy's transcoder serves as REST (the gRPC-only ChatService is not among them).
+TRANSCODED_SERVICES = (OPENAI_SERVICE, ANTHROPIC_SERVICE)
 CLIENT_ROUTES = {
     "chat": (
         f"{OPENAI_SERVICE}/CreateChatCompletion",
         f"{CHAT_SERVICE}/Chat",
         f"{CHAT_SERVICE}/StreamChat",
     ),
+    "responses": (f"{OPENAI_SERVICE}/CreateResponse",),
+    "messages": (f"{ANTHROPIC_SERVICE}/CreateMessage",),
+    "completions": (f"{OPENAI_SERVICE}/CreateCompletion",),
     "embeddings": (f"{OPENAI_SERVICE}/CreateEmbedding", f"{CHAT_SERVICE}/Embed"),
     "models": (f"{OPENAI_SERVICE}/ListOpenAIModels", f"{OPENAI_SERVICE}/GetModel"),
 }

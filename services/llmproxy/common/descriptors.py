@@ -16,10 +16,11 @@ from llmproxy._gen.authz.v1 import authz_pb2
 from llmproxy._gen.fault.v1 import fault_pb2
 from llmproxy._gen.health.v1 import health_pb2
 from llmproxy._gen.ratelimit.v1 import ratelimit_pb2
-from llmproxy._gen.router.v1 import chat_pb2, openai_pb2, router_pb2
+from llmproxy._gen.router.v1 import anthropic_pb2, chat_pb2, openai_pb2, router_pb2
 
 API_FILES: tuple[FileDescriptor, ...] = (
     openai_pb2.DESCRIPTOR,
+    anthropic_pb2.DESCRIPTOR,
     router_pb2.DESCRIPTOR,
     chat_pb2.DESCRIPTOR,
     ratelimit_pb2.DESCRIPTOR,

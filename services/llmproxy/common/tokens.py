@@ -14,34 +14,50 @@ TOKENS_PER_MESSAGE = 4  # role and separators in chat formats
 DEFAULT_MAX_COMPLETION_TOKENS = 1024
 
 
+# Where text sits in content parts: OpenAI's text parts, Anthropic's tool results (content)
+# and tool calls (input), Responses' items (content) and function outputs (output).
+_PART_TEXT_FIELDS = ("text", "content", "input", "output", "arguments")
+
+
 def _text_chars(content: Any) -> int:
     if isinstance(content, str):
         return len(content)
     if isinstance(content, list):
-        # Content parts ({"type": "text", "text": ...}) or a list of embedding inputs.
-        return sum(
-            _text_chars(part.get("text", "") if isinstance(part, dict) else part)
-            for part in content
-        )
+        # Content parts ({"type": "text", "text": ...}), items, or embedding inputs.
+        return sum(_text_chars(part) for part in content)
+    if isinstance(content, dict):
+        return sum(_text_chars(content.get(name)) for name in _PART_TEXT_FIELDS)
     return len(json.dumps(content)) if content is not None else 0
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """Tokens of the request's messages (or embedding input), rounded up, at least 1."""
+    """Tokens of the request's prompt, rounded up, at least 1, in any API the gateway serves:
+    chat `messages`, Anthropic's `system` and `messages`, Responses' `instructions` and
+    `input`, legacy completions' `prompt`, embeddings' `input`."""
     messages = body.get("messages")
     if isinstance(messages, list):
         chars = sum(_text_chars(m.get("content")) for m in messages if isinstance(m, dict))
         overhead = TOKENS_PER_MESSAGE * len(messages)
     else:
-        chars, overhead = _text_chars(body.get("input")), 0
+        items = body.get("input")
+        chars = _text_chars(items) + _text_chars(body.get("prompt"))
+        overhead = TOKENS_PER_MESSAGE * _item_count(items)
+    chars += _text_chars(body.get("system")) + _text_chars(body.get("instructions"))
     return max(1, -(-chars // CHARS_PER_TOKEN) + overhead)
+
+
+def _item_count(value: Any) -> int:
+    # Responses' input items (messages, tool calls), not embedding inputs.
+    if not isinstance(value, list):
+        return 0
+    return sum(1 for v in value if isinstance(v, dict))
 
 
 def requested_completion_tokens(
     body: dict[str, Any], default: int = DEFAULT_MAX_COMPLETION_TOKENS
 ) -> int:
     """The completion budget the request asks for, or default when it names none."""
-    for name in ("max_completion_tokens", "max_tokens"):
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value

@@ -10,9 +10,9 @@ from typing import Any
 from llmproxy.common.contract import (
     CHAT_SERVICE,
     CLIENT_ROUTES,
-    OPENAI_SERVICE,
     SERVICES,
     STATUS_HEADER,
+    TRANSCODED_SERVICES,
     service_cluster_name,
 )
 from llmproxy.common.openai_errors import error_object
@@ -154,7 +154,7 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
             "typed_config": typed(
                 "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
                 proto_descriptor_bin=base64.b64encode(descriptor).decode(),
-                services=[OPENAI_SERVICE],
+                services=list(TRANSCODED_SERVICES),
                 print_options={"preserve_proto_field_names": True},
                 max_request_body_size=envoy.max_request_bytes,
                 convert_grpc_status=True,
@@ -236,7 +236,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                             "match": {"prefix": f"/{service}/", "grpc": {}},
                             "route": _router_route(timeout),
                         }
-                        for service in (OPENAI_SERVICE, CHAT_SERVICE)
+                        for service in (*TRANSCODED_SERVICES, CHAT_SERVICE)
                     ),
                     _not_found_route(),
                 ],

@@ -31,6 +31,7 @@ from llmproxy.common.contract import (
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.usage import Identity, Usage, UsageStore
 from llmproxy.router import accounting
+from llmproxy.router.apis.base import InboundApi, Translation
 from llmproxy.router.cache import keys, policy
 from llmproxy.router.cache.flights import Flight, Flights
 from llmproxy.router.cache.metrics import (
@@ -85,9 +86,24 @@ def _error_metadata(err: RouterError) -> tuple[tuple[str, str], ...]:
     return tuple(metadata)
 
 
-def _error_event(err: BaseException) -> bytes:
-    message = err.message if isinstance(err, RouterError) else "The provider stream broke."
-    return sse.encode({"error": {"message": message, "type": "upstream_error", "code": None}})
+def _error_event(err: RouterError) -> bytes:
+    return sse.encode({"error": {"message": err.message, "type": "upstream_error", "code": None}})
+
+
+def _stream_error(err: BaseException) -> RouterError:
+    if isinstance(err, RouterError):
+        return err
+    return ProviderError("The provider stream broke.")
+
+
+class RouteNotServedError(RouterError):
+    """A route whose RPC exists but is not served yet."""
+
+    status = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, route: str) -> None:
+        super().__init__(f"{route} is not served yet.", code="unknown_url")
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,8 @@ class _Request:
     cache_tenant: str | None  # whose cache entry it is; None when every tenant shares it
     identity: Identity
     headers: Mapping[str, str]
+    api: InboundApi | None = None  # None for chat completions and embeddings themselves
+    translation: Translation | None = None
 
     @property
     def stream(self) -> bool:
@@ -172,6 +190,18 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         replies = [reply async for reply in self._answer(call, context)]
         return replies[0]
 
+    async def CreateResponse(
+        self, request: openai_pb2.CreateResponseRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """POST /v1/responses: not served yet (being built)."""
+        yield await self._refuse(context, RouteNotServedError("/v1/responses"))
+
+    async def CreateCompletion(
+        self, request: openai_pb2.CreateCompletionRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """POST /v1/completions: not served yet (being built)."""
+        yield await self._refuse(context, RouteNotServedError("/v1/completions"))
+
     async def ListOpenAIModels(
         self, request: openai_pb2.ListOpenAIModelsRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
@@ -219,7 +249,28 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
 
     # --- request flow ----------------------------------------------------------------------
 
-    def _prepare(self, kind: str, body: dict[str, Any], headers: Mapping[str, str]) -> _Request:
+    async def answer_translated(
+        self, api: InboundApi, raw: bytes, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """Answer a request of another inbound API as a chat completion (apis/base.py)."""
+        headers = _headers(context)
+        try:
+            translation = api.start(raw, headers)
+            call = self._prepare("chat", translation.chat_body, headers, api, translation)
+        except RouterError as err:
+            yield await self._refuse(context, err, api)
+            return
+        async for reply in self._answer(call, context):
+            yield reply
+
+    def _prepare(
+        self,
+        kind: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        api: InboundApi | None = None,
+        translation: Translation | None = None,
+    ) -> _Request:
         model = self._by_name.get(body["model"])
         if model is None:
             raise ModelNotFoundError(body["model"])
@@ -229,12 +280,25 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         cached = decision.lookup or decision.store
         tenant = self.cache_tenant(headers.get(TENANT_HEADER, ""))
         digest = keys.cache_key(kind, {**body, "model": model.name}, tenant) if cached else ""
-        return _Request(kind, body, model, decision, digest, tenant, _identity(headers), headers)
+        return _Request(
+            kind,
+            body,
+            model,
+            decision,
+            digest,
+            tenant,
+            _identity(headers),
+            headers,
+            api,
+            translation,
+        )
 
-    async def _refuse(self, context: Context, err: RouterError) -> httpbody_pb2.HttpBody:
+    async def _refuse(
+        self, context: Context, err: RouterError, api: InboundApi | None = None
+    ) -> httpbody_pb2.HttpBody:
         log.info("request refused", extra={"status": err.status, "reason": err.message})
         await context.send_initial_metadata(_error_metadata(err))
-        return _http_body(JSON, err.body())
+        return _http_body(JSON, err.body() if api is None else api.error_body(err))
 
     async def _answer(
         self, call: _Request, context: Context
@@ -361,11 +425,12 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         await context.send_initial_metadata(((CACHE_RESULT_HEADER, "HIT"),))
         if hit.content_type != SSE:
-            yield _http_body(hit.content_type, hit.body)
+            yield _http_body(hit.content_type, _translated(call, hit.body))
             return
         # A cached stream is all here: one message (see _relay_attached).
         events = [e + b"\n\n" for e in hit.body.split(b"\n\n") if e]
-        yield _http_body(SSE, b"".join(e for e in events if self._visible(call, e)))
+        visible = b"".join(e for e in events if self._visible(call, e))
+        yield _http_body(SSE, _translated(call, visible))
 
     async def _relay(
         self, call: _Request, flight: Flight, context: Context, result: str
@@ -393,9 +458,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         if not flight.chunks and flight.error is not None:
             err = _as_router_error(flight.error)
             if headers_sent:
-                yield _http_body(SSE, _error_event(err))
+                yield _http_body(SSE, _error_event_of(call, err))
             else:
-                yield await self._refuse(context, err)
+                yield await self._refuse(context, err, call.api)
             return
         if not headers_sent:
             metadata = [(CACHE_RESULT_HEADER, result)]
@@ -408,12 +473,13 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             # and Envoy CPU, and a burst joined into one is never later for the client.
             async for batch in flight.read_batches():
                 visible = [c for c in batch if self._visible(call, c)] if call.stream else batch
-                if visible:
-                    yield _http_body(content_type, b"".join(visible))
+                data = _translated(call, b"".join(visible)) if visible else b""
+                if data:
+                    yield _http_body(content_type, data)
         except (ProviderCallError, RouterError, ConnectionAbortedError) as err:
             # Headers are gone already: tell the client in the stream, as OpenAI does.
             log.warning("stream broke", extra={"provider": flight.provider, "reason": str(err)})
-            yield _http_body(SSE, _error_event(err))
+            yield _http_body(SSE, _error_event_of(call, _stream_error(err)))
 
 
 async def _released_at_end(
@@ -425,6 +491,17 @@ async def _released_at_end(
             yield event
     finally:
         release()
+
+
+def _translated(call: _Request, data: bytes) -> bytes:
+    """data (OpenAI JSON, or whole SSE events) in the shape of the request's API."""
+    if call.translation is None:
+        return data
+    return call.translation.events(data) if call.stream else call.translation.answer(data)
+
+
+def _error_event_of(call: _Request, err: RouterError) -> bytes:
+    return _error_event(err) if call.api is None else call.api.error_event(err)
 
 
 def _as_router_error(error: BaseException) -> RouterError:

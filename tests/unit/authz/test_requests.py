@@ -8,7 +8,7 @@ import struct
 import pytest
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 
-from llmproxy._gen.router.v1 import chat_pb2, openai_pb2
+from llmproxy._gen.router.v1 import anthropic_pb2, chat_pb2, openai_pb2
 from llmproxy.authz.requests import (
     GRPC_REQUESTS,
     GRPC_WITHOUT_MODEL,
@@ -125,6 +125,7 @@ def test_every_router_method_reachable_by_grpc_is_decoded_or_has_no_model() -> N
     for service in (
         openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"],
         chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+        anthropic_pb2.DESCRIPTOR.services_by_name["AnthropicService"],
     ):
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"

@@ -43,6 +43,54 @@ class CreateChatCompletionRequest(_message.Message):
 Global___CreateChatCompletionRequest: _TypeAlias = CreateChatCompletionRequest  # noqa: Y015
 
 @_typing.final
+class CreateResponseRequest(_message.Message):
+    """CreateResponseRequest carries the client's OpenAI Responses JSON body untouched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The raw HTTP request body, with its content type."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateResponseRequest: _TypeAlias = CreateResponseRequest  # noqa: Y015
+
+@_typing.final
+class CreateCompletionRequest(_message.Message):
+    """CreateCompletionRequest carries the client's OpenAI legacy completions JSON body untouched."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The raw HTTP request body, with its content type."""
+
+    def __init__(
+        self,
+        *,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCompletionRequest: _TypeAlias = CreateCompletionRequest  # noqa: Y015
+
+@_typing.final
 class CreateEmbeddingRequest(_message.Message):
     """CreateEmbeddingRequest carries the client's OpenAI-format JSON body untouched."""
 

@@ -45,6 +45,16 @@ class OpenAIServiceStub:
                 request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateResponse = channel.unary_stream(
+                '/llmproxy.router.v1.OpenAIService/CreateResponse',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.CreateCompletion = channel.unary_stream(
+                '/llmproxy.router.v1.OpenAIService/CreateCompletion',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateCompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateEmbedding = channel.unary_unary(
                 '/llmproxy.router.v1.OpenAIService/CreateEmbedding',
                 request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateEmbeddingRequest.SerializeToString,
@@ -71,6 +81,22 @@ class OpenAIServiceServicer:
 
     def CreateChatCompletion(self, request, context):
         """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateResponse(self, request, context):
+        """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
+        completion so that every provider can answer it; JSON, or typed server-sent events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCompletion(self, request, context):
+        """CreateCompletion answers POST /v1/completions (legacy text completions) from the
+        OpenAI-compatible providers of the model, as JSON or as server-sent events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +129,16 @@ def add_OpenAIServiceServicer_to_server(servicer, server):
             'CreateChatCompletion': grpc.unary_stream_rpc_method_handler(
                     servicer.CreateChatCompletion,
                     request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateResponse': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateResponse,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateCompletion,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateCompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'CreateEmbedding': grpc.unary_unary_rpc_method_handler(
@@ -151,6 +187,60 @@ class OpenAIService:
             target,
             '/llmproxy.router.v1.OpenAIService/CreateChatCompletion',
             llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/CreateResponse',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/CreateCompletion',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateCompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

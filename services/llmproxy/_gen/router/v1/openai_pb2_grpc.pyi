@@ -41,6 +41,14 @@ class OpenAIServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OpenAIServiceAsyncStub: ...
     CreateChatCompletion: _grpc.UnaryStreamMultiCallable[_openai_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
     """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+    CreateResponse: _grpc.UnaryStreamMultiCallable[_openai_pb2.CreateResponseRequest, _httpbody_pb2.HttpBody]
+    """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
+    completion so that every provider can answer it; JSON, or typed server-sent events.
+    """
+    CreateCompletion: _grpc.UnaryStreamMultiCallable[_openai_pb2.CreateCompletionRequest, _httpbody_pb2.HttpBody]
+    """CreateCompletion answers POST /v1/completions (legacy text completions) from the
+    OpenAI-compatible providers of the model, as JSON or as server-sent events.
+    """
     CreateEmbedding: _grpc.UnaryUnaryMultiCallable[_openai_pb2.CreateEmbeddingRequest, _httpbody_pb2.HttpBody]
     """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON."""
     ListOpenAIModels: _grpc.UnaryUnaryMultiCallable[_openai_pb2.ListOpenAIModelsRequest, _httpbody_pb2.HttpBody]
@@ -59,6 +67,14 @@ class OpenAIServiceAsyncStub(OpenAIServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateChatCompletion: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+    CreateResponse: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
+    completion so that every provider can answer it; JSON, or typed server-sent events.
+    """
+    CreateCompletion: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """CreateCompletion answers POST /v1/completions (legacy text completions) from the
+    OpenAI-compatible providers of the model, as JSON or as server-sent events.
+    """
     CreateEmbedding: _aio.UnaryUnaryMultiCallable[_openai_pb2.CreateEmbeddingRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """CreateEmbedding answers POST /v1/embeddings with OpenAI's embeddings list JSON."""
     ListOpenAIModels: _aio.UnaryUnaryMultiCallable[_openai_pb2.ListOpenAIModelsRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
@@ -80,6 +96,26 @@ class OpenAIServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """CreateChatCompletion answers POST /v1/chat/completions, as JSON or as server-sent events."""
+
+    @_abc_1.abstractmethod
+    def CreateResponse(
+        self,
+        request: _openai_pb2.CreateResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
+        completion so that every provider can answer it; JSON, or typed server-sent events.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateCompletion(
+        self,
+        request: _openai_pb2.CreateCompletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """CreateCompletion answers POST /v1/completions (legacy text completions) from the
+        OpenAI-compatible providers of the model, as JSON or as server-sent events.
+        """
 
     @_abc_1.abstractmethod
     def CreateEmbedding(

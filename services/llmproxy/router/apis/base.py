@@ -1,0 +1,44 @@
+"""What an inbound API gives the router: its request as a chat completion, and the way back.
+
+The router answers every generating API with one flow (cache, in-flight sharing, failover,
+usage, token reconciliation) run on an OpenAI chat completion body. An API other than chat
+completions enters that flow through an InboundApi, which turns its request into a chat body
+and its answers, streams and errors back into its own shapes. Cached answers stay in OpenAI's
+format, so one cache entry serves every API that asks the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from llmproxy.router.errors import RouterError
+
+
+class Translation(Protocol):
+    """One request of an inbound API, translated; it may keep state across a stream."""
+
+    chat_body: dict[str, Any]
+    """The request as a valid chat completion body (with `model`, `messages`, `stream`; a
+    streamed one asks for usage, which the way back needs)."""
+
+    def answer(self, data: bytes) -> bytes:
+        """An OpenAI chat.completion JSON answer as the API's answer body."""
+
+    def events(self, data: bytes) -> bytes:
+        """Whole SSE events of an OpenAI chat stream (one or more, usage and `[DONE]`
+        included) as the API's SSE events, possibly none (b"")."""
+
+
+class InboundApi(Protocol):
+    """An inbound API's translation and error shapes."""
+
+    def start(self, raw: bytes, headers: Mapping[str, str]) -> Translation:
+        """Translate a request body; raise RouterError (a 400 saying what is wrong) when it is
+        not a valid request of the API or asks for what the gateway cannot translate."""
+
+    def error_body(self, err: RouterError) -> bytes:
+        """The API's error body for err (the HTTP status is err.status)."""
+
+    def error_event(self, err: RouterError) -> bytes:
+        """The API's SSE error event, for a stream that breaks after its first event."""
