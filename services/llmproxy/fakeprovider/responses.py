@@ -53,6 +53,8 @@ class ChatRequest:
     messages: tuple[Message, ...]
     max_tokens: int | None = None
     include_usage: bool = False
+    tool: str | None = None
+    """The function the fake calls: the first one offered, until a tool result comes back."""
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,42 @@ def models_list(models: Sequence[str]) -> JSON:
     }
 
 
+def tool_arguments(request: ChatRequest) -> str:
+    """The JSON arguments of the fake's tool call: the last user message as `query`."""
+    last_user = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
+    return json.dumps({"query": last_user})
+
+
+def _tool_call(request: ChatRequest) -> JSON:
+    return {
+        "id": f"call_{_request_digest(request)[:12]}",
+        "type": "function",
+        "function": {"name": request.tool, "arguments": tool_arguments(request)},
+    }
+
+
+def _tool_answer(request: ChatRequest) -> Answer:
+    arguments = tool_arguments(request)
+    prompt = count_tokens(" ".join(m.text for m in request.messages))
+    return Answer(arguments, prompt, count_tokens(arguments), truncated=False)
+
+
 def chat_completion(request: ChatRequest, *, created: int) -> JSON:
     """The non-streamed ``chat.completion`` object for `request`."""
+    if request.tool is not None:
+        message: JSON = {"role": "assistant", "content": None, "refusal": None}
+        message["tool_calls"] = [_tool_call(request)]
+        return {
+            "id": f"chatcmpl-{_request_digest(request)}",
+            "object": "chat.completion",
+            "created": created,
+            "model": request.model,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            ],
+            "usage": _openai_usage(_tool_answer(request)),
+            "system_fingerprint": "fp_llmproxy_fake",
+        }
     result = answer(request)
     return {
         "id": f"chatcmpl-{_request_digest(request)}",
@@ -180,8 +216,26 @@ def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
         return {**base, "choices": [choice]}
 
     chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    chunks += [chunk({"content": piece}) for piece in text_pieces(result.text)]
-    chunks.append(chunk({}, "length" if result.truncated else "stop"))
+    if request.tool is not None:
+        # The call's id and name first, then its arguments in two pieces, as OpenAI streams.
+        result = _tool_answer(request)
+        call = _tool_call(request)
+        half = len(result.text) // 2
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": 0, **call, "function": {**call["function"], "arguments": ""}}
+                    ]
+                }
+            )
+        )
+        for piece in (result.text[:half], result.text[half:]):
+            chunks.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        chunks.append(chunk({}, "tool_calls"))
+    else:
+        chunks += [chunk({"content": piece}) for piece in text_pieces(result.text)]
+        chunks.append(chunk({}, "length" if result.truncated else "stop"))
     if request.include_usage:
         chunks.append({**base, "choices": [], "usage": _openai_usage(result)})
     return chunks

@@ -129,8 +129,28 @@ def parse_chat(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
         get_field(options or {}, "include_usage", bool, prefix="stream_options.") or False
     )
     max_tokens = token_limit(body, "max_completion_tokens") or token_limit(body, "max_tokens")
-    chat = ChatRequest(model, messages, max_tokens=max_tokens, include_usage=include_usage)
+    tool = _offered_tool(body, messages)
+    chat = ChatRequest(
+        model, messages, max_tokens=max_tokens, include_usage=include_usage, tool=tool
+    )
     return chat, stream
+
+
+def _offered_tool(body: dict[str, Any], messages: tuple[Message, ...]) -> str | None:
+    """The function the fake calls: the first tool offered, unless the conversation already
+    ends with a tool result or the client said tool_choice none."""
+    tools = get_field(body, "tools", list) or []
+    names = []
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name or tool.get("type") != "function":
+            message = f"Invalid value for 'tools[{index}]': expected a function with a name."
+            raise RequestError(400, message, param=f"tools[{index}]", code="invalid_value")
+        names.append(name)
+    if not names or body.get("tool_choice") == "none" or messages[-1].role == "tool":
+        return None
+    return names[0]
 
 
 def json_type(value: object) -> str:

@@ -179,3 +179,77 @@ async def test_unknown_api_path_answers_in_openai_shape(http: httpx.AsyncClient)
 
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "Invalid URL (POST /v1/nothing-here)"
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+async def test_sdk_offered_tools_gets_a_call_of_the_first(sdk: openai.AsyncOpenAI) -> None:
+    completion = await sdk.chat.completions.create(
+        model="fake-gpt", messages=HELLO, tools=[WEATHER]
+    )
+
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function"
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == '{"query": "Hello there, fake model"}'
+
+
+async def test_sdk_streamed_tool_call_matches_the_whole_one(sdk: openai.AsyncOpenAI) -> None:
+    whole = await sdk.chat.completions.create(model="fake-gpt", messages=HELLO, tools=[WEATHER])
+    stream = await sdk.chat.completions.create(
+        model="fake-gpt", messages=HELLO, tools=[WEATHER], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+
+    calls = [d for c in chunks for d in c.choices[0].delta.tool_calls or []]
+    (expected,) = whole.choices[0].message.tool_calls or []
+    assert calls[0].id == expected.id
+    assert calls[0].function is not None
+    assert calls[0].function.name == "get_weather"
+    arguments = "".join(c.function.arguments or "" for c in calls if c.function)
+    assert arguments == expected.function.arguments
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+async def test_a_tool_result_or_tool_choice_none_gets_text(sdk: openai.AsyncOpenAI) -> None:
+    answered = await sdk.chat.completions.create(
+        model="fake-gpt",
+        messages=[
+            *HELLO,
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        ],
+        tools=[WEATHER],
+    )
+    declined = await sdk.chat.completions.create(
+        model="fake-gpt", messages=HELLO, tools=[WEATHER], tool_choice="none"
+    )
+
+    for completion in (answered, declined):
+        assert completion.choices[0].finish_reason == "stop"
+        assert completion.choices[0].message.tool_calls is None
+
+
+async def test_a_tool_without_a_name_is_a_400(sdk: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match=r"tools\[0\]"):
+        await sdk.chat.completions.create(
+            model="fake-gpt",
+            messages=HELLO,
+            tools=[{"type": "function", "function": {"parameters": {}}}],  # type: ignore[list-item]
+        )
