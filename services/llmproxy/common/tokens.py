@@ -26,8 +26,13 @@ def _text_chars(content: Any) -> int:
         # Content parts ({"type": "text", "text": ...}), items, or embedding inputs.
         return sum(_text_chars(part) for part in content)
     if isinstance(content, dict):
-        return sum(_text_chars(content.get(name)) for name in _PART_TEXT_FIELDS)
+        return sum(_part_field_chars(content.get(name)) for name in _PART_TEXT_FIELDS)
     return len(json.dumps(content)) if content is not None else 0
+
+
+def _part_field_chars(value: Any) -> int:
+    # A tool call's input is arbitrary JSON: counted as the JSON the model sees.
+    return len(json.dumps(value)) if isinstance(value, dict) else _text_chars(value)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

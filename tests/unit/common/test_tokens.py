@@ -26,10 +26,39 @@ def test_embedding_input_is_counted() -> None:
     assert estimate_prompt_tokens({"input": ["abcd", "abcd"]}) == 2
 
 
+def test_anthropic_messages_count_system_and_blocks() -> None:
+    body = {
+        "system": [{"type": "text", "text": "s" * 8}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "u" * 8}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "input": {"q": "x" * 8}}]},
+            {"role": "user", "content": [{"type": "tool_result", "content": "r" * 8}]},
+        ],
+    }
+    chars = 8 + 8 + len('{"q": "xxxxxxxx"}') + 8
+    assert estimate_prompt_tokens(body) == -(-chars // 4) + 3 * 4
+
+
+def test_responses_count_instructions_and_items() -> None:
+    assert estimate_prompt_tokens({"input": "abcdefgh", "instructions": "abcd"}) == 3
+    items = [
+        {"role": "user", "content": [{"type": "input_text", "text": "a" * 8}]},
+        {"type": "function_call", "arguments": "b" * 8},
+        {"type": "function_call_output", "output": "c" * 8},
+    ]
+    assert estimate_prompt_tokens({"input": items}) == 6 + 3 * 4
+
+
+def test_legacy_prompt_is_counted() -> None:
+    assert estimate_prompt_tokens({"prompt": "abcdefgh"}) == 2
+    assert estimate_prompt_tokens({"prompt": ["abcd", "abcd"]}) == 2
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
         ({"max_tokens": 50}, 50),
+        ({"max_output_tokens": 60}, 60),
         ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
         ({"max_tokens": True}, 1024),
         ({"max_tokens": -3}, 1024),
