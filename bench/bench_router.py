@@ -27,7 +27,7 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ import yaml
 from google.api import httpbody_pb2
 
 from bench.ports import wait_port
-from bench.proc import cpu_ms
-from bench.wrk import WrkResult, run_wrk
+from bench.proc import cpu_per_request
+from bench.routes import inbound_routes
+from bench.wrk import run_wrk
 from llmproxy._gen.router.v1 import openai_pb2, openai_pb2_grpc
 from llmproxy.common.net import free_port
 from llmproxy.config import DEMO_PROVIDER, load_config
@@ -194,21 +195,6 @@ def _egress_url(stack: Stack) -> str:
     return f"http://{envoy.host}:{envoy.egress_port}/{DEMO_PROVIDER}/chat/completions"
 
 
-def _cpu_per_request(
-    stack: Stack, url: str, body: str, seconds: float, headers: dict[str, str]
-) -> tuple[WrkResult, dict[str, float]]:
-    """One wrk run at 1 connection, and the CPU each process of the stack spent per request."""
-    pids = {name: p.pid for name, p in stack.processes.items() if p.pid is not None}
-    before = cpu_ms(pids)
-    result = run_wrk(url, body, 1, seconds, headers)
-    after = cpu_ms(pids)
-    per_request = {
-        process: round((after[process] - before[process]) / max(1, result.requests), 3)
-        for process in pids
-    }
-    return result, {**per_request, "total": round(sum(per_request.values()), 3)}
-
-
 def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     """One uncached request, hop by hop at 1 connection, and the CPU per gateway request."""
     envoy, fake = stack.config.envoy, stack.config.fake_provider
@@ -232,7 +218,7 @@ def breakdown(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     gateway = f"http://{envoy.host}:{envoy.listener_port}/v1/chat/completions"
     cpu: dict[str, Any] = {}
     for name, payload in (("gateway", body), ("gateway_stream", stream_body)):
-        result, cpu[name] = _cpu_per_request(stack, gateway, payload, seconds, auth)
+        result, cpu[name] = cpu_per_request(stack, gateway, payload, seconds, auth)
         hops[name] = result.as_dict()
     return {"latency_at_1_connection": hops, "cpu_ms_per_request": cpu}
 
@@ -266,7 +252,7 @@ async def floor(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
     body = chat("Where does the time go?", temperature=1.0)
     auth = {"authorization": f"Bearer {key}"}
     await _until_answered(gateway, body, auth)
-    via, cpu = _cpu_per_request(stack, gateway, body, seconds, auth)
+    via, cpu = cpu_per_request(stack, gateway, body, seconds, auth)
     direct = run_wrk(f"http://{fake.host}:{fake.port}/v1/chat/completions", body, 1, seconds)
     return {
         "time_to_first_token": ttft(stack, key),
@@ -332,9 +318,35 @@ async def zipf_replay(stack: Stack, key: str) -> dict[str, Any]:
     }
 
 
+async def _ttft(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
+    return ttft(stack, key)
+
+
+async def _sync(section: Any, stack: Stack, key: str, seconds: float) -> Any:
+    return section(stack, key, seconds)
+
+
+async def _zipf(stack: Stack, key: str, seconds: float) -> dict[str, Any]:
+    return await zipf_replay(stack, key)
+
+
+SECTIONS: dict[str, Callable[[Stack, str, float], Awaitable[Any]]] = {
+    "time_to_first_token": _ttft,
+    "breakdown": partial(_sync, breakdown),
+    "gateway_overhead": partial(_sync, overhead),
+    "inbound_routes": partial(_sync, inbound_routes),
+    "cache_hit_latency": partial(_sync, cache_hits),
+    "zipf_replay": _zipf,
+    "floor": floor,
+}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each wrk run")
+    parser.add_argument(
+        "--only", choices=sorted(SECTIONS), action="append", help="run only these sections"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = bench_config(Path(tmp))
@@ -344,17 +356,15 @@ async def main() -> None:
         try:
             token = stack.environ[stack.config.control.admin_token_env]
             key = await create_demo_key(stack.config, token)
-            result = {
+            result: dict[str, Any] = {
                 "benchmark": "router",
                 "load_average_at_start": os.getloadavg(),
-                "time_to_first_token": ttft(stack, key),
-                "breakdown": breakdown(stack, key, args.seconds),
-                "gateway_overhead": overhead(stack, key, args.seconds),
-                "cache_hit_latency": cache_hits(stack, key, args.seconds),
-                "zipf_replay": await zipf_replay(stack, key),
-                "floor": await floor(stack, key, args.seconds),
                 "cpu_count": os.cpu_count(),
             }
+            # In this order: floor replaces the services, so it comes last.
+            for name, section in SECTIONS.items():
+                if args.only is None or name in args.only:
+                    result[name] = await section(stack, key, args.seconds)
         finally:
             stack.stop()
     print(json.dumps(result, indent=2))
