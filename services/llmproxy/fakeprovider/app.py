@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from llmproxy.fakeprovider import bedrock, gemini, responses
+from llmproxy.fakeprovider import bedrock, completions, gemini, responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
 from llmproxy.fakeprovider.responses import ChatRequest, Message
 from llmproxy.fakeprovider.validation import (
@@ -97,10 +97,12 @@ def build_app(knobs: Knobs, models: list[str]) -> web.Application:
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{model}", _get_model)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/completions", _completions)
     app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_post(_ANTHROPIC_PATH, _anthropic_messages)
     app.router.add_get("/openai/models", _azure_models)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", _azure_chat)
+    app.router.add_post("/openai/deployments/{deployment}/completions", _azure_completions)
     app.router.add_post("/openai/deployments/{deployment}/embeddings", _azure_embeddings)
     app.router.add_get(f"{gemini.PREFIX}models", _gemini_models)
     app.router.add_post(f"{gemini.PREFIX}models/{{target}}", _gemini_call)
@@ -262,6 +264,22 @@ async def _answer_chat(request: web.Request, body: dict[str, object]) -> web.Str
     return await _stream(request, events, state.knobs)
 
 
+async def _completions(request: web.Request) -> web.StreamResponse:
+    return await _answer_completion(request, await json_body(request))
+
+
+async def _answer_completion(request: web.Request, body: dict[str, object]) -> web.StreamResponse:
+    state = request.app[_STATE]
+    completion, stream = completions.parse_completion(body)
+    _check_model(completion.model, state)
+    created = int(time.time())
+    if not stream:
+        return web.json_response(completions.text_completion(completion, created=created))
+    chunks = completions.text_completion_chunks(completion, created=created)
+    events = [responses.sse_data(chunk) for chunk in chunks] + [responses.sse_data("[DONE]")]
+    return await _stream(request, events, state.knobs)
+
+
 async def _embeddings(request: web.Request) -> web.Response:
     return await _answer_embeddings(request, await json_body(request))
 
@@ -345,6 +363,10 @@ async def _azure_deployment_body(request: web.Request) -> dict[str, object]:
 
 async def _azure_chat(request: web.Request) -> web.StreamResponse:
     return await _answer_chat(request, await _azure_deployment_body(request))
+
+
+async def _azure_completions(request: web.Request) -> web.StreamResponse:
+    return await _answer_completion(request, await _azure_deployment_body(request))
 
 
 async def _azure_embeddings(request: web.Request) -> web.Response:

@@ -2,7 +2,9 @@
 
 On a connect error, 408, 429 or 5xx a target is retried (respecting Retry-After up to a cap)
 and then the next target is tried; a provider's 4xx about the request itself ends the search,
-since every target would say the same.
+since every target would say the same. A target whose API lacks what the request needs
+(UnsupportedError) is skipped for the next; if none has it, the client's 400 names the feature
+and every target's provider and kind.
 
 The model's routing (router/routing.py) puts its targets in order first; with a health gate
 (the router's view of the health service), targets it says are unavailable are then skipped
@@ -21,7 +23,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from llmproxy.router.errors import ProviderError, UpstreamRejection
+from llmproxy.router.errors import (
+    ProviderError,
+    RouterError,
+    UnsupportedFeatureError,
+    UpstreamRejection,
+)
 from llmproxy.router.health_view import CallGate
 from llmproxy.router.providers import ProviderCallError, ProviderClient
 from llmproxy.router.providers.base import UnsupportedError
@@ -90,7 +97,7 @@ class Failover:
         routing orders the targets; hold, when given, keeps the answering call counted in
         flight until the result it wraps is used up (a stream, until its end).
         """
-        last: ProviderCallError | None = None
+        failures: list[tuple[str, str, ProviderCallError]] = []  # provider, kind, error
         ordered = targets if routing == "ordered" else self._balancer.order(routing, targets)
         for target in self._candidates(ordered):
             client = self._clients.get(target.provider)
@@ -106,7 +113,7 @@ class Failover:
                     result = await call(client, {**body, "model": target.model})
                 except ProviderCallError as err:
                     self._record(key, err, started, load)
-                    last = err
+                    failures.append((target.provider, client.provider.kind, err))
                     log.warning(
                         "provider call failed",
                         extra={
@@ -132,7 +139,7 @@ class Failover:
                         load.end(key)
                         return target.provider, result
                     return target.provider, hold(result, functools.partial(load.end, key))
-        raise _exhausted(last)
+        raise _exhausted(failures)
 
     def _record(
         self,
@@ -164,10 +171,21 @@ class Failover:
         return True
 
 
-def _exhausted(last: ProviderCallError | None) -> ProviderError:
-    if last is None:
+def _exhausted(failures: Sequence[tuple[str, str, ProviderCallError]]) -> RouterError:
+    """The client's error once every target failed (failures: provider, kind, error of each
+    attempt). The last failure of a target that could have answered decides it; when every
+    target refused the call as unsupported, a 400 says what is missing and where."""
+    unsupported = [(n, k, e) for n, k, e in failures if isinstance(e, UnsupportedError)]
+    if len(unsupported) < len(failures):
+        last = next(e for _, _, e in reversed(failures) if not isinstance(e, UnsupportedError))
+        status = last.status if last.status in (429, 503, 504) else 502
+        return ProviderError(f"No provider could answer: {last}", status, last.retry_after_s)
+    if not unsupported:
         return ProviderError("No provider is available for this model.", 503)
-    if isinstance(last, UnsupportedError):
-        return ProviderError(f"No provider of this model supports the call: {last}", 400)
-    status = last.status if last.status in (429, 503, 504) else 502
-    return ProviderError(f"No provider could answer: {last}", status, last.retry_after_s)
+    features = {e.feature for _, _, e in unsupported}
+    feature = features.pop() if len(features) == 1 else None
+    if feature is None:
+        refusal = unsupported[-1][2]
+        return ProviderError(f"No provider of this model supports the call: {refusal}", 400)
+    providers = list(dict.fromkeys((name, kind) for name, kind, _ in unsupported))
+    return UnsupportedFeatureError(feature, providers)

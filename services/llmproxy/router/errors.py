@@ -5,6 +5,7 @@ LlmproxyError
      └─ RouterError
          ├─ InvalidRequestError: 400, the body is not a valid request
          ├─ ModelNotFoundError: 404, no such model is served
+         ├─ UnsupportedFeatureError: 400, no provider of the model supports what was asked
          ├─ ProviderError: 502/503/504, every provider target failed (429 if all were rate limited)
          └─ UpstreamRejection: a provider's own 4xx about the request, relayed as it sent it
 """
@@ -36,6 +37,21 @@ class ModelNotFoundError(RouterError):
             f"The model {model!r} does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
+        )
+
+
+class UnsupportedFeatureError(RouterError):
+    """No target of the model supports the feature the request needs (e.g. legacy completions
+    on Anthropic): the message names the feature and each target's provider and kind."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, feature: str, providers: list[tuple[str, str]]) -> None:
+        named = ", ".join(f"{name!r} ({kind})" for name, kind in providers)
+        super().__init__(
+            f"This model's providers do not support {feature}: {named}.",
+            code="unsupported_feature",
         )
 
 

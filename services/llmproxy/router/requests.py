@@ -51,6 +51,28 @@ CHAT_FIELDS = frozenset(
     }
 )
 EMBEDDING_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+COMPLETION_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "suffix",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "echo",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "best_of",
+        "logit_bias",
+        "user",
+        "seed",
+    }
+)
 
 
 def _number(value: Any) -> bool:
@@ -75,6 +97,56 @@ _CHAT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         "a string or an array of strings",
     ),
+}
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: _int(v) and low <= v <= high
+
+
+def _number_in(low: float, high: float) -> Callable[[Any], bool]:
+    return lambda v: _number(v) and low <= v <= high
+
+
+def _stop(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value)
+
+
+def _logit_bias(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        k.isascii() and k.isdigit() and _number(v) and -100 <= v <= 100 for k, v in value.items()
+    )
+
+
+def _stream_options(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("include_usage", False), bool)
+
+
+# Legacy completions' optional fields, each with its check; null means the default, as in
+# OpenAI's API. The ranges are OpenAI's.
+_COMPLETION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "suffix": (lambda v: isinstance(v, str), "a string"),
+    "max_tokens": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
+    "temperature": (_number_in(0, 2), "a number from 0 to 2"),
+    "top_p": (_number_in(0, 1), "a number from 0 to 1"),
+    "n": (_int_in(1, 128), "an integer from 1 to 128"),
+    "stream": (lambda v: isinstance(v, bool), "a boolean"),
+    "stream_options": (_stream_options, "an object whose 'include_usage' is a boolean"),
+    "logprobs": (_int_in(0, 5), "an integer from 0 to 5"),
+    "echo": (lambda v: isinstance(v, bool), "a boolean"),
+    "stop": (_stop, "a string or an array of up to 4 strings"),
+    "presence_penalty": (_number_in(-2, 2), "a number from -2 to 2"),
+    "frequency_penalty": (_number_in(-2, 2), "a number from -2 to 2"),
+    "best_of": (_int_in(1, 20), "an integer from 1 to 20"),
+    "logit_bias": (_logit_bias, "an object mapping token ids to numbers from -100 to 100"),
+    "user": (lambda v: isinstance(v, str), "a string"),
+    "seed": (_int, "an integer"),
 }
 
 
@@ -163,4 +235,50 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
         )
     if "dimensions" in body and not _positive_int(body["dimensions"]):
         raise InvalidRequestError("'dimensions' must be a positive integer.", param="dimensions")
+    return body
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_int(t) and t >= 0 for t in value)
+
+
+def _valid_prompt(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return True  # null: OpenAI completes from the start of a document
+    if not isinstance(value, list) or not value:
+        return False
+    return (
+        all(isinstance(v, str) for v in value)
+        or _token_ids(value)
+        or all(_token_ids(v) for v in value)
+    )
+
+
+def parse_completions_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check a legacy completions body (POST /v1/completions); raise
+    InvalidRequestError naming the field that is wrong."""
+    body = _load_object(raw)
+    _check_fields(body, COMPLETION_FIELDS)
+    _check_model(body)
+    if "prompt" not in body or not _valid_prompt(body["prompt"]):
+        raise InvalidRequestError(
+            "'prompt' is required: a string, an array of strings, an array of token ids, or an"
+            " array of token id arrays.",
+            param="prompt",
+        )
+    for name, (valid, expected) in _COMPLETION_TYPES.items():
+        if body.get(name) is not None and not valid(body[name]):
+            raise InvalidRequestError(f"'{name}' must be {expected}.", param=name)
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise InvalidRequestError(
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+        )
+    best_of = body.get("best_of")
+    if best_of is not None:
+        if best_of < (body.get("n") or 1):
+            raise InvalidRequestError("'best_of' must be at least 'n'.", param="best_of")
+        if best_of > 1 and body.get("stream"):
+            raise InvalidRequestError(
+                "'best_of' greater than 1 cannot be streamed.", param="best_of"
+            )
     return body

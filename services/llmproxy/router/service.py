@@ -41,10 +41,14 @@ from llmproxy.router.cache.metrics import (
 )
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import CachedAnswer, ResponseCache
-from llmproxy.router.calls import Failover
+from llmproxy.router.calls import Call, Failover
 from llmproxy.router.errors import ModelNotFoundError, ProviderError, RouterError
 from llmproxy.router.providers import ProviderCallError, ProviderClient, sse
-from llmproxy.router.requests import parse_chat_request, parse_embeddings_request
+from llmproxy.router.requests import (
+    parse_chat_request,
+    parse_completions_request,
+    parse_embeddings_request,
+)
 from llmproxy.router.settings import ModelSettings, RouterSettings
 from llmproxy.router.usage_metrics import USAGE_METRICS
 
@@ -110,7 +114,7 @@ class RouteNotServedError(RouterError):
 class _Request:
     """One validated request and what the cache does with it."""
 
-    kind: str  # "chat" or "embeddings"
+    kind: str  # "chat", "completions" (legacy) or "embeddings"
     body: dict[str, Any]
     model: ModelSettings
     decision: policy.CacheDecision
@@ -118,7 +122,7 @@ class _Request:
     cache_tenant: str | None  # whose cache entry it is; None when every tenant shares it
     identity: Identity
     headers: Mapping[str, str]
-    api: InboundApi | None = None  # None for chat completions and embeddings themselves
+    api: InboundApi | None = None  # None for OpenAI's own APIs (chat, completions, embeddings)
     translation: Translation | None = None
 
     @property
@@ -199,8 +203,16 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     async def CreateCompletion(
         self, request: openai_pb2.CreateCompletionRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """POST /v1/completions: not served yet (being built)."""
-        yield await self._refuse(context, RouteNotServedError("/v1/completions"))
+        """Answer POST /v1/completions (legacy text completions) from the model's
+        OpenAI-compatible targets, with one JSON body or SSE chunks, as chat is answered."""
+        try:
+            body = parse_completions_request(request.body.data)
+            call = self._prepare("completions", body, _headers(context))
+        except RouterError as err:
+            yield await self._refuse(context, err)
+            return
+        async for reply in self._answer(call, context):
+            yield reply
 
     async def ListOpenAIModels(
         self, request: openai_pb2.ListOpenAIModelsRequest, context: Context
@@ -331,17 +343,11 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         """The provider call of a flight: chunks into the flight, then usage and cache."""
         started = time.perf_counter()
         model = call.model
-        if call.kind == "embeddings":
-            provider, answer = await self._failover.run(
-                model.targets, call.body, lambda c, b: c.embeddings(b), model.routing
-            )
-            flight.provider = provider
-            flight.append(answer)
-        elif call.stream:
+        if call.stream:
             provider, events = await self._failover.run(
                 model.targets,
                 call.body,
-                lambda c, b: c.open_chat_stream(b),
+                _STREAM_CALLS[call.kind],
                 model.routing,
                 hold=_released_at_end,
             )
@@ -350,7 +356,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 flight.append(event)
         else:
             provider, answer = await self._failover.run(
-                model.targets, call.body, lambda c, b: c.chat(b), model.routing
+                model.targets, call.body, _ANSWER_CALLS[call.kind], model.routing
             )
             flight.provider = provider
             flight.append(answer)
@@ -480,6 +486,18 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             # Headers are gone already: tell the client in the stream, as OpenAI does.
             log.warning("stream broke", extra={"provider": flight.provider, "reason": str(err)})
             yield _http_body(SSE, _error_event_of(call, _stream_error(err)))
+
+
+# The provider operation of each kind of request, whole or streamed (embeddings never stream).
+_ANSWER_CALLS: Mapping[str, Call[bytes]] = {
+    "chat": lambda c, b: c.chat(b),
+    "completions": lambda c, b: c.completions(b),
+    "embeddings": lambda c, b: c.embeddings(b),
+}
+_STREAM_CALLS: Mapping[str, Call[AsyncIterator[bytes]]] = {
+    "chat": lambda c, b: c.open_chat_stream(b),
+    "completions": lambda c, b: c.open_completions_stream(b),
+}
 
 
 async def _released_at_end(

@@ -9,6 +9,7 @@ from typing import Any
 
 from llmproxy.router.cache.store import CachedAnswer
 from llmproxy.router.providers import Provider, ProviderCallError, sse
+from llmproxy.router.providers.base import LEGACY_COMPLETIONS, UnsupportedError
 
 
 def answer(text: str = "ok", prompt: int = 3, completion: int = 2) -> bytes:
@@ -33,25 +34,60 @@ def stream_events(words: Iterable[str] = ("a", "b")) -> list[bytes]:
     return [*events, sse.DONE]
 
 
-class FakeClient:
-    """A ProviderClient whose answers are scripted: bytes, errors, or delays."""
+def text_answer(text: str = "ok", prompt: int = 3, completion: int = 2) -> bytes:
+    """A legacy completion answer (text_completion JSON)."""
+    return json.dumps(
+        {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    ).encode()
 
-    def __init__(self, name: str, script: list[Any] | None = None, delay_s: float = 0) -> None:
-        self.provider = Provider(name, "openai", f"http://{name}.invalid", None, 5.0)
+
+def text_stream_events(words: Iterable[str] = ("a", "b")) -> list[bytes]:
+    """A legacy completion stream: text chunks, the usage chunk, [DONE]."""
+    events = [
+        sse.encode({"object": "text_completion", "choices": [{"index": 0, "text": w}]})
+        for w in words
+    ]
+    events.append(
+        sse.encode({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+    )
+    return [*events, sse.DONE]
+
+
+class FakeClient:
+    """A ProviderClient whose answers are scripted: bytes, errors, or delays.
+
+    Its kind decides legacy completions as the real adapters do: openai and azure answer them,
+    every other kind refuses with UnsupportedError before a script step is used.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        script: list[Any] | None = None,
+        delay_s: float = 0,
+        kind: str = "openai",
+    ) -> None:
+        self.provider = Provider(name, kind, f"http://{name}.invalid", None, 5.0)
         self.script = list(script or [])
         self.delay_s = delay_s
         self.calls: list[dict[str, Any]] = []
+        self.operations: list[str] = []
         self.cancelled = 0
         self.called = asyncio.Event()
         self.was_cancelled = asyncio.Event()
 
-    def _next(self) -> Any:
-        return self.script.pop(0) if self.script else answer()
-
-    async def _act(self, body: dict[str, Any]) -> Any:
+    async def _act(self, body: dict[str, Any], default: bytes | None = None) -> Any:
         self.calls.append(body)
         self.called.set()
-        step = self._next()
+        step = self.script.pop(0) if self.script else (default or answer())
         try:
             await asyncio.sleep(self.delay_s)
         except asyncio.CancelledError:
@@ -63,16 +99,40 @@ class FakeClient:
         return step
 
     async def chat(self, body: dict[str, Any]) -> bytes:
+        self.operations.append("chat")
         result: bytes = await self._act(body)
         return result
 
     async def embeddings(self, body: dict[str, Any]) -> bytes:
+        self.operations.append("embeddings")
         result: bytes = await self._act(body)
         return result
 
     async def open_chat_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        self.operations.append("chat stream")
         step = await self._act(body)
         events = step if isinstance(step, list) else stream_events()
+        return self._events(events)
+
+    def _refuse_completions(self, body: dict[str, Any]) -> None:
+        if self.provider.kind not in ("openai", "azure"):
+            self.calls.append(body)
+            raise UnsupportedError(
+                f"provider {self.provider.name!r} has no {LEGACY_COMPLETIONS}",
+                feature=LEGACY_COMPLETIONS,
+            )
+
+    async def completions(self, body: dict[str, Any]) -> bytes:
+        self.operations.append("completions")
+        self._refuse_completions(body)
+        result: bytes = await self._act(body, text_answer())
+        return result
+
+    async def open_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        self.operations.append("completions stream")
+        self._refuse_completions(body)
+        step = await self._act(body)
+        events = step if isinstance(step, list) else text_stream_events()
         return self._events(events)
 
     async def _events(self, events: list[Any]) -> AsyncIterator[bytes]:

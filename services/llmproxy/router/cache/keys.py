@@ -30,7 +30,7 @@ def normalized(kind: str, body: dict[str, Any], tenant: str | None = None) -> di
 
 
 def cache_key(kind: str, body: dict[str, Any], tenant: str | None = None) -> str:
-    """A hex SHA-256 of the normalized request; kind separates chat from embeddings, and the
-    tenant (cache.scope tenant) separates one tenant's entries from another's."""
+    """A hex SHA-256 of the normalized request; kind separates chat, legacy completions and
+    embeddings, and the tenant (cache.scope tenant) one tenant's entries from another's."""
     canonical = json.dumps(normalized(kind, body, tenant), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -26,6 +26,7 @@ class CacheDecision:
 
 
 def _deterministic(body: Mapping[str, Any], kind: str) -> bool:
+    # Chat and legacy completions sample unless temperature is 0 (both default to 1).
     if kind == "embeddings":
         return True
     temperature = body.get("temperature", 1)

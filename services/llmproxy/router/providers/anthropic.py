@@ -9,7 +9,12 @@ from typing import Any
 
 from llmproxy.common.tokens import requested_completion_tokens
 from llmproxy.router.providers import sse
-from llmproxy.router.providers.base import HttpProvider, ProviderCallError, UnsupportedError
+from llmproxy.router.providers.base import (
+    HttpProvider,
+    NoLegacyCompletions,
+    ProviderCallError,
+    UnsupportedError,
+)
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -146,7 +151,7 @@ class _ChunkWriter:
         return []  # ping, content_block_start/stop: nothing to tell an OpenAI client
 
 
-class AnthropicClient(HttpProvider):
+class AnthropicClient(NoLegacyCompletions, HttpProvider):
     """Anthropic's /v1/messages behind OpenAI's chat completion format."""
 
     def headers(self) -> dict[str, str]:

@@ -34,10 +34,38 @@ class ProviderCallError(LlmproxyError):
 
 
 class UnsupportedError(ProviderCallError):
-    """The provider's API has no such operation (e.g. embeddings on Anthropic)."""
+    """The provider's API has no such operation (e.g. embeddings on Anthropic); retryable, so
+    failover tries the model's next target. feature, when given, names what is missing for
+    the client's error when no target has it."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, feature: str | None = None) -> None:
         super().__init__(message, status=400, retryable=True)
+        self.feature = feature
+
+
+LEGACY_COMPLETIONS = "legacy completions"
+"""The feature POST /v1/completions needs: only OpenAI-compatible APIs have it."""
+
+
+class NoLegacyCompletions:
+    """The completions operations of an adapter whose provider API has no legacy completions
+    (Anthropic, Gemini, Bedrock): each refuses with UnsupportedError."""
+
+    provider: Provider
+
+    def _no_completions(self) -> UnsupportedError:
+        name, kind = self.provider.name, self.provider.kind
+        return UnsupportedError(
+            f"provider {name!r} ({kind}) has no {LEGACY_COMPLETIONS}", feature=LEGACY_COMPLETIONS
+        )
+
+    async def completions(self, body: dict[str, Any]) -> bytes:
+        """Refused: the provider has no legacy completions."""
+        raise self._no_completions()
+
+    async def open_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Refused: the provider has no legacy completions."""
+        raise self._no_completions()
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,14 @@ class ProviderClient(Protocol):
 
     async def embeddings(self, body: dict[str, Any]) -> bytes:
         """An embeddings call: OpenAI list JSON bytes."""
+
+    async def completions(self, body: dict[str, Any]) -> bytes:
+        """A non-streaming legacy completion: OpenAI text_completion JSON bytes; an
+        UnsupportedError where the provider has no legacy completions."""
+
+    async def open_completions_stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """A streaming legacy completion: OpenAI SSE events as open_chat_stream's, the
+        usage chunk always asked for."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -20,6 +20,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from llmproxy.common import aws
 from llmproxy.router.providers.base import (
     HttpProvider,
+    NoLegacyCompletions,
     Provider,
     ProviderCallError,
     UnsupportedError,
@@ -82,7 +83,7 @@ def model_path(model: str, operation: str) -> str:
     return f"/model/{quote(model, safe='')}/{operation}"
 
 
-class BedrockClient(HttpProvider):
+class BedrockClient(NoLegacyCompletions, HttpProvider):
     """Bedrock's runtime API for one region, answering in OpenAI's format."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, provider: Provider) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from llmproxy.common.tokens import estimate_prompt_tokens
 from llmproxy.router.providers import sse
-from llmproxy.router.providers.base import HttpProvider, ProviderCallError
+from llmproxy.router.providers.base import HttpProvider, NoLegacyCompletions, ProviderCallError
 from llmproxy.router.providers.gemini_request import to_batch_embed_request, to_gemini_request
 
 FINISH_REASONS = {
@@ -228,7 +228,7 @@ def _model(body: dict[str, Any]) -> str:
     return quote(name.removeprefix("models/"), safe="")
 
 
-class GeminiClient(HttpProvider):
+class GeminiClient(NoLegacyCompletions, HttpProvider):
     """Gemini's models/{model}:generateContent behind OpenAI's chat completion format."""
 
     def headers(self) -> dict[str, str]:
