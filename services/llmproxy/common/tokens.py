@@ -12,6 +12,7 @@ from typing import Any
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role and separators in chat formats
 DEFAULT_MAX_COMPLETION_TOKENS = 1024
+LEGACY_DEFAULT_MAX_TOKENS = 16
 
 
 # Where text sits in content parts: OpenAI's text parts, Anthropic's tool results (content)
@@ -58,19 +59,37 @@ def _item_count(value: Any) -> int:
     return sum(1 for v in value if isinstance(v, dict))
 
 
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def requested_completion_tokens(
     body: dict[str, Any], default: int = DEFAULT_MAX_COMPLETION_TOKENS
 ) -> int:
-    """The completion budget the request asks for, or default when it names none."""
-    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return default
+    """The budget of one completion the request asks for, or default when it names none."""
+    budget = next(
+        (
+            value
+            for name in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+            if (value := _positive(body.get(name))) is not None
+        ),
+        None,
+    )
+    if budget is None:
+        # Legacy completions stop at 16 tokens unless told otherwise, as OpenAI's API does.
+        return LEGACY_DEFAULT_MAX_TOKENS if "prompt" in body else default
+    return budget
+
+
+def _completions(body: dict[str, Any]) -> int:
+    # `n` completions come back; legacy completions generate `best_of` of them.
+    return max(_positive(body.get("n")) or 1, _positive(body.get("best_of")) or 1)
 
 
 def estimate_request_tokens(
     body: dict[str, Any], default_completion: int = DEFAULT_MAX_COMPLETION_TOKENS
 ) -> int:
-    """The most tokens the request is expected to cost: prompt estimate plus completion budget."""
-    return estimate_prompt_tokens(body) + requested_completion_tokens(body, default_completion)
+    """The most tokens the request is expected to cost: prompt estimate plus the completion
+    budget of every completion it asks for."""
+    completion = requested_completion_tokens(body, default_completion) * _completions(body)
+    return estimate_prompt_tokens(body) + completion

@@ -59,6 +59,7 @@ def test_legacy_prompt_is_counted() -> None:
     [
         ({"max_tokens": 50}, 50),
         ({"max_output_tokens": 60}, 60),
+        ({"prompt": "x"}, 16),
         ({"max_completion_tokens": 70, "max_tokens": 50}, 70),
         ({"max_tokens": True}, 1024),
         ({"max_tokens": -3}, 1024),
@@ -73,3 +74,10 @@ def test_request_estimate_is_prompt_plus_budget() -> None:
     body = {"messages": [{"role": "user", "content": "abcd"}], "max_tokens": 10}
     assert estimate_request_tokens(body) == 1 + 4 + 10
     assert estimate_request_tokens({"messages": "junk"}, default_completion=5) >= 5
+
+
+def test_every_completion_asked_for_is_reserved() -> None:
+    chat = {"messages": [{"role": "user", "content": "abcd"}], "max_tokens": 10, "n": 3}
+    assert estimate_request_tokens(chat) == 1 + 4 + 30
+    legacy = {"prompt": "abcd", "max_tokens": 10, "n": 2, "best_of": 4}
+    assert estimate_request_tokens(legacy) == 1 + 40
