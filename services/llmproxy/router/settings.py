@@ -53,7 +53,7 @@ Routing = Literal["ordered", "weighted", "least-latency", "least-busy"]
 
 
 class ModelSettings(StrictModel):
-    """A public model name, its aliases, its provider targets, how to pick one, and its price."""
+    """A public model name, its aliases, its provider targets, how to pick one, and its prices."""
 
     name: str = Field(min_length=1, description="The name clients send as `model`.")
     aliases: list[str] = Field(
@@ -145,17 +145,16 @@ class ModelSettings(StrictModel):
                     "that answered it, so one model's targets on one provider need the same prices"
                 )
         self._prices = {provider: prices for provider, (_, prices) in seen.items()}
-        self._default_prices = self._target_prices(None)
+        self._default_prices = self._target_prices(_MODEL_PRICED)
         return self
 
-    def _target_prices(self, target: ModelTarget | None) -> Prices:
-        """target's own prices where it sets them, else the model's (None: the model's)."""
-        own = target or _MODEL_PRICED
-        input_price = _first(own.input_usd_per_mtok, self.input_usd_per_mtok)
+    def _target_prices(self, target: ModelTarget) -> Prices:
+        """target's own prices where it sets them, else the model's."""
+        input_price = _first(target.input_usd_per_mtok, self.input_usd_per_mtok)
         return Prices(
             input_price,
-            _first(own.output_usd_per_mtok, self.output_usd_per_mtok),
-            _first(own.cached_input_usd_per_mtok, self.cached_input_usd_per_mtok, input_price),
+            _first(target.output_usd_per_mtok, self.output_usd_per_mtok),
+            _first(target.cached_input_usd_per_mtok, self.cached_input_usd_per_mtok, input_price),
         )
 
     def prices(self, provider: str | None) -> Prices:
