@@ -14,6 +14,7 @@ raised on purpose.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import socket
@@ -256,6 +257,7 @@ async def _answer_chat(request: web.Request, body: dict[str, object]) -> web.Str
     state = request.app[_STATE]
     chat, stream = parse_chat(body)
     _check_model(chat.model, state)
+    chat = _with_cache(chat, state.knobs)
     created = int(time.time())
     if not stream:
         return web.json_response(responses.chat_completion(chat, created=created))
@@ -324,7 +326,7 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
     stream = get_field(body, "stream", bool) or False
     if model not in state.models:
         raise RequestError(404, f"model: {model}")
-    chat = ChatRequest(model, tuple(messages), max_tokens=max_tokens)
+    chat = _with_cache(ChatRequest(model, tuple(messages), max_tokens=max_tokens), state.knobs)
     if not stream:
         return web.json_response(responses.anthropic_message(chat))
     events = [responses.sse_event(kind, data) for kind, data in responses.anthropic_events(chat)]
@@ -402,6 +404,7 @@ async def _gemini_call(request: web.Request) -> web.StreamResponse:
     if method not in ("generateContent", "streamGenerateContent"):
         raise RequestError(404, f"Method {method!r} is not found for models/{model}.")
     parsed = gemini.parse_request(body, model)
+    parsed = dataclasses.replace(parsed, chat=_with_cache(parsed.chat, state.knobs))
     if method == "generateContent":
         return web.json_response(gemini.generate_content(parsed))
     if request.query.get("alt") != "sse":
@@ -427,6 +430,7 @@ async def _bedrock_converse(request: web.Request) -> web.StreamResponse:
     if model not in state.models:
         raise bedrock.BedrockError(404, "ResourceNotFoundException", f"model {model} not found")
     chat, tool = bedrock.parse_converse(model, body)
+    chat = _with_cache(chat, state.knobs)
     if raw_path.endswith("/converse"):
         return web.json_response(bedrock.converse(chat, tool))
     events = [
@@ -494,6 +498,13 @@ async def _stream(
     except ConnectionResetError:
         pass  # the client stopped reading; nothing is left to tell it
     return response
+
+
+def _with_cache(chat: ChatRequest, knobs: Knobs) -> ChatRequest:
+    """chat, reporting the prompt cache reads the knobs ask for."""
+    if not knobs.cached_prompt_tokens:
+        return chat
+    return dataclasses.replace(chat, cached_tokens=knobs.cached_prompt_tokens)
 
 
 def _check_model(model: str, state: _State) -> None:

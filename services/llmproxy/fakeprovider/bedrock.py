@@ -166,6 +166,18 @@ def _tool_use(chat: ChatRequest, tool: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _usage(result: responses.Answer) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "inputTokens": result.prompt_tokens - result.cached_tokens,
+        "outputTokens": result.completion_tokens,
+        "totalTokens": result.total_tokens,
+    }
+    if result.cached_tokens:  # counted apart from inputTokens, as Anthropic does
+        usage["cacheReadInputTokens"] = result.cached_tokens
+        usage["cacheWriteInputTokens"] = 0
+    return usage
+
+
 def converse(chat: ChatRequest, tool: dict[str, Any] | None) -> dict[str, Any]:
     """The Converse answer to chat: a toolUse of tool, or the fake's text."""
     result = responses.answer(chat)
@@ -178,11 +190,7 @@ def converse(chat: ChatRequest, tool: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
-        "usage": {
-            "inputTokens": result.prompt_tokens,
-            "outputTokens": result.completion_tokens,
-            "totalTokens": result.total_tokens,
-        },
+        "usage": _usage(result),
         "metrics": {"latencyMs": 1},
     }
 

@@ -172,11 +172,14 @@ def parse_request(body: JSON, model: str) -> GeminiRequest:
 
 
 def _usage(result: Answer) -> JSON:
-    return {
+    usage: JSON = {
         "promptTokenCount": result.prompt_tokens,
         "candidatesTokenCount": result.completion_tokens,
         "totalTokenCount": result.total_tokens,
     }
+    if result.cached_tokens:  # promptTokenCount counts them too
+        usage["cachedContentTokenCount"] = result.cached_tokens
+    return usage
 
 
 def _reply(request: GeminiRequest) -> tuple[Answer, str]:

@@ -1,4 +1,5 @@
-"""Run-time fault knobs of the fake provider, and their validated partial update.
+"""Run-time knobs of the fake provider (its faults, and the prompt cache it pretends to have),
+and their validated partial update.
 
 Errors: every invalid value raises `ValueError` whose message names the field, so
 the HTTP layer can hand it back to the caller unchanged.
@@ -20,7 +21,7 @@ OUTAGES: tuple[str, ...] = get_args(Outage)
 
 @dataclass
 class Knobs:
-    """Fault knobs; one instance is shared by the app and changed in place by updates."""
+    """The knobs; one instance is shared by the app and changed in place by updates."""
 
     latency_ms: float = 0
     """Delay, in milliseconds, added before the response headers of every API call."""
@@ -43,6 +44,12 @@ class Knobs:
     """Seed of the random generator that picks which calls `error_rate` fails, so that
     runs are reproducible. A new value restarts the sequence; so does sending the same
     value again through ``PUT /_fake/knobs``."""
+
+    cached_prompt_tokens: int = 0
+    """Prompt tokens every chat answer reports as read from a prompt cache (at most the
+    prompt's), each API in its own fields: OpenAI's and Azure's
+    ``prompt_tokens_details.cached_tokens``, Anthropic's ``cache_read_input_tokens``, Gemini's
+    ``cachedContentTokenCount``, Bedrock's ``cacheReadInputTokens``. 0 reports none."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -89,3 +96,7 @@ def _check(name: str, value: object) -> None:
             raise ValueError(f"{name} must be one of {', '.join(OUTAGES)}, got {value!r}")
     elif name == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
+    elif name == "cached_prompt_tokens" and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 0
+    ):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

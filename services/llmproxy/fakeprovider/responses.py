@@ -55,6 +55,8 @@ class ChatRequest:
     include_usage: bool = False
     tool: str | None = None
     """The function the fake calls: the first one offered, until a tool result comes back."""
+    cached_tokens: int = 0
+    """Prompt tokens to report as read from a prompt cache (the cached_prompt_tokens knob)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Answer:
     completion_tokens: int
     truncated: bool
     """True when ``max_tokens`` cut the text short."""
+    cached_tokens: int = 0
+    """The part of ``prompt_tokens`` reported as read from a prompt cache."""
 
     @property
     def total_tokens(self) -> int:
@@ -86,11 +90,13 @@ def answer(request: ChatRequest) -> Answer:
     if truncated:
         words = words[: request.max_tokens]
     text = "".join(words).rstrip()
+    prompt = count_tokens(" ".join(m.text for m in request.messages))
     return Answer(
         text=text,
-        prompt_tokens=count_tokens(" ".join(m.text for m in request.messages)),
+        prompt_tokens=prompt,
         completion_tokens=count_tokens(text),
         truncated=truncated,
+        cached_tokens=min(request.cached_tokens, prompt),
     )
 
 
@@ -155,7 +161,8 @@ def _tool_call(request: ChatRequest) -> JSON:
 def _tool_answer(request: ChatRequest) -> Answer:
     arguments = tool_arguments(request)
     prompt = count_tokens(" ".join(m.text for m in request.messages))
-    return Answer(arguments, prompt, count_tokens(arguments), truncated=False)
+    cached = min(request.cached_tokens, prompt)
+    return Answer(arguments, prompt, count_tokens(arguments), False, cached)
 
 
 def chat_completion(request: ChatRequest, *, created: int) -> JSON:
@@ -242,11 +249,14 @@ def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
 
 
 def _openai_usage(result: Answer) -> JSON:
-    return {
+    usage: JSON = {
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
         "total_tokens": result.total_tokens,
     }
+    if result.cached_tokens:  # prompt_tokens counts them too
+        usage["prompt_tokens_details"] = {"cached_tokens": result.cached_tokens}
+    return usage
 
 
 def embedding_vector(text: str) -> list[float]:
@@ -302,7 +312,7 @@ def anthropic_message(request: ChatRequest) -> JSON:
         "content": [{"type": "text", "text": result.text}],
         "stop_reason": _stop_reason(result),
         "stop_sequence": None,
-        "usage": {"input_tokens": result.prompt_tokens, "output_tokens": result.completion_tokens},
+        "usage": {**_anthropic_input(result), "output_tokens": result.completion_tokens},
     }
 
 
@@ -315,7 +325,7 @@ def anthropic_events(request: ChatRequest) -> list[tuple[str, JSON]]:
         "stop_reason": None,
         "stop_sequence": None,
         # Anthropic reports a provisional output count at the start, the real one at the end.
-        "usage": {"input_tokens": result.prompt_tokens, "output_tokens": 1},
+        "usage": {**_anthropic_input(result), "output_tokens": 1},
     }
     events: list[tuple[str, JSON]] = [
         ("message_start", {"type": "message_start", "message": start}),
@@ -357,6 +367,17 @@ def anthropic_events(request: ChatRequest) -> list[tuple[str, JSON]]:
 def sse_event(event_type: str, payload: JSON) -> bytes:
     """One Anthropic server-sent event: ``event: <type>`` then ``data: <json>``."""
     return f"event: {event_type}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def _anthropic_input(result: Answer) -> JSON:
+    """Anthropic's prompt counts: input_tokens leaves the cache reads out."""
+    if not result.cached_tokens:
+        return {"input_tokens": result.prompt_tokens}
+    return {
+        "input_tokens": result.prompt_tokens - result.cached_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": result.cached_tokens,
+    }
 
 
 def _anthropic_message_head(request: ChatRequest) -> JSON:

@@ -43,6 +43,7 @@ from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import CachedAnswer, ResponseCache
 from llmproxy.router.calls import Call, Failover
 from llmproxy.router.errors import ModelNotFoundError, ProviderError, RouterError
+from llmproxy.router.pricing import NO_TOKENS
 from llmproxy.router.providers import ProviderCallError, ProviderClient, sse
 from llmproxy.router.requests import (
     parse_chat_request,
@@ -368,27 +369,38 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
             accounting.stream_usage(flight.chunks)
             if call.stream
             else accounting.answer_usage(flight.chunks[0])
-        ) or (0, 0)
-        cost = call.model.cost_usd(*tokens)
+        ) or NO_TOKENS
+        # One price for spend, budgets, metrics and the cache's savings: the answering target's.
+        cost = call.model.prices(provider).cost_usd(tokens)
         log.info(
             "answered",
             extra={
                 "model": call.model.name,
                 "provider": provider,
                 "stream": call.stream,
-                "prompt_tokens": tokens[0],
-                "completion_tokens": tokens[1],
+                "prompt_tokens": tokens.prompt,
+                "cached_tokens": tokens.cached,
+                "completion_tokens": tokens.completion,
+                "cost_usd": cost,
                 "seconds": round(seconds, 4),
             },
         )
-        USAGE_METRICS.observe(call.identity.tenant, call.model.name, *tokens, cost)
+        USAGE_METRICS.observe(
+            call.identity.tenant,
+            call.model.name,
+            tokens.prompt,
+            tokens.completion,
+            cost,
+            cached_tokens=tokens.cached,
+        )
         if self._usage is not None:
             try:
-                await self._usage.record(call.identity, call.model.name, Usage(*tokens, cost))
+                usage = Usage(tokens.prompt, tokens.completion, cost)
+                await self._usage.record(call.identity, call.model.name, usage)
             except Exception as exc:  # accounting trouble must not fail the answer
                 USAGE_ERRORS.inc()
                 log.warning("usage not recorded", extra={"error": type(exc).__name__})
-        self._reconcile(call, sum(tokens))
+        self._reconcile(call, tokens.total)
         body = b"".join(flight.chunks)
         if (
             self._cache is not None
@@ -399,7 +411,8 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
                 SSE if call.stream else JSON,
                 body,
                 call.model.name,
-                *tokens,
+                tokens.prompt,
+                tokens.completion,
                 cost,
                 tenant=call.cache_tenant or "",
             )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from llmproxy.common.settings import ServiceSettings, StrictModel
+from llmproxy.router.pricing import Prices
 
 
 class ModelTarget(StrictModel):
@@ -22,14 +23,37 @@ class ModelTarget(StrictModel):
         "the other targets' weights; 0: only a fallback); null counts as 1. Refused with any "
         "other routing.",
     )
+    input_usd_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="This target's price of a million prompt tokens; null: the model's.",
+    )
+    output_usd_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="This target's price of a million completion tokens; null: the model's.",
+    )
+    cached_input_usd_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="This target's price of a million prompt tokens read from the provider's "
+        "prompt cache; null: the model's cached_input_usd_per_mtok if set, else this target's "
+        "input price.",
+    )
 
+
+_MODEL_PRICED = ModelTarget(provider="", model="-")
+"""A target that sets no prices: priced at its model's."""
 
 Routing = Literal["ordered", "weighted", "least-latency", "least-busy"]
 """How a model's targets are ordered for one request (router/routing.py)."""
 
 
 class ModelSettings(StrictModel):
-    """A public model name, its aliases, its provider targets, how to pick one, and its price."""
+    """A public model name, its aliases, its provider targets, how to pick one, and its prices."""
 
     name: str = Field(min_length=1, description="The name clients send as `model`.")
     aliases: list[str] = Field(
@@ -49,14 +73,32 @@ class ModelSettings(StrictModel):
         "router instance.",
     )
     input_usd_per_mtok: float = Field(
-        0.0, ge=0, description="Price of a million prompt tokens, for spend and saved cost."
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of a million prompt tokens, for spend, budgets and saved cost; the "
+        "price of every target that sets none of its own.",
     )
     output_usd_per_mtok: float = Field(
-        0.0, ge=0, description="Price of a million completion tokens."
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of a million completion tokens (of every target that sets none).",
+    )
+    cached_input_usd_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of a million prompt tokens the provider read from its prompt cache "
+        "(OpenAI's cached_tokens, Anthropic's and Bedrock's cache reads, Gemini's cached "
+        "content), at most the input price; null: the input price, no discount.",
     )
     cache_ttl_s: int | None = Field(
         None, ge=1, description="How long answers of this model stay cached; null: the default."
     )
+    # Each target's prices by provider, filled in by the validation.
+    _prices: dict[str, Prices] = PrivateAttr(default_factory=dict)
+    _default_prices: Prices = PrivateAttr(default=Prices(0.0, 0.0, 0.0))
 
     @model_validator(mode="after")
     def _check_weights(self) -> ModelSettings:
@@ -74,11 +116,57 @@ class ModelSettings(StrictModel):
             )
         return self
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """What a call with this usage costs at this model's prices."""
-        return (
-            prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok
-        ) / 1_000_000
+    @model_validator(mode="after")
+    def _check_prices(self) -> ModelSettings:
+        if (
+            self.cached_input_usd_per_mtok is not None
+            and self.cached_input_usd_per_mtok > self.input_usd_per_mtok
+        ):
+            raise ValueError(
+                f"cached_input_usd_per_mtok: {self.cached_input_usd_per_mtok} is above "
+                f"input_usd_per_mtok {self.input_usd_per_mtok} (model {self.name!r}); a cache "
+                "read costs at most an uncached prompt token"
+            )
+        seen: dict[str, tuple[int, Prices]] = {}
+        for index, target in enumerate(self.targets):
+            own = self._target_prices(target)
+            if own.cached_input_usd_per_mtok > own.input_usd_per_mtok:
+                raise ValueError(
+                    f"targets[{index}].cached_input_usd_per_mtok: "
+                    f"{own.cached_input_usd_per_mtok} is above the target's input price "
+                    f"{own.input_usd_per_mtok} (model {self.name!r}); set the target's "
+                    "cached_input_usd_per_mtok"
+                )
+            first, prices = seen.setdefault(target.provider, (index, own))
+            if prices != own:
+                raise ValueError(
+                    f"targets[{index}]: provider {target.provider!r} is also targets[{first}] "
+                    f"of model {self.name!r}, at other prices; a call is priced by the provider "
+                    "that answered it, so one model's targets on one provider need the same prices"
+                )
+        self._prices = {provider: prices for provider, (_, prices) in seen.items()}
+        self._default_prices = self._target_prices(_MODEL_PRICED)
+        return self
+
+    def _target_prices(self, target: ModelTarget) -> Prices:
+        """target's own prices where it sets them, else the model's."""
+        input_price = _first(target.input_usd_per_mtok, self.input_usd_per_mtok)
+        return Prices(
+            input_price,
+            _first(target.output_usd_per_mtok, self.output_usd_per_mtok),
+            _first(target.cached_input_usd_per_mtok, self.cached_input_usd_per_mtok, input_price),
+        )
+
+    def prices(self, provider: str | None) -> Prices:
+        """The prices of a call that provider answered: its target's, else the model's own
+        (e.g. the fake provider of demo mode, which is no configured target)."""
+        found = self._prices.get(provider or "")
+        return found if found is not None else self._default_prices
+
+
+def _first(*prices: float | None) -> float:
+    """The first price that is set (the last one always is)."""
+    return next(p for p in prices if p is not None)
 
 
 class CacheSettings(StrictModel):

@@ -15,12 +15,14 @@ DEFAULT_MAX_TENANTS = 100
 USAGE_TOKENS = Counter(
     "llmproxy_usage_tokens_total",
     "Provider tokens used, by tenant (first 100, then 'other'), model and kind "
-    "(prompt or completion).",
+    "(prompt, completion, or cached_prompt: the part of prompt read from the provider's "
+    "prompt cache).",
     ["tenant", "model", "kind"],
 )
 USAGE_COST = Counter(
     "llmproxy_usage_cost_usd_total",
-    "Provider spend in USD at the model's configured prices, by tenant and model.",
+    "Provider spend in USD at the configured prices of the target that answered, by tenant "
+    "and model.",
     ["tenant", "model"],
 )
 
@@ -51,12 +53,22 @@ class UsageMetrics:
         return OTHER_TENANT
 
     def observe(
-        self, tenant: str, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+        self,
+        tenant: str,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+        *,
+        cached_tokens: int = 0,
     ) -> None:
-        """Count one call's usage."""
+        """Count one call's usage; cached_tokens is the part of prompt_tokens the provider read
+        from its prompt cache."""
         label = self.tenant_label(tenant)
         self._tokens.labels(label, model, "prompt").inc(max(prompt_tokens, 0))
         self._tokens.labels(label, model, "completion").inc(max(completion_tokens, 0))
+        if cached_tokens > 0:  # no series for the many stacks whose providers cache nothing
+            self._tokens.labels(label, model, "cached_prompt").inc(cached_tokens)
         self._cost.labels(label, model).inc(max(cost_usd, 0.0))
 
 

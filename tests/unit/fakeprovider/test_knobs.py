@@ -15,6 +15,7 @@ def test_defaults_are_a_healthy_provider() -> None:
         "error_status": 500,
         "outage": "none",
         "seed": 0,
+        "cached_prompt_tokens": 0,
     }
 
 
@@ -39,6 +40,9 @@ def test_partial_update_changes_only_the_given_fields() -> None:
         ({"error_status": 500.0}, "error_status"),
         ({"outage": "down"}, "outage"),
         ({"seed": 1.5}, "seed"),
+        ({"cached_prompt_tokens": -1}, "cached_prompt_tokens"),
+        ({"cached_prompt_tokens": 2.0}, "cached_prompt_tokens"),
+        ({"cached_prompt_tokens": True}, "cached_prompt_tokens"),
     ],
 )
 def test_bad_update_names_the_field(update: dict[str, object], field: str) -> None:

@@ -66,3 +66,20 @@ def test_negative_usage_is_never_subtracted() -> None:
 def test_a_negative_cap_is_refused() -> None:
     with pytest.raises(ValueError, match="max_tenants must be >= 0"):
         UsageMetrics(-1)
+
+
+def test_cached_prompt_tokens_are_counted_as_their_own_kind() -> None:
+    metrics, registry = _metrics(1)
+    metrics.observe("a", "m", 10, 2, 0.1, cached_tokens=6)
+    metrics.observe("a", "m", 10, 2, 0.1)
+    assert _value(registry, "t_tokens_total", tenant="a", model="m", kind="prompt") == 20
+    assert _value(registry, "t_tokens_total", tenant="a", model="m", kind="cached_prompt") == 6
+    # A model whose provider caches nothing gets no cached_prompt series at all.
+    metrics.observe("a", "plain", 10, 2, 0.1)
+    kinds = {
+        s.labels["kind"]
+        for m in registry.collect()
+        for s in m.samples
+        if s.labels.get("model") == "plain" and "kind" in s.labels
+    }
+    assert kinds == {"prompt", "completion"}

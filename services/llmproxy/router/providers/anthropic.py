@@ -15,6 +15,7 @@ from llmproxy.router.providers.base import (
     ProviderCallError,
     UnsupportedError,
 )
+from llmproxy.router.providers.usage import count, openai_usage
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -65,17 +66,17 @@ def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
+def usage(counts: Any) -> dict[str, Any]:
+    """OpenAI usage from Anthropic's: input_tokens leaves out the prompt's cache reads and
+    writes, which OpenAI's prompt_tokens counts; the reads are OpenAI's cached_tokens."""
+    read = count(counts, "cache_read_input_tokens")
+    written = count(counts, "cache_creation_input_tokens")
+    prompt = count(counts, "input_tokens") + read + written
+    return openai_usage(prompt, count(counts, "output_tokens"), read)
 
 
 def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
     """An Anthropic message as an OpenAI chat.completion."""
-    usage = message.get("usage", {})
     return {
         "id": f"chatcmpl-{message.get('id', '')}",
         "object": "chat.completion",
@@ -88,7 +89,7 @@ def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
                 "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
             }
         ],
-        "usage": _usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
+        "usage": usage(message.get("usage")),
     }
 
 
@@ -99,8 +100,7 @@ class _ChunkWriter:
         self.id = ""
         self.model = ""
         self.created = int(time.time())
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.usage: dict[str, int] = {}  # Anthropic's counts: message_start's, then updates
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return sse.encode(
@@ -121,9 +121,13 @@ class _ChunkWriter:
                 "created": self.created,
                 "model": self.model,
                 "choices": [],
-                "usage": _usage(self.input_tokens, self.output_tokens),
+                "usage": usage(self.usage),
             }
         )
+
+    def _add(self, counts: Any) -> None:
+        if isinstance(counts, dict):
+            self.usage.update((k, v) for k, v in counts.items() if isinstance(v, int))
 
     def translate(self, event: dict[str, Any]) -> list[bytes]:
         kind = event.get("type")
@@ -131,12 +135,12 @@ class _ChunkWriter:
             message = event.get("message", {})
             self.id = message.get("id", "")
             self.model = message.get("model", "")
-            self.input_tokens = message.get("usage", {}).get("input_tokens", 0)
+            self._add(message.get("usage"))
             return [self.chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_delta" and event.get("delta", {}).get("type") == "text_delta":
             return [self.chunk({"content": event["delta"].get("text", "")})]
         if kind == "message_delta":
-            self.output_tokens = event.get("usage", {}).get("output_tokens", self.output_tokens)
+            self._add(event.get("usage"))  # cumulative: the final output count, and more
             reason = event.get("delta", {}).get("stop_reason") or "end_turn"
             return [self.chunk({}, FINISH_REASONS.get(reason, "stop"))]
         if kind == "message_stop":

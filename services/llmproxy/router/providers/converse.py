@@ -17,6 +17,7 @@ from typing import Any
 
 from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import ProviderCallError, UnsupportedError
+from llmproxy.router.providers.usage import count, openai_usage
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -184,13 +185,13 @@ def to_converse_request(body: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    """OpenAI's usage object."""
-    return {
-        "prompt_tokens": input_tokens,
-        "completion_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
+def usage(counts: Any) -> dict[str, Any]:
+    """OpenAI usage from Converse's: inputTokens leaves out the prompt's cache reads and
+    writes, which OpenAI's prompt_tokens counts; the reads are OpenAI's cached_tokens."""
+    read = count(counts, "cacheReadInputTokens")
+    written = count(counts, "cacheWriteInputTokens")
+    prompt = count(counts, "inputTokens") + read + written
+    return openai_usage(prompt, count(counts, "outputTokens"), read)
 
 
 def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +213,6 @@ def to_chat_completion(answer: dict[str, Any], model: str, request_id: str = "")
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
-    counts = answer.get("usage", {})
     return {
         "id": f"chatcmpl-{request_id or uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -225,7 +225,7 @@ def to_chat_completion(answer: dict[str, Any], model: str, request_id: str = "")
                 "finish_reason": FINISH_REASONS.get(answer.get("stopReason") or "", "stop"),
             }
         ],
-        "usage": usage(counts.get("inputTokens", 0), counts.get("outputTokens", 0)),
+        "usage": usage(answer.get("usage")),
     }
 
 
@@ -240,8 +240,7 @@ class ChunkWriter:
         self.id = f"chatcmpl-{request_id or uuid.uuid4().hex}"
         self.model = model
         self.created = int(time.time())
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.usage: Any = None  # the metadata event's usage
         self.stopped = False
         self.done = False
         self._tool_index: dict[int, int] = {}  # contentBlockIndex -> tool call index
@@ -265,7 +264,7 @@ class ChunkWriter:
                 "created": self.created,
                 "model": self.model,
                 "choices": [],
-                "usage": usage(self.input_tokens, self.output_tokens),
+                "usage": usage(self.usage),
             }
         )
 
@@ -281,9 +280,7 @@ class ChunkWriter:
             self.stopped = True
             return [self._chunk({}, FINISH_REASONS.get(event.get("stopReason") or "", "stop"))]
         if event_type == "metadata":
-            counts = event.get("usage", {})
-            self.input_tokens = counts.get("inputTokens", 0)
-            self.output_tokens = counts.get("outputTokens", 0)
+            self.usage = event.get("usage")
             return self.finish()
         return []  # contentBlockStop: nothing to tell an OpenAI client
 

@@ -20,6 +20,7 @@ from llmproxy.common.tokens import estimate_prompt_tokens
 from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import HttpProvider, NoLegacyCompletions, ProviderCallError
 from llmproxy.router.providers.gemini_request import to_batch_embed_request, to_gemini_request
+from llmproxy.router.providers.usage import count, openai_usage
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -40,18 +41,12 @@ def finish_reason(gemini: str | None, called_tools: bool) -> str:
 
 
 def usage(metadata: Any) -> dict[str, Any]:
-    """OpenAI usage from Gemini's usageMetadata."""
-    meta = metadata if isinstance(metadata, dict) else {}
-    prompt = meta.get("promptTokenCount", 0) + meta.get("toolUsePromptTokenCount", 0)
-    thoughts = meta.get("thoughtsTokenCount", 0)
-    completion = meta.get("candidatesTokenCount", 0) + thoughts
-    result: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    if meta.get("cachedContentTokenCount"):
-        result["prompt_tokens_details"] = {"cached_tokens": meta["cachedContentTokenCount"]}
+    """OpenAI usage from Gemini's usageMetadata, whose promptTokenCount includes the cached
+    content's tokens, as OpenAI's prompt_tokens does."""
+    prompt = count(metadata, "promptTokenCount") + count(metadata, "toolUsePromptTokenCount")
+    thoughts = count(metadata, "thoughtsTokenCount")
+    completion = count(metadata, "candidatesTokenCount") + thoughts
+    result = openai_usage(prompt, completion, count(metadata, "cachedContentTokenCount"))
     if thoughts:
         result["completion_tokens_details"] = {"reasoning_tokens": thoughts}
     return result
