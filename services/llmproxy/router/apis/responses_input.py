@@ -101,7 +101,7 @@ def _add_item(messages: list[Message], item: Any, param: str) -> None:
 
 def _message(item: dict[str, Any], param: str) -> Message:
     role = item.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise _invalid(
             f"'{param}.role' must be one of 'user', 'assistant', 'system' or 'developer'.",
             f"{param}.role",
@@ -169,7 +169,7 @@ def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
             f"{param}.image_url",
         )
     image: dict[str, Any] = {"url": url}
-    if part.get("detail") in IMAGE_DETAILS:
+    if isinstance(part.get("detail"), str) and part["detail"] in IMAGE_DETAILS:
         image["detail"] = part["detail"]
     return {"type": "image_url", "image_url": image}
 
