@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmproxy.router.apis.responses_input import chat_messages
+from llmproxy.router.apis.responses_options import function_tools, response_format, tool_choice
 from llmproxy.router.errors import InvalidRequestError
 
 # Translated into the chat completion body.
@@ -74,7 +75,6 @@ UNSUPPORTED_FIELDS = frozenset(
     }
 )
 RESPONSES_FIELDS = TRANSLATED_FIELDS | ACCEPTED_FIELDS | STATEFUL_FIELDS | UNSUPPORTED_FIELDS
-TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
 
 
 def _number(value: Any) -> bool:
@@ -115,11 +115,6 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reasoning": (lambda v: isinstance(v, dict), "an object"),
     "tools": (lambda v: isinstance(v, list), "an array"),
 }
-_TOOL_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "description": (lambda v: isinstance(v, str), "a string"),
-    "parameters": (lambda v: isinstance(v, dict), "an object"),
-    "strict": (lambda v: isinstance(v, bool), "a boolean"),
-}
 # Chat completion fields that take a Responses field's value as it is.
 _COPIED = {
     "temperature": "temperature",
@@ -137,7 +132,6 @@ class ResponsesRequest:
     """A checked Responses request: its chat completion body and what the answer echoes."""
 
     model: str
-    stream: bool
     chat_body: dict[str, Any]
     echo: dict[str, Any]
     """The request's settings as the response object repeats them (instructions, tools,
@@ -199,106 +193,6 @@ def _check_model_and_input(body: dict[str, Any]) -> tuple[str, Any]:
     return model, value
 
 
-def _function_tools(tools: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The chat tools, and the tools as the response echoes them."""
-    chat: list[dict[str, Any]] = []
-    echoed: list[dict[str, Any]] = []
-    for index, tool in enumerate(tools):
-        param = f"tools[{index}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or not isinstance(kind, str):
-            raise _invalid(f"'{param}' must be an object with a string 'type'.", param)
-        if kind != "function":
-            raise _invalid(
-                f"Tools of type {kind!r} ({param}) are not supported by this gateway: built-in "
-                "tools run on OpenAI's platform; only function tools are translated.",
-                f"{param}.type",
-                "unsupported_value",
-            )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _invalid(f"'{param}.name' is required and must be a string.", f"{param}.name")
-        function: dict[str, Any] = {"name": name}
-        for field, (valid, expected) in _TOOL_FIELDS.items():
-            value = tool.get(field)
-            if value is None:
-                continue
-            if not valid(value):
-                raise _invalid(f"'{param}.{field}' must be {expected}.", f"{param}.{field}")
-            function[field] = value
-        chat.append({"type": "function", "function": function})
-        echoed.append(
-            {
-                "type": "function",
-                "name": name,
-                "description": function.get("description"),
-                "parameters": function.get("parameters"),
-                "strict": function.get("strict"),
-            }
-        )
-    return chat, echoed
-
-
-def _tool_choice(choice: Any, has_tools: bool) -> Any:
-    """The chat tool_choice (None: leave it out)."""
-    if choice is None:
-        return None
-    if isinstance(choice, str) and choice in TOOL_CHOICE_MODES:
-        chat: Any = choice
-    elif (
-        isinstance(choice, dict)
-        and choice.get("type") == "function"
-        and isinstance(choice.get("name"), str)
-    ):
-        chat = {"type": "function", "function": {"name": choice["name"]}}
-    elif isinstance(choice, dict) and isinstance(choice.get("type"), str):
-        raise _invalid(
-            f"tool_choice of type {choice['type']!r} is not supported by this gateway: use "
-            "'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}.",
-            "tool_choice",
-            "unsupported_value",
-        )
-    else:
-        raise _invalid(
-            "'tool_choice' must be 'auto', 'none', 'required' or "
-            '{"type": "function", "name": ...}.',
-            "tool_choice",
-        )
-    if has_tools:
-        return chat
-    if chat in ("auto", "none"):
-        return None
-    raise _invalid("'tool_choice' asks for a tool call, but no 'tools' are given.", "tool_choice")
-
-
-def _response_format(text: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The chat response_format (None for plain text) and text.format as echoed."""
-    fmt = text.get("format")
-    if fmt is None:
-        return None, {"type": "text"}
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if not isinstance(fmt, dict) or kind not in ("text", "json_object", "json_schema"):
-        raise _invalid(
-            "'text.format' must be an object of type 'text', 'json_object' or 'json_schema'.",
-            "text.format",
-        )
-    if kind == "text":
-        return None, fmt
-    if kind == "json_object":
-        return {"type": "json_object"}, fmt
-    name, schema = fmt.get("name"), fmt.get("schema")
-    if not isinstance(name, str) or not name or not isinstance(schema, dict):
-        raise _invalid(
-            "A 'json_schema' text.format needs a string 'name' and an object 'schema'.",
-            "text.format",
-        )
-    json_schema: dict[str, Any] = {"name": name, "schema": schema}
-    for field in ("strict", "description"):
-        if fmt.get(field) is not None:
-            json_schema[field] = fmt[field]
-    return {"type": "json_schema", "json_schema": json_schema}, fmt
-
-
 def _choice_string(value: Any, param: str, allowed: tuple[str, ...] | None = None) -> str | None:
     if value is None:
         return None
@@ -318,30 +212,29 @@ def parse_responses_request(raw: bytes) -> ResponsesRequest:
     body = _load(raw)
     _check_fields(body)
     model, value = _check_model_and_input(body)
-    stream = bool(body.get("stream"))
     chat: dict[str, Any] = {
         "model": model,
         "messages": chat_messages(value, body.get("instructions")),
     }
-    if stream:
+    if body.get("stream"):
         # The translation needs the usage chunk for the usage of response.completed.
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     for name, chat_name in _COPIED.items():
         if body.get(name) is not None:
             chat[chat_name] = body[name]
-    chat_tools, echoed_tools = _function_tools(body.get("tools") or [])
+    chat_tools, echoed_tools = function_tools(body.get("tools") or [])
     if chat_tools:
         chat["tools"] = chat_tools
         if body.get("parallel_tool_calls") is not None:
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    choice = _tool_choice(body.get("tool_choice"), bool(chat_tools))
+    choice = tool_choice(body.get("tool_choice"), bool(chat_tools))
     if choice is not None:
         chat["tool_choice"] = choice
     text = body.get("text") or {}
-    response_format, echoed_format = _response_format(text)
-    if response_format is not None:
-        chat["response_format"] = response_format
+    chat_format, echoed_format = response_format(text)
+    if chat_format is not None:
+        chat["response_format"] = chat_format
     verbosity = _choice_string(text.get("verbosity"), "text.verbosity", ("low", "medium", "high"))
     if verbosity is not None:
         chat["verbosity"] = verbosity
@@ -370,4 +263,4 @@ def parse_responses_request(raw: bytes) -> ResponsesRequest:
         "user": body.get("user"),
         "background": False,
     }
-    return ResponsesRequest(model, stream, chat, echo)
+    return ResponsesRequest(model, chat, echo)
