@@ -32,6 +32,7 @@ from llmproxy.common.grpc_types import Context
 from llmproxy.common.usage import Identity, Usage, UsageStore
 from llmproxy.router import accounting
 from llmproxy.router.apis.base import InboundApi, Translation
+from llmproxy.router.apis.responses import ResponsesApi
 from llmproxy.router.cache import keys, policy
 from llmproxy.router.cache.flights import Flight, Flights
 from llmproxy.router.cache.metrics import (
@@ -198,8 +199,9 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     async def CreateResponse(
         self, request: openai_pb2.CreateResponseRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        """POST /v1/responses: not served yet (being built)."""
-        yield await self._refuse(context, RouteNotServedError("/v1/responses"))
+        """POST /v1/responses: OpenAI's Responses API, answered as a chat completion."""
+        async for reply in self.answer_translated(ResponsesApi(), request.body.data, context):
+            yield reply
 
     async def CreateCompletion(
         self, request: openai_pb2.CreateCompletionRequest, context: Context
