@@ -102,16 +102,6 @@ def _stream_error(err: BaseException) -> RouterError:
     return ProviderError("The provider stream broke.")
 
 
-class RouteNotServedError(RouterError):
-    """A route whose RPC exists but is not served yet."""
-
-    status = 404
-    error_type = "invalid_request_error"
-
-    def __init__(self, route: str) -> None:
-        super().__init__(f"{route} is not served yet.", code="unknown_url")
-
-
 @dataclass(frozen=True)
 class _Request:
     """One validated request and what the cache does with it."""
