@@ -42,6 +42,13 @@ def message_id(chat_id: Any) -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+def tool_use_id(call_id: Any) -> str:
+    """A tool_use block's id: the tool call's own, or a new one when the provider gave none."""
+    if isinstance(call_id, str) and call_id:
+        return call_id
+    return f"toolu_{uuid.uuid4().hex[:24]}"
+
+
 def usage(chat_usage: Any) -> dict[str, int]:
     """Anthropic's usage counts from a chat completion's usage object."""
     counts = as_object(chat_usage)
@@ -108,7 +115,7 @@ def to_message(answer: dict[str, Any]) -> dict[str, Any]:
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
+                "id": tool_use_id(call.get("id")),
                 "name": function.get("name") or "",
                 "input": tool_input(function.get("arguments")),
             }

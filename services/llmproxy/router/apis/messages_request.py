@@ -1,13 +1,10 @@
 """An Anthropic Messages request as a chat completion body, checked on the way.
 
 Translated: `system` (a string, or text blocks joined by blank lines) becomes the system
-message; user turns' text and image blocks (base64 sources as data URLs, URL sources as they
-are) become content parts, their `tool_result` blocks `tool` messages (first, as chat wants
-them right after the assistant's calls; an error result says so in its text); assistant turns'
-text and `tool_use` blocks become the assistant message and its tool_calls. `tools` become
-function tools, `tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) their chat
-equivalents, `max_tokens` max_completion_tokens, `stop_sequences` stop, `metadata.user_id` user;
-temperature (Anthropic's 0 to 1) and top_p pass as they are; a stream asks for usage.
+message, `messages` chat messages (messages_turns.py). `tools` become function tools,
+`tool_choice` (auto, any, tool, none; `disable_parallel_tool_use`) their chat equivalents,
+`max_tokens` max_completion_tokens, `stop_sequences` stop, `metadata.user_id` user; temperature
+(Anthropic's 0 to 1) and top_p pass as they are; a stream asks for usage.
 
 Accepted and ignored, as nothing of the answer depends on them: `cache_control` anywhere
 (prompt caching is each provider's own business), `thinking` of type disabled or adaptive (an
@@ -26,6 +23,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from llmproxy.router.apis.messages_turns import bad, chat_messages, text_of, unsupported
 from llmproxy.router.errors import InvalidRequestError
 
 TRANSLATED = frozenset(
@@ -62,18 +60,6 @@ REFUSED = {
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def _bad(message: str, param: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{param}: {message}", param=param)
-
-
-def _unsupported(feature: str, param: str) -> InvalidRequestError:
-    return _bad(f"{feature} is not supported by this gateway", param)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -81,7 +67,7 @@ def _is_number(value: Any) -> bool:
 def _field(body: dict[str, Any], name: str, valid: Callable[[Any], bool], expected: str) -> Any:
     value = body.get(name)
     if value is not None and not valid(value):
-        raise _bad(f"must be {expected}", name)
+        raise bad(f"must be {expected}", name)
     return value
 
 
@@ -99,176 +85,23 @@ def load_body(raw: bytes) -> dict[str, Any]:
 def _check_fields(body: dict[str, Any]) -> None:
     for name in sorted(body):
         if name in REFUSED:
-            raise _unsupported(f"{name!r} ({REFUSED[name]})", name)
+            raise unsupported(f"{name!r} ({REFUSED[name]})", name)
         if name not in TRANSLATED and name not in IGNORED:
-            raise _bad("Extra inputs are not permitted", name)
+            raise bad("Extra inputs are not permitted", name)
     thinking = body.get("thinking")
     if thinking is not None:
         kind = thinking.get("type") if isinstance(thinking, dict) else None
         if kind == "enabled":
-            raise _unsupported(
+            raise unsupported(
                 "extended thinking with a token budget (type 'enabled'); send type "
                 "'adaptive' or 'disabled', or leave 'thinking' out",
                 "thinking",
             )
         if kind not in ("adaptive", "disabled"):
-            raise _bad(
-                "must be an object with type 'enabled', 'adaptive' or 'disabled'", "thinking"
-            )
+            raise bad("must be an object with type 'enabled', 'adaptive' or 'disabled'", "thinking")
     tier = body.get("service_tier")
     if tier is not None and tier not in ("auto", "standard_only"):
-        raise _bad("must be 'auto' or 'standard_only'", "service_tier")
-
-
-def _text_of(block: dict[str, Any], where: str) -> str:
-    text = block.get("text")
-    if not isinstance(text, str):
-        raise _bad("a text block needs a string 'text'", f"{where}.text")
-    return text
-
-
-def _image(block: dict[str, Any], where: str) -> dict[str, Any]:
-    source = block.get("source")
-    kind = source.get("type") if isinstance(source, dict) else None
-    if kind == "base64" and isinstance(source, dict):
-        media, data = source.get("media_type"), source.get("data")
-        if not isinstance(media, str) or not isinstance(data, str):
-            raise _bad("a base64 source needs string 'media_type' and 'data'", f"{where}.source")
-        return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
-    if kind == "url" and isinstance(source, dict) and isinstance(source.get("url"), str):
-        return {"type": "image_url", "image_url": {"url": source["url"]}}
-    if isinstance(kind, str) and kind not in ("base64", "url"):
-        raise _unsupported(f"image source type {kind!r}", f"{where}.source.type")
-    raise _bad("an image block needs a base64 or url 'source'", f"{where}.source")
-
-
-def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    """A message's content as blocks, each an object with a string `type`."""
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    if not isinstance(content, list) or not content:
-        raise _bad("must be a string or a non-empty array of content blocks", where)
-    for index, block in enumerate(content):
-        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _bad("must be an object with a string 'type'", f"{where}.{index}")
-    return content
-
-
-def _refuse_block(kind: str, where: str) -> InvalidRequestError:
-    if kind in ("document", "search_result", "container_upload"):
-        return _unsupported(f"{kind!r} content blocks", f"{where}.type")
-    if kind in ("server_tool_use", "mcp_tool_use", "mcp_tool_result") or kind.endswith(
-        "_tool_result"
-    ):
-        return _unsupported(f"server tool blocks ({kind!r})", f"{where}.type")
-    return _bad(f"unknown content block type {kind!r}", f"{where}.type")
-
-
-def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
-    call_id = block.get("tool_use_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _bad("a tool_result block needs a string 'tool_use_id'", f"{where}.tool_use_id")
-    content = block.get("content")
-    if content is None or content in ("", []):
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    else:
-        parts = []
-        for index, part in enumerate(_blocks(content, f"{where}.content")):
-            if part["type"] != "text":
-                raise _unsupported(
-                    f"{part['type']!r} blocks inside a tool_result (chat tool results are text)",
-                    f"{where}.content.{index}.type",
-                )
-            parts.append(_text_of(part, f"{where}.content.{index}"))
-        text = "\n".join(parts)
-    is_error = block.get("is_error")
-    if is_error is not None and not isinstance(is_error, bool):
-        raise _bad("must be a boolean", f"{where}.is_error")
-    if is_error:
-        text = f"Error: {text}"  # chat has no error flag: the model reads it in the result
-    return {"role": "tool", "tool_call_id": call_id, "content": text}
-
-
-def _user_turn(content: Any, where: str) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    parts: list[dict[str, Any]] = []
-    for index, block in enumerate(_blocks(content, f"{where}.content")):
-        at, kind = f"{where}.content.{index}", block["type"]
-        if kind == "text":
-            parts.append({"type": "text", "text": _text_of(block, at)})
-        elif kind == "image":
-            parts.append(_image(block, at))
-        elif kind == "tool_result":
-            results.append(_tool_result(block, at))
-        elif kind == "tool_use":
-            raise _bad("tool_use blocks belong to assistant turns", f"{at}.type")
-        else:
-            raise _refuse_block(kind, at)
-    if isinstance(content, str):
-        return [*results, {"role": "user", "content": content}]
-    return [*results, {"role": "user", "content": parts}] if parts or not results else results
-
-
-def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
-    call_id, name, arguments = block.get("id"), block.get("name"), block.get("input")
-    if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
-        raise _bad("a tool_use block needs string 'id' and 'name'", where)
-    if not isinstance(arguments, dict):
-        raise _bad("must be an object", f"{where}.input")
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": json.dumps(arguments)},
-    }
-
-
-def _assistant_turn(content: Any, where: str) -> dict[str, Any]:
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for index, block in enumerate(_blocks(content, f"{where}.content")):
-        at, kind = f"{where}.content.{index}", block["type"]
-        if kind == "text":
-            texts.append(_text_of(block, at))
-        elif kind == "tool_use":
-            calls.append(_tool_call(block, at))
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # earlier turns' thinking is not part of the context (module docstring)
-        elif kind in ("image", "tool_result"):
-            raise _bad(f"{kind} blocks belong to user turns", f"{at}.type")
-        else:
-            raise _refuse_block(kind, at)
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
-    if calls:
-        message["tool_calls"] = calls
-    elif message["content"] is None:
-        message["content"] = ""
-    return message
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("Field required: a non-empty array of messages", "messages")
-    out: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
-        where = f"messages.{index}"
-        if not isinstance(message, dict):
-            raise _bad("must be an object with 'role' and 'content'", where)
-        for name in sorted(message):
-            if name not in ("role", "content"):
-                raise _bad("Extra inputs are not permitted", f"{where}.{name}")
-        role = message.get("role")
-        if role == "user":
-            out.extend(_user_turn(message.get("content"), where))
-        elif role == "assistant":
-            out.append(_assistant_turn(message.get("content"), where))
-        else:
-            raise _bad("must be 'user' or 'assistant'", f"{where}.role")
-    if messages[-1].get("role") == "assistant":
-        raise _unsupported("a final assistant turn (prefill)", f"messages.{len(messages) - 1}.role")
-    return out
+        raise bad("must be 'auto' or 'standard_only'", "service_tier")
 
 
 def _system(body: dict[str, Any]) -> str:
@@ -276,12 +109,12 @@ def _system(body: dict[str, Any]) -> str:
     if system is None or isinstance(system, str):
         return system or ""
     if not isinstance(system, list):
-        raise _bad("must be a string or an array of text blocks", "system")
+        raise bad("must be a string or an array of text blocks", "system")
     texts = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text":
-            raise _bad("must be a text block", f"system.{index}")
-        texts.append(_text_of(block, f"system.{index}"))
+            raise bad("must be a text block", f"system.{index}")
+        texts.append(text_of(block, f"system.{index}"))
     return "\n\n".join(t for t in texts if t)
 
 
@@ -290,25 +123,25 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     if tools is None:
         return []
     if not isinstance(tools, list):
-        raise _bad("must be an array of tools", "tools")
+        raise bad("must be an array of tools", "tools")
     out = []
     for index, tool in enumerate(tools):
         where = f"tools.{index}"
         if not isinstance(tool, dict):
-            raise _bad("must be an object", where)
+            raise bad("must be an object", where)
         kind = tool.get("type")
         if kind not in (None, "custom"):
-            raise _unsupported(f"server tools ({kind!r})", f"{where}.type")
+            raise unsupported(f"server tools ({kind!r})", f"{where}.type")
         name, schema = tool.get("name"), tool.get("input_schema")
         if not isinstance(name, str) or not name:
-            raise _bad("must be a non-empty string", f"{where}.name")
+            raise bad("must be a non-empty string", f"{where}.name")
         if not isinstance(schema, dict):
-            raise _bad("must be a JSON schema object", f"{where}.input_schema")
+            raise bad("must be a JSON schema object", f"{where}.input_schema")
         function: dict[str, Any] = {"name": name, "parameters": schema}
         description = tool.get("description")
         if description is not None:
             if not isinstance(description, str):
-                raise _bad("must be a string", f"{where}.description")
+                raise bad("must be a string", f"{where}.description")
             function["description"] = description
         out.append({"type": "function", "function": function})
     return out
@@ -320,21 +153,21 @@ def _tool_choice(body: dict[str, Any], chat: dict[str, Any]) -> None:
         return
     kind = choice.get("type") if isinstance(choice, dict) else None
     if not isinstance(choice, dict) or kind not in (*TOOL_CHOICES, "tool"):
-        raise _bad("must be an object with type 'auto', 'any', 'tool' or 'none'", "tool_choice")
+        raise bad("must be an object with type 'auto', 'any', 'tool' or 'none'", "tool_choice")
     if not chat.get("tools"):
         if kind == "none":
             return  # nothing to forbid
-        raise _bad("requires 'tools'", "tool_choice")
+        raise bad("requires 'tools'", "tool_choice")
     if kind == "tool":
         name = choice.get("name")
         if not isinstance(name, str) or not name:
-            raise _bad("a tool choice of type 'tool' needs a string 'name'", "tool_choice.name")
+            raise bad("a tool choice of type 'tool' needs a string 'name'", "tool_choice.name")
         chat["tool_choice"] = {"type": "function", "function": {"name": name}}
     else:
         chat["tool_choice"] = TOOL_CHOICES[kind]
     serial = choice.get("disable_parallel_tool_use")
     if serial is not None and not isinstance(serial, bool):
-        raise _bad("must be a boolean", "tool_choice.disable_parallel_tool_use")
+        raise bad("must be a boolean", "tool_choice.disable_parallel_tool_use")
     if serial:
         chat["parallel_tool_calls"] = False
 
@@ -355,11 +188,11 @@ def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> None:
     metadata = _field(body, "metadata", lambda v: isinstance(v, dict), "an object")
     for name in sorted(metadata or {}):
         if name != "user_id":
-            raise _bad("Extra inputs are not permitted", f"metadata.{name}")
+            raise bad("Extra inputs are not permitted", f"metadata.{name}")
     user = (metadata or {}).get("user_id")
     if user is not None:
         if not isinstance(user, str):
-            raise _bad("must be a string", "metadata.user_id")
+            raise bad("must be a string", "metadata.user_id")
         chat["user"] = user
 
 
@@ -368,11 +201,11 @@ def to_chat_body(body: dict[str, Any]) -> dict[str, Any]:
     _check_fields(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _bad("Field required: a non-empty string", "model")
+        raise bad("Field required: a non-empty string", "model")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise _bad("Field required: a positive integer", "max_tokens")
-    messages = _messages(body)
+        raise bad("Field required: a positive integer", "max_tokens")
+    messages = chat_messages(body)
     system = _system(body)
     if system:
         messages.insert(0, {"role": "system", "content": system})

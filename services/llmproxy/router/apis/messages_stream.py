@@ -19,7 +19,13 @@ import json
 from typing import Any
 
 from llmproxy.common import anthropic_errors
-from llmproxy.router.apis.messages_answer import as_object, message_id, stop_reason, usage
+from llmproxy.router.apis.messages_answer import (
+    as_object,
+    message_id,
+    stop_reason,
+    tool_use_id,
+    usage,
+)
 from llmproxy.router.providers import sse
 
 
@@ -129,7 +135,7 @@ class StreamWriter:
         if position not in self._tools:
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": call.get("id") or message_id(None).replace("msg_", "toolu_", 1),
+                "id": tool_use_id(call.get("id")),
                 "name": function.get("name") or "",
                 "input": {},
             }
