@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import anthropic
 import grpc
 import httpx
 import openai
@@ -142,6 +143,26 @@ async def test_a_client_over_its_edge_limit_gets_a_429_while_another_is_served(
     )
     with pytest.raises(openai.RateLimitError, match="gateway's edge"):
         sdk.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    # On Anthropic's Messages API the same refusal is in Anthropic's shape.
+    with (
+        anthropic.Anthropic(
+            base_url=gateway.url.removesuffix("/v1/chat/completions"),
+            api_key=key,
+            max_retries=0,
+            default_headers={"x-forwarded-for": "203.0.113.7"},
+        ) as claude,
+        pytest.raises(anthropic.RateLimitError) as limited,
+    ):
+        claude.messages.create(model="gpt-4o-mini", max_tokens=5, messages=CHAT["messages"])  # type: ignore[arg-type]
+    assert limited.value.response.headers["retry-after"] == "1000"
+    assert limited.value.body == {
+        "type": "error",
+        "error": {
+            "type": "rate_limit_error",
+            "message": "Rate limit reached at the gateway's edge (per_client_ip). "
+            "Please try again in 1000s.",
+        },
+    }
 
     # gRPC clients of the typed API get the status for a limit, and the same metadata.
     envoy = own_stack.config.envoy

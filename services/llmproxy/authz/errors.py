@@ -2,7 +2,7 @@
 
 AuthzError (a common.errors.LlmproxyError)
  ├─ Denied (also a common.openai_errors.OpenAIError): a request is refused; answered to the
- │   client with an HTTP status and OpenAI's error body
+ │   client with an HTTP status and OpenAI's error body (Anthropic's on Anthropic's paths)
  │   ├─ MissingKeyError: 401, no key in Authorization or x-api-key
  │   ├─ InvalidKeyError: 401, the key is malformed, unknown or does not match
  │   ├─ ControlTokenAsKeyError: 401, a control token was sent where an API key belongs

@@ -34,6 +34,7 @@ from llmproxy.authz.introspection import LocalTokenVerifier
 from llmproxy.authz.records import KeyRecord
 from llmproxy.authz.requests import check_input
 from llmproxy.authz.token_admin import ControlTokenAdmin
+from llmproxy.common import anthropic_errors
 from llmproxy.common.contract import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
@@ -109,8 +110,14 @@ def allowed(
     )
 
 
-def denied(error: Denied) -> external_auth_pb2.CheckResponse:
-    """Deny with the error's HTTP status and OpenAI-style JSON body."""
+def denied(error: Denied, path: str = "") -> external_auth_pb2.CheckResponse:
+    """Deny with the error's HTTP status and the error body of the request's API: Anthropic's
+    on Anthropic's paths (what the anthropic SDKs parse), OpenAI's everywhere else."""
+    body = (
+        anthropic_errors.error_body(error.status, error.message)
+        if anthropic_errors.is_anthropic_path(path)
+        else error.body()
+    )
     headers = [_header("content-type", "application/json")]
     if error.status == 401:
         headers.append(_header("www-authenticate", 'Bearer realm="llmproxy"'))
@@ -124,7 +131,7 @@ def denied(error: Denied) -> external_auth_pb2.CheckResponse:
         denied_response=external_auth_pb2.DeniedHttpResponse(
             status=http_status_pb2.HttpStatus(code=error.status),
             headers=headers,
-            body=error.body().decode(),
+            body=body.decode(),
         ),
     )
 
@@ -138,14 +145,15 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Context
     ) -> external_auth_pb2.CheckResponse:
-        """Allow with identity headers, or deny with an OpenAI-style error; never the key."""
+        """Allow with identity headers, or deny with an error in the request's API's shape;
+        never the key."""
         check = check_input(request)
         try:
             record = await self._authorizer.authorize(check.credential, check.model)
         except Denied as error:
             DECISIONS.labels(error.code).inc()
             log.info("denied", extra={"status": error.status, "reason": error.message})
-            return denied(error)
+            return denied(error, request.attributes.request.http.path)
         except (RedisError, KeyStoreUnavailableError) as exc:
             # No verdict without the key store: an error, so Envoy fails closed.
             log.warning("key store unavailable", extra={"error": str(exc) or type(exc).__name__})

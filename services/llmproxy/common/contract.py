@@ -63,6 +63,14 @@ CHAT_SERVICE = "llmproxy.router.v1.ChatService"
 ANTHROPIC_SERVICE = "llmproxy.router.v1.AnthropicService"
 # The services Envoy's transcoder serves as REST (the gRPC-only ChatService is not among them).
 TRANSCODED_SERVICES = (OPENAI_SERVICE, ANTHROPIC_SERVICE)
+# Requests in Anthropic's dialect, by path: the Messages route as clients send it (Claude Code
+# adds `?beta=true`), and AnthropicService's methods, which is what the path becomes once the
+# transcoder rewrote it (and what gRPC clients send). Whoever answers such a request with an
+# error (authz, Envoy's local replies, the router) answers in Anthropic's error shape. A regular
+# expression that Python's re and Envoy's RE2 read alike.
+MESSAGES_PATH = "/v1/messages"
+_MESSAGES_REGEX = f"{re.escape(MESSAGES_PATH)}([/?].*)?"
+ANTHROPIC_PATH_REGEX = f"^({_MESSAGES_REGEX}|/{re.escape(ANTHROPIC_SERVICE)}/.*)$"
 CLIENT_ROUTES = {
     "chat": (
         f"{OPENAI_SERVICE}/CreateChatCompletion",

@@ -3,10 +3,10 @@
 Four `local_ratelimit` filters run first on the client listener, each a bucket of the `edge`
 section (per connection, per client address without a credential, per client address, the
 listener as a whole), so a flood is refused in C++ before it costs an authz check. A refusal is a
-429 in OpenAI's error shape with `retry-after` and draft-03 `x-ratelimit-*` headers, like the
-exact tier's, and names its bucket in `x-llmproxy-edge-limit`. Each filter counts in Envoy's
-stats under `edge_<bucket>` and can be switched to shadow mode at runtime
-(`edge.<bucket>.enforced` to 0).
+429 in OpenAI's error shape (Anthropic's on its paths: local_replies.py) with `retry-after` and
+draft-03 `x-ratelimit-*` headers, like the exact tier's, and names its bucket in
+`x-llmproxy-edge-limit`. Each filter counts in Envoy's stats under `edge_<bucket>` and can be
+switched to shadow mode at runtime (`edge.<bucket>.enforced` to 0).
 
 With `share_across_replicas`, the per-address and listener buckets are divided among the Envoy
 replicas (`local_cluster_rate_limit`): each takes 1/N of every bucket, N being the hosts of its
@@ -149,30 +149,38 @@ def edge_filters(edge: EdgeSettings) -> list[dict[str, Any]]:
     ]
 
 
+# What an edge refusal tells the client, filled in by Envoy from the refusal's headers.
+EDGE_REFUSAL_MESSAGE = (
+    f"Rate limit reached at the gateway's edge (%RESP({EDGE_LIMIT_HEADER.upper()})%). "
+    "Please try again in %RESP(RETRY-AFTER)%s."
+)
+
+
+def edge_refusal_filter() -> dict[str, Any]:
+    """An access log filter matching the edge tier's refusals (and not the exact tier's)."""
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": typed(
+                "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                expression=f"response.code_details == '{REFUSAL_DETAILS}'",
+            ),
+        }
+    }
+
+
 def edge_reply_mapper() -> dict[str, Any]:
     """A local_reply_config mapper giving edge refusals OpenAI's 429 body with code `requests`.
 
     Listed before the listener's generic 429 mapper (the exact tier's refusals), which it would
     otherwise fall into with the message `local_rate_limited`.
     """
-    message = (
-        f"Rate limit reached at the gateway's edge (%RESP({EDGE_LIMIT_HEADER.upper()})%). "
-        "Please try again in %RESP(RETRY-AFTER)%s."
-    )
     return {
-        "filter": {
-            "extension_filter": {
-                "name": "envoy.access_loggers.extension_filters.cel",
-                "typed_config": typed(
-                    "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                    expression=f"response.code_details == '{REFUSAL_DETAILS}'",
-                ),
-            }
-        },
+        "filter": edge_refusal_filter(),
         "body_format_override": {
             "json_format": {
                 "error": {
-                    "message": message,
+                    "message": EDGE_REFUSAL_MESSAGE,
                     "type": "rate_limit_exceeded",
                     "param": None,
                     "code": "requests",

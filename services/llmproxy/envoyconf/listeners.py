@@ -17,11 +17,11 @@ from llmproxy.common.contract import (
 )
 from llmproxy.common.openai_errors import error_object
 from llmproxy.config import StackConfig
-from llmproxy.envoyconf.authz import authz_filters, denial_reply_mapper
+from llmproxy.envoyconf.authz import authz_filters
 from llmproxy.envoyconf.clusters import socket_address, typed
-from llmproxy.envoyconf.edge import client_hcm_options, edge_filters, edge_reply_mapper
+from llmproxy.envoyconf.edge import client_hcm_options, edge_filters
 from llmproxy.envoyconf.fault import client_fault_filters, client_route_faults
-from llmproxy.envoyconf.overload import check_failure_mappers, overload_reply_headers
+from llmproxy.envoyconf.local_replies import UNKNOWN_URL_MESSAGE, local_reply_config
 from llmproxy.envoyconf.ratelimit import ratelimit_filter
 from llmproxy.envoyconf.resilience import read_retry_policy, read_rpcs, router_retry_policy
 from llmproxy.envoyconf.tracing import hcm_tracing
@@ -67,71 +67,13 @@ def _access_log() -> list[dict[str, Any]]:
 
 
 def _not_found_route() -> dict[str, Any]:
-    error = error_object(
-        "Unknown request URL. See the README for the supported endpoints.",
-        "invalid_request_error",
-        code="unknown_url",
-    )
+    error = error_object(UNKNOWN_URL_MESSAGE, "invalid_request_error", code="unknown_url")
     return {
         "match": {"prefix": "/"},
         "direct_response": {"status": 404, "body": {"inline_string": json.dumps(error)}},
         "response_headers_to_add": [
             {"header": {"key": "content-type", "value": "application/json"}}
         ],
-    }
-
-
-# Envoy's own answers (body too large, upstream down or timed out, over limit) in OpenAI's error
-# shape, so SDKs raise their typed errors with a message. Denials from the authz service carry
-# their own JSON body; denial_reply_mapper() keeps the 429 mapper off them.
-_LOCAL_REPLY_TYPES = {
-    413: "invalid_request_error",
-    429: "rate_limit_exceeded",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "timeout",
-}
-
-
-def _openai_body(error_type: str) -> dict[str, Any]:
-    return {
-        "json_format": {
-            "error": {
-                "message": "%LOCAL_REPLY_BODY%",
-                "type": error_type,
-                "param": None,
-                "code": error_type,
-            }
-        },
-        "content_type": "application/json",
-    }
-
-
-def _local_reply_config() -> dict[str, Any]:
-    return {
-        "mappers": [
-            # First: the authz service's denials (401/403/429) keep their own JSON body.
-            denial_reply_mapper(),
-            # The edge tier's refusals, before the exact tier's 429s below.
-            edge_reply_mapper(),
-            # Then checks that could not finish in time: a message saying so.
-            *check_failure_mappers(_openai_body(_LOCAL_REPLY_TYPES[503])),
-            *(
-                {
-                    "filter": {
-                        "status_code_filter": {
-                            "comparison": {
-                                "op": "EQ",
-                                "value": {"default_value": status, "runtime_key": "unused"},
-                            }
-                        }
-                    },
-                    "body_format_override": _openai_body(error_type),
-                    **overload_reply_headers(status),
-                }
-                for status, error_type in _LOCAL_REPLY_TYPES.items()
-            ),
-        ]
     }
 
 
@@ -255,7 +197,7 @@ def client_listener(config: StackConfig, descriptor: bytes) -> dict[str, Any]:
                         route_config,
                         _client_http_filters(config, descriptor),
                         config.edge.stream_idle_timeout_s,
-                        local_reply_config=_local_reply_config(),
+                        local_reply_config=local_reply_config(),
                         **client_hcm_options(config.edge, envoy.request_timeout_s),
                         **hcm_tracing(config.tracing),
                     )

@@ -6,8 +6,9 @@ timeout, so the services spend their CPU on checks that can still finish in time
 refused request's client learns so at once. A check that fails (overflow, timeout, service
 down) refuses its request when the filter fails closed: ext_authz always unless configured to
 allow, the rate limiter when the limits file says so (ratelimit.py). Envoy answers such a request
-with a 503 local reply, which the listener's local reply config turns into OpenAI's error body;
-overload_reply_headers() adds `retry-after` to it, so clients and SDKs back off and retry.
+with a 503 local reply, which the listener's local reply config turns into its API's error body
+(local_replies.py); overload_reply_headers() adds `retry-after` to it, so clients and SDKs back
+off and retry.
 """
 
 from __future__ import annotations

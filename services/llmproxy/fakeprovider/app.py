@@ -26,18 +26,14 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from llmproxy.fakeprovider import bedrock, completions, gemini, responses
+from llmproxy.fakeprovider import anthropic, bedrock, completions, gemini, responses
 from llmproxy.fakeprovider.knobs import Knobs, apply_update
-from llmproxy.fakeprovider.responses import ChatRequest, Message
+from llmproxy.fakeprovider.responses import ChatRequest
 from llmproxy.fakeprovider.validation import (
-    ANTHROPIC_ROLES,
     RequestError,
-    content_text,
     get_field,
     json_body,
     parse_chat,
-    parse_message,
-    token_limit,
 )
 
 _ANTHROPIC_PATH = "/v1/messages"
@@ -200,7 +196,7 @@ def _error_response(request: web.Request, exc: RequestError) -> web.Response:
             bedrock.error_body(exc.message), status=exc.status, headers=headers
         )
     if request.path == _ANTHROPIC_PATH:
-        body = responses.anthropic_error(_anthropic_error_type(exc.status), exc.message)
+        body = anthropic.error_body(_anthropic_error_type(exc.status), exc.message)
     elif request.path.startswith(gemini.PREFIX):
         body = gemini.error(exc.status, exc.message)
     else:
@@ -311,25 +307,13 @@ async def _anthropic_messages(request: web.Request) -> web.StreamResponse:
         raise RequestError(401, "x-api-key header is required")
     if "anthropic-version" not in request.headers:
         raise RequestError(400, "anthropic-version: header is required")
-    body = await json_body(request)
-    model = get_field(body, "model", str, required=True)
-    max_tokens = token_limit(body, "max_tokens", required=True)
-    raw_messages = get_field(body, "messages", list, required=True)
-    if not raw_messages:
-        raise RequestError(400, "messages: at least one message is required", param="messages")
-    messages = [
-        parse_message(raw, f"messages.{i}", ANTHROPIC_ROLES) for i, raw in enumerate(raw_messages)
-    ]
-    system = get_field(body, "system", (str, list))
-    if system is not None:
-        messages.insert(0, Message("system", content_text(system, "system")))
-    stream = get_field(body, "stream", bool) or False
-    if model not in state.models:
-        raise RequestError(404, f"model: {model}")
-    chat = _with_cache(ChatRequest(model, tuple(messages), max_tokens=max_tokens), state.knobs)
+    chat, stream = anthropic.parse_request(await json_body(request))
+    if chat.model not in state.models:
+        raise RequestError(404, f"model: {chat.model}")
+    chat = _with_cache(chat, state.knobs)
     if not stream:
-        return web.json_response(responses.anthropic_message(chat))
-    events = [responses.sse_event(kind, data) for kind, data in responses.anthropic_events(chat)]
+        return web.json_response(anthropic.message(chat))
+    events = [anthropic.sse_event(kind, data) for kind, data in anthropic.events(chat)]
     return await _stream(request, events, state.knobs)
 
 

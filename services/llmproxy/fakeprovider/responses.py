@@ -113,7 +113,8 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _request_digest(request: ChatRequest) -> str:
+def request_digest(request: ChatRequest) -> str:
+    """A short digest of what the answer depends on: its ids are made from it."""
     return _digest(request.model, [(m.role, m.text) for m in request.messages], request.max_tokens)[
         :24
     ]
@@ -152,13 +153,14 @@ def tool_arguments(request: ChatRequest) -> str:
 
 def _tool_call(request: ChatRequest) -> JSON:
     return {
-        "id": f"call_{_request_digest(request)[:12]}",
+        "id": f"call_{request_digest(request)[:12]}",
         "type": "function",
         "function": {"name": request.tool, "arguments": tool_arguments(request)},
     }
 
 
-def _tool_answer(request: ChatRequest) -> Answer:
+def tool_answer(request: ChatRequest) -> Answer:
+    """The fake's tool call as an Answer: its arguments as the text, with their token counts."""
     arguments = tool_arguments(request)
     prompt = count_tokens(" ".join(m.text for m in request.messages))
     cached = min(request.cached_tokens, prompt)
@@ -171,19 +173,19 @@ def chat_completion(request: ChatRequest, *, created: int) -> JSON:
         message: JSON = {"role": "assistant", "content": None, "refusal": None}
         message["tool_calls"] = [_tool_call(request)]
         return {
-            "id": f"chatcmpl-{_request_digest(request)}",
+            "id": f"chatcmpl-{request_digest(request)}",
             "object": "chat.completion",
             "created": created,
             "model": request.model,
             "choices": [
                 {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
             ],
-            "usage": _openai_usage(_tool_answer(request)),
+            "usage": _openai_usage(tool_answer(request)),
             "system_fingerprint": "fp_llmproxy_fake",
         }
     result = answer(request)
     return {
-        "id": f"chatcmpl-{_request_digest(request)}",
+        "id": f"chatcmpl-{request_digest(request)}",
         "object": "chat.completion",
         "created": created,
         "model": request.model,
@@ -208,7 +210,7 @@ def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
     """
     result = answer(request)
     base: JSON = {
-        "id": f"chatcmpl-{_request_digest(request)}",
+        "id": f"chatcmpl-{request_digest(request)}",
         "object": "chat.completion.chunk",
         "created": created,
         "model": request.model,
@@ -225,7 +227,7 @@ def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
     chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
     if request.tool is not None:
         # The call's id and name first, then its arguments in two pieces, as OpenAI streams.
-        result = _tool_answer(request)
+        result = tool_answer(request)
         call = _tool_call(request)
         half = len(result.text) // 2
         chunks.append(
@@ -294,100 +296,3 @@ def sse_data(payload: JSON | str) -> bytes:
     """One OpenAI server-sent event: ``data: <json>`` (or a literal like ``[DONE]``)."""
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n".encode()
-
-
-# --- Anthropic ----------------------------------------------------------------------
-
-
-def anthropic_error(error_type: str, message: str) -> JSON:
-    """An error body in Anthropic's shape."""
-    return {"type": "error", "error": {"type": error_type, "message": message}}
-
-
-def anthropic_message(request: ChatRequest) -> JSON:
-    """The non-streamed Messages API response for `request`."""
-    result = answer(request)
-    return {
-        **_anthropic_message_head(request),
-        "content": [{"type": "text", "text": result.text}],
-        "stop_reason": _stop_reason(result),
-        "stop_sequence": None,
-        "usage": {**_anthropic_input(result), "output_tokens": result.completion_tokens},
-    }
-
-
-def anthropic_events(request: ChatRequest) -> list[tuple[str, JSON]]:
-    """The ``(event type, data)`` pairs of a streamed Messages API response, in order."""
-    result = answer(request)
-    start = {
-        **_anthropic_message_head(request),
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        # Anthropic reports a provisional output count at the start, the real one at the end.
-        "usage": {**_anthropic_input(result), "output_tokens": 1},
-    }
-    events: list[tuple[str, JSON]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        (
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
-        ),
-    ]
-    events += [
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            },
-        )
-        for piece in text_pieces(result.text)
-    ]
-    events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": _stop_reason(result), "stop_sequence": None},
-                "usage": {"output_tokens": result.completion_tokens},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
-    ]
-    return events
-
-
-def sse_event(event_type: str, payload: JSON) -> bytes:
-    """One Anthropic server-sent event: ``event: <type>`` then ``data: <json>``."""
-    return f"event: {event_type}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
-
-def _anthropic_input(result: Answer) -> JSON:
-    """Anthropic's prompt counts: input_tokens leaves the cache reads out."""
-    if not result.cached_tokens:
-        return {"input_tokens": result.prompt_tokens}
-    return {
-        "input_tokens": result.prompt_tokens - result.cached_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": result.cached_tokens,
-    }
-
-
-def _anthropic_message_head(request: ChatRequest) -> JSON:
-    return {
-        "id": f"msg_{_request_digest(request)}",
-        "type": "message",
-        "role": "assistant",
-        "model": request.model,
-    }
-
-
-def _stop_reason(result: Answer) -> str:
-    return "max_tokens" if result.truncated else "end_turn"

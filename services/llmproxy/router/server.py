@@ -12,6 +12,8 @@ import httpx
 from redis.exceptions import RedisError
 
 from llmproxy._gen.router.v1 import (
+    anthropic_pb2,
+    anthropic_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
     openai_pb2,
@@ -26,6 +28,7 @@ from llmproxy.common.redis import REDIS_CHECK_INTERVAL_S, AnyRedis, connect_redi
 from llmproxy.common.server import RunningServer, cancelling, start_server
 from llmproxy.common.usage import BufferedUsageStore, RedisUsageStore
 from llmproxy.config import StackConfig
+from llmproxy.router.anthropic_api import AnthropicServicer
 from llmproxy.router.cache.stats import CacheStats
 from llmproxy.router.cache.store import RedisResponseCache
 from llmproxy.router.calls import Failover
@@ -44,6 +47,7 @@ SERVICE_NAMES = (
     openai_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
     router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name,
+    anthropic_pb2.DESCRIPTOR.services_by_name["AnthropicService"].full_name,
 )
 
 
@@ -166,6 +170,9 @@ async def serve(
         openai_pb2_grpc.add_OpenAIServiceServicer_to_server(openai_api, server)
         router_pb2_grpc.add_RouterServiceServicer_to_server(control, server)
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(openai_api), server)
+        anthropic_pb2_grpc.add_AnthropicServiceServicer_to_server(
+            AnthropicServicer(openai_api), server
+        )
         return SERVICE_NAMES
 
     # In order, each even if one before it failed (close_all).

@@ -412,3 +412,43 @@ def test_a_model_that_cannot_be_a_header_value_is_not_forwarded(model: str) -> N
 def test_ordinary_model_names_are_header_safe() -> None:
     assert header_safe("gpt-4o-mini")
     assert header_safe("meta-llama/Llama-3.1-8B-Instruct:free")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/messages",
+        "/v1/messages?beta=true",
+        "/llmproxy.router.v1.AnthropicService/CreateMessage",
+    ],
+)
+async def test_denials_on_anthropic_paths_take_anthropics_error_shape(path: str) -> None:
+    service = Service()
+    record, secret = await service.key(budget=authz_pb2.Budget(daily_usd=1))
+
+    async def denied(headers: dict[str, str]) -> tuple[int, dict[str, str], object]:
+        request = check_request(headers, BODY, path=path)
+        response = await service.check.Check(request, FakeContext())  # type: ignore[arg-type]
+        denied = response.denied_response
+        headers_out = {h.header.key: h.header.value for h in denied.headers}
+        return int(denied.status.code), headers_out, json.loads(denied.body)
+
+    status, _, body = await denied({"x-api-key": "sk-nope"})
+    assert (status, body) == (
+        401,
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Incorrect API key provided."},
+        },
+    )
+    service.usage.spend[("key", record.key_id, "day")] = 1.5
+    status, headers, body = await denied({"x-api-key": secret})
+    assert status == 429
+    assert body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert headers["x-should-retry"] == "false"
+
+
+async def test_denials_elsewhere_keep_openais_shape() -> None:
+    request = check_request({}, BODY, path="/v1/messagesx")
+    response = await Service().check.Check(request, FakeContext())  # type: ignore[arg-type]
+    assert json.loads(response.denied_response.body)["error"]["code"] == "missing_api_key"

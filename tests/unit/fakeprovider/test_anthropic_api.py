@@ -116,3 +116,64 @@ async def test_injected_errors_use_anthropic_shape(http: httpx.AsyncClient) -> N
 
     assert response.status_code == 503
     assert response.json()["error"]["type"] == "overloaded_error"
+
+
+TOOLS = [
+    {"name": "search", "input_schema": {"type": "object"}},
+    {"name": "other", "input_schema": {}},
+]
+
+
+async def test_offered_tools_get_a_tool_use_of_the_first(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/messages", json={**BODY, "tools": TOOLS}, headers=HEADERS)
+
+    message = response.json()
+    (use,) = message["content"]
+    assert use["type"] == "tool_use"
+    assert use["id"].startswith("toolu_")
+    assert (use["name"], use["input"]) == ("search", {"query": "Hi there, Claude"})
+    assert message["stop_reason"] == "tool_use"
+
+
+async def test_tool_results_or_tool_choice_none_get_text(http: httpx.AsyncClient) -> None:
+    first = (await http.post("/v1/messages", json={**BODY, "tools": TOOLS}, headers=HEADERS)).json()
+    use = first["content"][0]
+    result = {"type": "tool_result", "tool_use_id": use["id"], "content": "42"}
+    turns = [*BODY["messages"], {"role": "assistant", "content": [use]}]  # type: ignore[list-item]
+    answered = {**BODY, "tools": TOOLS, "messages": [*turns, {"role": "user", "content": [result]}]}
+    refused = {**BODY, "tools": TOOLS, "tool_choice": {"type": "none"}}
+
+    for body in (answered, refused):
+        response = await http.post("/v1/messages", json=body, headers=HEADERS)
+        assert response.json()["content"] == [
+            {"type": "text", "text": "This is a fake answer to: Hi there, Claude"}
+        ]
+
+
+@pytest.mark.parametrize("unanswered", [True, False])
+async def test_tool_use_and_results_must_pair_up(http: httpx.AsyncClient, unanswered: bool) -> None:
+    use = {"type": "tool_use", "id": "toolu_1", "name": "search", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "toolu_2", "content": "42"}
+    turns = [{"role": "assistant", "content": [use]}] if unanswered else []
+    last = {"role": "user", "content": "next" if unanswered else [result]}
+    body = {**BODY, "messages": [*BODY["messages"], *turns, last]}  # type: ignore[list-item]
+
+    response = await http.post("/v1/messages", json=body, headers=HEADERS)
+
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert ("without `tool_result`" if unanswered else "unexpected `tool_use_id`") in message
+
+
+async def test_a_streamed_tool_use_sends_its_input_in_pieces(http: httpx.AsyncClient) -> None:
+    body = {**BODY, "tools": TOOLS, "stream": True}
+    async with http.stream("POST", "/v1/messages", json=body, headers=HEADERS) as response:
+        raw = (await response.aread()).decode()
+
+    events = [json.loads(block.split("\ndata: ")[1]) for block in raw.strip().split("\n\n")]
+    start = events[1]["content_block"]
+    assert (start["type"], start["name"], start["input"]) == ("tool_use", "search", {})
+    pieces = [e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta"]
+    assert len(pieces) == 2
+    assert json.loads("".join(pieces)) == {"query": "Hi there, Claude"}
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"

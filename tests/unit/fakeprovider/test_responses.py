@@ -6,7 +6,7 @@ import base64
 import math
 import struct
 
-from llmproxy.fakeprovider import responses
+from llmproxy.fakeprovider import anthropic, responses
 from llmproxy.fakeprovider.responses import ChatRequest, Message
 
 REQUEST = ChatRequest(
@@ -51,7 +51,7 @@ def test_max_tokens_truncates_and_says_so() -> None:
     assert result.text == "This is a fake"
     assert result.completion_tokens == 4
     assert responses.chat_completion(short, created=1)["choices"][0]["finish_reason"] == "length"
-    assert responses.anthropic_message(short)["stop_reason"] == "max_tokens"
+    assert anthropic.message(short)["stop_reason"] == "max_tokens"
 
 
 def test_chat_completion_is_deterministic_and_consistent() -> None:
@@ -123,9 +123,9 @@ def test_models_list_shape() -> None:
 
 
 def test_anthropic_events_follow_the_messages_stream_protocol() -> None:
-    events = responses.anthropic_events(REQUEST)
+    events = anthropic.events(REQUEST)
     kinds = [kind for kind, _ in events]
-    whole = responses.anthropic_message(REQUEST)
+    whole = anthropic.message(REQUEST)
 
     assert kinds[:2] == ["message_start", "content_block_start"]
     assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
@@ -142,5 +142,5 @@ def test_sse_framing() -> None:
     assert responses.sse_data("[DONE]") == b"data: [DONE]\n\n"
     assert responses.sse_data({"a": 1}) == b'data: {"a":1}\n\n'
     assert (
-        responses.sse_event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
+        anthropic.sse_event("ping", {"type": "ping"}) == b'event: ping\ndata: {"type":"ping"}\n\n'
     )

@@ -1,4 +1,11 @@
-"""Anthropic's Messages API, translated to and from OpenAI's chat format (streams included)."""
+"""Anthropic's Messages API, translated to and from OpenAI's chat format (streams included).
+
+Requests: anthropic_request.py. Answers: text blocks become the message's content, tool_use
+blocks its tool_calls (the input as JSON arguments), the stop reason the finish reason, usage
+OpenAI's (cache reads and writes count as prompt tokens, the reads also as cached tokens).
+Streams: text deltas become content deltas, a tool_use block's start and input_json_delta
+pieces a tool call's deltas, numbered among the tool calls.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from llmproxy.common.tokens import requested_completion_tokens
 from llmproxy.router.providers import sse
+from llmproxy.router.providers.anthropic_request import text_of, to_messages_request
 from llmproxy.router.providers.base import (
     HttpProvider,
     NoLegacyCompletions,
@@ -23,47 +30,8 @@ FINISH_REASONS = {
     "stop_sequence": "stop",
     "max_tokens": "length",
     "tool_use": "tool_calls",
+    "refusal": "content_filter",
 }
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
-    return ""
-
-
-def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAI chat request as an Anthropic Messages request."""
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for message in body.get("messages", []):
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.append(_text(message.get("content")))
-        elif role in ("user", "assistant"):
-            messages.append({"role": role, "content": _text(message.get("content"))})
-        else:
-            raise UnsupportedError(f"{role!r} messages are not supported by Anthropic targets")
-    request: dict[str, Any] = {
-        "model": body["model"],
-        "messages": messages,
-        "max_tokens": requested_completion_tokens(body),
-    }
-    if system:
-        request["system"] = "\n\n".join(system)
-    for name in ("temperature", "top_p"):
-        if name in body:
-            request[name] = body[name]
-    stop = body.get("stop")
-    if stop:
-        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    if body.get("stream"):
-        request["stream"] = True
-    return request
 
 
 def usage(counts: Any) -> dict[str, Any]:
@@ -75,8 +43,25 @@ def usage(counts: Any) -> dict[str, Any]:
     return openai_usage(prompt, count(counts, "output_tokens"), read)
 
 
+def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": block.get("id", ""),
+        "type": "function",
+        "function": {
+            "name": block.get("name", ""),
+            "arguments": json.dumps(block.get("input", {})),
+        },
+    }
+
+
 def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
     """An Anthropic message as an OpenAI chat.completion."""
+    content = message.get("content") or []
+    text = text_of(content)
+    calls = [_tool_call(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_use"]
+    answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    if calls:
+        answer["tool_calls"] = calls
     return {
         "id": f"chatcmpl-{message.get('id', '')}",
         "object": "chat.completion",
@@ -85,7 +70,7 @@ def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": _text(message.get("content"))},
+                "message": answer,
                 "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
             }
         ],
@@ -93,7 +78,7 @@ def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _ChunkWriter:
+class ChunkWriter:
     """Turns Anthropic stream events into OpenAI chat.completion.chunk events."""
 
     def __init__(self) -> None:
@@ -101,6 +86,7 @@ class _ChunkWriter:
         self.model = ""
         self.created = int(time.time())
         self.usage: dict[str, int] = {}  # Anthropic's counts: message_start's, then updates
+        self.tools: dict[int, int] = {}  # content block index -> tool call index
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return sse.encode(
@@ -137,8 +123,10 @@ class _ChunkWriter:
             self.model = message.get("model", "")
             self._add(message.get("usage"))
             return [self.chunk({"role": "assistant", "content": ""})]
-        if kind == "content_block_delta" and event.get("delta", {}).get("type") == "text_delta":
-            return [self.chunk({"content": event["delta"].get("text", "")})]
+        if kind == "content_block_start":
+            return self._start(event)
+        if kind == "content_block_delta":
+            return self._delta(event)
         if kind == "message_delta":
             self._add(event.get("usage"))  # cumulative: the final output count, and more
             reason = event.get("delta", {}).get("stop_reason") or "end_turn"
@@ -152,7 +140,30 @@ class _ChunkWriter:
                 status=502,
                 retryable=False,
             )
-        return []  # ping, content_block_start/stop: nothing to tell an OpenAI client
+        return []  # ping, content_block_stop: nothing to tell an OpenAI client
+
+    def _start(self, event: dict[str, Any]) -> list[bytes]:
+        block = event.get("content_block", {})
+        if block.get("type") != "tool_use":
+            return []
+        position = self.tools.setdefault(event.get("index", 0), len(self.tools))
+        call = {
+            "index": position,
+            "id": block.get("id", ""),
+            "type": "function",
+            "function": {"name": block.get("name", ""), "arguments": ""},
+        }
+        return [self.chunk({"tool_calls": [call]})]
+
+    def _delta(self, event: dict[str, Any]) -> list[bytes]:
+        delta = event.get("delta", {})
+        if delta.get("type") == "text_delta":
+            return [self.chunk({"content": delta.get("text", "")})]
+        position = self.tools.get(event.get("index", 0))
+        if delta.get("type") == "input_json_delta" and position is not None:
+            pieces = {"arguments": delta.get("partial_json", "")}
+            return [self.chunk({"tool_calls": [{"index": position, "function": pieces}]})]
+        return []  # thinking, signatures and citations have no place in a chat chunk
 
 
 class AnthropicClient(NoLegacyCompletions, HttpProvider):
@@ -177,7 +188,7 @@ class AnthropicClient(NoLegacyCompletions, HttpProvider):
         return self._translate(sse.events(raw))
 
     async def _translate(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        writer = _ChunkWriter()
+        writer = ChunkWriter()
         async for event in events:
             payload = sse.data_json(event)
             if isinstance(payload, dict):

@@ -28,7 +28,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmproxy/router/v1/anthropic.proto\x12\x12llmproxy.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fllmproxy/access/v1/access.proto\":\n\x14\x43reateMessageRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody2\x87\x01\n\x10\x41nthropicService\x12s\n\rCreateMessage\x12(.llmproxy.router.v1.CreateMessageRequest\x1a\x14.google.api.HttpBody\" \x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0c/v1/messages:\x04\x62ody0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"llmproxy/router/v1/anthropic.proto\x12\x12llmproxy.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fllmproxy/access/v1/access.proto\"H\n\x14\x43reateMessageRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\x12\x0c\n\x04\x62\x65ta\x18\x02 \x01(\x08\x32\x87\x01\n\x10\x41nthropicService\x12s\n\rCreateMessage\x12(.llmproxy.router.v1.CreateMessageRequest\x1a\x14.google.api.HttpBody\" \x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x14\"\x0c/v1/messages:\x04\x62ody0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANTHROPICSERVICE'].methods_by_name['CreateMessage']._loaded_options = None
   _globals['_ANTHROPICSERVICE'].methods_by_name['CreateMessage']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\024\"\014/v1/messages:\004body'
   _globals['_CREATEMESSAGEREQUEST']._serialized_start=148
-  _globals['_CREATEMESSAGEREQUEST']._serialized_end=206
-  _globals['_ANTHROPICSERVICE']._serialized_start=209
-  _globals['_ANTHROPICSERVICE']._serialized_end=344
+  _globals['_CREATEMESSAGEREQUEST']._serialized_end=220
+  _globals['_ANTHROPICSERVICE']._serialized_start=223
+  _globals['_ANTHROPICSERVICE']._serialized_end=358
 # @@protoc_insertion_point(module_scope)

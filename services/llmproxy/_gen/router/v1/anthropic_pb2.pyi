@@ -25,6 +25,11 @@ class CreateMessageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BODY_FIELD_NUMBER: _builtins.int
+    BETA_FIELD_NUMBER: _builtins.int
+    beta: _builtins.bool
+    """The `?beta=true` query parameter Claude Code sends for Anthropic's beta Messages API; the
+    gateway answers beta and non-beta requests alike.
+    """
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
         """The raw HTTP request body, with its content type."""
@@ -33,10 +38,11 @@ class CreateMessageRequest(_message.Message):
         self,
         *,
         body: _httpbody_pb2.HttpBody | None = ...,
+        beta: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beta", b"beta", "body", b"body"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
