@@ -52,7 +52,7 @@ def test_anthropic_usage(counts: Any, expected: dict[str, Any]) -> None:
 
 
 def test_anthropic_stream_usage_counts_cache_reads_of_message_start() -> None:
-    writer = anthropic._ChunkWriter()
+    writer = anthropic.ChunkWriter()
     start_usage = {
         "input_tokens": 4,
         "cache_read_input_tokens": 60,
@@ -74,7 +74,7 @@ def test_anthropic_stream_usage_counts_cache_reads_of_message_start() -> None:
 
 
 def test_anthropic_stream_takes_the_cumulative_counts_of_message_delta() -> None:
-    writer = anthropic._ChunkWriter()
+    writer = anthropic.ChunkWriter()
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"usage": {"input_tokens": 4, "output_tokens": 1}}},
         {
