@@ -67,6 +67,7 @@ SSE = "text/event-stream"
 KEEPALIVE = b": keepalive\n\n"
 # What the router records usage under, from the headers authz set.
 USAGE_IDENTITY = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER)
+RESPONSES_API = ResponsesApi()
 # Warming caches every request it is given, sampled or not, under its own identity.
 WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(USAGE_IDENTITY, "warming")}
 
@@ -190,7 +191,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         self, request: openai_pb2.CreateResponseRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """POST /v1/responses: OpenAI's Responses API, answered as a chat completion."""
-        async for reply in self.answer_translated(ResponsesApi(), request.body.data, context):
+        async for reply in self.answer_translated(RESPONSES_API, request.body.data, context):
             yield reply
 
     async def CreateCompletion(
@@ -524,7 +525,9 @@ def _translated(call: _Request, data: bytes) -> bytes:
 
 
 def _error_event_of(call: _Request, err: RouterError) -> bytes:
-    return _error_event(err) if call.api is None else call.api.error_event(err)
+    if call.translation is None:
+        return _error_event(err)
+    return call.translation.error_event(err)
 
 
 def _as_router_error(error: BaseException) -> RouterError:

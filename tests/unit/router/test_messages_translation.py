@@ -424,4 +424,5 @@ def test_errors_take_anthropics_shape_and_type(
     body = json.loads(api.error_body(err))
     assert err.status == status
     assert body == {"type": "error", "error": {"type": error_type, "message": message}}
-    assert decoded(api.error_event(err)) == [("error", body)]
+    translation = api.start(json.dumps(BASE).encode(), {"anthropic-version": "2023-06-01"})
+    assert decoded(translation.error_event(err)) == [("error", body)]

@@ -29,9 +29,13 @@ class Translation(Protocol):
         """Whole SSE events of an OpenAI chat stream (one or more, usage and `[DONE]`
         included) as the API's SSE events, possibly none (b"")."""
 
+    def error_event(self, err: RouterError) -> bytes:
+        """The API's SSE error event(s) ending a stream that broke after its first event; they
+        may continue the stream's own state (sequence numbers, ids)."""
+
 
 class InboundApi(Protocol):
-    """An inbound API's translation and error shapes."""
+    """An inbound API's translation and error shape; one serves every request."""
 
     def start(self, raw: bytes, headers: Mapping[str, str]) -> Translation:
         """Translate a request body; raise RouterError (a 400 saying what is wrong) when it is
@@ -39,6 +43,3 @@ class InboundApi(Protocol):
 
     def error_body(self, err: RouterError) -> bytes:
         """The API's error body for err (the HTTP status is err.status)."""
-
-    def error_event(self, err: RouterError) -> bytes:
-        """The API's SSE error event, for a stream that breaks after its first event."""

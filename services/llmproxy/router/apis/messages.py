@@ -40,6 +40,10 @@ class MessagesTranslation:
         """Chat SSE events as Anthropic's events."""
         return self._stream.events(data)
 
+    def error_event(self, err: RouterError) -> bytes:
+        """Anthropic's `error` event, for a stream that broke after it began."""
+        return error_event(err.status, _message(err))
+
 
 def _message(err: RouterError) -> str:
     """What the client is told: a provider's own refusal in its words, when it gave some."""
@@ -65,7 +69,3 @@ class MessagesApi:
     def error_body(self, err: RouterError) -> bytes:
         """Anthropic's error body for err."""
         return anthropic_errors.error_body(err.status, _message(err))
-
-    def error_event(self, err: RouterError) -> bytes:
-        """Anthropic's `error` event, for a stream that broke after it began."""
-        return error_event(err.status, _message(err))

@@ -39,32 +39,19 @@ class ResponsesTranslation:
         """Chat SSE events as Responses events."""
         return self._stream.events(data)
 
-    def failed(self, err: RouterError) -> bytes:
-        """The events that end this request's stream when it breaks with err."""
+    def error_event(self, err: RouterError) -> bytes:
+        """response.failed and an error event, continuing this stream's sequence numbers and
+        response id."""
         return self._stream.failed(err)
 
 
 class ResponsesApi:
-    """The Responses API as an InboundApi (router/apis/base.py).
-
-    Make one per request: a stream that breaks ends with events that continue its own
-    sequence numbers and response id, which only that request's translation knows.
-    """
-
-    def __init__(self) -> None:
-        self._translation: ResponsesTranslation | None = None
+    """The Responses API as an InboundApi (router/apis/base.py)."""
 
     def start(self, raw: bytes, headers: Mapping[str, str]) -> ResponsesTranslation:
         """Check and translate the request body (InvalidRequestError when it is not valid)."""
-        self._translation = ResponsesTranslation(raw)
-        return self._translation
+        return ResponsesTranslation(raw)
 
     def error_body(self, err: RouterError) -> bytes:
         """OpenAI's error body, as for chat completions."""
         return err.body()
-
-    def error_event(self, err: RouterError) -> bytes:
-        """response.failed and an error event, after whatever the stream already sent."""
-        if self._translation is None:
-            return ResponseStreamWriter(ResponseShape(new_id("resp"), 0, "", {})).failed(err)
-        return self._translation.failed(err)
