@@ -11,10 +11,14 @@ h2load runs at nice 19: it stands for clients on other machines, whose CPU is no
   route is a direct response: what Envoy itself answers per second on this machine;
 - `flood`: a paying client (valid key, its own address) sends 5 chat completions a second for
   `--seconds`, first alone, then while h2load floods GET /v1/models with a bogus key from
-  another address, as fast as it can (`flood_max`) and at 2,000 requests a second
-  (`flood_2000_per_s`): the client's success rate and p50/p99 each time, and how many of the
-  flood's requests reached authz (Envoy's ext_authz counters). At full speed Envoy's workers
-  are busy refusing, and the client's requests wait behind the flood's in them.
+  another address: as fast as h2load goes (`flood_max`: the connection count that gave the most
+  requests a second in a short sweep, `flood_sweep`), with 64 connections of 10 streams each
+  (`flood_64_connections`: fewer requests a second, but 640 in flight), and at 2,000 requests a
+  second (`flood_2000_per_s`): the client's success rate and p50/p99 each time, and how many of
+  the flood's requests reached authz (Envoy's ext_authz counters). A saturated Envoy worker
+  takes every request ready on its connections in one event loop iteration, so the client's
+  requests wait for iterations whose length follows the flood's requests in flight, not its
+  rate.
 
 The exact tier's decisions per second are bench/bench_ratelimit.py's to measure.
 
@@ -55,8 +59,9 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"
 def h2load(
     url: str, seconds: float, *headers: str, connections: int = 64, rps: int | None = None
 ) -> dict[str, Any]:
-    """h2load for `seconds` against url (at rps requests a second per connection, or as fast as
-    it can); requests per second and status code counts."""
+    """h2load for `seconds` against url over `connections` (at rps requests a second per
+    connection, or as fast as it can with 10 streams each); requests per second and status code
+    counts."""
     # nice 19: the load generator stands for clients on other machines (see the docstring).
     argv = ["nice", "-n", "19", "h2load", "-D", str(max(1, round(seconds)))]
     argv += ["-c", str(connections), "-t", "1"]
@@ -207,8 +212,23 @@ def ext_authz_checks(admin: str) -> int:
     return total
 
 
+FLOOD_HEADERS = (f"x-forwarded-for: {BOGUS_ADDRESS}", f"authorization: Bearer {BOGUS_KEY}")
+SWEEP_CONNECTIONS = (1, 2, 4, 8, 16, 64)
+
+
+def fastest_flood(gateway: str) -> tuple[int, dict[int, float]]:
+    """The connection count at which the bogus-key flood is fastest, and each count's rate."""
+    rates = {
+        connections: h2load(f"{gateway}/v1/models", 2, *FLOOD_HEADERS, connections=connections)[
+            "requests_per_s"
+        ]
+        for connections in SWEEP_CONNECTIONS
+    }
+    return max(rates, key=lambda connections: rates[connections]), rates
+
+
 async def flood(
-    gateway: str, admin_url: str, key: str, seconds: float, rps: int | None
+    gateway: str, admin_url: str, key: str, seconds: float, *, connections: int, rps: int | None
 ) -> dict[str, Any]:
     """The paying client's outcomes while a bogus-key flood runs, and the flood's own."""
     checks_before = ext_authz_checks(admin_url)
@@ -217,8 +237,8 @@ async def flood(
             h2load,
             f"{gateway}/v1/models",
             seconds,
-            f"x-forwarded-for: {BOGUS_ADDRESS}",
-            f"authorization: Bearer {BOGUS_KEY}",
+            *FLOOD_HEADERS,
+            connections=connections,
             rps=rps,
         )
     )
@@ -226,6 +246,7 @@ async def flood(
     during = await paying_client(f"{gateway}/v1", key, seconds - 2)
     load = await flooding
     load["reached_authz"] = ext_authz_checks(admin_url) - checks_before - during["sent"]
+    load["connections"] = connections
     return {"client": during, "flood": load}
 
 
@@ -262,8 +283,16 @@ async def run(seconds: float, concurrency: int) -> dict[str, Any]:
             result["floor"] = h2load(f"http://127.0.0.1:{floor_port}/", min(seconds, 10))
             alone = await paying_client(f"{gateway}/v1", key, seconds)
             result["client_alone"] = alone
-            for name, rps in (("flood_max", None), ("flood_2000_per_s", 2000 // 64)):
-                result[name] = await flood(gateway, admin_url, key, seconds, rps)
+            fastest, result["flood_sweep"] = await asyncio.to_thread(fastest_flood, gateway)
+            floods = (
+                ("flood_max", fastest, None),
+                ("flood_64_connections", 64, None),
+                ("flood_2000_per_s", 64, 2000 // 64),
+            )
+            for name, connections, rps in floods:
+                result[name] = await flood(
+                    gateway, admin_url, key, seconds, connections=connections, rps=rps
+                )
             return result
         finally:
             floor.terminate()
