@@ -250,3 +250,16 @@ def test_claude_code_style_requests(base_url: str, client_api_key: str) -> None:
     assert names[-2:] == ["message_delta", "message_stop"]
     start = json.loads(sse.field(events[names.index("content_block_start")], b"data") or b"{}")
     assert start["content_block"]["type"] == "tool_use"
+
+
+def test_the_sdk_lists_and_retrieves_models_in_anthropics_shape(
+    client: anthropic.Anthropic, stack_logs: Stack
+) -> None:
+    page = client.models.list(limit=50)  # pagination parameters are ignored: one page
+    assert [m.id for m in page.data] == [m.name for m in stack_logs.config.models]
+    assert {m.type for m in page.data} == {"model"}
+    assert client.models.retrieve("gpt-4o-mini").display_name == "gpt-4o-mini"
+    with pytest.raises(anthropic.NotFoundError) as raised:
+        client.models.retrieve("no-such-model")
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["error"]["type"] == "not_found_error"

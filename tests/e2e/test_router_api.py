@@ -148,3 +148,14 @@ def test_random_bodies_through_envoy_never_get_a_5xx(
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.json()["error"]["message"]
+
+
+def test_unknown_query_parameters_are_ignored(gateway_url: str, client_api_key: str) -> None:
+    """As OpenAI and Anthropic ignore them; Claude Code sends `?beta=true`."""
+    response = httpx.post(
+        f"{gateway_url}/chat/completions?beta=true&trace=1",
+        headers={"authorization": f"Bearer {client_api_key}"},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["object"] == "chat.completion"

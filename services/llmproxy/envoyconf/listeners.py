@@ -100,6 +100,9 @@ def _client_http_filters(config: StackConfig, descriptor: bytes) -> list[dict[st
                 print_options={"preserve_proto_field_names": True},
                 max_request_body_size=envoy.max_request_bytes,
                 convert_grpc_status=True,
+                # Clients add query parameters of their own (Claude Code's `?beta=true`, SDK
+                # pagination): ignored, as the APIs we mirror ignore them, rather than 404.
+                ignore_unknown_query_parameters=True,
             ),
         },
         # After the transcoder: Envoy's ratelimit filter only calls out for a request whose

@@ -31,7 +31,9 @@ from llmproxy.common.contract import (
 from llmproxy.common.grpc_types import Context
 from llmproxy.common.usage import Identity, Usage, UsageStore
 from llmproxy.router import accounting
+from llmproxy.router.apis import anthropic_models
 from llmproxy.router.apis.base import InboundApi, Translation
+from llmproxy.router.apis.messages import MessagesApi
 from llmproxy.router.apis.responses import ResponsesApi
 from llmproxy.router.cache import keys, policy
 from llmproxy.router.cache.flights import Flight, Flights
@@ -68,6 +70,7 @@ KEEPALIVE = b": keepalive\n\n"
 # What the router records usage under, from the headers authz set.
 USAGE_IDENTITY = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER)
 RESPONSES_API = ResponsesApi()
+MESSAGES_API = MessagesApi()
 # Warming caches every request it is given, sampled or not, under its own identity.
 WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(USAGE_IDENTITY, "warming")}
 
@@ -211,17 +214,27 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
     async def ListOpenAIModels(
         self, request: openai_pb2.ListOpenAIModelsRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
-        """GET /v1/models: every served model name and alias, in OpenAI's list format."""
+        """GET /v1/models: every served model name and alias, in OpenAI's list format (or
+        Anthropic's, for an Anthropic client)."""
+        if anthropic_models.wants_anthropic(_headers(context)):
+            return _http_body(JSON, anthropic_models.model_list(list(self._by_name)))
         data = [_model_object(name) for name in self._by_name]
         return _http_body(JSON, json.dumps({"object": "list", "data": data}).encode())
 
     async def GetModel(
         self, request: openai_pb2.GetModelRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
-        """GET /v1/models/{model}."""
+        """GET /v1/models/{model}, in OpenAI's shape (or Anthropic's, for an Anthropic client)."""
+        anthropic = anthropic_models.wants_anthropic(_headers(context))
         if request.model not in self._by_name:
-            return await self._refuse(context, ModelNotFoundError(request.model))
-        return _http_body(JSON, json.dumps(_model_object(request.model)).encode())
+            api = MESSAGES_API if anthropic else None
+            return await self._refuse(context, ModelNotFoundError(request.model), api)
+        found = (
+            anthropic_models.model_object(request.model)
+            if anthropic
+            else _model_object(request.model)
+        )
+        return _http_body(JSON, json.dumps(found).encode())
 
     def cache_tenant(self, tenant: str) -> str | None:
         """Whose entries a request of tenant reads and writes: tenant itself under cache.scope
