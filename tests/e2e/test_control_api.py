@@ -63,7 +63,11 @@ def test_health_lists_providers(stack_logs: Stack) -> None:
 
 
 def test_fault_lists_experiments(stack_logs: Stack) -> None:
-    assert grpcurl(stack_logs, "llmproxy.fault.v1.FaultService/ListExperiments") == {}
+    # Other tests on this stack may have run experiments; each stops its own.
+    reply = grpcurl(stack_logs, "llmproxy.fault.v1.FaultService/ListExperiments")
+    experiments = reply.get("experiments", [])  # type: ignore[attr-defined]
+    assert all(e["name"] for e in experiments)
+    assert "EXPERIMENT_STATE_RUNNING" not in {e.get("state") for e in experiments}
 
 
 def test_warm_cli_fills_the_cache_through_the_control_listener(
