@@ -254,12 +254,12 @@ async def _answer_chat(request: web.Request, body: dict[str, object]) -> web.Str
     chat, stream = parse_chat(body)
     _check_model(chat.model, state)
     chat = _with_cache(chat, state.knobs)
-    created = int(time.time())
-    if not stream:
-        return web.json_response(responses.chat_completion(chat, created=created))
-    chunks = responses.chat_completion_chunks(chat, created=created)
-    events = [responses.sse_data(chunk) for chunk in chunks] + [responses.sse_data("[DONE]")]
-    return await _stream(request, events, state.knobs)
+    return await _reply(
+        request,
+        stream,
+        lambda created: responses.chat_completion(chat, created=created),
+        lambda created: responses.chat_completion_chunks(chat, created=created),
+    )
 
 
 async def _completions(request: web.Request) -> web.StreamResponse:
@@ -270,12 +270,28 @@ async def _answer_completion(request: web.Request, body: dict[str, object]) -> w
     state = request.app[_STATE]
     completion, stream = completions.parse_completion(body)
     _check_model(completion.model, state)
+    return await _reply(
+        request,
+        stream,
+        lambda created: completions.text_completion(completion, created=created),
+        lambda created: completions.text_completion_chunks(completion, created=created),
+    )
+
+
+async def _reply(
+    request: web.Request,
+    stream: bool,
+    whole: Callable[[int], responses.JSON],
+    chunks: Callable[[int], list[responses.JSON]],
+) -> web.StreamResponse:
+    """The answer as one JSON object, or streamed as its chunks and [DONE]; both stamped
+    with the current time."""
     created = int(time.time())
     if not stream:
-        return web.json_response(completions.text_completion(completion, created=created))
-    chunks = completions.text_completion_chunks(completion, created=created)
-    events = [responses.sse_data(chunk) for chunk in chunks] + [responses.sse_data("[DONE]")]
-    return await _stream(request, events, state.knobs)
+        return web.json_response(whole(created))
+    events = [responses.sse_data(chunk) for chunk in chunks(created)]
+    events.append(responses.sse_data("[DONE]"))
+    return await _stream(request, events, request.app[_STATE].knobs)
 
 
 async def _embeddings(request: web.Request) -> web.Response:

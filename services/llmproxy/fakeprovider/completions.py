@@ -19,9 +19,10 @@ from llmproxy.fakeprovider.responses import (
     Message,
     answer,
     count_tokens,
+    head,
     text_pieces,
 )
-from llmproxy.fakeprovider.validation import RequestError, get_field
+from llmproxy.fakeprovider.validation import RequestError, get_field, stream_flags
 
 DEFAULT_MAX_TOKENS = 16
 """OpenAI's default ``max_tokens`` for legacy completions."""
@@ -80,14 +81,7 @@ def parse_completion(body: dict[str, Any]) -> tuple[CompletionRequest, bool]:
     """The request of a ``POST /v1/completions`` body, and whether it streams."""
     model = get_field(body, "model", str, required=True)
     prompts = _prompts(get_field(body, "prompt", (str, list), required=True))
-    stream = get_field(body, "stream", bool) or False
-    options = get_field(body, "stream_options", dict)
-    if options is not None and not stream:
-        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-        raise RequestError(400, message, param="stream_options")
-    include_usage = (
-        get_field(options or {}, "include_usage", bool, prefix="stream_options.") or False
-    )
+    stream, include_usage = stream_flags(body)
     request = CompletionRequest(
         model,
         prompts,
@@ -127,14 +121,7 @@ def _usage(request: CompletionRequest) -> JSON:
 
 
 def _head(request: CompletionRequest, created: int) -> JSON:
-    digest = _digest(request)
-    return {
-        "id": f"cmpl-{digest}",
-        "object": "text_completion",
-        "created": created,
-        "model": request.model,
-        "system_fingerprint": "fp_llmproxy_fake",
-    }
+    return head(f"cmpl-{_digest(request)}", "text_completion", created, request.model)
 
 
 def _digest(request: CompletionRequest) -> str:

@@ -167,38 +167,34 @@ def tool_answer(request: ChatRequest) -> Answer:
     return Answer(arguments, prompt, count_tokens(arguments), False, cached)
 
 
+def head(object_id: str, kind: str, created: int, model: str) -> JSON:
+    """The fields an answer object or chunk opens with: id, object, created, model and the
+    fake's system_fingerprint."""
+    return {
+        "id": object_id,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_llmproxy_fake",
+    }
+
+
 def chat_completion(request: ChatRequest, *, created: int) -> JSON:
     """The non-streamed ``chat.completion`` object for `request`."""
+    message: JSON = {"role": "assistant", "content": None, "refusal": None}
     if request.tool is not None:
-        message: JSON = {"role": "assistant", "content": None, "refusal": None}
         message["tool_calls"] = [_tool_call(request)]
-        return {
-            "id": f"chatcmpl-{request_digest(request)}",
-            "object": "chat.completion",
-            "created": created,
-            "model": request.model,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-            ],
-            "usage": _openai_usage(tool_answer(request)),
-            "system_fingerprint": "fp_llmproxy_fake",
-        }
-    result = answer(request)
+        result = tool_answer(request)
+        finish_reason = "tool_calls"
+    else:
+        result = answer(request)
+        message["content"] = result.text
+        finish_reason = "length" if result.truncated else "stop"
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
     return {
-        "id": f"chatcmpl-{request_digest(request)}",
-        "object": "chat.completion",
-        "created": created,
-        "model": request.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "length" if result.truncated else "stop",
-            }
-        ],
+        **head(f"chatcmpl-{request_digest(request)}", "chat.completion", created, request.model),
+        "choices": [choice],
         "usage": _openai_usage(result),
-        "system_fingerprint": "fp_llmproxy_fake",
     }
 
 
@@ -209,13 +205,9 @@ def chat_completion_chunks(request: ChatRequest, *, created: int) -> list[JSON]:
     if the request asked for it, a last chunk with empty choices and the usage.
     """
     result = answer(request)
-    base: JSON = {
-        "id": f"chatcmpl-{request_digest(request)}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": request.model,
-        "system_fingerprint": "fp_llmproxy_fake",
-    }
+    base = head(
+        f"chatcmpl-{request_digest(request)}", "chat.completion.chunk", created, request.model
+    )
     if request.include_usage:
         # OpenAI sends an explicit null usage on every chunk but the last when asked.
         base["usage"] = None

@@ -79,6 +79,20 @@ def get_field(
     return value
 
 
+def stream_flags(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the request streams, and whether its stream ends with a usage chunk
+    (stream_options.include_usage, allowed only on a streamed request)."""
+    stream = get_field(body, "stream", bool) or False
+    options = get_field(body, "stream_options", dict)
+    if options is not None and not stream:
+        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        raise RequestError(400, message, param="stream_options")
+    include_usage = (
+        get_field(options or {}, "include_usage", bool, prefix="stream_options.") or False
+    )
+    return stream, include_usage
+
+
 def token_limit(body: Mapping[str, Any], name: str, *, required: bool = False) -> int | None:
     value: int | None = get_field(body, name, int, required=required)
     if value is not None and value < 1:
@@ -120,14 +134,7 @@ def parse_chat(body: dict[str, Any]) -> tuple[ChatRequest, bool]:
     messages = tuple(
         parse_message(raw, f"messages[{i}]", OPENAI_ROLES) for i, raw in enumerate(raw_messages)
     )
-    stream = get_field(body, "stream", bool) or False
-    options = get_field(body, "stream_options", dict)
-    if options is not None and not stream:
-        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-        raise RequestError(400, message, param="stream_options")
-    include_usage = (
-        get_field(options or {}, "include_usage", bool, prefix="stream_options.") or False
-    )
+    stream, include_usage = stream_flags(body)
     max_tokens = token_limit(body, "max_completion_tokens") or token_limit(body, "max_tokens")
     tool = _offered_tool(body, messages)
     chat = ChatRequest(

@@ -6,11 +6,18 @@ silently ignored by some providers and honoured by others).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from llmproxy.router.errors import InvalidRequestError
+from llmproxy.router.json_body import (
+    int_in,
+    is_int,
+    is_number,
+    is_positive_int,
+    load_object,
+    number_in,
+)
 
 CHAT_FIELDS = frozenset(
     {
@@ -75,22 +82,14 @@ COMPLETION_FIELDS = frozenset(
 )
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 _CHAT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "stream": (lambda v: isinstance(v, bool), "a boolean"),
     "stream_options": (lambda v: isinstance(v, dict), "an object"),
-    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
-    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
-    "n": (_positive_int, "a positive integer"),
-    "max_tokens": (_positive_int, "a positive integer"),
-    "max_completion_tokens": (_positive_int, "a positive integer"),
+    "temperature": (number_in(0, 2), "a number from 0 to 2"),
+    "top_p": (number_in(0, 1), "a number from 0 to 1"),
+    "n": (is_positive_int, "a positive integer"),
+    "max_tokens": (is_positive_int, "a positive integer"),
+    "max_completion_tokens": (is_positive_int, "a positive integer"),
     "stop": (
         lambda v: (
             isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
@@ -98,18 +97,6 @@ _CHAT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a string or an array of strings",
     ),
 }
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_in(low: int, high: int) -> Callable[[Any], bool]:
-    return lambda v: _int(v) and low <= v <= high
-
-
-def _number_in(low: float, high: float) -> Callable[[Any], bool]:
-    return lambda v: _number(v) and low <= v <= high
 
 
 def _stop(value: Any) -> bool:
@@ -120,7 +107,7 @@ def _stop(value: Any) -> bool:
 
 def _logit_bias(value: Any) -> bool:
     return isinstance(value, dict) and all(
-        k.isascii() and k.isdigit() and _number(v) and -100 <= v <= 100 for k, v in value.items()
+        k.isascii() and k.isdigit() and is_number(v) and -100 <= v <= 100 for k, v in value.items()
     )
 
 
@@ -132,32 +119,22 @@ def _stream_options(value: Any) -> bool:
 # OpenAI's API. The ranges are OpenAI's.
 _COMPLETION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "suffix": (lambda v: isinstance(v, str), "a string"),
-    "max_tokens": (lambda v: _int(v) and v >= 0, "a non-negative integer"),
-    "temperature": (_number_in(0, 2), "a number from 0 to 2"),
-    "top_p": (_number_in(0, 1), "a number from 0 to 1"),
-    "n": (_int_in(1, 128), "an integer from 1 to 128"),
+    "max_tokens": (lambda v: is_int(v) and v >= 0, "a non-negative integer"),
+    "temperature": (number_in(0, 2), "a number from 0 to 2"),
+    "top_p": (number_in(0, 1), "a number from 0 to 1"),
+    "n": (int_in(1, 128), "an integer from 1 to 128"),
     "stream": (lambda v: isinstance(v, bool), "a boolean"),
     "stream_options": (_stream_options, "an object whose 'include_usage' is a boolean"),
-    "logprobs": (_int_in(0, 5), "an integer from 0 to 5"),
+    "logprobs": (int_in(0, 5), "an integer from 0 to 5"),
     "echo": (lambda v: isinstance(v, bool), "a boolean"),
     "stop": (_stop, "a string or an array of up to 4 strings"),
-    "presence_penalty": (_number_in(-2, 2), "a number from -2 to 2"),
-    "frequency_penalty": (_number_in(-2, 2), "a number from -2 to 2"),
-    "best_of": (_int_in(1, 20), "an integer from 1 to 20"),
+    "presence_penalty": (number_in(-2, 2), "a number from -2 to 2"),
+    "frequency_penalty": (number_in(-2, 2), "a number from -2 to 2"),
+    "best_of": (int_in(1, 20), "an integer from 1 to 20"),
     "logit_bias": (_logit_bias, "an object mapping token ids to numbers from -100 to 100"),
     "user": (lambda v: isinstance(v, str), "a string"),
-    "seed": (_int, "an integer"),
+    "seed": (is_int, "an integer"),
 }
-
-
-def _load_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body
 
 
 def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -180,7 +157,7 @@ def _check_model(body: dict[str, Any]) -> None:
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
     """Parse and check a chat completion body; raise InvalidRequestError saying what is wrong."""
-    body = _load_object(raw)
+    body = load_object(raw)
     _check_fields(body, CHAT_FIELDS)
     _check_model(body)
     messages = body.get("messages")
@@ -211,7 +188,7 @@ def _valid_input(value: Any) -> bool:
         return False
     if all(isinstance(v, str) for v in value):
         return True
-    if all(_positive_int(v) or v == 0 for v in value):
+    if all(is_positive_int(v) or v == 0 for v in value):
         return True  # one input as token ids
     return all(
         isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
@@ -221,7 +198,7 @@ def _valid_input(value: Any) -> bool:
 
 def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
     """Parse and check an embeddings body."""
-    body = _load_object(raw)
+    body = load_object(raw)
     _check_fields(body, EMBEDDING_FIELDS)
     _check_model(body)
     if not _valid_input(body.get("input")):
@@ -233,13 +210,13 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
         raise InvalidRequestError(
             "'encoding_format' must be 'float' or 'base64'.", param="encoding_format"
         )
-    if "dimensions" in body and not _positive_int(body["dimensions"]):
+    if "dimensions" in body and not is_positive_int(body["dimensions"]):
         raise InvalidRequestError("'dimensions' must be a positive integer.", param="dimensions")
     return body
 
 
 def _token_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(_int(t) and t >= 0 for t in value)
+    return isinstance(value, list) and bool(value) and all(is_int(t) and t >= 0 for t in value)
 
 
 def _valid_prompt(value: Any) -> bool:
@@ -257,7 +234,7 @@ def _valid_prompt(value: Any) -> bool:
 def parse_completions_request(raw: bytes) -> dict[str, Any]:
     """Parse and check a legacy completions body (POST /v1/completions); raise
     InvalidRequestError naming the field that is wrong."""
-    body = _load_object(raw)
+    body = load_object(raw)
     _check_fields(body, COMPLETION_FIELDS)
     _check_model(body)
     if "prompt" not in body or not _valid_prompt(body["prompt"]):

@@ -1,4 +1,5 @@
-"""Fakes of the router's Protocols: scripted provider clients and an in-memory cache."""
+"""Fakes of the router's Protocols: scripted provider clients, an in-memory cache, a gRPC
+context, and recording usage and reconciler stores."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from llmproxy.common.usage import Identity, Usage
 from llmproxy.router.cache.store import CachedAnswer
 from llmproxy.router.providers import Provider, ProviderCallError, sse
 from llmproxy.router.providers.base import LEGACY_COMPLETIONS, UnsupportedError
@@ -204,3 +206,40 @@ class MemoryCache:
 
     async def read_stats(self) -> dict[str, dict[str, float]]:
         return self.stats
+
+
+class Context:
+    """A gRPC context that carries request headers and records the initial metadata sent."""
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        self.headers = headers or {}
+        self.metadata: dict[str, str] = {}
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self.headers.items())
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.metadata.update(metadata)
+
+
+class RecordingUsage:
+    """A UsageStore that keeps every record and has spent nothing."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Identity, str, Usage]] = []
+
+    async def record(self, identity: Identity, model: str, usage: Usage) -> None:
+        self.records.append((identity, model, usage))
+
+    async def spend_usd(self, subject: str, name: str, period: str) -> float:
+        return 0.0
+
+
+class RecordingReconciler:
+    """A TokenReconciler that keeps every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, str], int]] = []
+
+    def reconcile_soon(self, headers: Any, actual_tokens: int) -> None:
+        self.calls.append((dict(headers), actual_tokens))

@@ -3,31 +3,19 @@ shape of its API (OpenAI's for chat completions, Anthropic's for messages)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from google.api import httpbody_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from llmproxy._gen.router.v1 import anthropic_pb2, openai_pb2
-from llmproxy.common.contract import STATUS_HEADER
 from llmproxy.router.anthropic_api import AnthropicServicer
 from llmproxy.router.providers import sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache
+from tests.unit.router.fuzzing import Fuzzer, assert_openai_error, fuzz, fuzzer, json_values
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 chat_like = st.fixed_dictionaries(
     {},
     optional={
@@ -110,94 +98,43 @@ messages_bodies = (
 )
 
 
-class Context:
-    def __init__(self) -> None:
-        self.metadata: dict[str, str] = {}
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.metadata.update(metadata)
-
-
 @pytest.fixture(scope="module")
-def runner() -> Iterator[tuple[asyncio.Runner, OpenAIServicer]]:
-    """One event loop and one servicer for every example."""
-    with asyncio.Runner() as loop:
-        model = ModelSettings(name="m", targets=[ModelTarget(provider="p", model="m")])
-        servicer = OpenAIServicer(
-            [model], {"p": FakeClient("p")}, RouterSettings(), cache=MemoryCache()
-        )
-        yield loop, servicer
+def fuzz_servicer() -> Iterator[Fuzzer]:
+    with fuzzer() as running:
+        yield running
 
 
-class VersionedContext(Context):
-    """A request that carries the anthropic-version header, as the SDKs send it."""
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("anthropic-version", "2023-06-01"),)
-
-
-async def answer(servicer: OpenAIServicer, raw: bytes) -> tuple[dict[str, str], list[Any]]:
-    context = Context()
-    request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
-    replies = [r async for r in servicer.CreateChatCompletion(request, context)]  # type: ignore[arg-type]
-    return context.metadata, replies
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fuzz
 @given(raw=bodies)
-def test_random_bodies_get_an_answer_or_a_4xx(
-    runner: tuple[asyncio.Runner, OpenAIServicer], raw: bytes
-) -> None:
-    loop, servicer = runner
-    metadata, replies = loop.run(answer(servicer, raw))
-    assert replies, "every request gets a body"
-    status = int(metadata.get(STATUS_HEADER, "200"))
-    assert status in (200, 400, 404)
-    if status != 200:
-        error = json.loads(replies[0].data)["error"]
-        assert error["message"]
-        assert error["type"] == "invalid_request_error"
+def test_random_bodies_get_an_answer_or_a_4xx(fuzz_servicer: Fuzzer, raw: bytes) -> None:
+    request = openai_pb2.CreateChatCompletionRequest(body={"data": raw})
+    reply = fuzz_servicer.call(fuzz_servicer.servicer.CreateChatCompletion, request)
+    if reply.status != 200:
+        assert_openai_error(reply)
 
 
-async def message(servicer: OpenAIServicer, raw: bytes) -> tuple[dict[str, str], list[Any]]:
-    context = VersionedContext()
-    request = anthropic_pb2.CreateMessageRequest(body=httpbody_pb2.HttpBody(data=raw))
-    replies = [r async for r in AnthropicServicer(servicer).CreateMessage(request, context)]  # type: ignore[arg-type]
-    return context.metadata, replies
+# The header the Anthropic SDKs send with every request.
+VERSION = {"anthropic-version": "2023-06-01"}
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fuzz
 @given(raw=messages_bodies)
 def test_random_messages_bodies_get_an_answer_or_an_anthropic_4xx(
-    runner: tuple[asyncio.Runner, OpenAIServicer], raw: bytes
+    fuzz_servicer: Fuzzer, raw: bytes
 ) -> None:
-    loop, servicer = runner
-    metadata, replies = loop.run(message(servicer, raw))
-    assert replies, "every request gets a body"
-    status = int(metadata.get(STATUS_HEADER, "200"))
-    assert status in (200, 400, 404)
-    data = b"".join(r.data for r in replies)
-    if status == 200 and replies[0].content_type == "text/event-stream":
-        names = [sse.field(event, b"event") for event in sse.split(data)]
+    request = anthropic_pb2.CreateMessageRequest(body=httpbody_pb2.HttpBody(data=raw))
+    rpc = AnthropicServicer(fuzz_servicer.servicer).CreateMessage
+    reply = fuzz_servicer.call(rpc, request, VERSION)
+    if reply.status == 200 and reply.content_type == "text/event-stream":
+        names = [sse.field(event, b"event") for event in sse.split(reply.data)]
         assert names[0] == b"message_start"
         assert names[-1] == b"message_stop"
         return
-    body = json.loads(data)
-    if status == 200:
+    body = json.loads(reply.data)
+    if reply.status == 200:
         assert body["type"] == "message"
     else:
         assert body["type"] == "error"
         assert body["error"]["message"]
-        expected = "not_found_error" if status == 404 else "invalid_request_error"
+        expected = "not_found_error" if reply.status == 404 else "invalid_request_error"
         assert body["error"]["type"] == expected

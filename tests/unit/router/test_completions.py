@@ -9,18 +9,16 @@ from typing import Any
 from llmproxy._gen.router.v1 import openai_pb2
 from llmproxy.common.usage import Identity, Usage
 from llmproxy.router.cache import keys
-from llmproxy.router.calls import Failover
 from llmproxy.router.providers import sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache, failure, text_stream_events
-from tests.unit.router.test_service import MODEL, Context, RecordingReconciler, RecordingUsage
+from tests.unit.router.fakes import Context, RecordingReconciler, failure, text_stream_events
+from tests.unit.router.servicers import TwoTargets
+from tests.unit.router.test_service import MODEL
 
 PROMPT = {"model": "m", "prompt": "Say this", "temperature": 0}
 STREAM = {**PROMPT, "stream": True}
 
 
-class Harness:
+class Harness(TwoTargets):
     """The servicer over a primary and a backup target of the given kinds."""
 
     def __init__(
@@ -29,27 +27,8 @@ class Harness:
         backup: list[Any] | None = None,
         kinds: tuple[str, str] = ("openai", "openai"),
     ) -> None:
-        self.primary = FakeClient("primary", primary, kind=kinds[0])
-        self.backup = FakeClient("backup", backup, kind=kinds[1])
-        self.cache = MemoryCache()
-        self.usage = RecordingUsage()
         self.reconciler = RecordingReconciler()
-        self.sleeps: list[float] = []
-        settings = RouterSettings()
-
-        async def no_sleep(seconds: float) -> None:
-            self.sleeps.append(seconds)
-
-        clients = {"primary": self.primary, "backup": self.backup}
-        self.servicer = OpenAIServicer(
-            [MODEL],
-            clients,
-            settings,
-            cache=self.cache,
-            usage=self.usage,
-            reconciler=self.reconciler,
-            failover=Failover(clients, settings.failover, no_sleep),
-        )
+        super().__init__(MODEL, primary, backup, kinds=kinds, reconciler=self.reconciler)
 
     async def complete(
         self, body: dict[str, Any], headers: dict[str, str] | None = None

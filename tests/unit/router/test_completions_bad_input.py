@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from llmproxy._gen.router.v1 import openai_pb2
-from llmproxy.common.contract import STATUS_HEADER
 from llmproxy.router.requests import COMPLETION_FIELDS
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache
-from tests.unit.router.test_bad_input import Context, json_values
+from llmproxy.router.settings import ModelSettings, ModelTarget
+from tests.unit.router.fakes import FakeClient
+from tests.unit.router.fuzzing import Fuzzer, assert_openai_error, fuzz, fuzzer, json_values
 
 valid_prompts = (
     st.text(max_size=20)
@@ -64,40 +60,20 @@ bodies = (
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[tuple[asyncio.Runner, OpenAIServicer]]:
-    """One event loop and one servicer for every example."""
-    with asyncio.Runner() as loop:
-        models = [
-            ModelSettings(name="m", targets=[ModelTarget(provider="p", model="m")]),
-            ModelSettings(name="anthropic-only", targets=[ModelTarget(provider="a", model="c")]),
-        ]
-        clients = {"p": FakeClient("p"), "a": FakeClient("a", kind="anthropic")}
-        servicer = OpenAIServicer(models, clients, RouterSettings(), cache=MemoryCache())
-        yield loop, servicer
+def fuzz_servicer() -> Iterator[Fuzzer]:
+    models = [
+        ModelSettings(name="m", targets=[ModelTarget(provider="p", model="m")]),
+        ModelSettings(name="anthropic-only", targets=[ModelTarget(provider="a", model="c")]),
+    ]
+    clients = {"p": FakeClient("p"), "a": FakeClient("a", kind="anthropic")}
+    with fuzzer(models, clients) as running:
+        yield running
 
 
-async def answer(servicer: OpenAIServicer, raw: bytes) -> tuple[dict[str, str], list[Any]]:
-    context = Context()
-    request = openai_pb2.CreateCompletionRequest(body={"data": raw})
-    replies = [r async for r in servicer.CreateCompletion(request, context)]  # type: ignore[arg-type]
-    return context.metadata, replies
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fuzz
 @given(raw=bodies)
-def test_random_bodies_get_an_answer_or_a_4xx(
-    runner: tuple[asyncio.Runner, OpenAIServicer], raw: bytes
-) -> None:
-    loop, servicer = runner
-    metadata, replies = loop.run(answer(servicer, raw))
-    assert replies, "every request gets a body"
-    status = int(metadata.get(STATUS_HEADER, "200"))
-    assert status in (200, 400, 404)
-    if status != 200:
-        error = json.loads(replies[0].data)["error"]
-        assert error["message"]
-        assert error["type"] == "invalid_request_error"
+def test_random_bodies_get_an_answer_or_a_4xx(fuzz_servicer: Fuzzer, raw: bytes) -> None:
+    request = openai_pb2.CreateCompletionRequest(body={"data": raw})
+    reply = fuzz_servicer.call(fuzz_servicer.servicer.CreateCompletion, request)
+    if reply.status != 200:
+        assert_openai_error(reply)

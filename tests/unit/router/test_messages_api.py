@@ -15,10 +15,9 @@ from llmproxy._gen.router.v1 import anthropic_pb2
 from llmproxy.common.contract import STATUS_HEADER
 from llmproxy.router.anthropic_api import AnthropicServicer
 from llmproxy.router.providers import ProviderCallError, sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache, answer, failure, stream_events
-from tests.unit.router.test_service import Context, RecordingUsage
+from llmproxy.router.settings import ModelSettings, ModelTarget
+from tests.unit.router.fakes import Context, answer, failure, stream_events
+from tests.unit.router.servicers import OneTarget
 
 MODEL = ModelSettings(name="m", targets=[ModelTarget(provider="p", model="up")])
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -54,21 +53,12 @@ def tool_stream() -> list[bytes]:
     ]
 
 
-class Gateway:
+class Gateway(OneTarget):
     """The router's Anthropic servicer, and an SDK client whose requests reach it."""
 
     def __init__(self, script: list[Any] | None = None, **settings: Any) -> None:
-        self.provider = FakeClient("p", script)
-        self.cache = MemoryCache()
-        self.usage = RecordingUsage()
-        openai_api = OpenAIServicer(
-            [MODEL],
-            {"p": self.provider},
-            RouterSettings(**settings),
-            cache=self.cache,
-            usage=self.usage,
-        )
-        self.servicer = AnthropicServicer(openai_api)
+        super().__init__(MODEL, script, **settings)
+        self.anthropic = AnthropicServicer(self.servicer)
         self.responses: list[httpx2.Response] = []
 
     async def reply(
@@ -76,7 +66,7 @@ class Gateway:
     ) -> tuple[dict[str, str], list[httpbody_pb2.HttpBody]]:
         context = Context(headers)
         request = anthropic_pb2.CreateMessageRequest(body=httpbody_pb2.HttpBody(data=raw))
-        replies = [r async for r in self.servicer.CreateMessage(request, context)]  # type: ignore[arg-type]
+        replies = [r async for r in self.anthropic.CreateMessage(request, context)]  # type: ignore[arg-type]
         return context.metadata, replies
 
     async def _handle(self, request: httpx2.Request) -> httpx2.Response:

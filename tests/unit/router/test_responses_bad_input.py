@@ -3,22 +3,16 @@ error."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from llmproxy._gen.router.v1 import openai_pb2
-from llmproxy.common.contract import STATUS_HEADER
 from llmproxy.router.apis.responses_request import RESPONSES_FIELDS
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache
-from tests.unit.router.test_bad_input import Context, json_values
+from tests.unit.router.fuzzing import Fuzzer, assert_openai_error, fuzz, fuzzer, json_values
 
 text = st.text(max_size=8)
 parts = st.fixed_dictionaries(
@@ -97,43 +91,19 @@ bodies = (
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[tuple[asyncio.Runner, OpenAIServicer]]:
-    """One event loop and one servicer for every example."""
-    with asyncio.Runner() as loop:
-        model = ModelSettings(name="m", targets=[ModelTarget(provider="p", model="m")])
-        servicer = OpenAIServicer(
-            [model], {"p": FakeClient("p")}, RouterSettings(), cache=MemoryCache()
-        )
-        yield loop, servicer
+def fuzz_servicer() -> Iterator[Fuzzer]:
+    with fuzzer() as running:
+        yield running
 
 
-async def answer(servicer: OpenAIServicer, raw: bytes) -> tuple[dict[str, str], list[Any]]:
-    context = Context()
-    request = openai_pb2.CreateResponseRequest(body={"data": raw})
-    replies = [r async for r in servicer.CreateResponse(request, context)]  # type: ignore[arg-type]
-    return context.metadata, replies
-
-
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+@fuzz
 @given(raw=bodies)
-def test_random_bodies_get_a_response_or_a_4xx(
-    runner: tuple[asyncio.Runner, OpenAIServicer], raw: bytes
-) -> None:
-    loop, servicer = runner
-    metadata, replies = loop.run(answer(servicer, raw))
-    assert replies, "every request gets a body"
-    status = int(metadata.get(STATUS_HEADER, "200"))
-    assert status in (200, 400, 404)
-    data = b"".join(r.data for r in replies)
-    if status != 200:
-        error = json.loads(data)["error"]
-        assert error["message"]
-        assert error["type"] == "invalid_request_error"
-    elif replies[0].content_type == "text/event-stream":
-        assert b"event: response.completed\n" in data
+def test_random_bodies_get_a_response_or_a_4xx(fuzz_servicer: Fuzzer, raw: bytes) -> None:
+    request = openai_pb2.CreateResponseRequest(body={"data": raw})
+    reply = fuzz_servicer.call(fuzz_servicer.servicer.CreateResponse, request)
+    if reply.status != 200:
+        assert_openai_error(reply)
+    elif reply.content_type == "text/event-stream":
+        assert b"event: response.completed\n" in reply.data
     else:
-        assert json.loads(data)["status"] == "completed"
+        assert json.loads(reply.data)["status"] == "completed"

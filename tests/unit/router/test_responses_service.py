@@ -16,52 +16,20 @@ import pytest
 
 from llmproxy._gen.router.v1 import openai_pb2
 from llmproxy.common.contract import STATUS_HEADER
-from llmproxy.common.usage import Identity, Usage
 from llmproxy.router.providers import sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache, failure, stream_events
+from llmproxy.router.settings import ModelSettings, ModelTarget
+from tests.unit.router.fakes import Context, failure, stream_events
+from tests.unit.router.servicers import OneTarget
 
 MODEL = ModelSettings(name="m", targets=[ModelTarget(provider="p", model="up")])
 TOOL = {"type": "function", "name": "weather", "parameters": {"type": "object"}, "strict": False}
 
 
-class Context:
-    def __init__(self) -> None:
-        self.metadata: dict[str, str] = {}
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.metadata.update(metadata)
-
-
-class RecordingUsage:
-    def __init__(self) -> None:
-        self.records: list[tuple[Identity, str, Usage]] = []
-
-    async def record(self, identity: Identity, model: str, usage: Usage) -> None:
-        self.records.append((identity, model, usage))
-
-    async def spend_usd(self, subject: str, name: str, period: str) -> float:
-        return 0.0
-
-
-class Gateway:
+class Gateway(OneTarget):
     """The servicer behind an AsyncOpenAI client whose transport calls CreateResponse."""
 
     def __init__(self, script: list[Any] | None = None, **settings: Any) -> None:
-        self.provider = FakeClient("p", script)
-        self.cache = MemoryCache()
-        self.usage = RecordingUsage()
-        self.servicer = OpenAIServicer(
-            [MODEL],
-            {"p": self.provider},
-            RouterSettings(**settings),
-            cache=self.cache,
-            usage=self.usage,
-        )
+        super().__init__(MODEL, script, **settings)
         self.raw: list[bytes] = []  # every answer body, as the client got it
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:

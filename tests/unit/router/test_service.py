@@ -10,12 +10,16 @@ import pytest
 
 from llmproxy._gen.router.v1 import openai_pb2
 from llmproxy.common.usage import Identity, Usage
-from llmproxy.router.cache.stats import CacheStats
-from llmproxy.router.calls import Failover
 from llmproxy.router.providers import sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache, answer, failure, stream_events
+from llmproxy.router.settings import ModelSettings, ModelTarget
+from tests.unit.router.fakes import (
+    Context,
+    RecordingReconciler,
+    answer,
+    failure,
+    stream_events,
+)
+from tests.unit.router.servicers import TwoTargets
 
 MODEL = ModelSettings(
     name="m",
@@ -30,32 +34,7 @@ MODEL = ModelSettings(
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
 
-class Context:
-    """Records initial metadata and carries request headers."""
-
-    def __init__(self, headers: dict[str, str] | None = None) -> None:
-        self.headers = headers or {}
-        self.metadata: dict[str, str] = {}
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return tuple(self.headers.items())
-
-    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.metadata.update(metadata)
-
-
-class RecordingUsage:
-    def __init__(self) -> None:
-        self.records: list[tuple[Identity, str, Usage]] = []
-
-    async def record(self, identity: Identity, model: str, usage: Usage) -> None:
-        self.records.append((identity, model, usage))
-
-    async def spend_usd(self, subject: str, name: str, period: str) -> float:
-        return 0.0
-
-
-class Harness:
+class Harness(TwoTargets):
     def __init__(
         self,
         primary: list[Any] | None = None,
@@ -64,27 +43,7 @@ class Harness:
         reconciler: Any = None,
         **settings: Any,
     ) -> None:
-        self.primary = FakeClient("primary", primary, delay_s)
-        self.backup = FakeClient("backup", backup, delay_s)
-        self.cache = MemoryCache()
-        self.usage = RecordingUsage()
-        self.sleeps: list[float] = []
-        router_settings = RouterSettings(**settings)
-
-        async def no_sleep(seconds: float) -> None:
-            self.sleeps.append(seconds)
-
-        clients = {"primary": self.primary, "backup": self.backup}
-        self.servicer = OpenAIServicer(
-            [MODEL],
-            clients,
-            router_settings,
-            cache=self.cache,
-            usage=self.usage,
-            stats=CacheStats(),
-            failover=Failover(clients, router_settings.failover, no_sleep),
-            reconciler=reconciler,
-        )
+        super().__init__(MODEL, primary, backup, delay_s=delay_s, reconciler=reconciler, **settings)
 
     async def chat(
         self, body: Any, headers: dict[str, str] | None = None
@@ -317,14 +276,6 @@ async def test_redis_down_serves_uncached() -> None:
     second, _ = await harness.chat(CHAT)
     assert first["x-cache"] == second["x-cache"] == "MISS"
     assert len(harness.primary.calls) == 2
-
-
-class RecordingReconciler:
-    def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, str], int]] = []
-
-    def reconcile_soon(self, headers: Any, actual_tokens: int) -> None:
-        self.calls.append((dict(headers), actual_tokens))
 
 
 async def test_token_reservations_are_reconciled_with_actual_usage() -> None:

@@ -10,13 +10,10 @@ import pytest
 
 from llmproxy._gen.router.v1 import openai_pb2
 from llmproxy.common.usage import Usage
-from llmproxy.router.cache.stats import CacheStats
-from llmproxy.router.calls import Failover
 from llmproxy.router.providers import sse
-from llmproxy.router.service import OpenAIServicer
-from llmproxy.router.settings import ModelSettings, ModelTarget, RouterSettings
-from tests.unit.router.fakes import FakeClient, MemoryCache, failure
-from tests.unit.router.test_service import Context, RecordingUsage
+from llmproxy.router.settings import ModelSettings, ModelTarget
+from tests.unit.router.fakes import Context, failure
+from tests.unit.router.servicers import TwoTargets
 
 # A dollar a token keeps the sums easy; the backup is cheaper and discounts cached prompts.
 MODEL = ModelSettings(
@@ -56,29 +53,9 @@ def _stream() -> list[bytes]:
     ]
 
 
-class Harness:
+class Harness(TwoTargets):
     def __init__(self, primary: list[Any], backup: list[Any]) -> None:
-        clients = {
-            "primary": FakeClient("primary", primary),
-            "backup": FakeClient("backup", backup),
-        }
-        self.cache = MemoryCache()
-        self.usage = RecordingUsage()
-        self.stats = CacheStats()
-        settings = RouterSettings()
-
-        async def no_sleep(seconds: float) -> None:
-            pass
-
-        self.servicer = OpenAIServicer(
-            [MODEL],
-            clients,
-            settings,
-            cache=self.cache,
-            usage=self.usage,
-            stats=self.stats,
-            failover=Failover(clients, settings.failover, no_sleep),
-        )
+        super().__init__(MODEL, primary, backup)
 
     async def chat(self, body: dict[str, Any]) -> dict[str, str]:
         context = Context({"x-llmproxy-tenant": "acme", "x-llmproxy-key-id": "k1"})

@@ -25,6 +25,7 @@ from typing import Any
 
 from llmproxy.router.apis.messages_turns import bad, chat_messages, text_of, unsupported
 from llmproxy.router.errors import InvalidRequestError
+from llmproxy.router.json_body import number_in
 
 TRANSLATED = frozenset(
     {
@@ -58,10 +59,6 @@ REFUSED = {
     "fallbacks": "the gateway's own failover picks the fallbacks",
 }
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _field(body: dict[str, Any], name: str, valid: Callable[[Any], bool], expected: str) -> Any:
@@ -174,7 +171,7 @@ def _tool_choice(body: dict[str, Any], chat: dict[str, Any]) -> None:
 
 def _sampling(body: dict[str, Any], chat: dict[str, Any]) -> None:
     for name in ("temperature", "top_p"):
-        value = _field(body, name, lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1")
+        value = _field(body, name, number_in(0, 1), "a number from 0 to 1")
         if value is not None:
             chat[name] = value
     stop = _field(

@@ -9,7 +9,6 @@ naming them rather than being silently ignored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from llmproxy.router.apis.responses_input import chat_messages
 from llmproxy.router.apis.responses_options import function_tools, response_format, tool_choice
 from llmproxy.router.errors import InvalidRequestError
+from llmproxy.router.json_body import is_positive_int, load_object, number_in
 
 # Translated into the chat completion body.
 TRANSLATED_FIELDS = frozenset(
@@ -77,24 +77,16 @@ UNSUPPORTED_FIELDS = frozenset(
 RESPONSES_FIELDS = TRANSLATED_FIELDS | ACCEPTED_FIELDS | STATEFUL_FIELDS | UNSUPPORTED_FIELDS
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "instructions": (lambda v: isinstance(v, str), "a string"),
-    "max_output_tokens": (_positive_int, "a positive integer"),
-    "max_tool_calls": (_positive_int, "a positive integer"),
-    "temperature": (lambda v: _number(v) and 0 <= v <= 2, "a number from 0 to 2"),
-    "top_p": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "max_output_tokens": (is_positive_int, "a positive integer"),
+    "max_tool_calls": (is_positive_int, "a positive integer"),
+    "temperature": (number_in(0, 2), "a number from 0 to 2"),
+    "top_p": (number_in(0, 1), "a number from 0 to 1"),
     "user": (lambda v: isinstance(v, str), "a string"),
     "service_tier": (lambda v: isinstance(v, str), "a string"),
     "safety_identifier": (lambda v: isinstance(v, str), "a string"),
@@ -142,16 +134,6 @@ def _invalid(
     message: str, param: str | None = None, code: str | None = None
 ) -> InvalidRequestError:
     return InvalidRequestError(message, param=param, code=code)
-
-
-def _load(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _invalid("The request body must be a JSON object.")
-    return body
 
 
 def _check_fields(body: dict[str, Any]) -> None:
@@ -209,7 +191,7 @@ def _or(value: Any, default: Any) -> Any:
 def parse_responses_request(raw: bytes) -> ResponsesRequest:
     """Check a Responses request body and translate it; raise InvalidRequestError (400) saying
     what is wrong, unknown, or not translatable."""
-    body = _load(raw)
+    body = load_object(raw)
     _check_fields(body)
     model, value = _check_model_and_input(body)
     chat: dict[str, Any] = {

@@ -22,7 +22,8 @@ from llmproxy.router.providers.base import (
     ProviderCallError,
     UnsupportedError,
 )
-from llmproxy.router.providers.usage import count, openai_usage
+from llmproxy.router.providers.openai_chat import chat_completion, tool_call
+from llmproxy.router.providers.usage import usage_with_cache
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {
@@ -35,47 +36,32 @@ FINISH_REASONS = {
 
 
 def usage(counts: Any) -> dict[str, Any]:
-    """OpenAI usage from Anthropic's: input_tokens leaves out the prompt's cache reads and
-    writes, which OpenAI's prompt_tokens counts; the reads are OpenAI's cached_tokens."""
-    read = count(counts, "cache_read_input_tokens")
-    written = count(counts, "cache_creation_input_tokens")
-    prompt = count(counts, "input_tokens") + read + written
-    return openai_usage(prompt, count(counts, "output_tokens"), read)
-
-
-def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": block.get("id", ""),
-        "type": "function",
-        "function": {
-            "name": block.get("name", ""),
-            "arguments": json.dumps(block.get("input", {})),
-        },
-    }
+    """OpenAI usage from Anthropic's (its input_tokens leaves out the cache reads and writes)."""
+    return usage_with_cache(
+        counts,
+        prompt="input_tokens",
+        completion="output_tokens",
+        cache_read="cache_read_input_tokens",
+        cache_write="cache_creation_input_tokens",
+    )
 
 
 def to_chat_completion(message: dict[str, Any]) -> dict[str, Any]:
     """An Anthropic message as an OpenAI chat.completion."""
     content = message.get("content") or []
-    text = text_of(content)
-    calls = [_tool_call(b) for b in content if isinstance(b, dict) and b.get("type") == "tool_use"]
-    answer: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
-    if calls:
-        answer["tool_calls"] = calls
-    return {
-        "id": f"chatcmpl-{message.get('id', '')}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": message.get("model", ""),
-        "choices": [
-            {
-                "index": 0,
-                "message": answer,
-                "finish_reason": FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
-            }
-        ],
-        "usage": usage(message.get("usage")),
-    }
+    calls = [
+        tool_call(b.get("id", ""), b.get("name", ""), b.get("input", {}))
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use"
+    ]
+    return chat_completion(
+        f"chatcmpl-{message.get('id', '')}",
+        message.get("model", ""),
+        text=text_of(content),
+        calls=calls,
+        finish_reason=FINISH_REASONS.get(message.get("stop_reason") or "", "stop"),
+        usage=usage(message.get("usage")),
+    )
 
 
 class ChunkWriter:

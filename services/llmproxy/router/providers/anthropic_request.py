@@ -12,11 +12,11 @@ the feature.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from llmproxy.common.tokens import requested_completion_tokens
 from llmproxy.router.providers.base import UnsupportedError
+from llmproxy.router.providers.openai_chat import check_features, function_tools, turns
 
 
 def _unsupported(feature: str) -> UnsupportedError:
@@ -64,65 +64,35 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
-    try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError as exc:
-        raise UnsupportedError(
-            f"tool call {call.get('id')!r} has arguments that are not JSON"
-        ) from exc
-    return {
-        "type": "tool_use",
-        "id": call.get("id", ""),
-        "name": function.get("name", ""),
-        "input": arguments if isinstance(arguments, dict) else {},
-    }
+class _MessagesBlocks:
+    """OpenAI message parts as Anthropic content blocks."""
 
+    def system(self, content: Any) -> list[Any]:
+        return [text_of(content)]
 
-def _turn(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    role = message.get("role")
-    if role == "user":
-        return "user", _blocks(message.get("content"))
-    if role == "assistant":
-        blocks = _blocks(message.get("content"))
-        blocks.extend(_tool_use(call) for call in message.get("tool_calls") or [])
-        return "assistant", blocks
-    if role == "tool":
-        result = {
-            "type": "tool_result",
-            "tool_use_id": message.get("tool_call_id", ""),
-            "content": text_of(message.get("content")),
-        }
-        return "user", [result]
-    raise _unsupported(f"{role!r} messages")
+    def content(self, content: Any) -> list[dict[str, Any]]:
+        return _blocks(content)
+
+    def tool_use(self, call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+        tool_input = arguments if isinstance(arguments, dict) else {}
+        return {"type": "tool_use", "id": call_id, "name": name, "input": tool_input}
+
+    def tool_result(self, call_id: Any, content: Any) -> dict[str, Any]:
+        return {"type": "tool_result", "tool_use_id": call_id, "content": text_of(content)}
 
 
 def _check_features(body: dict[str, Any]) -> None:
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
-        raise _unsupported(f"JSON mode (response_format {response_format['type']!r})")
-    if isinstance(body.get("n"), int) and body["n"] > 1:
-        raise _unsupported("n > 1")
+    check_features(body, _unsupported)
     if body.get("functions") or body.get("function_call"):
         raise _unsupported("legacy functions (send tools)")
 
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = []
-    for tool in body.get("tools") or []:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type") != "function":
-            raise _unsupported("a tool other than a function")
-        spec: dict[str, Any] = {
-            "name": function.get("name", ""),
-            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
-        }
-        if function.get("description"):
-            spec["description"] = function["description"]
+    for tool in function_tools(body, _unsupported):
+        spec: dict[str, Any] = {"name": tool.name, "input_schema": tool.parameters}
+        if tool.description:
+            spec["description"] = tool.description
         tools.append(spec)
     return tools
 
@@ -147,17 +117,7 @@ def _tool_choice(body: dict[str, Any]) -> dict[str, Any] | None:
 def to_messages_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as an Anthropic Messages request."""
     _check_features(body)
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for message in body.get("messages", []):
-        if message.get("role") in ("system", "developer"):
-            system.append(text_of(message.get("content")))
-            continue
-        role, blocks = _turn(message)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)  # one turn, as Anthropic wants
-        else:
-            messages.append({"role": role, "content": blocks})
+    system, messages = turns(body.get("messages", []), _MessagesBlocks(), _unsupported)
     request: dict[str, Any] = {
         "model": body["model"],
         "messages": messages,

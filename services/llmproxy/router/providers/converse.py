@@ -10,14 +10,20 @@ n > 1, remote image URLs, embeddings) is an UnsupportedError naming the feature.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
 from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import ProviderCallError, UnsupportedError
-from llmproxy.router.providers.usage import count, openai_usage
+from llmproxy.router.providers.openai_chat import (
+    chat_completion,
+    check_features,
+    function_tools,
+    tool_call,
+    turns,
+)
+from llmproxy.router.providers.usage import usage_with_cache
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -72,39 +78,20 @@ def _text(content: Any) -> str:
     return "".join(b["text"] for b in _blocks(content) if "text" in b)
 
 
-def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function") or {}
-    arguments = function.get("arguments") or "{}"
-    try:
-        tool_input = json.loads(arguments)
-    except ValueError as exc:
-        raise UnsupportedError(
-            f"tool call {call.get('id')!r} has arguments that are not JSON"
-        ) from exc
-    return {
-        "toolUse": {
-            "toolUseId": call.get("id", ""),
-            "name": function.get("name", ""),
-            "input": tool_input,
-        }
-    }
+class _ConverseBlocks:
+    """OpenAI message parts as Converse content blocks."""
 
+    def system(self, content: Any) -> list[Any]:
+        return _blocks(content)
 
-def _message_blocks(message: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    role = message.get("role")
-    if role == "user":
-        return "user", _blocks(message.get("content"))
-    if role == "assistant":
-        blocks = _blocks(message.get("content"))
-        blocks.extend(_tool_use(call) for call in message.get("tool_calls") or [])
-        return "assistant", blocks
-    if role == "tool":
-        result = {
-            "toolUseId": message.get("tool_call_id", ""),
-            "content": [{"text": _text(message.get("content"))}],
-        }
-        return "user", [{"toolResult": result}]
-    raise _unsupported(f"{role!r} messages")
+    def content(self, content: Any) -> list[dict[str, Any]]:
+        return _blocks(content)
+
+    def tool_use(self, call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+        return {"toolUse": {"toolUseId": call_id, "name": name, "input": arguments}}
+
+    def tool_result(self, call_id: Any, content: Any) -> dict[str, Any]:
+        return {"toolResult": {"toolUseId": call_id, "content": [{"text": _text(content)}]}}
 
 
 def _tool_config(body: dict[str, Any], history_has_tools: bool) -> dict[str, Any] | None:
@@ -113,18 +100,10 @@ def _tool_config(body: dict[str, Any], history_has_tools: bool) -> dict[str, Any
     if not tools or (choice == "none" and not history_has_tools):
         return None  # Converse has no "none": leaving the tools out is how to forbid them
     specs = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type") != "function":
-            raise _unsupported("a tool other than a function")
-        spec: dict[str, Any] = {
-            "name": function.get("name", ""),
-            "inputSchema": {
-                "json": function.get("parameters") or {"type": "object", "properties": {}}
-            },
-        }
-        if function.get("description"):
-            spec["description"] = function["description"]
+    for tool in function_tools(body, _unsupported):
+        spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": tool.parameters}}
+        if tool.description:
+            spec["description"] = tool.description
         specs.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": specs}
     if choice == "required":
@@ -136,31 +115,10 @@ def _tool_config(body: dict[str, Any], history_has_tools: bool) -> dict[str, Any
     return config
 
 
-def _check_features(body: dict[str, Any]) -> None:
-    response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") in (
-        "json_object",
-        "json_schema",
-    ):
-        raise _unsupported(f"JSON mode (response_format {response_format['type']!r})")
-    if isinstance(body.get("n"), int) and body["n"] > 1:
-        raise _unsupported("n > 1")
-
-
 def to_converse_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request as a Converse request (the model goes in the URL, not here)."""
-    _check_features(body)
-    system: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for message in body.get("messages", []):
-        if message.get("role") in ("system", "developer"):
-            system.extend(_blocks(message.get("content")))
-            continue
-        role, blocks = _message_blocks(message)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)  # Converse wants roles to alternate
-        else:
-            messages.append({"role": role, "content": blocks})
+    check_features(body, _unsupported)
+    system, messages = turns(body.get("messages", []), _ConverseBlocks(), _unsupported)
     request: dict[str, Any] = {"messages": messages}
     if system:
         request["system"] = system
@@ -186,47 +144,32 @@ def to_converse_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage(counts: Any) -> dict[str, Any]:
-    """OpenAI usage from Converse's: inputTokens leaves out the prompt's cache reads and
-    writes, which OpenAI's prompt_tokens counts; the reads are OpenAI's cached_tokens."""
-    read = count(counts, "cacheReadInputTokens")
-    written = count(counts, "cacheWriteInputTokens")
-    prompt = count(counts, "inputTokens") + read + written
-    return openai_usage(prompt, count(counts, "outputTokens"), read)
-
-
-def _tool_call(block: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": block.get("toolUseId", ""),
-        "type": "function",
-        "function": {
-            "name": block.get("name", ""),
-            "arguments": json.dumps(block.get("input", {})),
-        },
-    }
+    """OpenAI usage from Converse's (its inputTokens leaves out the cache reads and writes)."""
+    return usage_with_cache(
+        counts,
+        prompt="inputTokens",
+        completion="outputTokens",
+        cache_read="cacheReadInputTokens",
+        cache_write="cacheWriteInputTokens",
+    )
 
 
 def to_chat_completion(answer: dict[str, Any], model: str, request_id: str = "") -> dict[str, Any]:
     """A Converse answer as an OpenAI chat.completion."""
     content = answer.get("output", {}).get("message", {}).get("content", [])
     text = "".join(b["text"] for b in content if isinstance(b, dict) and "text" in b)
-    calls = [_tool_call(b["toolUse"]) for b in content if isinstance(b, dict) and "toolUse" in b]
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    return {
-        "id": f"chatcmpl-{request_id or uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": FINISH_REASONS.get(answer.get("stopReason") or "", "stop"),
-            }
-        ],
-        "usage": usage(answer.get("usage")),
-    }
+    calls = [
+        tool_call(use.get("toolUseId", ""), use.get("name", ""), use.get("input", {}))
+        for use in (b["toolUse"] for b in content if isinstance(b, dict) and "toolUse" in b)
+    ]
+    return chat_completion(
+        f"chatcmpl-{request_id or uuid.uuid4().hex}",
+        model,
+        text=text,
+        calls=calls,
+        finish_reason=FINISH_REASONS.get(answer.get("stopReason") or "", "stop"),
+        usage=usage(answer.get("usage")),
+    )
 
 
 class ChunkWriter:

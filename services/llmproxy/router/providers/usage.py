@@ -27,3 +27,14 @@ def openai_usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any
     if cached:
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
     return usage
+
+
+def usage_with_cache(
+    counts: Any, *, prompt: str, completion: str, cache_read: str, cache_write: str
+) -> dict[str, Any]:
+    """OpenAI usage from counts whose prompt count (named `prompt`) leaves out the prompt's
+    cache reads and writes, as Anthropic's and Converse's do: OpenAI's prompt_tokens counts
+    them, and the reads are its cached_tokens."""
+    read = count(counts, cache_read)
+    prompt_tokens = count(counts, prompt) + read + count(counts, cache_write)
+    return openai_usage(prompt_tokens, count(counts, completion), read)
