@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from llmproxy._gen.router.v1 import anthropic_pb2, chat_pb2, openai_pb2
 from llmproxy.common.contract import API_KEY_HEADER, AUTHORIZATION_HEADER
+from llmproxy.common.json_depth import too_deep
 from llmproxy.common.tokens import estimate_request_tokens
 
 _GRPC_FRAME_HEADER = struct.Struct(">BI")  # compressed flag, message length
@@ -119,7 +120,8 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    return body if isinstance(body, dict) else None
+    # Too deep to estimate safely: no model to check, and the router refuses it with a 400.
+    return body if isinstance(body, dict) and not too_deep(body) else None
 
 
 def json_body(raw: bytes, content_type: str, path: str = "") -> dict[str, Any] | None:

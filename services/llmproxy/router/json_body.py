@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from llmproxy.common.json_depth import MAX_JSON_DEPTH, too_deep
 from llmproxy.router.errors import InvalidRequestError
 
 
@@ -14,10 +15,16 @@ def load_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or an InvalidRequestError saying why not."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: malformed JSON, or an integer too long to convert; RecursionError:
+        # nesting too deep for the parser.
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    if too_deep(body):
+        raise InvalidRequestError(
+            f"The request body nests more than {MAX_JSON_DEPTH} levels of arrays and objects."
+        )
     return body
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from llmproxy.common import anthropic_errors
 from llmproxy.router.apis.messages_answer import answer_body
-from llmproxy.router.apis.messages_request import load_body, to_chat_body
+from llmproxy.router.apis.messages_request import to_chat_body
 from llmproxy.router.apis.messages_stream import StreamWriter, error_event
 from llmproxy.router.errors import InvalidRequestError, RouterError, UpstreamRejection
+from llmproxy.router.json_body import load_object
 
 VERSION_HEADER = "anthropic-version"
 
@@ -64,7 +65,7 @@ class MessagesApi:
         """Check the version header and translate the body; a 400 naming what is wrong."""
         if not headers.get(VERSION_HEADER, "").strip():
             raise InvalidRequestError(f"{VERSION_HEADER}: header is required")
-        return MessagesTranslation(to_chat_body(load_body(raw)))
+        return MessagesTranslation(to_chat_body(load_object(raw)))
 
     def error_body(self, err: RouterError) -> bytes:
         """Anthropic's error body for err."""

@@ -19,12 +19,10 @@ field is refused by name, as Anthropic does.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from llmproxy.router.apis.messages_turns import bad, chat_messages, text_of, unsupported
-from llmproxy.router.errors import InvalidRequestError
 from llmproxy.router.json_body import number_in
 
 TRANSLATED = frozenset(
@@ -66,17 +64,6 @@ def _field(body: dict[str, Any], name: str, valid: Callable[[Any], bool], expect
     if value is not None and not valid(value):
         raise bad(f"must be {expected}", name)
     return value
-
-
-def load_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying why not."""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body
 
 
 def _check_fields(body: dict[str, Any]) -> None:
