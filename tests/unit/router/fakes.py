@@ -1,4 +1,5 @@
-"""Fakes of the router's Protocols: scripted provider clients and an in-memory cache."""
+"""Fakes of the router's Protocols: scripted provider clients, an in-memory cache and
+response store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from llmproxy.router.cache.store import CachedAnswer
 from llmproxy.router.providers import Provider, ProviderCallError, sse
 from llmproxy.router.providers.base import LEGACY_COMPLETIONS, UnsupportedError
+from llmproxy.router.stored_responses import StoredResponse, StoreUnavailableError
 
 
 def answer(text: str = "ok", prompt: int = 3, completion: int = 2) -> bytes:
@@ -204,3 +206,31 @@ class MemoryCache:
 
     async def read_stats(self) -> dict[str, dict[str, float]]:
         return self.stats
+
+
+class MemoryResponseStore:
+    """A ResponseStore in a dict, with a clock for its TTLs and a switch that makes it fail."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[StoredResponse, float]] = {}  # id -> (stored, expiry)
+        self.now = 0.0
+        self.down = False
+        self.ttls: list[int] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailableError()
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        self._check()
+        found = self.entries.get(response_id)
+        return found[0] if found is not None and found[1] > self.now else None
+
+    async def put(self, stored: StoredResponse, ttl_s: int) -> None:
+        self._check()
+        self.ttls.append(ttl_s)
+        self.entries[stored.id] = (stored, self.now + ttl_s)
+
+    async def delete(self, response_id: str) -> bool:
+        self._check()
+        return self.entries.pop(response_id, None) is not None
