@@ -44,7 +44,7 @@ def test_string_input(sdk: openai.OpenAI) -> None:
     assert response.id.startswith("resp_")
     assert response.status == "completed"
     assert response.output_text == ANSWER + "Hello through Envoy"
-    assert response.to_dict()["store"] is False
+    assert response.to_dict()["store"] is True  # stored unless the request says store: false
     assert response.usage is not None
     assert response.usage.total_tokens > 0
 
@@ -86,8 +86,8 @@ def test_tool_round_trip(sdk: openai.OpenAI) -> None:
         assert call.type == "function_call"
         assert call.name == "weather"
         assert json.loads(call.arguments) == {"query": question}
-        # The client runs the tool and sends the whole conversation back: the gateway is
-        # stateless, so the earlier output items travel as input.
+        # The client runs the tool and sends the whole conversation back (store: false
+        # clients do so), the earlier output items as input.
         conversation: list[Any] = [{"role": "user", "content": question}, *first.output]
         conversation.append(
             {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny"}
@@ -155,7 +155,7 @@ def test_usage_is_counted_and_repeats_come_from_the_cache(
 @pytest.mark.parametrize(
     ("extra", "param", "words"),
     [
-        ({"previous_response_id": "resp_123"}, "previous_response_id", "stateless"),
+        ({"conversation": "conv_123"}, "conversation", "keeps no conversations"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "'web_search'"),
         ({"extra_body": {"max_tokens": 5}}, "max_tokens", "max_tokens"),
     ],
@@ -168,6 +168,56 @@ def test_bad_requests_raise_bad_request_error(
     assert raised.value.status_code == 400
     assert raised.value.param == param
     assert words in raised.value.message
+
+
+def test_previous_response_id_continues_a_stored_conversation(sdk: openai.OpenAI) -> None:
+    with sdk:
+        first = sdk.responses.create(model=MODEL, input="Name a colour", instructions="Be brief.")
+        second = sdk.responses.create(
+            model=MODEL, input="And another one", previous_response_id=first.id
+        )
+        retrieved = sdk.responses.retrieve(second.id)
+        sdk.responses.delete(second.id)
+        with pytest.raises(openai.NotFoundError) as gone:
+            sdk.responses.retrieve(second.id)
+    assert second.output_text == ANSWER + "And another one"
+    assert first.usage is not None
+    assert second.usage is not None
+    # The fake provider counts the words of every message it was sent: the first turn's input
+    # and answer came along (its instructions did not: OpenAI does not carry them over).
+    words = len(f"Name a colour {first.output_text} And another one".split())
+    assert second.usage.input_tokens == words
+    assert retrieved.to_dict() == second.to_dict()
+    assert retrieved.previous_response_id == first.id
+    assert gone.value.status_code == 404
+
+
+def test_stored_responses_are_their_tenants_own(
+    stack: Stack, gateway_url: str, sdk: openai.OpenAI
+) -> None:
+    secret = create_key(stack, tenant=f"{TENANT}-other", user="pytest", name="other").secret
+    other = openai.OpenAI(base_url=gateway_url, api_key=secret, max_retries=0)
+    with sdk, other:
+        created = sdk.responses.create(model=MODEL, input="Mine")
+        with pytest.raises(openai.NotFoundError) as retrieving:
+            other.responses.retrieve(created.id)
+        with pytest.raises(openai.NotFoundError):
+            other.responses.delete(created.id)
+        with pytest.raises(openai.NotFoundError) as continuing:
+            other.responses.create(model=MODEL, input="Yours?", previous_response_id=created.id)
+        kept = sdk.responses.retrieve(created.id)
+    assert retrieving.value.status_code == 404
+    assert continuing.value.param == "previous_response_id"
+    assert kept.id == created.id
+
+
+def test_store_false_cannot_be_continued(sdk: openai.OpenAI) -> None:
+    with sdk:
+        created = sdk.responses.create(model=MODEL, input="Forget me", store=False)
+        with pytest.raises(openai.NotFoundError) as raised:
+            sdk.responses.create(model=MODEL, input="Next", previous_response_id=created.id)
+    assert created.to_dict()["store"] is False
+    assert raised.value.param == "previous_response_id"
 
 
 def test_unknown_model_raises_not_found(sdk: openai.OpenAI) -> None:

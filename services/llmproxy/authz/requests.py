@@ -95,7 +95,12 @@ GRPC_REQUESTS: dict[str, Callable[[bytes], dict[str, Any] | None]] = {
 }
 # Methods that name no model to spend on: nothing to check.
 GRPC_WITHOUT_MODEL = frozenset(
-    {f"{_ROUTER}.OpenAIService/ListOpenAIModels", f"{_ROUTER}.OpenAIService/GetModel"}
+    {
+        f"{_ROUTER}.OpenAIService/ListOpenAIModels",
+        f"{_ROUTER}.OpenAIService/GetModel",
+        f"{_ROUTER}.OpenAIService/GetResponse",
+        f"{_ROUTER}.OpenAIService/DeleteResponse",
+    }
 )
 
 

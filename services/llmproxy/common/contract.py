@@ -77,7 +77,11 @@ CLIENT_ROUTES = {
         f"{CHAT_SERVICE}/Chat",
         f"{CHAT_SERVICE}/StreamChat",
     ),
-    "responses": (f"{OPENAI_SERVICE}/CreateResponse",),
+    "responses": (
+        f"{OPENAI_SERVICE}/CreateResponse",
+        f"{OPENAI_SERVICE}/GetResponse",
+        f"{OPENAI_SERVICE}/DeleteResponse",
+    ),
     "messages": (f"{ANTHROPIC_SERVICE}/CreateMessage",),
     "completions": (f"{OPENAI_SERVICE}/CreateCompletion",),
     "embeddings": (f"{OPENAI_SERVICE}/CreateEmbedding", f"{CHAT_SERVICE}/Embed"),

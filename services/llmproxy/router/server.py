@@ -39,6 +39,7 @@ from llmproxy.router.providers.pool import LeanTransport
 from llmproxy.router.reconcile_batch import ReconcileBatcher
 from llmproxy.router.routing import Balancer, measured_targets
 from llmproxy.router.service import OpenAIServicer
+from llmproxy.router.stored_responses import RedisResponseStore
 from llmproxy.router.typed import ChatServicer
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ async def serve(
         usage=usage,
         stats=stats,
         reconciler=reconciler,
+        # The stack's Redis: stored responses are clients' state, not evictable cache entries.
+        responses=RedisResponseStore(redis),
     )
     control = RouterControlServicer(
         models, cache if settings.cache.enabled else None, stats, openai_api

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from llmproxy.router.apis import anthropic_models
 from llmproxy.router.apis.base import InboundApi, Translation
 from llmproxy.router.apis.messages import MessagesApi
 from llmproxy.router.apis.responses import ResponsesApi
+from llmproxy.router.apis.responses_storage import ResponseNotFoundError, ResponseStorage
 from llmproxy.router.cache import keys, policy
 from llmproxy.router.cache.flights import Flight, Flights
 from llmproxy.router.cache.metrics import (
@@ -54,6 +55,7 @@ from llmproxy.router.requests import (
     parse_embeddings_request,
 )
 from llmproxy.router.settings import ModelSettings, RouterSettings
+from llmproxy.router.stored_responses import ResponseStore
 from llmproxy.router.usage_metrics import USAGE_METRICS
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,6 @@ SSE = "text/event-stream"
 KEEPALIVE = b": keepalive\n\n"
 # What the router records usage under, from the headers authz set.
 USAGE_IDENTITY = (TENANT_HEADER, USER_HEADER, KEY_ID_HEADER)
-RESPONSES_API = ResponsesApi()
 MESSAGES_API = MessagesApi()
 # Warming caches every request it is given, sampled or not, under its own identity.
 WARMING_HEADERS = {policy.CACHE_HEADER: "force", **dict.fromkeys(USAGE_IDENTITY, "warming")}
@@ -152,6 +153,7 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         reconciler: TokenReconciler | None = None,
         stats: CacheStats | None = None,
         failover: Failover | None = None,
+        responses: ResponseStore | None = None,
     ) -> None:
         self._models = models
         self._by_name = {n: m for m in models for n in (m.name, *m.aliases)}
@@ -162,6 +164,12 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         self._stats = stats or CacheStats()
         self._failover = failover or Failover(clients, settings.failover)
         self._flights = Flights()
+        # Stored responses (POST /v1/responses' previous_response_id) need a store, and may
+        # be turned off for the whole gateway.
+        storage = None
+        if responses is not None and settings.responses.store:
+            storage = ResponseStorage(responses, settings.responses.store_ttl_s)
+        self._responses = ResponsesApi(storage)
 
     # --- RPCs ------------------------------------------------------------------------------
 
@@ -194,8 +202,21 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         self, request: openai_pb2.CreateResponseRequest, context: Context
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         """POST /v1/responses: OpenAI's Responses API, answered as a chat completion."""
-        async for reply in self.answer_translated(RESPONSES_API, request.body.data, context):
+        async for reply in self.answer_translated(self._responses, request.body.data, context):
             yield reply
+
+    async def GetResponse(
+        self, request: openai_pb2.GetResponseRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """GET /v1/responses/{response_id}: a stored response of the caller's tenant."""
+        return await self._stored(context, request.response_id, ResponseStorage.retrieve)
+
+    async def DeleteResponse(
+        self, request: openai_pb2.DeleteResponseRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """DELETE /v1/responses/{response_id}: forget a stored response of the caller's
+        tenant."""
+        return await self._stored(context, request.response_id, ResponseStorage.delete)
 
     async def CreateCompletion(
         self, request: openai_pb2.CreateCompletionRequest, context: Context
@@ -275,12 +296,30 @@ class OpenAIServicer(openai_pb2_grpc.OpenAIServiceServicer):
         headers = _headers(context)
         try:
             translation = api.start(raw, headers)
+            await translation.load()
             call = self._prepare("chat", translation.chat_body, headers, api, translation)
         except RouterError as err:
             yield await self._refuse(context, err, api)
             return
         async for reply in self._answer(call, context):
             yield reply
+        await translation.save()
+
+    async def _stored(
+        self,
+        context: Context,
+        response_id: str,
+        operation: Callable[[ResponseStorage, str, str], Awaitable[bytes]],
+    ) -> httpbody_pb2.HttpBody:
+        """A retrieval or deletion of a stored response, as the caller's tenant."""
+        try:
+            storage = self._responses.storage
+            if storage is None:
+                raise ResponseNotFoundError(response_id, None)  # nothing is ever stored
+            tenant = _headers(context).get(TENANT_HEADER, "")
+            return _http_body(JSON, await operation(storage, response_id, tenant))
+        except RouterError as err:
+            return await self._refuse(context, err)
 
     def _prepare(
         self,

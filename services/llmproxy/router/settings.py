@@ -253,6 +253,25 @@ class RoutingSettings(StrictModel):
     )
 
 
+class ResponsesSettings(StrictModel):
+    """Stored responses of POST /v1/responses, which `previous_response_id` continues from."""
+
+    store: bool = Field(
+        True,
+        description="Keep responses whose request does not say `store: false` (OpenAI's "
+        "default), in the stack's Redis, for `previous_response_id`, retrieval and deletion; "
+        "false stores none (every answer says `store: false`; `previous_response_id` is "
+        "refused with a 400).",
+    )
+    store_ttl_s: int = Field(
+        30 * 24 * 3600,
+        ge=60,
+        le=365 * 24 * 3600,
+        description="How long a stored response is kept (its conversation, output, model and "
+        "owner), from when it was answered; OpenAI keeps them 30 days.",
+    )
+
+
 class RouterSettings(ServiceSettings):
     """Where the router listens, and how it caches and fails over."""
 
@@ -261,6 +280,7 @@ class RouterSettings(ServiceSettings):
     cache: CacheSettings = CacheSettings()
     failover: FailoverSettings = FailoverSettings()
     routing: RoutingSettings = RoutingSettings()
+    responses: ResponsesSettings = ResponsesSettings()
     via_egress: bool = Field(
         True,
         description="Call providers through Envoy's egress listener (one cluster per provider, "

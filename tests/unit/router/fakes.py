@@ -1,5 +1,5 @@
-"""Fakes of the router's Protocols: scripted provider clients, an in-memory cache, a gRPC
-context, and recording usage and reconciler stores."""
+"""Fakes of the router's Protocols: scripted provider clients, an in-memory cache and
+response store, a gRPC context, and recording usage and reconciler stores."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from llmproxy.common.usage import Identity, Usage
 from llmproxy.router.cache.store import CachedAnswer
 from llmproxy.router.providers import Provider, ProviderCallError, sse
 from llmproxy.router.providers.base import LEGACY_COMPLETIONS, UnsupportedError
+from llmproxy.router.stored_responses import StoredResponse, StoreUnavailableError
 
 
 def answer(text: str = "ok", prompt: int = 3, completion: int = 2) -> bytes:
@@ -243,3 +244,31 @@ class RecordingReconciler:
 
     def reconcile_soon(self, headers: Any, actual_tokens: int) -> None:
         self.calls.append((dict(headers), actual_tokens))
+
+
+class MemoryResponseStore:
+    """A ResponseStore in a dict, with a clock for its TTLs and a switch that makes it fail."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[StoredResponse, float]] = {}  # id -> (stored, expiry)
+        self.now = 0.0
+        self.down = False
+        self.ttls: list[int] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailableError()
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        self._check()
+        found = self.entries.get(response_id)
+        return found[0] if found is not None and found[1] > self.now else None
+
+    async def put(self, stored: StoredResponse, ttl_s: int) -> None:
+        self._check()
+        self.ttls.append(ttl_s)
+        self.entries[stored.id] = (stored, self.now + ttl_s)
+
+    async def delete(self, response_id: str) -> bool:
+        self._check()
+        return self.entries.pop(response_id, None) is not None

@@ -247,21 +247,44 @@ def test_text_format_becomes_response_format(
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
+    ("field", "value", "reason"),
     [
-        ("previous_response_id", "resp_123"),
-        ("conversation", "conv_123"),
-        ("prompt", {"id": "pmpt_1"}),
-        ("background", True),
+        ("previous_response_id", "resp_123", "does not store responses"),
+        ("conversation", "conv_123", "keeps no conversations"),
+        ("prompt", {"id": "pmpt_1"}, "keeps no conversations"),
+        ("background", True, "keeps no conversations"),
     ],
 )
 def test_stateful_features_are_refused_with_the_stateless_alternative(
-    field: str, value: Any
+    field: str, value: Any, reason: str
 ) -> None:
     error = refused({"model": "m", "input": "Hi", field: value})
     assert error.param == field
-    assert "stateless" in error.message
+    assert reason in error.message
     assert "input items" in error.message
+
+
+def stored(**body: Any) -> Any:
+    return parse_responses_request(json.dumps({"model": "m", **body}).encode(), storing=True)
+
+
+def test_a_storing_gateway_stores_unless_the_request_says_store_false() -> None:
+    assert stored(input="Hi").echo["store"] is True
+    assert stored(input="Hi", store=True).store is True
+    assert stored(input="Hi", store=False).echo["store"] is False
+    assert stored(input="Hi", store=None).store is True
+
+
+def test_previous_response_id_is_kept_and_echoed_when_storing() -> None:
+    request = stored(input="Hi", previous_response_id="resp_1", instructions="Be brief.")
+    assert request.previous_response_id == "resp_1"
+    assert request.echo["previous_response_id"] == "resp_1"
+    assert request.input_at == 1  # after the instructions' system message
+    assert stored(input="Hi").input_at == 0
+    for bad in ("", 5, ["resp_1"]):
+        with pytest.raises(InvalidRequestError) as raised:
+            stored(input="Hi", previous_response_id=bad)
+        assert raised.value.param == "previous_response_id"
 
 
 @pytest.mark.parametrize("kind", ["web_search", "file_search", "code_interpreter", "mcp", "custom"])

@@ -5,6 +5,11 @@ usage, token reconciliation) run on an OpenAI chat completion body. An API other
 completions enters that flow through an InboundApi, which turns its request into a chat body
 and its answers, streams and errors back into its own shapes. Cached answers stay in OpenAI's
 format, so one cache entry serves every API that asks the same thing.
+
+A translation may depend on state kept between requests (the Responses API's stored
+conversations): `load` completes the chat body before the request enters the flow, and `save`
+keeps what the answer added once the client has it all. Both are no-ops for stateless APIs, so
+those cost nothing more; chat completions do not go through a translation at all.
 """
 
 from __future__ import annotations
@@ -21,6 +26,14 @@ class Translation(Protocol):
     chat_body: dict[str, Any]
     """The request as a valid chat completion body (with `model`, `messages`, `stream`; a
     streamed one asks for usage, which the way back needs)."""
+
+    async def load(self) -> None:
+        """Complete chat_body from stored state the request points at, before the request is
+        answered; raise RouterError (404, 503) when that state cannot be had."""
+
+    async def save(self) -> None:
+        """After the whole answer went out: keep what later requests may point at; never
+        raises (a failure to keep it does not fail the answer)."""
 
     def answer(self, data: bytes) -> bytes:
         """An OpenAI chat.completion JSON answer as the API's answer body."""

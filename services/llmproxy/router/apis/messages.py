@@ -33,6 +33,12 @@ class MessagesTranslation:
         self.chat_body = chat_body
         self._stream = StreamWriter()
 
+    async def load(self) -> None:
+        """Nothing to load: a Messages request carries its whole conversation."""
+
+    async def save(self) -> None:
+        """Nothing to keep: Anthropic's API stores nothing."""
+
     def answer(self, data: bytes) -> bytes:
         """A chat.completion body as an Anthropic message body."""
         return answer_body(data)

@@ -50,6 +50,15 @@ def chat_messages(value: Any, instructions: str | None) -> list[Message]:
     return messages
 
 
+def output_messages(output: list[Any]) -> list[Message]:
+    """A response's output items (its message and function calls) as the chat messages of the
+    assistant's turn, as a later turn replays them; reasoning items carry nothing and go."""
+    messages: list[Message] = []
+    for index, item in enumerate(output):
+        _add_item(messages, item, f"output[{index}]")
+    return messages
+
+
 def _add_item(messages: list[Message], item: Any, param: str) -> None:
     if not isinstance(item, dict):
         raise _invalid(f"'{param}' must be an object (an input item).", param)

@@ -1,8 +1,9 @@
 """A Responses API request (POST /v1/responses) checked and turned into a chat completion body.
 
-The gateway stores nothing: every request is answered on its own (`store: false`), so fields
-that point at OpenAI's stored state (previous_response_id, conversation, stored prompts,
-background responses) are refused with a 400 saying to send the conversation as input items.
+`previous_response_id` continues a stored response (apis/responses_storage.py) when the gateway
+stores responses; the translation then puts the stored conversation before this request's
+input. Other fields that point at OpenAI's own state (conversations, stored prompts,
+background responses) are refused with a 400 saying to send the conversation instead.
 Like OpenAI, unknown fields are refused; fields the gateway knows but cannot honour get a 400
 naming them rather than being silently ignored.
 """
@@ -37,6 +38,7 @@ TRANSLATED_FIELDS = frozenset(
         "service_tier",
         "safety_identifier",
         "prompt_cache_key",
+        "previous_response_id",
     }
 )
 # Accepted and echoed in the response, but nothing a chat completion takes: metadata is the
@@ -55,14 +57,17 @@ ACCEPTED_FIELDS = frozenset(
     }
 )
 _STATELESS = (
-    "this gateway does not store responses (it is stateless: every answer has store: false). "
-    "Send the whole conversation as input items instead: earlier input and output items "
-    "followed by the new ones."
+    "this gateway keeps no conversations, stored prompts or background responses. Continue "
+    "from a stored response with previous_response_id, or send the whole conversation as "
+    "input items: earlier input and output items followed by the new ones."
+)
+_NOT_STORING = (
+    "'previous_response_id' is not supported: this gateway does not store responses (every "
+    "answer has store: false). Send the whole conversation as input items instead: earlier "
+    "input and output items followed by the new ones."
 )
 # Fields that need state on OpenAI's side: refused unless null.
-STATEFUL_FIELDS = frozenset(
-    {"previous_response_id", "conversation", "prompt", "background_options"}
-)
+STATEFUL_FIELDS = frozenset({"conversation", "prompt", "background_options"})
 # Fields the gateway cannot translate to a chat completion: refused unless null.
 UNSUPPORTED_FIELDS = frozenset(
     {
@@ -91,6 +96,7 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "service_tier": (lambda v: isinstance(v, str), "a string"),
     "safety_identifier": (lambda v: isinstance(v, str), "a string"),
     "prompt_cache_key": (lambda v: isinstance(v, str), "a string"),
+    "previous_response_id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "prompt_cache_retention": (lambda v: isinstance(v, str), "a string"),
     "metadata": (_string_map, "an object of string values"),
     "parallel_tool_calls": (lambda v: isinstance(v, bool), "a boolean"),
@@ -128,6 +134,15 @@ class ResponsesRequest:
     echo: dict[str, Any]
     """The request's settings as the response object repeats them (instructions, tools,
     tool_choice, text, temperature, ...), OpenAI's defaults filled in."""
+    previous_response_id: str | None = None
+    """The stored response this one continues."""
+    input_at: int = 0
+    """Where the input's messages start in chat_body's messages (after the instructions)."""
+
+    @property
+    def store(self) -> bool:
+        """Whether the answer is to be stored (what its `store` field says)."""
+        return bool(self.echo["store"])
 
 
 def _invalid(
@@ -136,7 +151,7 @@ def _invalid(
     return InvalidRequestError(message, param=param, code=code)
 
 
-def _check_fields(body: dict[str, Any]) -> None:
+def _check_fields(body: dict[str, Any], storing: bool) -> None:
     for name in sorted(body):
         if name not in RESPONSES_FIELDS:
             raise _invalid(
@@ -144,6 +159,8 @@ def _check_fields(body: dict[str, Any]) -> None:
             )
         if body[name] is None:
             continue
+        if name == "previous_response_id" and not storing:
+            raise _invalid(_NOT_STORING, name, "unsupported_parameter")
         if name in STATEFUL_FIELDS:
             raise _invalid(
                 f"'{name}' is not supported: {_STATELESS}", name, "unsupported_parameter"
@@ -188,11 +205,15 @@ def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def parse_responses_request(raw: bytes) -> ResponsesRequest:
+def parse_responses_request(raw: bytes, storing: bool = False) -> ResponsesRequest:
     """Check a Responses request body and translate it; raise InvalidRequestError (400) saying
-    what is wrong, unknown, or not translatable."""
+    what is wrong, unknown, or not translatable.
+
+    storing: whether the gateway stores responses; without it `previous_response_id` is refused
+    and every answer says `store: false`.
+    """
     body = load_object(raw)
-    _check_fields(body)
+    _check_fields(body, storing)
     model, value = _check_model_and_input(body)
     chat: dict[str, Any] = {
         "model": model,
@@ -230,12 +251,12 @@ def parse_responses_request(raw: bytes) -> ResponsesRequest:
         "max_tool_calls": body.get("max_tool_calls"),
         "metadata": body.get("metadata") or {},
         "parallel_tool_calls": body.get("parallel_tool_calls") is not False,
-        "previous_response_id": None,
+        "previous_response_id": body.get("previous_response_id"),
         "prompt_cache_key": body.get("prompt_cache_key"),
         "reasoning": {"effort": effort, "summary": None},
         "safety_identifier": body.get("safety_identifier"),
         "service_tier": body.get("service_tier"),
-        "store": False,
+        "store": storing and body.get("store") is not False,
         "temperature": _or(body.get("temperature"), 1.0),
         "text": {"format": echoed_format, "verbosity": verbosity or "medium"},
         "tool_choice": body.get("tool_choice") or "auto",
@@ -245,4 +266,5 @@ def parse_responses_request(raw: bytes) -> ResponsesRequest:
         "user": body.get("user"),
         "background": False,
     }
-    return ResponsesRequest(model, chat, echo)
+    input_at = 1 if body.get("instructions") else 0
+    return ResponsesRequest(model, chat, echo, body.get("previous_response_id"), input_at)

@@ -88,6 +88,8 @@ class ResponseStreamWriter:
         self._items = 0
         self._finish_reason: Any = None
         self._usage: Any = None
+        self.response: dict[str, Any] | None = None
+        """The whole response once the stream ended (completed, incomplete or failed)."""
 
     def events(self, data: bytes) -> bytes:
         """Whole chat SSE events as Responses events (b"" when they add nothing)."""
@@ -281,6 +283,7 @@ class ResponseStreamWriter:
             out += self._close(item, status)
         output = [item.item(status) for item in items]
         response = self._shape.response(status, output, usage_of(self._usage), reason=reason)
+        self.response = response
         kind = "response.completed" if status == "completed" else "response.incomplete"
         out.append(self._emit(kind, response=response))
         self._finished = True
@@ -299,6 +302,7 @@ class ResponseStreamWriter:
         output = [item.item("incomplete") for item in self._items_in_order()]
         error = {"code": code, "message": message}
         response = self._shape.response("failed", output, usage_of(self._usage), error=error)
+        self.response = response
         out.append(self._emit("response.failed", response=response))
         detail = {"type": error_type, "code": error_code or code, "message": message, "param": None}
         out.append(

@@ -28,7 +28,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from llmproxy._gen.access.v1 import access_pb2 as llmproxy_dot_access_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/router/v1/openai.proto\x12\x12llmproxy.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fllmproxy/access/v1/access.proto\"A\n\x1b\x43reateChatCompletionRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\";\n\x15\x43reateResponseRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"=\n\x17\x43reateCompletionRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"<\n\x16\x43reateEmbeddingRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x19\n\x17ListOpenAIModelsRequest\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t2\xe4\x05\n\rOpenAIService\x12\x89\x01\n\x14\x43reateChatCompletion\x12/.llmproxy.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"(\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/chat/completions:\x04\x62ody0\x01\x12v\n\x0e\x43reateResponse\x12).llmproxy.router.v1.CreateResponseRequest\x1a\x14.google.api.HttpBody\"!\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\r/v1/responses:\x04\x62ody0\x01\x12|\n\x10\x43reateCompletion\x12+.llmproxy.router.v1.CreateCompletionRequest\x1a\x14.google.api.HttpBody\"#\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0f/v1/completions:\x04\x62ody0\x01\x12w\n\x0f\x43reateEmbedding\x12*.llmproxy.router.v1.CreateEmbeddingRequest\x1a\x14.google.api.HttpBody\"\"\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x0e/v1/embeddings:\x04\x62ody\x12o\n\x10ListOpenAIModels\x12+.llmproxy.router.v1.ListOpenAIModelsRequest\x1a\x14.google.api.HttpBody\"\x18\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12g\n\x08GetModel\x12#.llmproxy.router.v1.GetModelRequest\x1a\x14.google.api.HttpBody\" \x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fllmproxy/router/v1/openai.proto\x12\x12llmproxy.router.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fllmproxy/access/v1/access.proto\"A\n\x1b\x43reateChatCompletionRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\";\n\x15\x43reateResponseRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\")\n\x12GetResponseRequest\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\",\n\x15\x44\x65leteResponseRequest\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\"=\n\x17\x43reateCompletionRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"<\n\x16\x43reateEmbeddingRequest\x12\"\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x14.google.api.HttpBody\"\x19\n\x17ListOpenAIModelsRequest\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t2\xda\x07\n\rOpenAIService\x12\x89\x01\n\x14\x43reateChatCompletion\x12/.llmproxy.router.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"(\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/chat/completions:\x04\x62ody0\x01\x12v\n\x0e\x43reateResponse\x12).llmproxy.router.v1.CreateResponseRequest\x1a\x14.google.api.HttpBody\"!\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x15\"\r/v1/responses:\x04\x62ody0\x01\x12v\n\x0bGetResponse\x12&.llmproxy.router.v1.GetResponseRequest\x1a\x14.google.api.HttpBody\")\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/responses/{response_id}\x12|\n\x0e\x44\x65leteResponse\x12).llmproxy.router.v1.DeleteResponseRequest\x1a\x14.google.api.HttpBody\")\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/responses/{response_id}\x12|\n\x10\x43reateCompletion\x12+.llmproxy.router.v1.CreateCompletionRequest\x1a\x14.google.api.HttpBody\"#\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0f/v1/completions:\x04\x62ody0\x01\x12w\n\x0f\x43reateEmbedding\x12*.llmproxy.router.v1.CreateEmbeddingRequest\x1a\x14.google.api.HttpBody\"\"\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x16\"\x0e/v1/embeddings:\x04\x62ody\x12o\n\x10ListOpenAIModels\x12+.llmproxy.router.v1.ListOpenAIModelsRequest\x1a\x14.google.api.HttpBody\"\x18\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12g\n\x08GetModel\x12#.llmproxy.router.v1.GetModelRequest\x1a\x14.google.api.HttpBody\" \x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENAISERVICE'].methods_by_name['CreateChatCompletion']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\034\"\024/v1/chat/completions:\004body'
   _globals['_OPENAISERVICE'].methods_by_name['CreateResponse']._loaded_options = None
   _globals['_OPENAISERVICE'].methods_by_name['CreateResponse']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\025\"\r/v1/responses:\004body'
+  _globals['_OPENAISERVICE'].methods_by_name['GetResponse']._loaded_options = None
+  _globals['_OPENAISERVICE'].methods_by_name['GetResponse']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\035\022\033/v1/responses/{response_id}'
+  _globals['_OPENAISERVICE'].methods_by_name['DeleteResponse']._loaded_options = None
+  _globals['_OPENAISERVICE'].methods_by_name['DeleteResponse']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\035*\033/v1/responses/{response_id}'
   _globals['_OPENAISERVICE'].methods_by_name['CreateCompletion']._loaded_options = None
   _globals['_OPENAISERVICE'].methods_by_name['CreateCompletion']._serialized_options = b'\222\202\031\002\030\001\202\323\344\223\002\027\"\017/v1/completions:\004body'
   _globals['_OPENAISERVICE'].methods_by_name['CreateEmbedding']._loaded_options = None
@@ -51,14 +55,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=210
   _globals['_CREATERESPONSEREQUEST']._serialized_start=212
   _globals['_CREATERESPONSEREQUEST']._serialized_end=271
-  _globals['_CREATECOMPLETIONREQUEST']._serialized_start=273
-  _globals['_CREATECOMPLETIONREQUEST']._serialized_end=334
-  _globals['_CREATEEMBEDDINGREQUEST']._serialized_start=336
-  _globals['_CREATEEMBEDDINGREQUEST']._serialized_end=396
-  _globals['_LISTOPENAIMODELSREQUEST']._serialized_start=398
-  _globals['_LISTOPENAIMODELSREQUEST']._serialized_end=423
-  _globals['_GETMODELREQUEST']._serialized_start=425
-  _globals['_GETMODELREQUEST']._serialized_end=457
-  _globals['_OPENAISERVICE']._serialized_start=460
-  _globals['_OPENAISERVICE']._serialized_end=1200
+  _globals['_GETRESPONSEREQUEST']._serialized_start=273
+  _globals['_GETRESPONSEREQUEST']._serialized_end=314
+  _globals['_DELETERESPONSEREQUEST']._serialized_start=316
+  _globals['_DELETERESPONSEREQUEST']._serialized_end=360
+  _globals['_CREATECOMPLETIONREQUEST']._serialized_start=362
+  _globals['_CREATECOMPLETIONREQUEST']._serialized_end=423
+  _globals['_CREATEEMBEDDINGREQUEST']._serialized_start=425
+  _globals['_CREATEEMBEDDINGREQUEST']._serialized_end=485
+  _globals['_LISTOPENAIMODELSREQUEST']._serialized_start=487
+  _globals['_LISTOPENAIMODELSREQUEST']._serialized_end=512
+  _globals['_GETMODELREQUEST']._serialized_start=514
+  _globals['_GETMODELREQUEST']._serialized_end=546
+  _globals['_OPENAISERVICE']._serialized_start=549
+  _globals['_OPENAISERVICE']._serialized_end=1535
 # @@protoc_insertion_point(module_scope)

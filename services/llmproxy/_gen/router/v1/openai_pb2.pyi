@@ -67,6 +67,50 @@ class CreateResponseRequest(_message.Message):
 Global___CreateResponseRequest: _TypeAlias = CreateResponseRequest  # noqa: Y015
 
 @_typing.final
+class GetResponseRequest(_message.Message):
+    """GetResponseRequest names one stored response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response id (resp_...) from the URL path."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetResponseRequest: _TypeAlias = GetResponseRequest  # noqa: Y015
+
+@_typing.final
+class DeleteResponseRequest(_message.Message):
+    """DeleteResponseRequest names one stored response."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response id (resp_...) from the URL path."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResponseRequest: _TypeAlias = DeleteResponseRequest  # noqa: Y015
+
+@_typing.final
 class CreateCompletionRequest(_message.Message):
     """CreateCompletionRequest carries the client's OpenAI legacy completions JSON body untouched."""
 

@@ -50,6 +50,16 @@ class OpenAIServiceStub:
                 request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/llmproxy.router.v1.OpenAIService/GetResponse',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/llmproxy.router.v1.OpenAIService/DeleteResponse',
+                request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
         self.CreateCompletion = channel.unary_stream(
                 '/llmproxy.router.v1.OpenAIService/CreateCompletion',
                 request_serializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateCompletionRequest.SerializeToString,
@@ -89,6 +99,22 @@ class OpenAIServiceServicer:
     def CreateResponse(self, request, context):
         """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
         completion so that every provider can answer it; JSON, or typed server-sent events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """GetResponse answers GET /v1/responses/{response_id} with a stored response of the caller's
+        tenant (404 for any other).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """DeleteResponse answers DELETE /v1/responses/{response_id}: a stored response of the
+        caller's tenant is forgotten (404 for any other).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +160,16 @@ def add_OpenAIServiceServicer_to_server(servicer, server):
             'CreateResponse': grpc.unary_stream_rpc_method_handler(
                     servicer.CreateResponse,
                     request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.GetResponseRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=llmproxy_dot_router_dot_v1_dot_openai__pb2.DeleteResponseRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'CreateCompletion': grpc.unary_stream_rpc_method_handler(
@@ -214,6 +250,60 @@ class OpenAIService:
             target,
             '/llmproxy.router.v1.OpenAIService/CreateResponse',
             llmproxy_dot_router_dot_v1_dot_openai__pb2.CreateResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/GetResponse',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.GetResponseRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmproxy.router.v1.OpenAIService/DeleteResponse',
+            llmproxy_dot_router_dot_v1_dot_openai__pb2.DeleteResponseRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

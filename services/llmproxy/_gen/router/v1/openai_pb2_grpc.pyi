@@ -45,6 +45,14 @@ class OpenAIServiceStub:
     """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
     completion so that every provider can answer it; JSON, or typed server-sent events.
     """
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_openai_pb2.GetResponseRequest, _httpbody_pb2.HttpBody]
+    """GetResponse answers GET /v1/responses/{response_id} with a stored response of the caller's
+    tenant (404 for any other).
+    """
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_openai_pb2.DeleteResponseRequest, _httpbody_pb2.HttpBody]
+    """DeleteResponse answers DELETE /v1/responses/{response_id}: a stored response of the
+    caller's tenant is forgotten (404 for any other).
+    """
     CreateCompletion: _grpc.UnaryStreamMultiCallable[_openai_pb2.CreateCompletionRequest, _httpbody_pb2.HttpBody]
     """CreateCompletion answers POST /v1/completions (legacy text completions) from the
     OpenAI-compatible providers of the model, as JSON or as server-sent events.
@@ -70,6 +78,14 @@ class OpenAIServiceAsyncStub(OpenAIServiceStub):
     CreateResponse: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
     completion so that every provider can answer it; JSON, or typed server-sent events.
+    """
+    GetResponse: _aio.UnaryUnaryMultiCallable[_openai_pb2.GetResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """GetResponse answers GET /v1/responses/{response_id} with a stored response of the caller's
+    tenant (404 for any other).
+    """
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_openai_pb2.DeleteResponseRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """DeleteResponse answers DELETE /v1/responses/{response_id}: a stored response of the
+    caller's tenant is forgotten (404 for any other).
     """
     CreateCompletion: _aio.UnaryStreamMultiCallable[_openai_pb2.CreateCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """CreateCompletion answers POST /v1/completions (legacy text completions) from the
@@ -105,6 +121,26 @@ class OpenAIServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """CreateResponse answers POST /v1/responses (OpenAI Responses), translated to and from a chat
         completion so that every provider can answer it; JSON, or typed server-sent events.
+        """
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _openai_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """GetResponse answers GET /v1/responses/{response_id} with a stored response of the caller's
+        tenant (404 for any other).
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _openai_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """DeleteResponse answers DELETE /v1/responses/{response_id}: a stored response of the
+        caller's tenant is forgotten (404 for any other).
         """
 
     @_abc_1.abstractmethod
