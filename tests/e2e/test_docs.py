@@ -176,7 +176,19 @@ def _collect(stream: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line)
 
 
+@pytest.fixture
+def ctrl_c_stops_children() -> Iterator[None]:
+    """Ctrl-C stops a block as it does in a terminal, even when the suite runs in the background
+    of a shell: its processes start with SIGINT ignored, which children would inherit."""
+    before = signal.getsignal(signal.SIGINT)
+    if before == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # reset to default on exec
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("block", STREAMS, ids=lambda b: b.name)
+@pytest.mark.usefixtures("ctrl_c_stops_children")
 def test_documented_streams_print_and_keep_running(block: Block, reader: dict[str, str]) -> None:
     lines: list[str] = []
     with subprocess.Popen(
@@ -202,7 +214,12 @@ def test_documented_streams_print_and_keep_running(block: Block, reader: dict[st
             assert process.poll() is None, f"{block.name} ended: {''.join(lines)}"
         finally:
             os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                pytest.fail(f"{block.name} did not stop on Ctrl-C")
             reading.join(5)
         assert process.stderr is not None
         errors = process.stderr.read()
