@@ -84,6 +84,7 @@ def edge_filters(boot: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ({"max_connections": 0}, {}, "edge.max_connections"),
         ({"max_heap_mb": 0}, {}, "edge.max_heap_mb"),
         ({"max_concurrent_streams": 0}, {}, "edge.max_concurrent_streams"),
+        ({"max_requests_per_io_cycle": 0}, {}, "edge.max_requests_per_io_cycle"),
         ({"max_request_headers_kb": 9000}, {}, "edge.max_request_headers_kb"),
         ({"idle_timeout_s": 0}, {}, "edge.idle_timeout_s"),
         ({"stream_idle_timeout_s": -1}, {}, "edge.stream_idle_timeout_s"),
@@ -248,6 +249,23 @@ def test_the_client_connection_manager_bounds_what_clients_hold(tmp_path: Path) 
     # clients.
     for name in ("control", "egress"):
         assert "use_remote_address" not in hcm(bootstrap(tmp_path), name)
+
+
+def static_runtime(boot: dict[str, Any]) -> dict[str, Any]:
+    (layer,) = [x for x in boot["layered_runtime"]["layers"] if x["name"] == "static"]
+    return dict(layer["static_layer"])
+
+
+def test_a_connection_gets_a_bounded_share_of_each_event_loop_turn(tmp_path: Path) -> None:
+    assert static_runtime(bootstrap(tmp_path))["http.max_requests_per_io_cycle"] == 1
+    several = build_bootstrap(
+        config_with(tmp_path, {**EDGE, "max_requests_per_io_cycle": 4}), DESCRIPTOR
+    )
+    assert static_runtime(several)["http.max_requests_per_io_cycle"] == 4
+    unbounded = build_bootstrap(
+        config_with(tmp_path, {**EDGE, "max_requests_per_io_cycle": None}), DESCRIPTOR
+    )
+    assert "http.max_requests_per_io_cycle" not in static_runtime(unbounded)
 
 
 def test_overload_manager_and_the_connection_limit_are_the_clients(tmp_path: Path) -> None:

@@ -118,6 +118,14 @@ class EdgeSettings(StrictModel):
     max_concurrent_streams: int = Field(
         100, ge=1, le=2_147_483_647, description="Concurrent HTTP/2 streams per connection."
     )
+    max_requests_per_io_cycle: int | None = Field(
+        1,
+        ge=1,
+        le=1_000_000,
+        description="Requests Envoy takes from one connection per event loop iteration before "
+        "it serves the others (null: all that are ready). One client with hundreds of HTTP/2 "
+        "streams in flight then cannot make every other client wait behind them.",
+    )
     max_request_headers_kb: int = Field(
         60, ge=1, le=8192, description="Largest request header block (KiB); larger get 431."
     )

@@ -12,7 +12,7 @@ import yaml
 from llmproxy.common.contract import ENVOYS_CLUSTER, SERVICES
 from llmproxy.config import StackConfig
 from llmproxy.envoyconf.clusters import service_cluster, socket_address
-from llmproxy.envoyconf.edge import envoys_cluster, overload_manager
+from llmproxy.envoyconf.edge import edge_runtime, envoys_cluster, overload_manager
 from llmproxy.envoyconf.egress import egress_listener, provider_cluster
 from llmproxy.envoyconf.fault import rtds_layer
 from llmproxy.envoyconf.listeners import client_listener, control_listener
@@ -66,7 +66,13 @@ def build_bootstrap(
         },
         "layered_runtime": {
             "layers": [
-                {"name": "static", "static_layer": tracing_runtime(config.tracing)},
+                {
+                    "name": "static",
+                    "static_layer": {
+                        **tracing_runtime(config.tracing),
+                        **edge_runtime(config.edge),
+                    },
+                },
                 # Chaos experiments' fault keys, from the fault service; admin overrides win.
                 rtds_layer(),
                 {"name": "admin", "admin_layer": {}},

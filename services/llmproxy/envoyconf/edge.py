@@ -191,6 +191,19 @@ def edge_reply_mapper() -> dict[str, Any]:
     }
 
 
+# Envoy reads it from the runtime: it applies to every HTTP connection manager of the process.
+IO_CYCLE_KEY = "http.max_requests_per_io_cycle"
+
+
+def edge_runtime(edge: EdgeSettings) -> dict[str, Any]:
+    """Static runtime keys of the edge: how many requests Envoy takes from one connection per
+    event loop iteration. A flood's many streams would otherwise fill whole iterations, and
+    every other client's request waits for each of the iterations it crosses."""
+    if edge.max_requests_per_io_cycle is None:
+        return {}
+    return {IO_CYCLE_KEY: edge.max_requests_per_io_cycle}
+
+
 def client_hcm_options(edge: EdgeSettings, request_timeout_s: float) -> dict[str, Any]:
     """The client HCM's fields that bound what one client can make Envoy hold."""
     return {
