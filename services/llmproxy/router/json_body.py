@@ -1,5 +1,5 @@
-"""Reading a request body as JSON: the body as an object, and the checks of its values'
-types that every inbound API's validation uses (a bool is not a number, as in JSON)."""
+"""Reading a request body as JSON: the body as an object, and the checks of its fields and
+values that every inbound API's validation uses (a bool is not a number, as in JSON)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Any
 
 from llmproxy.common.json_depth import MAX_JSON_DEPTH, too_deep
 from llmproxy.router.errors import InvalidRequestError
+
+FieldChecks = dict[str, tuple[Callable[[Any], bool], str]]
+"""Optional fields, each with its check and what the check expects (for the error)."""
 
 
 def load_object(raw: bytes) -> dict[str, Any]:
@@ -26,6 +29,23 @@ def load_object(raw: bytes) -> dict[str, Any]:
             f"The request body nests more than {MAX_JSON_DEPTH} levels of arrays and objects."
         )
     return body
+
+
+def check_model(body: dict[str, Any]) -> str:
+    """The request's `model`, or the 400 saying it must be a non-empty string."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError(
+            "'model' is required and must be a non-empty string.", param="model"
+        )
+    return model
+
+
+def check_types(body: dict[str, Any], checks: FieldChecks) -> None:
+    """A 400 naming the first field of checks that is set (not null) and fails its check."""
+    for name, (valid, expected) in checks.items():
+        if body.get(name) is not None and not valid(body[name]):
+            raise InvalidRequestError(f"'{name}' must be {expected}.", param=name)
 
 
 def is_number(value: Any) -> bool:

@@ -6,11 +6,13 @@ silently ignored by some providers and honoured by others).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from llmproxy.router.errors import InvalidRequestError
 from llmproxy.router.json_body import (
+    FieldChecks,
+    check_model,
+    check_types,
     int_in,
     is_int,
     is_number,
@@ -82,7 +84,7 @@ COMPLETION_FIELDS = frozenset(
 )
 
 
-_CHAT_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+_CHAT_TYPES: FieldChecks = {
     "stream": (lambda v: isinstance(v, bool), "a boolean"),
     "stream_options": (lambda v: isinstance(v, dict), "an object"),
     "temperature": (number_in(0, 2), "a number from 0 to 2"),
@@ -117,7 +119,7 @@ def _stream_options(value: Any) -> bool:
 
 # Legacy completions' optional fields, each with its check; null means the default, as in
 # OpenAI's API. The ranges are OpenAI's.
-_COMPLETION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+_COMPLETION_TYPES: FieldChecks = {
     "suffix": (lambda v: isinstance(v, str), "a string"),
     "max_tokens": (lambda v: is_int(v) and v >= 0, "a non-negative integer"),
     "temperature": (number_in(0, 2), "a number from 0 to 2"),
@@ -147,11 +149,10 @@ def _check_fields(body: dict[str, Any], allowed: frozenset[str]) -> None:
             )
 
 
-def _check_model(body: dict[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
+def _check_stream_options(body: dict[str, Any]) -> None:
+    if body.get("stream_options") is not None and not body.get("stream"):
         raise InvalidRequestError(
-            "'model' is required and must be a non-empty string.", param="model"
+            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
         )
 
 
@@ -159,7 +160,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     """Parse and check a chat completion body; raise InvalidRequestError saying what is wrong."""
     body = load_object(raw)
     _check_fields(body, CHAT_FIELDS)
-    _check_model(body)
+    check_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequestError(
@@ -171,13 +172,8 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
                 f"messages[{index}] must be an object with a string 'role'.",
                 param=f"messages[{index}]",
             )
-    for name, (valid, expected) in _CHAT_TYPES.items():
-        if name in body and body[name] is not None and not valid(body[name]):
-            raise InvalidRequestError(f"'{name}' must be {expected}.", param=name)
-    if body.get("stream_options") is not None and not body.get("stream"):
-        raise InvalidRequestError(
-            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
-        )
+    check_types(body, _CHAT_TYPES)
+    _check_stream_options(body)
     return body
 
 
@@ -200,7 +196,7 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
     """Parse and check an embeddings body."""
     body = load_object(raw)
     _check_fields(body, EMBEDDING_FIELDS)
-    _check_model(body)
+    check_model(body)
     if not _valid_input(body.get("input")):
         raise InvalidRequestError(
             "'input' is required: a non-empty string, array of strings, or token arrays.",
@@ -236,20 +232,15 @@ def parse_completions_request(raw: bytes) -> dict[str, Any]:
     InvalidRequestError naming the field that is wrong."""
     body = load_object(raw)
     _check_fields(body, COMPLETION_FIELDS)
-    _check_model(body)
+    check_model(body)
     if "prompt" not in body or not _valid_prompt(body["prompt"]):
         raise InvalidRequestError(
             "'prompt' is required: a string, an array of strings, an array of token ids, or an"
             " array of token id arrays.",
             param="prompt",
         )
-    for name, (valid, expected) in _COMPLETION_TYPES.items():
-        if body.get(name) is not None and not valid(body[name]):
-            raise InvalidRequestError(f"'{name}' must be {expected}.", param=name)
-    if body.get("stream_options") is not None and not body.get("stream"):
-        raise InvalidRequestError(
-            "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
-        )
+    check_types(body, _COMPLETION_TYPES)
+    _check_stream_options(body)
     best_of = body.get("best_of")
     if best_of is not None:
         if best_of < (body.get("n") or 1):

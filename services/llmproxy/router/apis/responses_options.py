@@ -5,13 +5,13 @@ response_format). Built-in tools run on OpenAI's platform and cannot be translat
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from llmproxy.router.errors import InvalidRequestError
+from llmproxy.router.json_body import FieldChecks
 
 TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
-_TOOL_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+_TOOL_FIELDS: FieldChecks = {
     "description": (lambda v: isinstance(v, str), "a string"),
     "parameters": (lambda v: isinstance(v, dict), "an object"),
     "strict": (lambda v: isinstance(v, bool), "a boolean"),

@@ -10,14 +10,19 @@ naming them rather than being silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from llmproxy.router.apis.responses_input import chat_messages
 from llmproxy.router.apis.responses_options import function_tools, response_format, tool_choice
 from llmproxy.router.errors import InvalidRequestError
-from llmproxy.router.json_body import is_positive_int, load_object, number_in
+from llmproxy.router.json_body import (
+    FieldChecks,
+    check_model,
+    is_positive_int,
+    load_object,
+    number_in,
+)
 
 # Translated into the chat completion body.
 TRANSLATED_FIELDS = frozenset(
@@ -86,7 +91,7 @@ def _string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
-_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+_TYPES: FieldChecks = {
     "instructions": (lambda v: isinstance(v, str), "a string"),
     "max_output_tokens": (is_positive_int, "a positive integer"),
     "max_tool_calls": (is_positive_int, "a positive integer"),
@@ -180,9 +185,7 @@ def _check_fields(body: dict[str, Any], storing: bool) -> None:
 
 
 def _check_model_and_input(body: dict[str, Any]) -> tuple[str, Any]:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _invalid("'model' is required and must be a non-empty string.", "model")
+    model = check_model(body)
     value = body.get("input")
     if not (isinstance(value, str) and value) and not (isinstance(value, list) and value):
         raise _invalid(
