@@ -15,7 +15,6 @@ provider's error event becomes Anthropic's `error` event.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from llmproxy.common import anthropic_errors
@@ -31,8 +30,7 @@ from llmproxy.router.providers import sse
 
 def event(kind: str, payload: dict[str, Any]) -> bytes:
     """One Anthropic server-sent event: its type named on the event line and in the data."""
-    data = json.dumps({"type": kind, **payload}, separators=(",", ":"))
-    return f"event: {kind}\ndata: {data}\n\n".encode()
+    return sse.encode_named(kind, {"type": kind, **payload})
 
 
 def error_event(status: int, message: str) -> bytes:

@@ -15,7 +15,6 @@ OpenAI's nested `error` object, which the openai SDKs raise as an APIError.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +121,7 @@ class ResponseStreamWriter:
     def _emit(self, kind: str, **fields: Any) -> bytes:
         payload = {"type": kind, **fields, "sequence_number": self._sequence}
         self._sequence += 1
-        data = json.dumps(payload, separators=(",", ":"))
-        return f"event: {kind}\ndata: {data}\n\n".encode()
+        return sse.encode_named(kind, payload)
 
     def _start(self) -> list[bytes]:
         if self._started:

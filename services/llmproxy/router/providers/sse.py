@@ -52,3 +52,9 @@ def data_json(event: bytes) -> Any:
 def encode(payload: Any) -> bytes:
     """One `data:` event carrying payload as compact JSON."""
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def encode_named(kind: str, payload: Any) -> bytes:
+    """One event named kind on its `event:` line (as Anthropic's and the Responses API's
+    streams name theirs), carrying payload as compact JSON."""
+    return b"event: " + kind.encode() + b"\n" + encode(payload)
