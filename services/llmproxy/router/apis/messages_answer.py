@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from llmproxy.common import anthropic_errors
+from llmproxy.router.providers.usage import count
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,14 @@ def tool_use_id(call_id: Any) -> str:
 def usage(chat_usage: Any) -> dict[str, int]:
     """Anthropic's usage counts from a chat completion's usage object."""
     counts = as_object(chat_usage)
-    prompt = _count(counts.get("prompt_tokens"))
+    prompt = _count(counts, "prompt_tokens")
     details = counts.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    cached = _count(details, "cached_tokens") if isinstance(details, dict) else None
     result = {"input_tokens": prompt - min(cached or 0, prompt)}
     if cached is not None:
         result["cache_creation_input_tokens"] = 0
         result["cache_read_input_tokens"] = min(cached, prompt)
-    result["output_tokens"] = _count(counts.get("completion_tokens"))
+    result["output_tokens"] = _count(counts, "completion_tokens")
     return result
 
 
@@ -68,8 +69,8 @@ def as_object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _count(counts: dict[str, Any], name: str) -> int:
+    return max(0, count(counts, name))  # a negative count from a provider counts nothing
 
 
 def tool_input(arguments: Any) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from llmproxy.router.providers.usage import count
+
 # chat finish_reason -> Responses incomplete_details.reason
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -62,32 +64,25 @@ class ResponseShape:
         return body
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _detail(usage: dict[str, Any], details: str, name: str) -> int:
-    found = usage.get(details)
-    return _count(found.get(name)) if isinstance(found, dict) else 0
-
-
 def usage_of(chat_usage: Any) -> dict[str, Any] | None:
     """A chat completion's usage in the Responses shape (None when there is none)."""
     if not isinstance(chat_usage, dict):
         return None
-    prompt = _count(chat_usage.get("prompt_tokens"))
-    completion = _count(chat_usage.get("completion_tokens"))
+    prompt = count(chat_usage, "prompt_tokens")
+    completion = count(chat_usage, "completion_tokens")
     return {
         "input_tokens": prompt,
         "input_tokens_details": {
-            "cached_tokens": _detail(chat_usage, "prompt_tokens_details", "cached_tokens"),
+            "cached_tokens": count(chat_usage.get("prompt_tokens_details"), "cached_tokens"),
             "cache_write_tokens": 0,
         },
         "output_tokens": completion,
         "output_tokens_details": {
-            "reasoning_tokens": _detail(chat_usage, "completion_tokens_details", "reasoning_tokens")
+            "reasoning_tokens": count(
+                chat_usage.get("completion_tokens_details"), "reasoning_tokens"
+            )
         },
-        "total_tokens": _count(chat_usage.get("total_tokens")) or prompt + completion,
+        "total_tokens": count(chat_usage, "total_tokens") or prompt + completion,
     }
 
 

@@ -29,6 +29,7 @@ from llmproxy.router.apis.responses_output import (
     usage_of,
 )
 from llmproxy.router.errors import RouterError
+from llmproxy.router.json_body import is_int
 from llmproxy.router.providers import sse
 
 # Per content part kind: its delta and done events, and the done event's text field.
@@ -71,7 +72,7 @@ class _Call:
 
 
 def _int(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+    return value if is_int(value) else default
 
 
 class ResponseStreamWriter:
