@@ -22,7 +22,7 @@ from llmproxy.router.providers.base import (
     ProviderCallError,
     UnsupportedError,
 )
-from llmproxy.router.providers.openai_chat import chat_completion, tool_call
+from llmproxy.router.providers.openai_chat import ChunkHead, chat_completion, tool_call
 from llmproxy.router.providers.usage import usage_with_cache
 
 API_VERSION = "2023-06-01"
@@ -68,34 +68,15 @@ class ChunkWriter:
     """Turns Anthropic stream events into OpenAI chat.completion.chunk events."""
 
     def __init__(self) -> None:
-        self.id = ""
-        self.model = ""
-        self.created = int(time.time())
+        self.head = ChunkHead("chatcmpl-", "", int(time.time()))  # known at message_start
         self.usage: dict[str, int] = {}  # Anthropic's counts: message_start's, then updates
         self.tools: dict[int, int] = {}  # content block index -> tool call index
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return sse.encode(
-            {
-                "id": f"chatcmpl-{self.id}",
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-        )
+        return self.head.chunk(delta, finish_reason)
 
     def usage_chunk(self) -> bytes:
-        return sse.encode(
-            {
-                "id": f"chatcmpl-{self.id}",
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage(self.usage),
-            }
-        )
+        return self.head.usage_chunk(usage(self.usage))
 
     def _add(self, counts: Any) -> None:
         if isinstance(counts, dict):
@@ -105,8 +86,8 @@ class ChunkWriter:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message", {})
-            self.id = message.get("id", "")
-            self.model = message.get("model", "")
+            self.head.id = f"chatcmpl-{message.get('id', '')}"
+            self.head.model = message.get("model", "")
             self._add(message.get("usage"))
             return [self.chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":

@@ -17,6 +17,7 @@ from typing import Any
 from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import ProviderCallError, UnsupportedError
 from llmproxy.router.providers.openai_chat import (
+    ChunkHead,
     chat_completion,
     check_features,
     function_tools,
@@ -180,36 +181,14 @@ class ChunkWriter:
     """
 
     def __init__(self, model: str, request_id: str = "") -> None:
-        self.id = f"chatcmpl-{request_id or uuid.uuid4().hex}"
-        self.model = model
-        self.created = int(time.time())
+        self.head = ChunkHead(f"chatcmpl-{request_id or uuid.uuid4().hex}", model, int(time.time()))
         self.usage: Any = None  # the metadata event's usage
         self.stopped = False
         self.done = False
         self._tool_index: dict[int, int] = {}  # contentBlockIndex -> tool call index
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        return sse.encode(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-        )
-
-    def _usage_chunk(self) -> bytes:
-        return sse.encode(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage(self.usage),
-            }
-        )
+        return self.head.chunk(delta, finish_reason)
 
     def translate(self, event_type: str, event: dict[str, Any]) -> list[bytes]:
         """The OpenAI events for one ConverseStream event."""
@@ -259,7 +238,7 @@ class ChunkWriter:
         if self.done:
             return []
         self.done = True
-        return [self._usage_chunk(), sse.DONE]
+        return [self.head.usage_chunk(usage(self.usage)), sse.DONE]
 
 
 def stream_exception(exception_type: str, payload: dict[str, Any]) -> ProviderCallError:

@@ -20,6 +20,7 @@ from llmproxy.common.tokens import estimate_prompt_tokens
 from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import HttpProvider, NoLegacyCompletions, ProviderCallError
 from llmproxy.router.providers.gemini_request import to_batch_embed_request, to_gemini_request
+from llmproxy.router.providers.openai_chat import ChunkHead
 from llmproxy.router.providers.usage import count, openai_usage
 
 FINISH_REASONS = {
@@ -116,25 +117,14 @@ class ChunkWriter:
     """Turns Gemini's streamed GenerateContentResponses into chat.completion.chunk events."""
 
     def __init__(self, model: str) -> None:
-        self.id = ""
-        self.model = model
-        self.created = int(time.time())
+        self.head = ChunkHead("", model, int(time.time()))  # the id: the first payload's
         self.usage: Any = None
         self.finished = False
         self._started: set[int] = set()
         self._tool_calls: dict[int, int] = {}  # tool calls so far, per choice
 
     def _chunk(self, index: int, delta: dict[str, Any], reason: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "finish_reason": reason}
-        return sse.encode(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [choice],
-            }
-        )
+        return self.head.chunk(delta, reason, index)
 
     def _candidate(self, index: int, candidate: dict[str, Any]) -> list[bytes]:
         out = []
@@ -164,8 +154,8 @@ class ChunkWriter:
                 status=502,
                 retryable=False,
             )
-        self.id = self.id or _response_id(payload)
-        self.model = payload.get("modelVersion") or self.model
+        self.head.id = self.head.id or _response_id(payload)
+        self.head.model = payload.get("modelVersion") or self.head.model
         if payload.get("usageMetadata"):
             self.usage = payload["usageMetadata"]  # cumulative: the last one is the total
         out: list[bytes] = []
@@ -182,15 +172,7 @@ class ChunkWriter:
         """The usage chunk and [DONE] once an answer finished; nothing for a cut stream."""
         if not self.finished:
             return []  # Gemini's stream has no end marker: a cut one must not look whole
-        chunk = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage(self.usage),
-        }
-        return [sse.encode(chunk), sse.DONE]
+        return [self.head.usage_chunk(usage(self.usage)), sse.DONE]
 
 
 def _gemini_error(err: ProviderCallError) -> ProviderCallError:

@@ -6,7 +6,8 @@ messages become turns of content blocks (a tool message a block of the next user
 consecutive ones of a role merged so that roles alternate, as both APIs require; an assistant's
 tool calls become blocks with their arguments parsed; function tools are read once for either
 API's tool list; JSON mode and n > 1, which neither API has, are refused. Answers: a text and
-tool calls become a one-choice chat.completion. Each API's own block shapes stay in its adapter
+tool calls become a one-choice chat.completion, and every streaming adapter (Gemini's too)
+writes its chat.completion.chunk events here. Each API's own block shapes stay in its adapter
 (`Blocks`).
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from llmproxy.router.providers import sse
 from llmproxy.router.providers.base import UnsupportedError
 
 Unsupported = Callable[[str], UnsupportedError]
@@ -156,3 +158,29 @@ def chat_completion(
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": usage,
     }
+
+
+@dataclass
+class ChunkHead:
+    """What every chat.completion.chunk of one stream repeats: its id, creation time and model
+    (the id and model may become known only with the provider's first event)."""
+
+    id: str
+    model: Any
+    created: int
+
+    def chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, index: int = 0
+    ) -> bytes:
+        """The chunk event of one choice's delta."""
+        choice = {"index": index, "delta": delta, "finish_reason": finish_reason}
+        return self._event({"choices": [choice]})
+
+    def usage_chunk(self, usage: dict[str, Any]) -> bytes:
+        """The last chunk event: no choices, the usage (sent whether the client asked for it or
+        not: the router needs it)."""
+        return self._event({"choices": [], "usage": usage})
+
+    def _event(self, fields: dict[str, Any]) -> bytes:
+        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created}
+        return sse.encode({**head, "model": self.model, **fields})
