@@ -31,9 +31,11 @@ class RateLimitSettings(ServiceSettings):
         0.08,
         gt=0,
         le=5,
-        description="Longest a batch of decisions waits for Redis before this instance "
-        "degrades to its local limiter; below Envoy's ratelimit_timeout_s (0.5) so that Envoy "
-        "gets an answer, above this service's own queueing at full load.",
+        description="How long a Redis call may go unanswered before it counts as a timeout; "
+        "three in a row degrade this instance to its local limiter (until then a late answer "
+        "is still waited for, so limits stay exact). Three of them stay below Envoy's "
+        "ratelimit_timeout_s (0.5) so that Envoy gets an answer; one stays above this "
+        "service's own queueing at full load.",
     )
     deadline_margin_ms: float = Field(
         100.0,

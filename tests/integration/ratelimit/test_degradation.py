@@ -214,3 +214,34 @@ async def test_the_fallback_divides_by_the_live_instances_not_the_configured_one
 
     assert await allowed("k1") == 2  # 4 divided by the 2 live instances, not by 1
     assert degraded() == 1
+
+
+async def test_a_redis_slower_than_its_timeout_but_up_keeps_the_limit_exact(
+    start_ratelimit: StartRatelimit,
+    limits_file: Callable[[str], Path],
+    own_redis: tuple[str, ManagedProcess],
+) -> None:
+    """Redis answering late is not Redis down: its answers still decide, none is guessed."""
+    url, process = own_redis
+    # Frozen for 1.5 timeouts: slow, not down (down takes 3 in a row).
+    timeout_s = 0.3
+    instance = await start_ratelimit(
+        limits_file(LIMITS), url, redis_timeout_s=str(timeout_s), probe_interval_s="0.1"
+    )
+    call = request(descriptor(("tenant", "acme"), ("key_id", "slow")))
+    for _ in range(3):  # the key's whole limit: Redis refuses it from now on
+        assert (await instance.rls.ShouldRateLimit(call, timeout=5)).overall_code == OK
+    process.signal(signal.SIGSTOP)
+    try:
+
+        async def one() -> int:
+            return int((await instance.rls.ShouldRateLimit(call, timeout=5)).overall_code)
+
+        burst = [asyncio.create_task(one()) for _ in range(6)]
+        await asyncio.sleep(1.5 * timeout_s)
+    finally:
+        process.signal(signal.SIGCONT)
+    codes = await asyncio.gather(*burst)
+    # The local store, empty, would have admitted its share of the limit.
+    assert codes == [OVER_LIMIT] * 6
+    assert degraded() == 0
