@@ -142,12 +142,16 @@ class FallbackSwitch:
             await asyncio.gather(self._probing, return_exceptions=True)
 
 
-async def bounded(call: Awaitable[T], timeout_s: float) -> T:
+async def bounded(
+    call: Awaitable[T], timeout_s: float, *, patience: Callable[[], bool] | None = None
+) -> T:
     """The primary's answer, or TimeoutError if the primary (not this process) is slow.
 
     A deadline that fires late means this process's own event loop was busy (the answer may be
     waiting in the socket): that is load, not an outage, so the call gets more time, a few
-    times, rather than degrading every instance under load.
+    times, rather than degrading every instance under load. Then, when patience is given, each
+    deadline asks patience() whether to wait another timeout_s (it may count the slow period):
+    the call is awaited in place all along, and expires only when patience() says no.
     """
     loop = asyncio.get_running_loop()
     extensions = _LATE_EXTENSIONS
@@ -158,9 +162,10 @@ async def bounded(call: Awaitable[T], timeout_s: float) -> T:
             now = loop.time()
             if now - deadline >= timeout_s / 2 and extensions > 0:
                 extensions -= 1
-                timers.append(loop.call_at(now + timeout_s, check, now + timeout_s))
-            else:
+            elif patience is None or not patience():
                 scope.reschedule(now)  # expire: the primary had its time
+                return
+            timers.append(loop.call_at(now + timeout_s, check, now + timeout_s))
 
         deadline = loop.time() + timeout_s
         timers = [loop.call_at(deadline, check, deadline)]

@@ -9,29 +9,26 @@ llmproxy_ratelimit_degraded metric, and decides with its own MemoryLimitStore wi
 on Redis again, each limit divided by the live number of limiter instances
 (common.live_count: the last count read from the instance registry, kept while Redis is down),
 so that all of them together stay near the limit however many a platform runs. A call still
-out when the instance degrades is decided locally too, and whatever Redis answers for it later
-is given back. A probe checks Redis every probe interval; once it answers, decisions go back to
-Redis and the local counts are dropped. When to switch is `common.fallback`'s; what goes where
-is here.
-"""
+out when the instance degrades is decided locally too; what its script may have counted stays
+counted until its window passes (strict, never over). A probe checks Redis every probe
+interval; once it answers, decisions go back to Redis and the local counts are dropped. When to
+switch is `common.fallback`'s; what goes where is here."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
 
 from llmproxy.common.fallback import FallbackSwitch, bounded
 from llmproxy.ratelimit import metrics
 from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
-from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take, give_back
+from llmproxy.ratelimit.store import Adjust, LimitStore, Outcome, Take
 
 log = logging.getLogger(__name__)
 TIMEOUTS_TO_DEGRADE = 3
-T = TypeVar("T")
 
 
 class FallbackLimitStore:
@@ -68,7 +65,6 @@ class FallbackLimitStore:
             on_change=self._changed,
             on_return=local.clear,
         )
-        self._late: set[asyncio.Task[object]] = set()
         metrics.DEGRADED.set(0)
 
     def _changed(self, degraded: bool) -> None:
@@ -88,84 +84,40 @@ class FallbackLimitStore:
             for o in ops
         ]
 
-    async def _answer(self, call: asyncio.Task[T]) -> T | None:
-        """The primary's answer to call, or None once the switch degrades while waiting.
-
-        Each timeout_s without an answer counts as one timeout (see the module docstring);
-        a StoreError is raised to the caller, which tells the switch.
-        """
-        switch = self._switch
-        while True:
-            try:
-                answer = await bounded(asyncio.shield(call), self._timeout_s)
-            except TimeoutError as exc:
-                switch.timed_out(exc)
-                if switch.degraded:
-                    return None
-            else:
-                switch.succeeded()
-                return answer
-
-    def _still_out(
-        self, call: asyncio.Task[T], then: Callable[[T], Coroutine[Any, Any, object]]
-    ) -> None:
-        """Once call (given up on) answers, run then(answer); its failure is only logged."""
-
-        def done(task: asyncio.Task[T]) -> None:
-            if task.cancelled() or task.exception() is not None:
-                return  # nothing known to undo (a dead connection, a closed store)
-            follow: asyncio.Task[object] = asyncio.get_running_loop().create_task(
-                then(task.result())
-            )
-            self._late.add(follow)
-            follow.add_done_callback(self._late_done)
-
-        call.add_done_callback(done)
-
-    def _late_done(self, task: asyncio.Task[object]) -> None:
-        self._late.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.warning("a late answer's hits were not given back", extra={"error": str(error)})
-
-    async def _give_back(self, ops: Sequence[Take], outcomes: list[Outcome]) -> object:
-        # Decided locally meanwhile: what Redis counted for these checks must not stay counted.
-        refunds = give_back(ops, outcomes)
-        if refunds:
-            return await bounded(self._primary.adjust(refunds), max(self._timeout_s, 1.0))
-        return None
+    def _wait_on(self) -> bool:
+        """A primary call unanswered for another timeout: counted; waited for until degraded."""
+        self._switch.timed_out(TimeoutError(f"redis: no answer within {self._timeout_s}s"))
+        return not self._switch.degraded
 
     async def take(self, ops: Sequence[Take]) -> list[Outcome]:
         """Decide on Redis, or locally while degraded (or once this call degrades it)."""
         switch = self._switch
         if switch.use_primary():
-            call = asyncio.ensure_future(self._primary.take(ops))
-            outcomes = None
             try:
-                outcomes = await self._answer(call)
+                outcomes = await bounded(
+                    self._primary.take(ops), self._timeout_s, patience=self._wait_on
+                )
             except StoreError as exc:
                 switch.failed(exc)
-            finally:
-                if outcomes is None:  # decided locally, or nobody waits for it any more
-                    self._still_out(call, lambda answer: self._give_back(ops, answer))
-            if outcomes is not None:
+            except TimeoutError:
+                pass  # given up on only once _wait_on degraded the switch
+            else:
+                switch.succeeded()
                 return outcomes
         return await self._local.take(self._share(ops))
 
     async def adjust(self, ops: Sequence[Adjust]) -> int:
-        """Correct on Redis, or locally while degraded (a correction still out goes on)."""
+        """Correct on Redis, or locally while degraded."""
         switch = self._switch
         if switch.use_primary():
-            call = asyncio.ensure_future(self._primary.adjust(ops))
-            adjusted = None
             try:
-                adjusted = await self._answer(call)
+                return await bounded(
+                    self._primary.adjust(ops), self._timeout_s, patience=self._wait_on
+                )
             except StoreError as exc:
                 switch.failed(exc)
-            finally:
-                if adjusted is None:
-                    self._still_out(call, _nothing)  # applied late on Redis: still right there
-            if adjusted is not None:
-                return adjusted
+            except TimeoutError:
+                pass  # degraded meanwhile
         return await self._local.adjust(ops)
 
     async def reset(self, key: str, algorithm: str) -> bool:
@@ -184,11 +136,6 @@ class FallbackLimitStore:
         """Answers while either store does: degraded is still serving."""
 
     async def aclose(self) -> None:
-        """Stop probing, finish giving back late answers, and close the primary."""
+        """Stop probing and close the primary."""
         await self._switch.aclose()
-        await asyncio.gather(*self._late, return_exceptions=True)
         await self._primary.aclose()
-
-
-async def _nothing(answer: object) -> None:
-    """Nothing to do with a late answer."""

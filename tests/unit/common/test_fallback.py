@@ -261,3 +261,16 @@ async def test_bounded_gives_more_time_when_this_process_made_the_deadline_late(
     time.sleep(0.1)  # noqa: ASYNC251 - this event loop is busy past the deadline, on purpose
     loop.call_later(0.01, answer.set_result, "late, not lost")
     assert await call == "late, not lost"
+
+
+async def test_bounded_waits_on_while_patience_lasts_and_counts_each_period() -> None:
+    never = asyncio.get_running_loop().create_future()
+    periods: list[int] = []
+
+    def patience() -> bool:
+        periods.append(len(periods) + 1)
+        return len(periods) < 4  # the fourth slow period is one too many
+
+    with pytest.raises(TimeoutError):
+        await bounded(never, 0.005, patience=patience)
+    assert periods == [1, 2, 3, 4]

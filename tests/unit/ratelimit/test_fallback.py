@@ -17,27 +17,23 @@ from llmproxy.ratelimit.errors import StoreError
 from llmproxy.ratelimit.fallback import FallbackLimitStore
 from llmproxy.ratelimit.memory_store import MemoryLimitStore
 from llmproxy.ratelimit.store import Adjust, Outcome, Take
-from tests.harness.waiting import eventually
 
 TIMEOUT_S = 0.01
 TAKE = Take("tenant=a", "sliding_log", 5, 60_000, 1)
+ADJUST = Adjust("tenant=a", "sliding_log", 60_000, 3, 1_000)
 
 
 class HeldStore(MemoryLimitStore):
-    """Redis as the test holds it: each call is decided at once but answered on `release`."""
+    """Redis as the test holds it: every call is answered only once `release` is set."""
 
-    def __init__(self, allowed: bool = True) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
-        self.allowed = allowed
         self.adjusted: list[Adjust] = []
-        self.failing = False
 
     async def take(self, ops: Sequence[Take]) -> list[Outcome]:
         await self.release.wait()
-        if self.failing:
-            raise StoreError("redis: connection lost")
-        return [Outcome(self.allowed, 5, 0, 60_000, 1_000) for _ in ops]
+        return [Outcome(False, 5, 0, 60_000, 1_000) for _ in ops]  # refused: used up
 
     async def adjust(self, ops: Sequence[Adjust]) -> int:
         await self.release.wait()
@@ -48,82 +44,61 @@ class HeldStore(MemoryLimitStore):
         raise StoreError("redis: still down")  # the test decides when it is back
 
 
-def store_over(primary: HeldStore) -> FallbackLimitStore:
+@pytest.fixture
+def primary() -> HeldStore:
+    return HeldStore()
+
+
+def over(primary: HeldStore) -> FallbackLimitStore:
     return FallbackLimitStore(primary, MemoryLimitStore(), timeout_s=TIMEOUT_S, probe_interval_s=60)
 
 
+@pytest.fixture
+def store(primary: HeldStore) -> FallbackLimitStore:
+    return over(primary)
+
+
+async def release_after(primary: HeldStore, timeouts: int) -> None:
+    await asyncio.sleep(timeouts * TIMEOUT_S)
+    primary.release.set()
+
+
 async def test_an_answer_many_timeouts_late_is_still_redis_s(
-    monkeypatch: pytest.MonkeyPatch,
+    primary: HeldStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Never degrading here: only the answer's lateness is under test.
     monkeypatch.setattr(fallback, "TIMEOUTS_TO_DEGRADE", 1_000)
-    primary = HeldStore(allowed=False)  # Redis refuses; the empty local store would admit
-    store = store_over(primary)
+    store = over(primary)
     try:
-        waiting = asyncio.create_task(store.take([TAKE]))
-        await asyncio.sleep(10 * TIMEOUT_S)  # ten timeouts pass unanswered
-        assert not waiting.done()
-        primary.release.set()
-        [outcome] = await waiting
+        releasing = asyncio.create_task(release_after(primary, 10))
+        # Redis refuses; the empty local store would have admitted it.
+        [outcome] = await store.take([TAKE])
+        await releasing
         assert not outcome.allowed
         assert not store.degraded
+        assert await store.adjust([ADJUST]) == 1  # a correction, too, waits for Redis
+        assert primary.adjusted == [ADJUST]
     finally:
         await store.aclose()
 
 
-async def test_three_timeouts_degrade_and_the_late_answer_is_given_back() -> None:
-    primary = HeldStore(allowed=True)
-    store = store_over(primary)
+async def test_three_timeouts_unanswered_degrade_and_decide_locally(
+    store: FallbackLimitStore,
+) -> None:
     try:
-        [outcome] = await store.take([TAKE])  # Redis holds it: decided locally once degraded
-        assert outcome.allowed
+        [outcome] = await store.take([TAKE])  # Redis never answers it
+        assert outcome.allowed  # the local store's answer, within its share
         assert store.degraded
-        primary.release.set()  # Redis answers at last: it counted a hit nobody was told of
-        await eventually(lambda: primary.adjusted, what="the late hit given back")
-        assert [(a.key, a.delta, a.at_ms) for a in primary.adjusted] == [("tenant=a", -1, 1_000)]
     finally:
         await store.aclose()
 
 
-async def test_a_caller_that_gives_up_leaves_nothing_counted() -> None:
-    primary = HeldStore(allowed=True)
-    store = store_over(primary)
+async def test_a_correction_unanswered_for_three_timeouts_is_applied_locally(
+    store: FallbackLimitStore, primary: HeldStore
+) -> None:
     try:
-        waiting = asyncio.create_task(store.take([TAKE]))
-        await asyncio.sleep(0)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        primary.release.set()
-        await eventually(lambda: primary.adjusted, what="the abandoned hit given back")
-        assert [a.delta for a in primary.adjusted] == [-1]
-    finally:
-        await store.aclose()
-
-
-async def test_a_late_failure_or_refusal_has_nothing_to_give_back() -> None:
-    for primary in (HeldStore(allowed=False), HeldStore(allowed=True)):
-        primary.failing = primary.allowed  # the allowed one fails instead of answering
-        store = store_over(primary)
-        try:
-            await store.take([TAKE])
-            assert store.degraded
-            primary.release.set()
-            await asyncio.sleep(TIMEOUT_S)
-            assert primary.adjusted == []
-        finally:
-            await store.aclose()
-
-
-async def test_a_correction_out_when_the_instance_degrades_is_still_applied() -> None:
-    primary = HeldStore()
-    store = store_over(primary)
-    adjustment = Adjust("tenant=a", "sliding_log", 60_000, 3, 1_000)
-    try:
-        assert await store.adjust([adjustment]) == 0  # locally: nothing counted there
+        assert await store.adjust([ADJUST]) == 0  # nothing counted locally to correct
         assert store.degraded
-        primary.release.set()
-        await eventually(lambda: primary.adjusted, what="the correction applied on Redis")
-        assert primary.adjusted == [adjustment]
+        assert primary.adjusted == []
     finally:
         await store.aclose()
