@@ -97,10 +97,9 @@ class FallbackLimitStore:
                 outcomes = await bounded(
                     self._primary.take(ops), self._timeout_s, patience=self._wait_on
                 )
-            except StoreError as exc:
+            except (StoreError, TimeoutError) as exc:
+                # A TimeoutError: given up on once _wait_on degraded the switch (a no-op then).
                 switch.failed(exc)
-            except TimeoutError:
-                pass  # given up on only once _wait_on degraded the switch
             else:
                 switch.succeeded()
                 return outcomes
@@ -114,10 +113,8 @@ class FallbackLimitStore:
                 return await bounded(
                     self._primary.adjust(ops), self._timeout_s, patience=self._wait_on
                 )
-            except StoreError as exc:
+            except (StoreError, TimeoutError) as exc:
                 switch.failed(exc)
-            except TimeoutError:
-                pass  # degraded meanwhile
         return await self._local.adjust(ops)
 
     async def reset(self, key: str, algorithm: str) -> bool:
