@@ -17,13 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmproxy.common import anthropic_errors
+from llmproxy.router.apis.anthropic_models import VERSION_HEADER, wants_anthropic
 from llmproxy.router.apis.messages_answer import answer_body
 from llmproxy.router.apis.messages_request import to_chat_body
 from llmproxy.router.apis.messages_stream import StreamWriter, error_event
 from llmproxy.router.errors import InvalidRequestError, RouterError, UpstreamRejection
 from llmproxy.router.json_body import load_object
-
-VERSION_HEADER = "anthropic-version"
 
 
 class MessagesTranslation:
@@ -69,7 +68,7 @@ class MessagesApi:
 
     def start(self, raw: bytes, headers: Mapping[str, str]) -> MessagesTranslation:
         """Check the version header and translate the body; a 400 naming what is wrong."""
-        if not headers.get(VERSION_HEADER, "").strip():
+        if not wants_anthropic(headers):
             raise InvalidRequestError(f"{VERSION_HEADER}: header is required")
         return MessagesTranslation(to_chat_body(load_object(raw)))
 
