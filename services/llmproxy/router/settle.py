@@ -90,8 +90,10 @@ class Settler:
                 USAGE_ERRORS.inc()
                 log.warning("usage not recorded", extra={"error": type(exc).__name__})
         self.reconcile(call, tokens.total)
-        body = b"".join(flight.chunks)
-        if self._cache is not None and call.decision.store and len(body) <= self._max_entry_bytes:
+        if self._cache is None or not call.decision.store:
+            return
+        body = b"".join(flight.chunks)  # joined only for an answer the cache may keep
+        if len(body) <= self._max_entry_bytes:
             answer = CachedAnswer(
                 SSE if call.stream else JSON,
                 body,
