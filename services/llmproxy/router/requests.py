@@ -177,6 +177,10 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(is_int(t) and t >= 0 for t in value)
+
+
 def _valid_input(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value)
@@ -184,12 +188,9 @@ def _valid_input(value: Any) -> bool:
         return False
     if all(isinstance(v, str) for v in value):
         return True
-    if all(is_positive_int(v) or v == 0 for v in value):
+    if _token_ids(value):
         return True  # one input as token ids
-    return all(
-        isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
-        for v in value
-    )
+    return all(isinstance(v, list) and v and all(is_int(t) for t in v) for v in value)
 
 
 def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
@@ -209,10 +210,6 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
     if "dimensions" in body and not is_positive_int(body["dimensions"]):
         raise InvalidRequestError("'dimensions' must be a positive integer.", param="dimensions")
     return body
-
-
-def _token_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(is_int(t) and t >= 0 for t in value)
 
 
 def _valid_prompt(value: Any) -> bool:
